@@ -61,8 +61,11 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         _require_positive_finite("step_size", self.step_size)
         _require_positive_finite("n_beta", self.n_beta)
-        if not (isinstance(self.localization, int | float) and math.isfinite(self.localization)
-                and self.localization >= 0):
+        if not (
+            isinstance(self.localization, int | float)
+            and math.isfinite(self.localization)
+            and self.localization >= 0
+        ):
             raise ConfigError(
                 f"localization must be a finite number >= 0, got {self.localization!r}; "
                 "typical values are 1 to 1000 (method.md §3 uses 300)."

@@ -107,7 +107,10 @@ def mean_squared_residual(X: np.ndarray, y: np.ndarray, w_star: np.ndarray) -> Q
 
 
 def localized_gaussian(
-    loss: Quadratic, n_beta: float, localization: float, coords: np.ndarray | None = None,
+    loss: Quadratic,
+    n_beta: float,
+    localization: float,
+    coords: np.ndarray | None = None,
     step_size: float | None = None,
 ) -> GaussianPosterior:
     """The posterior ∝ exp(−nβ·loss(δ) − γ/2‖δ‖²) over ``coords`` (others fixed at δ = 0).

@@ -55,8 +55,10 @@ class LLCResult:
     config: SamplerConfig
 
     def __str__(self) -> str:
-        return (f"LLC {self.mean:.4f} ± {self.std:.4f} (std over {len(self.per_chain)} "
-                f"chains, R̂ {self.rhat:.3f}, L(w*) {self.init_loss:.5f})")
+        return (
+            f"LLC {self.mean:.4f} ± {self.std:.4f} (std over {len(self.per_chain)} "
+            f"chains, R̂ {self.rhat:.3f}, L(w*) {self.init_loss:.5f})"
+        )
 
 
 def estimate_llc(
@@ -96,8 +98,9 @@ def estimate_llc(
         trace[:, ctx.draw] = ctx.batch_loss.double().cpu().numpy()
 
     with torch.enable_grad():
-        run_sgld(loss_fn, params, data, [run], config, on_draw=record, progress=progress,
-                 desc="LLC")
+        run_sgld(
+            loss_fn, params, data, [run], config, on_draw=record, progress=progress, desc="LLC"
+        )
     per_chain = config.n_beta * (trace.mean(axis=1) - init_loss)
     return LLCResult(
         mean=float(per_chain.mean()),

@@ -57,7 +57,7 @@ __all__ = [
 LossFn = Callable[[dict[str, Tensor], tuple[Tensor, ...]], Tensor]
 
 
-class SamplerDivergence(RuntimeError):
+class SamplerDivergence(RuntimeError):  # noqa: N818 (name fixed by the public API)
     """A chain produced a non-finite loss. Never written out as NaN: change the settings."""
 
     def __init__(self, *, run: str, chain: int, step: int, loss: float, config: SamplerConfig):
@@ -122,8 +122,7 @@ def validate_masks(
     for name, mask in masks.items():
         if name not in params:
             raise ConfigError(
-                f"{where}: mask for unknown parameter '{name}'; parameters are "
-                f"{sorted(params)}."
+                f"{where}: mask for unknown parameter '{name}'; parameters are {sorted(params)}."
             )
         mask = torch.as_tensor(mask, device=params[name].device)
         if tuple(mask.shape) != tuple(params[name].shape):
@@ -142,10 +141,13 @@ def evaluate_in_chunks(
 ) -> Tensor:
     """Per-unit losses of ``loss_fn`` at ``params`` over all of ``data``, without gradients."""
     n = data[0].shape[0]
+    parts = []
     with torch.no_grad():
-        parts = [
-            loss_fn(dict(params), tuple(t[i : i + chunk] for t in data)) for i in range(0, n, chunk)
-        ]
+        for i in range(0, n, chunk):
+            batch = tuple(t[i : i + chunk] for t in data)
+            losses = loss_fn(dict(params), batch)
+            check_loss_output(losses, batch[0].shape[0])
+            parts.append(losses)
     return torch.cat(parts)
 
 
@@ -217,8 +219,9 @@ class _LaneLayout:
         """Per-parameter views ``[lanes, *shape]`` into a ``[lanes, numel]`` buffer."""
         return {
             n: flat[:, a:b].view(self.lanes, *s)
-            for n, a, b, s in zip(self.names, self.offsets[:-1], self.offsets[1:], self.shapes,
-                                  strict=True)
+            for n, a, b, s in zip(
+                self.names, self.offsets[:-1], self.offsets[1:], self.shapes, strict=True
+            )
         }
 
 
@@ -326,8 +329,12 @@ def run_sgld(
     eps, n_beta, gamma = config.step_size, config.n_beta, config.localization
     total = config.num_steps
 
-    bar = tqdm(total=total, desc=desc, disable=(not progress) if progress is not None else None,
-               leave=False)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        disable=(not progress) if progress is not None else None,
+        leave=False,
+    )
     try:
         for step in range(total + 1):
             idx = batches.next()
@@ -344,28 +351,41 @@ def run_sgld(
             if not bool(finite.all()):
                 bad = int((~finite).nonzero()[0])
                 run_name, chain = lane_names[bad]
-                raise SamplerDivergence(run=run_name, chain=chain, step=step,
-                                        loss=float(lane_loss[bad]), config=config)
+                raise SamplerDivergence(
+                    run=run_name,
+                    chain=chain,
+                    step=step,
+                    loss=float(lane_loss[bad].detach()),
+                    config=config,
+                )
             since_burnin = step - config.num_burnin
             if since_burnin > 0 and since_burnin % config.steps_between_draws == 0:
-                on_draw(DrawContext(draw=since_burnin // config.steps_between_draws - 1,
-                                    step=step, batch_loss=lane_loss.detach(),
-                                    evaluate=evaluate_at(state)))
+                on_draw(
+                    DrawContext(
+                        draw=since_burnin // config.steps_between_draws - 1,
+                        step=step,
+                        batch_loss=lane_loss.detach(),
+                        evaluate=evaluate_at(state),
+                    )
+                )
             if not need_grad:
                 break
             (grad,) = torch.autograd.grad(lane_loss.sum(), leaf)
             with torch.no_grad():
                 grad.mul_(n_beta)
                 drift = grad.add_(state - w0, alpha=gamma)  # nβ∇L + γ(w − w*)
-                noise = torch.cat([
-                    torch.randn(m, generator=g, device=device, dtype=dtype)
-                    for g, m in zip(noise_generators, lane_moving_counts, strict=True)
-                ])
+                noise = torch.cat(
+                    [
+                        torch.randn(m, generator=g, device=device, dtype=dtype)
+                        for g, m in zip(noise_generators, lane_moving_counts, strict=True)
+                    ]
+                )
                 if sq_avg is not None:
                     # The running mean uses nβ∇L only (not the localization term).
                     loss_grad = drift - gamma * (state - w0)
                     sq_avg.mul_(config.rmsprop_alpha).addcmul_(
-                        loss_grad, loss_grad, value=1 - config.rmsprop_alpha)
+                        loss_grad, loss_grad, value=1 - config.rmsprop_alpha
+                    )
                     v_hat = sq_avg / (1 - config.rmsprop_alpha ** (step + 1))
                     precond = 1.0 / (v_hat.sqrt() + config.rmsprop_eps)
                     drift.mul_(precond)

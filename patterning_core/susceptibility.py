@@ -143,8 +143,11 @@ def sample_susceptibility_stats(
         raise ConfigError(f"unknown component(s) {unknown}; known: {sorted(components)}.")
     masks = {n: validate_masks(params, components[n], where=f"component '{n}'") for n in names}
     chains = list(range(config.num_chains)) if chain_ids is None else list(chain_ids)
-    fixed_batch = (_default_phi_batch(data, config) if phi_batch is None
-                   else as_data_tuple(phi_batch, what="phi_batch"))
+    fixed_batch = (
+        _default_phi_batch(data, config)
+        if phi_batch is None
+        else as_data_tuple(phi_batch, what="phi_batch")
+    )
 
     with torch.no_grad():
         init_fix_units = loss_fn(dict(params), fixed_batch)
@@ -156,8 +159,11 @@ def sample_susceptibility_stats(
     units = int(np.prod(probe_shape))
 
     joined = _joinable(fixed_batch, probes)
-    eval_batch = (tuple(torch.cat([a, b]) for a, b in zip(fixed_batch, probes, strict=True))
-                  if joined else None)
+    eval_batch = (
+        tuple(torch.cat([a, b]) for a, b in zip(fixed_batch, probes, strict=True))
+        if joined
+        else None
+    )
     n_fix = fixed_batch[0].shape[0]
 
     def measure(ctx: DrawContext) -> tuple[Tensor, Tensor]:
@@ -187,8 +193,17 @@ def sample_susceptibility_stats(
             acc.update(fix - init_loss, probe)
             trace[:, ctx.draw] = fix.cpu().numpy()
 
-        run_sgld(loss_fn, params, data, runs, config, on_draw=record, chain_ids=chains,
-                 progress=progress, desc=f"χ {group[0]}…" if len(group) > 1 else f"χ {group[0]}")
+        run_sgld(
+            loss_fn,
+            params,
+            data,
+            runs,
+            config,
+            on_draw=record,
+            chain_ids=chains,
+            progress=progress,
+            desc=f"χ {group[0]}…" if len(group) > 1 else f"χ {group[0]}",
+        )
         got = acc.numpy()
         rows = [names.index(n) for n in group]
         shape = (len(runs), num_chains)
@@ -201,8 +216,7 @@ def sample_susceptibility_stats(
 
     unit_coords: dict[str, tuple[str, np.ndarray]] = {}
     if len(probe_shape) == 2:
-        seq, pos = np.meshgrid(np.arange(probe_shape[0]), np.arange(probe_shape[1]),
-                               indexing="ij")
+        seq, pos = np.meshgrid(np.arange(probe_shape[0]), np.arange(probe_shape[1]), indexing="ij")
         unit_coords = {"sequence": ("unit", seq.ravel()), "position": ("unit", pos.ravel())}
     ds = xr.Dataset(
         {
@@ -213,11 +227,20 @@ def sample_susceptibility_stats(
             "probe_comoment": (("component", "chain", "unit"), probe_comoment),
             "loss_trace": (("component", "chain", "draw"), loss_trace),
         },
-        coords={"component": names, "chain": chains, "unit": np.arange(units),
-                "draw": np.arange(draws), **unit_coords},
-        attrs={"init_loss": init_loss, "n_beta": config.n_beta,
-               "sampler_config": config.to_json(), "convention": CHI_CONVENTION,
-               "probe_shape": list(probe_shape)},
+        coords={
+            "component": names,
+            "chain": chains,
+            "unit": np.arange(units),
+            "draw": np.arange(draws),
+            **unit_coords,
+        },
+        attrs={
+            "init_loss": init_loss,
+            "n_beta": config.n_beta,
+            "sampler_config": config.to_json(),
+            "convention": CHI_CONVENTION,
+            "probe_shape": list(probe_shape),
+        },
     )
     if include_full:
         full_acc = MeanAccumulator(num_chains, units + 1, device=device)
@@ -228,8 +251,17 @@ def sample_susceptibility_stats(
             full_acc.update(torch.cat([fix[:, None], probe.double()], dim=1))
             full_trace[:, ctx.draw] = fix.cpu().numpy()
 
-        run_sgld(loss_fn, params, data, [full_run(params)], config, on_draw=record_full,
-                 chain_ids=chains, progress=progress, desc="χ full run")
+        run_sgld(
+            loss_fn,
+            params,
+            data,
+            [full_run(params)],
+            config,
+            on_draw=record_full,
+            chain_ids=chains,
+            progress=progress,
+            desc="χ full run",
+        )
         means = full_acc.mean.cpu().numpy()
         ds["full_count"] = ("chain", full_acc.count.cpu().numpy())
         ds["full_loss_mean"] = ("chain", means[:, 0])
@@ -253,8 +285,9 @@ def merge_stats(parts: Sequence[xr.Dataset]) -> xr.Dataset:
                     f"shards disagree on '{key}': {attrs.get(key)!r} vs {p.attrs.get(key)!r}; "
                     "they come from different checkpoints or sampler settings."
                 )
-    merged = xr.merge(list(parts), compat="no_conflicts", join="outer",
-                      combine_attrs="drop_conflicts")
+    merged = xr.merge(
+        list(parts), compat="no_conflicts", join="outer", combine_attrs="drop_conflicts"
+    )
     merged.attrs = attrs
     return merged
 
@@ -283,8 +316,13 @@ def chi_from_stats(stats: xr.Dataset, *, per_chain: bool = False) -> xr.DataArra
     init = float(stats.attrs["init_loss"])
     chain_axis = 1
     count = stats["count"].values
-    args = (count, stats["phi_mean"].values, stats["phi_m2"].values,
-            stats["probe_mean"].values, stats["probe_comoment"].values)
+    args = (
+        count,
+        stats["phi_mean"].values,
+        stats["phi_m2"].values,
+        stats["probe_mean"].values,
+        stats["probe_comoment"].values,
+    )
     if per_chain:
         n, m_phi, m2, m_x, co = args
     else:
@@ -341,7 +379,14 @@ def estimate_susceptibilities(
         sign/scale convention (``CHI_CONVENTION``).
     """
     stats = sample_susceptibility_stats(
-        loss_fn, params, data, probes, components, config, phi_batch=phi_batch,
-        max_lanes=max_lanes, progress=progress,
+        loss_fn,
+        params,
+        data,
+        probes,
+        components,
+        config,
+        phi_batch=phi_batch,
+        max_lanes=max_lanes,
+        progress=progress,
     )
     return chi_from_stats(stats)

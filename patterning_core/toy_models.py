@@ -15,8 +15,12 @@ from patterning_core.sampling import LossFn
 
 
 def make_polynomial_regression(
-    powers: tuple[int, int], n: int = 1000, seed: int = 0, x_std: float = 2.0,
-    noise_std: float = 0.25, dtype: torch.dtype = torch.float64,
+    powers: tuple[int, int],
+    n: int = 1000,
+    seed: int = 0,
+    x_std: float = 2.0,
+    noise_std: float = 0.25,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[LossFn, dict[str, Tensor], tuple[Tensor, Tensor]]:
     """f(x) = x·w1^p1·w2^p2 with y independent of x (true function 0), squared error.
 
@@ -38,7 +42,10 @@ def make_polynomial_regression(
 
 
 def make_linear_regression(
-    n: int = 200, d: int = 3, seed: int = 0, noise_std: float = 0.5,
+    n: int = 200,
+    d: int = 3,
+    seed: int = 0,
+    noise_std: float = 0.5,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[LossFn, dict[str, Tensor], tuple[Tensor, Tensor]]:
     """y = X·w_true + noise with loss ℓ_i(w) = ½(y_i − x_iᵀw)², w* the least-squares fit.
@@ -59,7 +66,11 @@ def make_linear_regression(
 
 
 def make_mlp_regression(
-    n: int = 512, d_in: int = 8, hidden: int = 32, seed: int = 0, train_steps: int = 300,
+    n: int = 512,
+    d_in: int = 8,
+    hidden: int = 32,
+    seed: int = 0,
+    train_steps: int = 300,
 ) -> tuple[LossFn, dict[str, Tensor], tuple[Tensor, Tensor]]:
     """A one-hidden-layer tanh MLP fitted (Adam) to a smooth target; float32.
 

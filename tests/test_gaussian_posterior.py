@@ -42,9 +42,17 @@ def problem():
 
 @pytest.fixture(scope="module")
 def config():
-    return SamplerConfig(step_size=EPS, n_beta=N_BETA, localization=GAMMA, num_chains=CHAINS,
-                         num_draws=3000, num_burnin=500, steps_between_draws=2,
-                         batch_size=None, seed=0)
+    return SamplerConfig(
+        step_size=EPS,
+        n_beta=N_BETA,
+        localization=GAMMA,
+        num_chains=CHAINS,
+        num_draws=3000,
+        num_burnin=500,
+        steps_between_draws=2,
+        batch_size=None,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +67,35 @@ def exact_chi(loss, unit_losses, coords, step_size=None) -> np.ndarray:
     restricted = ka.localized_gaussian(loss, N_BETA, GAMMA, coords=coords, step_size=step_size)
     full = ka.localized_gaussian(loss, N_BETA, GAMMA, step_size=step_size)
     phi = loss - ka.Quadratic(np.zeros_like(loss.A), np.zeros_like(loss.b), loss.c)
-    return np.array([
-        restricted.expect_product(phi, loss) - restricted.expect_product(phi, lz)
-        - restricted.expect(phi) * (full.expect(loss) - full.expect(lz))
-        for lz in unit_losses
-    ])
+    return np.array(
+        [
+            restricted.expect_product(phi, loss)
+            - restricted.expect_product(phi, lz)
+            - restricted.expect(phi) * (full.expect(loss) - full.expect(lz))
+            for lz in unit_losses
+        ]
+    )
 
 
 def test_llc_matches_gaussian_closed_form(problem):
     loss_fn, params, data, loss, _ = problem
-    cfg = SamplerConfig(step_size=EPS, n_beta=N_BETA, localization=GAMMA, num_chains=CHAINS,
-                        num_draws=3000, num_burnin=500, batch_size=None, seed=3)
+    cfg = SamplerConfig(
+        step_size=EPS,
+        n_beta=N_BETA,
+        localization=GAMMA,
+        num_chains=CHAINS,
+        num_draws=3000,
+        num_burnin=500,
+        batch_size=None,
+        seed=3,
+    )
     result = estimate_llc(loss_fn, params, data, cfg)
     exact = N_BETA * 0.5 * np.trace(loss.A @ ka.localized_gaussian(loss, N_BETA, GAMMA).cov)
-    discrete = N_BETA * 0.5 * np.trace(
-        loss.A @ ka.localized_gaussian(loss, N_BETA, GAMMA, step_size=EPS).cov)
+    discrete = (
+        N_BETA
+        * 0.5
+        * np.trace(loss.A @ ka.localized_gaussian(loss, N_BETA, GAMMA, step_size=EPS).cov)
+    )
     se = result.std / np.sqrt(CHAINS)
     assert se < 0.05 * exact, "the test must be sensitive: SE well below the value"
     assert abs(result.mean - discrete) < Z * se
@@ -102,8 +124,9 @@ def test_chi_of_all_weights_is_minus_posterior_covariance(problem, stats):
     post = ka.localized_gaussian(loss, N_BETA, GAMMA, step_size=EPS)
     phi = loss - ka.Quadratic(np.zeros_like(loss.A), np.zeros_like(loss.b), loss.c)
     minus_cov = np.array([-post.covariance(phi, lz - loss) for lz in unit_losses])
-    np.testing.assert_allclose(exact_chi(loss, unit_losses, None, step_size=EPS), minus_cov,
-                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        exact_chi(loss, unit_losses, None, step_size=EPS), minus_cov, rtol=1e-10, atol=1e-14
+    )
 
 
 def test_fluctuation_dissipation(problem, stats):
@@ -113,22 +136,26 @@ def test_fluctuation_dissipation(problem, stats):
     h = 1e-4
 
     def mean_phi(weight: float, lz: ka.Quadratic) -> float:
-        tilted = ka.Quadratic((1 - weight) * loss.A + weight * lz.A,
-                              (1 - weight) * loss.b + weight * lz.b,
-                              (1 - weight) * loss.c + weight * lz.c)
+        tilted = ka.Quadratic(
+            (1 - weight) * loss.A + weight * lz.A,
+            (1 - weight) * loss.b + weight * lz.b,
+            (1 - weight) * loss.c + weight * lz.c,
+        )
         return ka.localized_gaussian(tilted, N_BETA, GAMMA).expect(phi)
 
     derivative = np.array([(mean_phi(h, lz) - mean_phi(-h, lz)) / (2 * h) for lz in unit_losses])
     chi = chi_from_stats(stats).sel(component="all").values
     se = chi_from_stats(stats, per_chain=True).sel(component="all").std("chain").values
     se = se / np.sqrt(CHAINS)
-    bias = np.abs(exact_chi(loss, unit_losses, None, step_size=EPS)
-                  - exact_chi(loss, unit_losses, None))
+    bias = np.abs(
+        exact_chi(loss, unit_losses, None, step_size=EPS) - exact_chi(loss, unit_losses, None)
+    )
     # Central differences of a smooth function: error O(h²) ≈ 1e-8, negligible here.
     np.testing.assert_array_less(np.abs(N_BETA * chi - derivative), N_BETA * (Z * se + bias))
     # And the identity itself holds for the exact moments, to rounding.
-    np.testing.assert_allclose(N_BETA * exact_chi(loss, unit_losses, None), derivative,
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        N_BETA * exact_chi(loss, unit_losses, None), derivative, rtol=1e-5, atol=1e-9
+    )
 
 
 def test_chi_dataarray_layout(stats, config):

@@ -40,7 +40,12 @@ class SamplerConfig:
         batch_size: examples per SGLD minibatch; ``None`` means the full data set.
         seed: root seed; each (run, chain) pair derives its own independent streams.
         preconditioner: ``"sgld"`` (plain) or ``"rmsprop"`` (per-coordinate step
-            ε / (√v̂ + rmsprop_eps), with v̂ the running mean of (nβ ∇L)²).
+            ε·G with G = 1 / (√v̂ + rmsprop_eps), v̂ the bias-corrected running mean of
+            (nβ ∇L_batch)²). G adapts during burn-in and is frozen for the draws: a
+            constant G leaves the posterior invariant, while a G that keeps tracking the
+            chain correlates with its position and biases the estimates (by +60 % on the
+            Gaussian test model). With ``num_burnin = 0`` G adapts throughout; give
+            RMSProp a burn-in.
         rmsprop_alpha: decay of the running mean v̂, in [0, 1).
         rmsprop_eps: stabilizer added to √v̂, > 0.
     """

@@ -326,6 +326,7 @@ def run_sgld(
     state = layout.w_star.expand(layout.lanes, -1).clone()
     w0 = layout.w_star.unsqueeze(0)
     sq_avg = torch.zeros_like(state) if config.preconditioner == "rmsprop" else None
+    precond = noise_scale = torch.ones(())
     eps, n_beta, gamma = config.step_size, config.n_beta, config.localization
     total = config.num_steps
 
@@ -381,15 +382,18 @@ def run_sgld(
                     ]
                 )
                 if sq_avg is not None:
-                    # The running mean uses nβ∇L only (not the localization term).
-                    loss_grad = drift - gamma * (state - w0)
-                    sq_avg.mul_(config.rmsprop_alpha).addcmul_(
-                        loss_grad, loss_grad, value=1 - config.rmsprop_alpha
-                    )
-                    v_hat = sq_avg / (1 - config.rmsprop_alpha ** (step + 1))
-                    precond = 1.0 / (v_hat.sqrt() + config.rmsprop_eps)
+                    adapting = step < config.num_burnin or config.num_burnin == 0
+                    if adapting:  # the running mean uses nβ∇L only, not the localization
+                        grad.sub_(state - w0, alpha=gamma)
+                        sq_avg.mul_(config.rmsprop_alpha).addcmul_(
+                            grad, grad, value=1 - config.rmsprop_alpha
+                        )
+                        grad.add_(state - w0, alpha=gamma)
+                        v_hat = sq_avg / (1 - config.rmsprop_alpha ** (step + 1))
+                        precond = 1.0 / (v_hat.sqrt() + config.rmsprop_eps)
+                        noise_scale = precond.reshape(-1)[layout.noise_positions].sqrt()
                     drift.mul_(precond)
-                    noise.mul_(precond.reshape(-1)[layout.noise_positions].sqrt())
+                    noise.mul_(noise_scale)
                 state.addcmul_(drift, layout.mask, value=-eps / 2)
                 state.view(-1).index_add_(0, layout.noise_positions, noise, alpha=math.sqrt(eps))
             bar.update(1)

@@ -1,0 +1,346 @@
+"""The χ store: one Zarr (format 3) group per run, read and written through xarray.
+
+Layout (dimension names in brackets):
+
+- coordinates ``checkpoint`` (training step), ``component`` (names), ``chain``, ``unit``,
+  ``draw``, and per unit any of ``sequence``, ``position``, ``token_id``, ``token_text``,
+  ``pattern_class``;
+- streaming statistics of the restricted runs (see ``susceptibility.py``), one chunk per
+  (checkpoint, component, chain), so every shard writes whole chunks:
+  ``count, phi_mean, phi_m2`` [checkpoint, component, chain],
+  ``probe_mean, probe_comoment`` [checkpoint, component, chain, unit],
+  ``loss_trace`` [checkpoint, component, chain, draw];
+- of the full run, one chunk per (checkpoint, chain): ``full_count, full_loss_mean``
+  [checkpoint, chain], ``full_probe_mean`` [checkpoint, chain, unit],
+  ``full_loss_trace`` [checkpoint, chain, draw];
+- ``init_loss`` [checkpoint]: L_fix(w*) of each checkpoint;
+- completion records written *after* a shard's data: ``shard_done`` [checkpoint,
+  component, chain] and ``full_done`` [checkpoint, chain] hold 1 + a CRC32 of the shard's
+  bytes (0 = not done). A record whose data no longer matches its checksum is not trusted;
+- ``chi`` [checkpoint, component, unit], assembled from the statistics (NaN until then).
+
+``attrs``: ``schema_version``, ``sampler_config`` (JSON), ``n_beta``, ``convention`` and
+whatever the caller adds (code version, cache keys).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from patterning_core.susceptibility import CHI_CONVENTION, chi_from_stats
+
+SCHEMA_VERSION = 1
+
+_RESTRICTED = {
+    "count": ("component", "chain"),
+    "phi_mean": ("component", "chain"),
+    "phi_m2": ("component", "chain"),
+    "probe_mean": ("component", "chain", "unit"),
+    "probe_comoment": ("component", "chain", "unit"),
+    "loss_trace": ("component", "chain", "draw"),
+}
+_FULL = {
+    "full_count": ("chain",),
+    "full_loss_mean": ("chain",),
+    "full_probe_mean": ("chain", "unit"),
+    "full_loss_trace": ("chain", "draw"),
+}
+
+
+class StoreError(RuntimeError):
+    """The store is missing, incompatible, or its contents cannot be trusted."""
+
+
+def _path(store: str | Path) -> str:
+    return str(store)
+
+
+def _group(store: str | Path, mode: str = "r") -> zarr.Group:
+    try:
+        return zarr.open_group(_path(store), mode=mode, zarr_format=3)
+    except FileNotFoundError as err:
+        raise StoreError(f"no χ store at {store}: create it first (or check the path).") from err
+
+
+def create_store(
+    store: str | Path,
+    *,
+    checkpoints: Sequence[int],
+    components: Sequence[str],
+    num_chains: int,
+    num_draws: int,
+    unit_coords: Mapping[str, np.ndarray],
+    attrs: Mapping[str, object],
+) -> bool:
+    """Create the store, or check that an existing one has exactly this layout.
+
+    Returns True if the store was created, False if a compatible one already existed (a
+    resumed run). Raises ``StoreError`` if an existing store differs.
+    """
+    units = len(next(iter(unit_coords.values())))
+    layout = {
+        "checkpoint": list(map(int, checkpoints)),
+        "component": list(components),
+        "chain": list(range(num_chains)),
+        "unit": units,
+        "draw": num_draws,
+    }
+    try:
+        existing = open_chi(store)
+    except StoreError:
+        existing = None
+    if existing is not None:
+        _check_same_layout(existing, layout, attrs, store)
+        return False
+
+    coords: dict[str, object] = {
+        "checkpoint": layout["checkpoint"],
+        "component": layout["component"],
+        "chain": layout["chain"],
+        "unit": np.arange(units),
+        "draw": np.arange(num_draws),
+    }
+    for name, values in unit_coords.items():
+        values = np.asarray(values)
+        if values.dtype.kind in "OUT":
+            values = values.astype(object)
+        coords[name] = ("unit", values)
+    meta = {**dict(attrs), "schema_version": SCHEMA_VERSION, "convention": CHI_CONVENTION}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr v3 string dtype has no stable spec yet
+        xr.Dataset(coords=coords, attrs=meta).to_zarr(
+            _path(store), mode="w", zarr_format=3, consolidated=False
+        )
+    group = _group(store, mode="a")
+    n_ckpt, n_comp = len(layout["checkpoint"]), len(layout["component"])
+    sizes = {
+        "checkpoint": n_ckpt,
+        "component": n_comp,
+        "chain": num_chains,
+        "unit": units,
+        "draw": num_draws,
+    }
+
+    def array(name: str, dims: tuple[str, ...], dtype: str, fill: float) -> None:
+        shape = tuple(sizes[d] for d in dims)
+        chunks = tuple(sizes[d] if d in ("unit", "draw") else 1 for d in dims)
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=list(dims),
+        )
+
+    for name, dims in _RESTRICTED.items():
+        array(name, ("checkpoint", *dims), "f8", np.nan)
+    for name, dims in _FULL.items():
+        array(name, ("checkpoint", *dims), "f8", np.nan)
+    array("init_loss", ("checkpoint",), "f8", np.nan)
+    array("shard_done", ("checkpoint", "component", "chain"), "i8", 0)
+    array("full_done", ("checkpoint", "chain"), "i8", 0)
+    group.create_array(
+        "chi",
+        shape=(n_ckpt, n_comp, units),
+        chunks=(1, n_comp, units),
+        dtype="f8",
+        fill_value=np.nan,
+        dimension_names=["checkpoint", "component", "unit"],
+    )
+    return True
+
+
+def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store) -> None:
+    version = existing.attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"χ store {store} has schema version {version!r}; this code reads version "
+            f"{SCHEMA_VERSION}. Write the run to a new path (or re-export the old store)."
+        )
+    found = {
+        "checkpoint": [int(c) for c in existing.checkpoint.values],
+        "component": [str(c) for c in existing.component.values],
+        "chain": [int(c) for c in existing.chain.values],
+        "unit": existing.sizes["unit"],
+        "draw": existing.sizes["draw"],
+    }
+    for key, want in layout.items():
+        if found[key] != want:
+            raise StoreError(
+                f"χ store {store} was created for a different run ({key}: {found[key]!r} vs "
+                f"{want!r}); use a new path, or delete the store to start over."
+            )
+    for key in ("sampler_config",):
+        if key in attrs and existing.attrs.get(key) != attrs[key]:
+            raise StoreError(
+                f"χ store {store} was made with other sampler settings; use a new path."
+            )
+
+
+def open_chi(store: str | Path) -> xr.Dataset:
+    """Open a χ store as a lazy ``xarray.Dataset`` (nothing is read until indexed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return xr.open_zarr(_path(store), consolidated=False, zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise StoreError(f"no χ store at {store}.") from err
+
+
+def _checksum(*arrays: np.ndarray) -> int:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a, dtype=np.float64).tobytes(), crc)
+    return crc + 1  # 0 means "not done"
+
+
+def _index(values: Sequence, wanted: Sequence, what: str) -> list[int]:
+    lookup = {v: i for i, v in enumerate(values)}
+    try:
+        return [lookup[w] for w in wanted]
+    except KeyError as err:
+        raise StoreError(f"{what} {err.args[0]!r} is not in the store ({list(values)}).") from err
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
+    """Split sorted-or-not indices into contiguous runs: (position in list, start, stop)."""
+    runs, start = [], 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            runs.append((start, indices[start], indices[k - 1] + 1))
+            start = k
+    return runs
+
+
+def write_shard(store: str | Path, checkpoint: int, stats: xr.Dataset) -> None:
+    """Write one shard's statistics (any components × chains, with or without the full
+    run) into its own chunks, then record it complete with its checksum."""
+    group = _group(store, mode="r+")
+    ds = open_chi(store)
+    ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
+    comps = _index(
+        [str(c) for c in ds.component.values], [str(c) for c in stats.component.values], "component"
+    )
+    chains = _index(
+        [int(c) for c in ds.chain.values], [int(c) for c in stats.chain.values], "chain"
+    )
+    group["init_loss"][ci] = float(stats.attrs["init_loss"])
+    for s_pos, c_start, c_stop in _runs(comps):
+        for k_pos, k_start, k_stop in _runs(chains):
+            sub = {
+                name: stats[name].values[
+                    s_pos : s_pos + c_stop - c_start, k_pos : k_pos + k_stop - k_start
+                ]
+                for name in _RESTRICTED
+            }
+            for name, values in sub.items():
+                group[name][ci, c_start:c_stop, k_start:k_stop] = values
+            done = np.zeros((c_stop - c_start, k_stop - k_start), dtype=np.int64)
+            for i in range(done.shape[0]):
+                for j in range(done.shape[1]):
+                    done[i, j] = _checksum(*(sub[n][i, j] for n in _RESTRICTED))
+            group["shard_done"][ci, c_start:c_stop, k_start:k_stop] = done
+    if "full_count" in stats:
+        for k_pos, k_start, k_stop in _runs(chains):
+            sub = {name: stats[name].values[k_pos : k_pos + k_stop - k_start] for name in _FULL}
+            for name, values in sub.items():
+                group[name][ci, k_start:k_stop] = values
+            group["full_done"][ci, k_start:k_stop] = np.array(
+                [_checksum(*(sub[n][j] for n in _FULL)) for j in range(k_stop - k_start)]
+            )
+
+
+def completed(store: str | Path, checkpoint: int, *, verify: bool = False) -> dict[str, np.ndarray]:
+    """Completion of every shard at ``checkpoint``: ``{"restricted": bool [component, chain],
+    "full": bool [chain]}``. With ``verify``, a record counts only if its data still match
+    the recorded checksum (a lost or altered chunk makes the shard incomplete again)."""
+    group = _group(store)
+    ds = open_chi(store)
+    ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
+    shard_done = group["shard_done"][ci]
+    full_done = group["full_done"][ci]
+    restricted, full = shard_done != 0, full_done != 0
+    if verify:
+        data = {n: group[n][ci] for n in _RESTRICTED}
+        for i, j in zip(*np.nonzero(restricted), strict=True):
+            if _checksum(*(data[n][i, j] for n in _RESTRICTED)) != shard_done[i, j]:
+                restricted[i, j] = False
+        full_data = {n: group[n][ci] for n in _FULL}
+        for j in np.nonzero(full)[0]:
+            if _checksum(*(full_data[n][j] for n in _FULL)) != full_done[j]:
+                full[j] = False
+    return {"restricted": restricted, "full": full}
+
+
+def read_stats(store: str | Path, checkpoint: int) -> xr.Dataset:
+    """The statistics of one checkpoint, in the form ``chi_from_stats`` takes.
+
+    Raises ``StoreError`` naming the shards that are missing or fail their checksum.
+    """
+    state = completed(store, checkpoint, verify=True)
+    ds = open_chi(store).sel(checkpoint=checkpoint)
+    missing = [
+        (str(ds.component.values[i]), int(ds.chain.values[j]))
+        for i, j in zip(*np.nonzero(~state["restricted"]), strict=True)
+    ]
+    missing += [("full", int(ds.chain.values[j])) for j in np.nonzero(~state["full"])[0]]
+    if missing:
+        raise StoreError(
+            f"checkpoint {checkpoint}: shards (component, chain) {missing[:6]}"
+            f"{'…' if len(missing) > 6 else ''} are missing or fail their checksum; "
+            "run the flow again to recompute them."
+        )
+    names = list(_RESTRICTED) + list(_FULL)
+    stats = ds[names].load()
+    stats.attrs = {
+        "init_loss": float(ds["init_loss"].values),
+        "n_beta": ds.attrs.get("n_beta"),
+        "sampler_config": ds.attrs.get("sampler_config"),
+        "convention": CHI_CONVENTION,
+    }
+    return stats
+
+
+def assemble_chi(store: str | Path, checkpoint: int) -> xr.DataArray:
+    """Compute χ of ``checkpoint`` from its verified statistics and write it to ``chi``."""
+    chi = chi_from_stats(read_stats(store, checkpoint))
+    group = _group(store, mode="r+")
+    ds = open_chi(store)
+    ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
+    group["chi"][ci] = chi.values
+    return chi
+
+
+def store_summary(store: str | Path) -> str:
+    """A human-readable summary: layout, completion, and χ statistics per checkpoint."""
+    ds = open_chi(store)
+    config = json.loads(ds.attrs.get("sampler_config", "{}") or "{}")
+    lines = [
+        f"χ store {store} (schema {ds.attrs.get('schema_version')})",
+        f"  checkpoints {list(map(int, ds.checkpoint.values))}",
+        f"  {ds.sizes['component']} components, {ds.sizes['unit']} units, "
+        f"{ds.sizes['chain']} chains × {ds.sizes['draw']} draws",
+        f"  sampler: {', '.join(f'{k}={v}' for k, v in config.items())}",
+        f"  unit coordinates: {[c for c in ds.coords if ds[c].dims == ('unit',)]}",
+    ]
+    for ckpt in ds.checkpoint.values:
+        state = completed(store, int(ckpt))
+        chi = ds["chi"].sel(checkpoint=ckpt).values
+        done = int(state["restricted"].sum()) + int(state["full"].sum())
+        total = state["restricted"].size + state["full"].size
+        status = (
+            f"χ mean {np.nanmean(chi):+.3e}, std {np.nanstd(chi):.3e}"
+            if np.isfinite(chi).all()
+            else "χ not assembled"
+        )
+        lines.append(f"  checkpoint {int(ckpt)}: {done}/{total} shards complete; {status}")
+    return "\n".join(lines)

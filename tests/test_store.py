@@ -1,0 +1,126 @@
+"""The χ store: layout, shard writes, completion records, checksums, assembly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patterning_core.sampling import SamplerConfig
+from patterning_core.store import (
+    StoreError,
+    assemble_chi,
+    completed,
+    create_store,
+    open_chi,
+    read_stats,
+    store_summary,
+    write_shard,
+)
+from patterning_core.susceptibility import chi_from_stats, sample_susceptibility_stats
+from patterning_core.toy_models import make_mlp_regression
+
+CONFIG = SamplerConfig(
+    step_size=1e-4,
+    n_beta=20.0,
+    localization=100.0,
+    num_chains=2,
+    num_draws=10,
+    num_burnin=2,
+    batch_size=16,
+    seed=1,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    loss_fn, params, data = make_mlp_regression(n=64, d_in=3, hidden=4, train_steps=50)
+    comps = {
+        "hidden": {"w1": torch.ones_like(params["w1"], dtype=bool)},
+        "bias": {"b1": torch.ones_like(params["b1"], dtype=bool)},
+        "readout": {"w2": torch.ones_like(params["w2"], dtype=bool)},
+    }
+    probes = tuple(t[:4] for t in data)
+    return loss_fn, params, data, probes, comps
+
+
+def new_store(path, comps):
+    return create_store(
+        path,
+        checkpoints=[0, 50],
+        components=list(comps),
+        num_chains=2,
+        num_draws=CONFIG.num_draws,
+        unit_coords={"token_text": np.array(["a", " b", "\n", "(("]), "position": np.arange(4)},
+        attrs={"sampler_config": CONFIG.to_json(), "n_beta": CONFIG.n_beta},
+    )
+
+
+def test_shards_assemble_to_the_direct_estimate(tmp_path, model):
+    loss_fn, params, data, probes, comps = model
+    path = tmp_path / "chi.zarr"
+    assert new_store(path, comps) is True
+    assert new_store(path, comps) is False  # resumable: same layout reopens
+    shards = [
+        dict(component_names=["hidden", "readout"], chain_ids=[0], include_full=True),
+        dict(component_names=["bias"], chain_ids=[0], include_full=False),
+        dict(component_names=["hidden", "bias", "readout"], chain_ids=[1], include_full=True),
+    ]
+    for i, shard in enumerate(shards):
+        stats = sample_susceptibility_stats(loss_fn, params, data, probes, comps, CONFIG, **shard)
+        write_shard(path, 50, stats)
+        state = completed(path, 50)
+        if i < 2:
+            assert not state["restricted"].all()
+    assert completed(path, 50, verify=True)["restricted"].all()
+    direct = chi_from_stats(
+        sample_susceptibility_stats(loss_fn, params, data, probes, comps, CONFIG)
+    )
+    chi = assemble_chi(path, 50)
+    # Shards vmap fewer lanes than the direct run: float32 rounding differs (~1e-7 per
+    # step), and χ, a difference of means, amplifies it a little. Same draws otherwise.
+    np.testing.assert_allclose(chi.values, direct.values, rtol=1e-4, atol=1e-10)
+    ds = open_chi(path)
+    assert ds["chi"].dims == ("checkpoint", "component", "unit")
+    np.testing.assert_array_equal(ds["chi"].sel(checkpoint=50).values, chi.values)
+    assert np.isnan(ds["chi"].sel(checkpoint=0).values).all()
+    assert list(ds["token_text"].values) == ["a", " b", "\n", "(("]
+    summary = store_summary(path)
+    assert "checkpoint 50: 8/8 shards complete" in summary
+    assert "checkpoint 0: 0/8 shards complete; χ not assembled" in summary
+
+
+def test_incomplete_or_corrupted_shards_are_never_read(tmp_path, model):
+    loss_fn, params, data, probes, comps = model
+    path = tmp_path / "chi.zarr"
+    new_store(path, comps)
+    stats = sample_susceptibility_stats(loss_fn, params, data, probes, comps, CONFIG)
+    write_shard(path, 0, stats)
+    read_stats(path, 0)  # complete: reads
+    with pytest.raises(StoreError, match="missing or fail their checksum"):
+        read_stats(path, 50)
+    # Lose one chunk of data under a completion record.
+    chunk = next((path / "probe_mean").rglob("c/0/1/1/*"))
+    chunk.unlink()
+    assert not completed(path, 0, verify=True)["restricted"][1, 1]
+    assert completed(path, 0)["restricted"][1, 1]  # the bare record alone would lie
+    with pytest.raises(StoreError, match=r"\('bias', 1\)"):
+        read_stats(path, 0)
+
+
+def test_incompatible_store_is_a_clear_error(tmp_path, model):
+    *_, comps = model
+    path = tmp_path / "chi.zarr"
+    new_store(path, comps)
+    with pytest.raises(StoreError, match="different run"):
+        create_store(
+            path,
+            checkpoints=[0, 50],
+            components=["hidden"],
+            num_chains=2,
+            num_draws=CONFIG.num_draws,
+            unit_coords={"position": np.arange(4)},
+            attrs={},
+        )
+    with pytest.raises(StoreError, match="no χ store"):
+        open_chi(tmp_path / "nowhere.zarr")

@@ -54,6 +54,7 @@ __all__ = [
     "CHI_CONVENTION",
     "chi_from_stats",
     "estimate_susceptibilities",
+    "group_components",
     "merge_stats",
     "sample_susceptibility_stats",
 ]
@@ -84,10 +85,14 @@ def _joinable(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
     )
 
 
-def _group_components(
+def group_components(
     components: Mapping[str, Mapping[str, Tensor]], max_lanes: int | None, num_chains: int
 ) -> list[list[str]]:
-    """Components whose moving parameters have the same names are stepped together."""
+    """Components whose moving parameters have the same names are stepped together.
+
+    Returns lists of component names; each list is at most ``max_lanes // num_chains``
+    long (no limit with ``max_lanes=None``).
+    """
     groups: dict[frozenset[str], list[str]] = {}
     for name, masks in components.items():
         key = frozenset(k for k, m in masks.items() if bool(m.any()))
@@ -138,6 +143,8 @@ def sample_susceptibility_stats(
     if not components:
         raise ConfigError("components is empty: give at least one {name: {param: mask}}.")
     names = list(components) if component_names is None else list(component_names)
+    if not names and not include_full:
+        raise ConfigError("nothing to sample: no component_names and include_full=False.")
     unknown = [n for n in names if n not in components]
     if unknown:
         raise ConfigError(f"unknown component(s) {unknown}; known: {sorted(components)}.")
@@ -183,7 +190,7 @@ def sample_susceptibility_stats(
     probe_comoment = np.zeros((len(names), num_chains, units))
     loss_trace = np.zeros((len(names), num_chains, draws))
 
-    for group in _group_components({n: masks[n] for n in names}, max_lanes, num_chains):
+    for group in group_components({n: masks[n] for n in names}, max_lanes, num_chains):
         runs = [Run(n, masks[n]) for n in group]
         acc = CoMomentAccumulator(len(runs) * num_chains, units, device=device)
         trace = np.zeros((len(runs) * num_chains, draws))

@@ -1,0 +1,117 @@
+"""The ``susceptibilities`` flow: χ for chosen checkpoints, sharded over Dask workers.
+
+Shards are (checkpoint × component group × chain) plus (checkpoint × full run × chain).
+Only shards not complete in the store are submitted, so a killed run started again
+recomputes only what is missing, and a completed run does no sampling at all.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+
+from flows.runtime import file_digest, local_gpus, make_task_runner, shard_resources
+from patterning_core.sampling import SamplerConfig
+from patterning_core.susceptibility import group_components
+from patterning_core.workloads import build_workload
+from tasks.susceptibility import (
+    FULL_RUN,
+    assemble,
+    prepare_store,
+    shard_is_complete,
+    susceptibility_shard,
+)
+
+
+@flow(name="susceptibility-shards")
+def run_shards(shards: list[dict], use_gpu: bool = False) -> list[dict]:
+    """Submit every shard; wait for all of them (a failure does not stop the others)."""
+    with shard_resources(use_gpu):
+        futures = [susceptibility_shard.submit(**shard) for shard in shards]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def plan_shards(
+    store: str,
+    store_id: str,
+    workload: dict,
+    checkpoints: list[dict],
+    sampler: dict,
+    max_lanes: int | None,
+    threads: int,
+) -> tuple[list[dict], int]:
+    """The shards not yet complete in the store, and how many are already there."""
+    config = SamplerConfig.from_dict(sampler)
+    work = build_workload(workload, checkpoints[0].get("path"))
+    groups = [*group_components(work.components, max_lanes, num_chains=1), [FULL_RUN]]
+    todo, done = [], 0
+    for ckpt in checkpoints:
+        digest = file_digest(ckpt.get("path"))
+        for chain in range(config.num_chains):
+            for group in groups:
+                if shard_is_complete(store, ckpt["step"], group, chain):
+                    done += 1
+                    continue
+                todo.append(
+                    {
+                        "store": store,
+                        "store_id": store_id,
+                        "step": ckpt["step"],
+                        "checkpoint_path": ckpt.get("path"),
+                        "checkpoint_digest": digest,
+                        "workload": workload,
+                        "sampler": sampler,
+                        "components": group,
+                        "chain": chain,
+                        "threads": threads,
+                    }
+                )
+    return todo, done
+
+
+@flow(name="susceptibilities")
+def susceptibilities(
+    store: str,
+    workload: dict,
+    checkpoints: list[dict],
+    sampler: dict,
+    max_lanes: int | None = None,
+    dask_address: str | None = None,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+) -> dict:
+    """Estimate χ at every checkpoint into the Zarr store ``store``.
+
+    Args:
+        store: path or URL of the χ store (created, or resumed if compatible).
+        workload: the workload spec (see ``patterning_core.workloads``).
+        checkpoints: ``[{"step": int, "path": str | None}, ...]``.
+        sampler: ``SamplerConfig`` fields.
+        max_lanes: cap on component × chain lanes per shard (memory); None: one group
+            per set of moving parameters.
+        dask_address: run on this Dask scheduler instead of a local cluster.
+        n_workers, threads_per_worker: the local cluster's size.
+
+    Returns a summary: shards computed, shards found complete, χ statistics per checkpoint.
+    """
+    logger = get_run_logger()
+    info = prepare_store(store, workload, sampler, checkpoints)
+    todo, done = plan_shards(
+        store, info["store_id"], workload, checkpoints, sampler, max_lanes, threads_per_worker
+    )
+    logger.info("%d shards to compute, %d already complete in the store", len(todo), done)
+    results: list[dict] = []
+    if todo:
+        runner = make_task_runner(dask_address, n_workers, threads_per_worker)
+        results = run_shards.with_options(task_runner=runner)(
+            todo, use_gpu=bool(local_gpus()) and not dask_address
+        )
+    computed = sum(r["status"] == "computed" for r in results)
+    summaries = [assemble(store, c["step"]) for c in checkpoints]
+    return {
+        "store": store,
+        "computed": computed,
+        "already_complete": done + len(results) - computed,
+        "checkpoints": summaries,
+    }

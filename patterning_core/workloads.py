@@ -1,0 +1,112 @@
+"""Workloads: everything a χ estimate needs, rebuilt from a small JSON-able spec.
+
+The pipeline passes specs (dicts) and checkpoint paths between tasks, never tensors; each
+worker rebuilds the workload it needs with ``build_workload(spec, checkpoint)``.
+
+A spec is ``{"kind": NAME, ...settings}``; kinds are registered with ``register``:
+
+- ``"toy-mlp"``: the small MLP of ``toy_models.make_mlp_regression`` (components
+  ``hidden``, ``readout``); used by tests and examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from patterning_core.sampling import ConfigError, LossFn
+
+__all__ = ["Workload", "build_workload", "register", "workload_kinds"]
+
+
+@dataclass
+class Workload:
+    """A model at a checkpoint, its data, its probe units and its components.
+
+    Attributes:
+        loss_fn: per-unit losses, ``[B]`` or ``[B, T]``.
+        params: the checkpoint w*.
+        data: training units (SGLD minibatches and the fixed φ batch come from here).
+        probes: the units z whose χ is estimated.
+        components: ``{name: {param_name: bool mask}}``, in the order of χ's rows.
+        unit_coords: ``{name: array [units]}`` labels of the probe units (flattened
+            row-major for per-token probes), stored beside χ.
+    """
+
+    loss_fn: LossFn
+    params: dict[str, Tensor]
+    data: tuple[Tensor, ...]
+    probes: tuple[Tensor, ...]
+    components: dict[str, dict[str, Tensor]]
+    unit_coords: dict[str, np.ndarray]
+
+    def to(self, device: torch.device | str) -> Workload:
+        """The same workload with every tensor on ``device``."""
+        return Workload(
+            loss_fn=self.loss_fn,
+            params={k: v.to(device) for k, v in self.params.items()},
+            data=tuple(t.to(device) for t in self.data),
+            probes=tuple(t.to(device) for t in self.probes),
+            components={
+                c: {k: m.to(device) for k, m in ms.items()} for c, ms in self.components.items()
+            },
+            unit_coords=self.unit_coords,
+        )
+
+
+Builder = Callable[[Mapping, Path | None], Workload]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(kind: str) -> Callable[[Builder], Builder]:
+    """Register ``builder(spec, checkpoint) -> Workload`` under ``kind``."""
+
+    def wrap(builder: Builder) -> Builder:
+        _BUILDERS[kind] = builder
+        return builder
+
+    return wrap
+
+
+def workload_kinds() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_workload(spec: Mapping, checkpoint: str | Path | None = None) -> Workload:
+    """Rebuild the workload described by ``spec`` at ``checkpoint``."""
+    kind = spec.get("kind")
+    if kind not in _BUILDERS:
+        raise ConfigError(f"unknown workload kind {kind!r}; known kinds are {workload_kinds()}.")
+    return _BUILDERS[kind](spec, Path(checkpoint) if checkpoint is not None else None)
+
+
+@register("toy-mlp")
+def _toy_mlp(spec: Mapping, checkpoint: Path | None) -> Workload:
+    from patterning_core.toy_models import make_mlp_regression
+
+    loss_fn, params, data = make_mlp_regression(
+        n=int(spec.get("n", 256)),
+        d_in=int(spec.get("d_in", 4)),
+        hidden=int(spec.get("hidden", 8)),
+        seed=int(spec.get("seed", 0)),
+        train_steps=int(spec.get("train_steps", 100)),
+    )
+    n_probes = int(spec.get("probes", 6))
+    ones = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
+    components = {
+        "hidden": {"w1": ones["w1"], "b1": ones["b1"]},
+        "readout": {"w2": ones["w2"], "b2": ones["b2"]},
+    }
+    return Workload(
+        loss_fn,
+        params,
+        data,
+        tuple(t[:n_probes] for t in data),
+        components,
+        {"example": np.arange(n_probes)},
+    )

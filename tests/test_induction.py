@@ -1,0 +1,98 @@
+"""Induction metrics: known answers, and induction shown forming on tiny synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from patterning_core.induction import (
+    FORMATION_THRESHOLD,
+    formation_step,
+    in_context_learning_score,
+    induction_curve,
+    prefix_matching_chance,
+    prefix_matching_scores,
+    repeated_random_tokens,
+)
+from patterning_core.synthetic import synthetic_tokens
+from patterning_core.training import TrainConfig, train
+from patterning_core.transformer import TransformerConfig, init_params, preset
+
+CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=20, d_vocab=40)
+
+
+def test_repeated_random_tokens() -> None:
+    t = repeated_random_tokens(CFG, n_seqs=5, seed=1, exclude=[0, 1])
+    assert t.shape == (5, 20)
+    assert torch.equal(t[:, :10], t[:, 10:])
+    assert all(len(set(row[:10].tolist())) == 10 for row in t)  # distinct within a copy
+    assert int(t.min()) >= 2
+    with pytest.raises(ValueError, match="half_len"):
+        repeated_random_tokens(CFG, half_len=11)
+
+
+def test_chance_level() -> None:
+    assert prefix_matching_chance(2) == pytest.approx(1 / 3)
+    assert prefix_matching_chance(3) == pytest.approx((1 / 4 + 1 / 5) / 2)
+    assert 0.02 < prefix_matching_chance(32) < 0.023
+
+
+def test_uniform_attention_scores_chance() -> None:
+    params = init_params(CFG)
+    for layer in range(2):
+        for m in "QK":
+            params[f"blocks.{layer}.attn.W_{m}"] = torch.zeros(2, 16, 8)
+    scores = prefix_matching_scores(params, CFG, n_seqs=4)
+    assert scores.shape == (2, 2)
+    torch.testing.assert_close(scores, torch.full((2, 2), prefix_matching_chance(10)))
+
+
+def test_formation_step() -> None:
+    assert formation_step([0, 10, 20, 30], [0.02, 0.1, 0.35, 0.2], 0.3) == 20
+    assert formation_step([0, 10], [0.02, 0.1], 0.3) is None
+    assert FORMATION_THRESHOLD == 0.3
+
+
+def test_icl_score_validates_positions() -> None:
+    tokens = torch.randint(0, 40, (3, 20))
+    score = in_context_learning_score(init_params(CFG), CFG, tokens)
+    assert math.isfinite(score)
+    with pytest.raises(ValueError, match="early < late"):
+        in_context_learning_score(init_params(CFG), CFG, tokens, early=5, late=5)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: on planted-span data the tiny/bench models learn in-context copying through "
+    "positional layer-0 heads, not a previous-token head, so the prefix-matching score stays at "
+    "chance (see patterning_core/synthetic.py); the generator still needs a design that makes "
+    "the canonical circuit form",
+)
+def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
+    """The ``tiny`` preset on ``tiny`` synthetic data: the best layer-1 head's prefix-matching
+    score starts at chance and crosses the formation threshold; in-context learning appears."""
+    cfg = preset("tiny")
+    tokens = synthetic_tokens("tiny", 4096, seed=0)
+    steps = 1200
+    tc = TrainConfig(
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        checkpoint_steps=tuple(range(0, steps + 1, 100)),
+    )
+    train(cfg, tokens, tc, run_dir=tmp_path, progress=False)
+    curve = induction_curve(tmp_path, cfg, n_seqs=32)
+    best = curve.best
+    assert best[0] < 2 * curve.chance
+    assert best[-1] > FORMATION_THRESHOLD
+    step = curve.formation_step
+    assert step is not None and 0 < step <= steps
+    held_out = synthetic_tokens("tiny", 256, seed=99)
+    from patterning_core.checkpoints import checkpoint_path, load_checkpoint
+
+    final = load_checkpoint(checkpoint_path(tmp_path, steps)).params
+    assert in_context_learning_score(final, cfg, held_out) < -0.3

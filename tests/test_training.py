@@ -1,0 +1,145 @@
+"""Training: schedule, data order, weights ρ, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from patterning_core.checkpoints import list_checkpoints, load_checkpoint
+from patterning_core.training import (
+    TrainConfig,
+    batch_indices,
+    checkpoint_schedule,
+    load_train_log,
+    train,
+)
+from patterning_core.transformer import TransformerConfig, init_params
+
+CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=12, d_vocab=23)
+TOKENS = torch.randint(0, 23, (40, 12), generator=torch.Generator().manual_seed(0))
+TC = TrainConfig(steps=12, batch_size=8, lr=3e-3, seed=7, checkpoint_steps=(3, 5, 9))
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_schedule() -> None:
+    s = checkpoint_schedule(1000, n_log=4, n_linear=4)
+    assert s == [0, 1, 10, 100, 250, 500, 750, 1000]
+    s = checkpoint_schedule(5000)
+    assert s[0] == 0 and s[-1] == 5000 and s == sorted(set(s))
+    assert sum(1 for x in s if x < 100) >= 8  # dense early
+    assert checkpoint_schedule(0) == [0]
+    assert TrainConfig(steps=10, checkpoint_steps=(4,)).schedule() == [0, 4, 10]
+    assert TrainConfig(steps=10, checkpoint_steps=(4, 11)).schedule() == [0, 4, 10]
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainConfig(steps=10, checkpoint_steps=(-1,)).schedule()
+
+
+def test_data_order_is_seeded_epochs() -> None:
+    first_epoch = torch.cat([batch_indices(40, 8, seed=1, step=s) for s in range(5)])
+    assert sorted(first_epoch.tolist()) == list(range(40))  # a permutation per epoch
+    assert torch.equal(batch_indices(40, 8, 1, 3), batch_indices(40, 8, 1, 3))
+    assert not torch.equal(batch_indices(40, 8, 1, 0), batch_indices(40, 8, 2, 0))
+    # a batch straddling two epochs
+    assert len(batch_indices(40, 16, 1, 2)) == 16
+
+
+def test_same_seed_same_init_and_order_whatever_the_weights() -> None:
+    seen: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
+    plain = train(CFG, TOKENS, TC, progress=False)
+    weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(3))
+    weighted = train(CFG, TOKENS, TC, weights=weights, progress=False)
+    # same initialization: both start from init_params(config, seed) ...
+    assert _equal(init_params(CFG, 7), init_params(CFG, 7))
+    # ... and the unweighted loss of step 1 (same batch, same init) is identical
+    assert plain.losses[0] == weighted.losses[0]
+    assert plain.objectives[0] != weighted.objectives[0]
+    assert not _equal(plain.params, weighted.params)
+    del seen
+
+
+def test_weights_are_normalized_by_their_sum() -> None:
+    plain = train(CFG, TOKENS, TC, progress=False)
+    doubled = train(CFG, TOKENS, TC, weights=torch.full((40, 11), 2.0), progress=False)
+    for k in plain.params:
+        torch.testing.assert_close(plain.params[k], doubled.params[k], rtol=1e-5, atol=1e-6)
+    # weight only on the last unit of each sequence == training on that unit alone
+    w = torch.zeros(40, 11)
+    w[:, -1] = 1.0
+    last_only = train(CFG, TOKENS, dataclasses.replace(TC, steps=1), weights=w, progress=False)
+    params = init_params(CFG, 7)
+    from patterning_core.training import batch_indices as bi
+    from patterning_core.transformer import loss_per_token
+
+    batch = TOKENS[bi(40, 8, 7, 0)]
+    assert (
+        abs(last_only.objectives[0] - loss_per_token(params, batch, CFG)[:, -1].mean().item())
+        < 1e-5
+    )
+
+
+def test_bad_weights_and_tokens_are_named() -> None:
+    with pytest.raises(ValueError, match=r"shape \[N, T - 1\] = \[40, 11\]"):
+        train(CFG, TOKENS, TC, weights=torch.ones(40, 12), progress=False)
+    with pytest.raises(ValueError, match="clip negative"):
+        train(CFG, TOKENS, TC, weights=-torch.ones(40, 11), progress=False)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 23\)"):
+        train(CFG, TOKENS + 30, TC, progress=False)
+
+
+def test_checkpoints_metadata_and_log(tmp_path) -> None:
+    result = train(CFG, TOKENS, TC, run_dir=tmp_path, progress=False, val_tokens=TOKENS[:8])
+    steps = [s for s, _ in list_checkpoints(tmp_path)]
+    assert steps == [0, 3, 5, 9, 12]
+    ckpt = load_checkpoint(tmp_path / "step_00000009.safetensors", expected_config=CFG)
+    assert (ckpt.step, ckpt.data_position) == (9, 72)
+    assert ckpt.extra["train"]["seed"] == 7
+    assert _equal(
+        load_checkpoint(tmp_path / "step_00000000.safetensors").params, init_params(CFG, 7)
+    )
+    assert _equal(load_checkpoint(tmp_path / "step_00000012.safetensors").params, result.params)
+    # only the latest optimizer state is kept
+    assert sorted(p.name for p in tmp_path.glob("*.optim.safetensors")) == [
+        "step_00000012.optim.safetensors"
+    ]
+    log = load_train_log(tmp_path)
+    assert log["steps"] == list(range(1, 13)) and len(log["loss"]) == 12
+    assert log["val_steps"] == [0, 3, 5, 9, 12]
+    assert json.loads((tmp_path / "train_log.json").read_text())["loss"] == result.losses
+
+
+def test_resume_after_interruption_reproduces_the_run(tmp_path) -> None:
+    full = train(CFG, TOKENS, TC, run_dir=tmp_path / "full", progress=False)
+
+    class InterruptError(Exception):
+        pass
+
+    def stop_at_7(step, params, loss):
+        if step == 7:
+            raise InterruptError
+
+    with pytest.raises(InterruptError):
+        train(CFG, TOKENS, TC, run_dir=tmp_path / "cut", progress=False, callback=stop_at_7)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [0, 3, 5]
+    resumed = train(CFG, TOKENS, TC, run_dir=tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 5
+    assert _equal(resumed.params, full.params)
+    assert resumed.losses == full.losses and resumed.steps == full.steps
+    assert load_train_log(tmp_path / "cut") == load_train_log(tmp_path / "full")
+
+
+def test_resume_refuses_different_settings(tmp_path) -> None:
+    train(CFG, TOKENS, dataclasses.replace(TC, steps=3), run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="weights_digest"):
+        train(CFG, TOKENS, TC, run_dir=tmp_path, weights=torch.rand(40, 11), progress=False)
+    with pytest.raises(ValueError, match="n_heads: found 2, expected 1"):
+        train(dataclasses.replace(CFG, n_heads=1), TOKENS, TC, run_dir=tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train(CFG, TOKENS, TC, run_dir=tmp_path, resume=False, progress=False)
+    # extending the same run is fine
+    assert train(CFG, TOKENS, TC, run_dir=tmp_path, progress=False).resumed_from == 3

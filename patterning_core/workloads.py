@@ -6,7 +6,8 @@ worker rebuilds the workload it needs with ``build_workload(spec, checkpoint)``.
 A spec is ``{"kind": NAME, ...settings}``; kinds are registered with ``register``:
 
 - ``"toy-mlp"``: the small MLP of ``toy_models.make_mlp_regression`` (components
-  ``hidden``, ``readout``); used by tests and examples.
+  ``hidden``, ``readout``); used by tests and examples;
+- ``"transformer"``: an attention-only transformer checkpoint on its LM data.
 """
 
 from __future__ import annotations
@@ -109,4 +110,42 @@ def _toy_mlp(spec: Mapping, checkpoint: Path | None) -> Workload:
         tuple(t[:n_probes] for t in data),
         components,
         {"example": np.arange(n_probes)},
+    )
+
+
+@register("transformer")
+def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
+    """An attention-only transformer checkpoint on its LM data.
+
+    Spec: ``{"kind": "transformer", "data": DATA_SPEC (see lm_data.py), "sgld_seqs": 2048,
+    "probe_seqs": 8, "probe_seed": 0, "components": None or [names]}``. The SGLD data are
+    ``sgld_seqs`` training sequences, the probes ``probe_seqs`` validation sequences; units
+    are probe tokens (see ``lm_data.unit_labels``).
+    """
+    from patterning_core.checkpoints import load_checkpoint
+    from patterning_core.lm_data import load_lm_tokens, select_sequences, unit_labels
+    from patterning_core.transformer import components, make_loss_fn
+
+    if checkpoint is None:
+        raise ConfigError("a transformer workload needs a checkpoint path.")
+    ckpt = load_checkpoint(checkpoint)
+    tokens = load_lm_tokens(spec["data"], ckpt.config)
+    data = select_sequences(tokens.train, int(spec.get("sgld_seqs", 2048)), seed=0)
+    probes = select_sequences(
+        tokens.val, int(spec.get("probe_seqs", 8)), seed=int(spec.get("probe_seed", 0))
+    )
+    comps = components(ckpt.config)
+    wanted = spec.get("components")
+    if wanted:
+        unknown = [c for c in wanted if c not in comps]
+        if unknown:
+            raise ConfigError(f"unknown component(s) {unknown}; valid: {list(comps)}.")
+        comps = {c: comps[c] for c in wanted}
+    return Workload(
+        make_loss_fn(ckpt.config),
+        ckpt.params,
+        (data,),
+        (probes,),
+        comps,
+        unit_labels(probes, tokens.token_strings),
     )

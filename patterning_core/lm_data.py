@@ -1,0 +1,98 @@
+"""Language-model data from a small JSON-able spec (what pipeline tasks pass around).
+
+A data spec is one of
+
+- ``{"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}``: planted-span
+  sequences (``synthetic.py``); token text is ``"<id>"``;
+- ``{"source": "corpus", "paths": None, "max_contexts": None}``: the default corpus (the
+  Python standard library's source) or the given files/folders, BPE-tokenized with the
+  model's vocabulary size and context length (``corpus.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from patterning_core.patterns import PRIMARY_CLASSES, classify, for_units
+from patterning_core.sampling import ConfigError
+from patterning_core.transformer import TransformerConfig
+
+
+@dataclass
+class LMTokens:
+    """Training and validation sequences ``int64 [N, n_ctx]`` and the text of each token id."""
+
+    train: Tensor
+    val: Tensor
+    token_strings: list[str]
+
+
+def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
+    """The sequences a data spec describes, for a model with ``config``."""
+    source = spec.get("source")
+    if source == "synthetic":
+        from patterning_core.synthetic import SYNTHETIC_PRESETS, generate
+
+        name = spec.get("preset", "bench")
+        if name not in SYNTHETIC_PRESETS:
+            raise ConfigError(
+                f"unknown synthetic preset {name!r}; valid: {sorted(SYNTHETIC_PRESETS)}."
+            )
+        syn = SYNTHETIC_PRESETS[name]
+        if (syn.d_vocab, syn.n_ctx) != (config.d_vocab, config.n_ctx):
+            raise ConfigError(
+                f"synthetic preset {name!r} makes vocabulary {syn.d_vocab} and context "
+                f"{syn.n_ctx}, the model has {config.d_vocab} and {config.n_ctx}: pick the "
+                "matching preset."
+            )
+        n = int(spec.get("n_seqs", 20000))
+        seed = int(spec.get("seed", 0))
+        train, _ = generate(syn, n, seed=seed)
+        val, _ = generate(syn, max(64, n // 50), seed=seed + 1_000_003)
+        return LMTokens(train, val, [f"<{i}>" for i in range(syn.d_vocab)])
+    if source == "corpus":
+        from patterning_core.corpus import prepare_lm_data
+
+        data = prepare_lm_data(
+            config.n_ctx,
+            config.d_vocab,
+            paths=spec.get("paths"),
+            max_contexts=spec.get("max_contexts"),
+        )
+        return LMTokens(data.train, data.val, data.token_strings)
+    raise ConfigError(f"unknown data source {source!r}; use 'synthetic' or 'corpus'.")
+
+
+def select_sequences(tokens: Tensor, n: int, seed: int) -> Tensor:
+    """``n`` sequences drawn without replacement by a seeded permutation (all if fewer)."""
+    if n >= tokens.shape[0]:
+        return tokens
+    g = torch.Generator().manual_seed(seed)
+    return tokens[torch.randperm(tokens.shape[0], generator=g)[:n].sort().values]
+
+
+def unit_labels(probes: Tensor, token_strings: list[str]) -> dict[str, np.ndarray]:
+    """Labels of the per-token units of ``probes [B, T]``, flattened row-major ``[B·(T−1)]``.
+
+    Unit (b, t) is the prediction of token t + 1 from tokens ≤ t; it is labelled by that
+    token: its sequence, position (t + 1), id, text and primary pattern class.
+    """
+    classes = for_units(classify(probes, token_strings).primary())
+    target = probes[:, 1:]
+    B, U = target.shape
+    seq, pos = np.meshgrid(np.arange(B), np.arange(1, U + 1), indexing="ij")
+    ids = target.numpy().ravel()
+    return {
+        "sequence": seq.ravel(),
+        "position": pos.ravel(),
+        "token_id": ids,
+        "token_text": np.array([token_strings[i] for i in ids], dtype=object),
+        "pattern_class": np.array(
+            [PRIMARY_CLASSES[c] for c in classes.numpy().ravel()], dtype=object
+        ),
+    }

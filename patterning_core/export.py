@@ -7,7 +7,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from patterning_core.store import open_chi
+from patterning_core.store import open_chi, plain_string_coords
 
 
 def select_chi(
@@ -38,10 +38,7 @@ def export_chi(
     if fmt == "csv":
         chi.to_dataframe().reset_index().to_csv(out, index=False)
     elif fmt == "netcdf":
-        ds = chi.to_dataset()
-        for name, coord in ds.coords.items():
-            if coord.dtype.kind in "OT":  # variable-length strings: fixed width for netCDF
-                ds = ds.assign_coords({name: coord.astype(str)})
+        ds = plain_string_coords(chi.to_dataset())
         ds.attrs = {
             k: v for k, v in open_chi(store).attrs.items() if isinstance(v, str | int | float)
         }

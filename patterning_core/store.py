@@ -344,3 +344,13 @@ def store_summary(store: str | Path) -> str:
         )
         lines.append(f"  checkpoint {int(ckpt)}: {done}/{total} shards complete; {status}")
     return "\n".join(lines)
+
+
+def plain_string_coords(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+    """Variable-length string coordinates (as read from Zarr v3) as fixed-width unicode,
+    which every writer (netCDF, CSV, plotting) accepts."""
+    for name, coord in obj.coords.items():
+        if coord.dtype.kind in "OT":
+            values = np.array([str(v) for v in coord.values.ravel()]).reshape(coord.shape)
+            obj = obj.assign_coords({name: (coord.dims, values)})
+    return obj

@@ -1,13 +1,21 @@
 """The ``patterning`` command line.
 
-patterning demo        LLC and susceptibilities on bundled toy models, with known answers
+patterning demo                     the end-to-end pipeline on the demo preset
+patterning toy                      LLC and χ on toy models with known answers (seconds)
+patterning run FLOW --config FILE   run a flow (train, susceptibilities, decompose, pipeline)
+patterning server start|stop|status a local Prefect server and Dask cluster (127.0.0.1)
+patterning chi show PATH            summary of a χ store
+patterning chi export PATH ...      a selection of χ as CSV or netCDF
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,8 +26,13 @@ from patterning_core.sampling import SamplerConfig
 from patterning_core.susceptibility import estimate_susceptibilities
 from patterning_core.toy_models import make_linear_regression, make_mlp_regression
 
+FLOWS = ("train", "susceptibilities", "decompose", "pipeline")
 
-def run_demo(args: argparse.Namespace) -> int:
+
+# ----------------------------------------------------------------------------- toy
+
+
+def run_toy(args: argparse.Namespace) -> int:
     """LLC against a closed form, then LLC and χ of a small MLP."""
     torch.manual_seed(0)
     torch.set_num_threads(1)  # toy models: one thread is fastest
@@ -65,15 +78,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"   {result}")
     if result.rhat > 1.1:
         print("   warning: R̂ > 1.1, the chains disagree; raise num_burnin or num_draws.")
+    ones = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
     components = {
-        "hidden": {
-            "w1": torch.ones_like(params["w1"], dtype=torch.bool),
-            "b1": torch.ones_like(params["b1"], dtype=torch.bool),
-        },
-        "readout": {
-            "w2": torch.ones_like(params["w2"], dtype=torch.bool),
-            "b2": torch.ones_like(params["b2"], dtype=torch.bool),
-        },
+        "hidden": {"w1": ones["w1"], "b1": ones["b1"]},
+        "readout": {"w2": ones["w2"], "b2": ones["b2"]},
     }
     probes = tuple(t[:8] for t in data)
     chi = estimate_susceptibilities(
@@ -83,13 +91,172 @@ def run_demo(args: argparse.Namespace) -> int:
         "   susceptibilities χ (component × probe example; no nβ factor, "
         "χ > 0: up-weighting the example raises the component's loss)"
     )
-    header = "   " + "component".ljust(10) + "".join(f"{int(u):>9}" for u in chi.unit.values)
-    print(header)
+    print("   " + "component".ljust(10) + "".join(f"{int(u):>9}" for u in chi.unit.values))
     for name in chi.component.values:
         row = chi.sel(component=name).values
         print("   " + str(name).ljust(10) + "".join(f"{v:9.4f}" for v in row))
     print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+class StoreProgress:
+    """A progress bar of completed shards, read from the χ store while a flow runs."""
+
+    def __init__(self, store: Path, enabled: bool):
+        self.store, self.enabled = store, enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> StoreProgress:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        from tqdm.auto import tqdm
+
+        from patterning_core.store import completed, open_chi
+
+        bar = None
+        while not self._stop.wait(1.0):
+            try:
+                ds = open_chi(self.store)
+                states = [completed(self.store, int(c)) for c in ds.checkpoint.values]
+            except Exception:  # not created yet, or mid-write
+                continue
+            done = sum(int(s["restricted"].sum() + s["full"].sum()) for s in states)
+            total = sum(s["restricted"].size + s["full"].size for s in states)
+            if bar is None:
+                bar = tqdm(total=total, desc="χ shards", unit="shard")
+            bar.n = done
+            bar.refresh()
+        if bar is not None:
+            bar.close()
+
+
+def _runtime(args: argparse.Namespace) -> dict:
+    """Dask address: the flag, else a cluster started by ``patterning server start``."""
+    from flows.server import status
+
+    address = getattr(args, "dask_address", None)
+    if not address:
+        state = status()
+        if state.get("dask_ok"):
+            address = state["dask_address"]
+    return {"dask_address": address, "n_workers": getattr(args, "workers", 2)}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline
+    from flows.server import prefect_api
+    from tasks.caching import patterning_home
+
+    out = Path(args.out) if args.out else patterning_home() / "demo"
+    started = time.perf_counter()
+    with prefect_api() as api, StoreProgress(out / "chi.zarr", not args.quiet):
+        print(f"Prefect API {api}; results in {out}")
+        summary = pipeline(
+            preset="demo", data={"source": "corpus"}, out_dir=str(out), **_runtime(args)
+        )
+    print_pipeline_summary(summary, time.perf_counter() - started)
+    return 0
+
+
+def print_pipeline_summary(summary: dict, seconds: float) -> None:
+    print("\n checkpoint │ PC1     PC2     PC3   │ χ mean      χ std     │ best L1 PMS")
+    print("────────────┼───────────────────────┼───────────────────────┼────────────")
+    pms = dict(zip(summary["induction"]["steps"], summary["induction"]["best"], strict=True))
+    for row in summary["checkpoints"]:
+        ev = row["explained_variance"] + [float("nan")] * 3
+        print(
+            f" {row['step']:>10} │ {ev[0]:6.1%}  {ev[1]:6.1%}  {ev[2]:6.1%} │ "
+            f"{row['mean']:+.3e}  {row['std']:.3e} │ {pms.get(row['step'], float('nan')):.3f}"
+        )
+    formed = summary["induction"]["formation_step"]
+    print(f"\ninduction formation step: {formed if formed is not None else 'not formed'}")
+    print(
+        f"shards computed {summary['computed_shards']}, already complete "
+        f"{summary['already_complete']}; χ store {summary['store']}"
+    )
+    print(f"report: {summary['report']}\ndone in {seconds:.0f} s")
+
+
+def load_config(path: str) -> dict:
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def run_flow(args: argparse.Namespace) -> int:
+    from flows.server import prefect_api
+
+    config = load_config(args.config) if args.config else {}
+    if args.flow == "train":
+        from flows.train import train_flow as fn
+    elif args.flow == "susceptibilities":
+        from flows.susceptibilities import susceptibilities as fn
+    elif args.flow == "decompose":
+        from flows.decompose import decompose_flow as fn
+    else:
+        from flows.pipeline import pipeline as fn
+    if args.flow in ("susceptibilities", "pipeline"):
+        config = {**_runtime(args), **config}
+    with prefect_api():
+        result = fn(**config)
+    if args.flow == "pipeline":
+        print_pipeline_summary(result, 0.0)
+    else:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- server, chi
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from flows.server import start_services, status, stop_services
+
+    if args.action == "start":
+        state = start_services(n_workers=args.workers, with_dask=not args.no_dask)
+        print(f"Prefect UI   {state.get('ui_url')}\nPrefect API  {state.get('api_url')}")
+        if state.get("dask_ok"):
+            print(f"Dask         {state.get('dask_address')}")
+        print(f"\nexport PREFECT_API_URL={state.get('api_url')}")
+    elif args.action == "stop":
+        stopped = stop_services()
+        print("stopped" if stopped else "nothing was running")
+    else:
+        state = status()
+        print(f"Prefect server: {'up at ' + state['api_url'] if state['prefect_ok'] else 'down'}")
+        print(f"Dask cluster:   {'up at ' + state['dask_address'] if state['dask_ok'] else 'down'}")
+    return 0
+
+
+def run_chi(args: argparse.Namespace) -> int:
+    from patterning_core.export import export_chi
+    from patterning_core.store import store_summary
+
+    if args.action == "show":
+        print(store_summary(args.path))
+        return 0
+    out = args.out or str(Path(args.path).with_suffix(".csv" if args.format == "csv" else ".nc"))
+    path = export_chi(args.path, out, args.format, args.checkpoint, args.component)
+    print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,15 +265,49 @@ def build_parser() -> argparse.ArgumentParser:
         description="Susceptibilities and patterning: read and write a network's structure.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="LLC and χ on bundled toy models, with known answers")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    demo = sub.add_parser("demo", help="the end-to-end pipeline on the demo preset")
+    demo.add_argument("--out", help="results folder (default $PATTERNING_HOME/demo)")
+    demo.add_argument("--dask-address", help="run on this Dask scheduler")
+    demo.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=run_demo)
+
+    toy = sub.add_parser("toy", help="LLC and χ on toy models with known answers")
+    toy.add_argument("--quiet", action="store_true", help="no progress bars")
+    toy.set_defaults(func=run_toy)
+
+    run = sub.add_parser("run", help="run one flow with parameters from a JSON/YAML file")
+    run.add_argument("flow", choices=FLOWS)
+    run.add_argument("--config", help="JSON or YAML file of flow parameters")
+    run.add_argument("--dask-address", help="run on this Dask scheduler")
+    run.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    run.set_defaults(func=run_flow)
+
+    server = sub.add_parser("server", help="local Prefect server and Dask cluster")
+    server.add_argument("action", choices=("start", "stop", "status"))
+    server.add_argument("--workers", type=int, default=2, help="Dask workers (default 2)")
+    server.add_argument("--no-dask", action="store_true", help="start only the Prefect server")
+    server.set_defaults(func=run_server)
+
+    chi = sub.add_parser("chi", help="inspect and export χ stores")
+    chi.add_argument("action", choices=("show", "export"))
+    chi.add_argument("path", help="χ store (path or fsspec URL)")
+    chi.add_argument("--format", choices=("csv", "netcdf"), default="csv")
+    chi.add_argument("--out", help="output file (default beside the store)")
+    chi.add_argument("--checkpoint", type=int, action="append", help="select checkpoint steps")
+    chi.add_argument("--component", action="append", help="select components")
+    chi.set_defaults(func=run_chi)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished shards are kept; run the same command to resume.")
+        return 130
 
 
 if __name__ == "__main__":

@@ -110,3 +110,39 @@ def test_killed_run_resumes_computing_only_missing_shards(tmp_path, prefect_serv
     whole = susceptibilities(reference, WORKLOAD, ckpts, sampler, n_workers=2)
     assert whole["computed"] == total
     np.testing.assert_array_equal(open_chi(store)["chi"].values, open_chi(reference)["chi"].values)
+
+
+def test_pipeline_end_to_end_on_tiny_sizes(tmp_path, prefect_server):
+    """train → χ at two checkpoints → decomposition → report, then a cached rerun."""
+    from flows.pipeline import pipeline
+
+    args = dict(
+        preset="tiny",
+        data={"source": "synthetic", "preset": "tiny", "n_seqs": 256},
+        train={"steps": 40, "batch_size": 16, "checkpoint_steps": [0, 20, 40]},
+        sampler=SamplerConfig(
+            step_size=1e-3,
+            n_beta=30.0,
+            localization=300.0,
+            num_chains=2,
+            num_draws=10,
+            batch_size=8,
+        ).to_dict(),
+        chi_checkpoints=[20, 40],
+        sgld_seqs=64,
+        probe_seqs=2,
+        out_dir=str(tmp_path / "out"),
+    )
+    summary = pipeline(**args)
+    # tiny: 2 layers × 2 heads → groups layer-0 heads, layer-1 heads, embed, unembed, full.
+    assert summary["computed_shards"] == 2 * 5 * 2
+    chi = open_chi(summary["store"])["chi"]
+    assert chi.sizes == {"checkpoint": 2, "component": 6, "unit": 2 * 31}
+    assert np.isfinite(chi.values).all()
+    assert set(chi.coords) >= {"token_text", "pattern_class", "position", "sequence"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Checkpoint 40" in report and "PC1" in report
+    for row in summary["checkpoints"]:
+        assert row["explained_variance"] == sorted(row["explained_variance"], reverse=True)
+    again = pipeline(**args)
+    assert again["computed_shards"] == 0 and again["already_complete"] == 20

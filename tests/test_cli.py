@@ -1,0 +1,88 @@
+"""The ``patterning`` command line: toy demo, χ inspection and export, argument errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from flows.cli import build_parser, main
+from patterning_core.sampling import SamplerConfig
+from patterning_core.store import assemble_chi, create_store, write_shard
+from patterning_core.susceptibility import sample_susceptibility_stats
+from patterning_core.workloads import build_workload
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "chi.zarr"
+    work = build_workload({"kind": "toy-mlp", "n": 64, "d_in": 3, "hidden": 4, "probes": 3})
+    cfg = SamplerConfig(
+        step_size=1e-4, n_beta=20.0, localization=100.0, num_chains=2, num_draws=5, batch_size=8
+    )
+    create_store(
+        path,
+        checkpoints=[7],
+        components=list(work.components),
+        num_chains=2,
+        num_draws=5,
+        unit_coords={**work.unit_coords, "token_text": np.array(["x", " y", "(z"])},
+        attrs={"sampler_config": cfg.to_json(), "n_beta": cfg.n_beta},
+    )
+    stats = sample_susceptibility_stats(
+        work.loss_fn, work.params, work.data, work.probes, work.components, cfg
+    )
+    write_shard(path, 7, stats)
+    assemble_chi(path, 7)
+    return path
+
+
+def test_chi_show(store, capsys):
+    assert main(["chi", "show", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "2 components, 3 units, 2 chains × 5 draws" in out
+    assert "checkpoint 7: 6/6 shards complete; χ mean" in out
+
+
+def test_chi_export_csv_and_netcdf(store, tmp_path):
+    csv = tmp_path / "chi.csv"
+    assert (
+        main(
+            [
+                "chi",
+                "export",
+                str(store),
+                "--format",
+                "csv",
+                "--out",
+                str(csv),
+                "--component",
+                "readout",
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(csv)
+    assert set(table.columns) >= {"checkpoint", "component", "unit", "chi", "token_text"}
+    assert len(table) == 3 and set(table.component) == {"readout"}
+    nc = tmp_path / "chi.nc"
+    assert main(["chi", "export", str(store), "--format", "netcdf", "--out", str(nc)]) == 0
+    with xr.open_dataset(nc) as ds:
+        assert ds["chi"].dims == ("checkpoint", "component", "unit")
+        np.testing.assert_allclose(ds["chi"].sel(component="readout").values[0], table.chi.values)
+        assert list(ds["token_text"].values) == ["x", " y", "(z"]
+
+
+def test_toy_demo_prints_known_answer(capsys):
+    torch.set_num_threads(1)
+    assert main(["toy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "exact posterior" in out and "susceptibilities χ" in out
+
+
+def test_bad_arguments_exit_with_usage(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "nonsense"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -146,3 +146,43 @@ def test_pipeline_end_to_end_on_tiny_sizes(tmp_path, prefect_server):
         assert row["explained_variance"] == sorted(row["explained_variance"], reverse=True)
     again = pipeline(**args)
     assert again["computed_shards"] == 0 and again["already_complete"] == 20
+
+
+def test_flow_runs_on_an_existing_dask_cluster(tmp_path, prefect_server):
+    """A real `dask scheduler` and two `dask worker` processes on loopback."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from distributed import Client
+
+    from flows.server import _free_port
+
+    bin_dir = Path(sys.executable).parent
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--dashboard-address", "127.0.0.1:0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [str(bin_dir / "dask"), "worker", address, "--host", "127.0.0.1",
+                 "--nthreads", "1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 60
+        with Client(address, timeout=30) as client:
+            while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+                time.sleep(0.5)
+            assert len(client.scheduler_info()["workers"]) == 2
+        store = str(tmp_path / "remote.zarr")
+        summary = susceptibilities(store, WORKLOAD, [{"step": 0, "path": None}], SAMPLER,
+                                   dask_address=address)
+        assert summary["computed"] == 6
+        assert np.isfinite(open_chi(store)["chi"].values).all()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

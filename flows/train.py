@@ -14,7 +14,7 @@ def train_flow(
     data: dict | None = None,
     train: dict | None = None,
     runs_root: str | None = None,
-    threads: int = 2,
+    threads: int = 1,
 ) -> dict:
     """Train ``preset`` on ``data`` (a data spec, default: the default corpus) with the
     settings ``train`` (``TrainConfig`` fields); memoized per settings and seed."""

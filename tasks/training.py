@@ -29,7 +29,7 @@ def run_key(preset: str, data: dict, train_settings: dict) -> str:
 
 @task(name="train-model")
 def train_model(
-    preset: str, data: dict, train_settings: dict, runs_root: str, threads: int = 2
+    preset: str, data: dict, train_settings: dict, runs_root: str, threads: int = 1
 ) -> dict:
     """Train (or resume) and return ``{"run_dir", "checkpoints": [{"step", "path"}], ...}``."""
     logger = get_run_logger()

@@ -22,7 +22,9 @@ import torch
 
 from patterning_core.llc import estimate_llc
 from patterning_core.sampling import SamplerConfig
+from patterning_core.synthetic import synthetic_tokens
 from patterning_core.toy_models import make_mlp_regression
+from patterning_core.transformer import init_params, make_loss_fn, preset
 
 RESULTS = Path(__file__).parent / "results" / "sampling.md"
 
@@ -37,21 +39,11 @@ def workloads() -> dict[str, tuple[Callable, dict, tuple, SamplerConfig]]:
         data,
         SamplerConfig(step_size=1e-4, n_beta=50.0, localization=100.0, batch_size=64),
     )
-    try:
-        from patterning_core import transformer  # the LM substrate, when present
-        from patterning_core.synthetic import make_synthetic_dataset  # noqa: F401
-    except ImportError:
-        return out
-    cfg = transformer.preset("bench")
-    model = transformer.AttentionOnlyTransformer(cfg)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    tokens = torch.randint(
-        0, cfg.vocab_size, (256, cfg.context_length), generator=torch.Generator().manual_seed(0)
-    )
+    cfg = preset("bench")
     out["attention-only transformer (bench), batch 16"] = (
-        transformer.make_loss_fn(cfg),
-        params,
-        (tokens,),
+        make_loss_fn(cfg),
+        init_params(cfg, seed=0),
+        (synthetic_tokens("bench", 512, seed=0),),
         SamplerConfig(step_size=1e-3, n_beta=30.0, localization=300.0, batch_size=16),
     )
     return out

@@ -330,7 +330,7 @@ def store_summary(store: str | Path) -> str:
         f"  {ds.sizes['component']} components, {ds.sizes['unit']} units, "
         f"{ds.sizes['chain']} chains × {ds.sizes['draw']} draws",
         f"  sampler: {', '.join(f'{k}={v}' for k, v in config.items())}",
-        f"  unit coordinates: {[c for c in ds.coords if ds[c].dims == ('unit',)]}",
+        f"  unit coordinates: {[c for c in ds.coords if ds[c].dims == ('unit',) and c != 'unit']}",
     ]
     for ckpt in ds.checkpoint.values:
         state = completed(store, int(ckpt))

@@ -9,9 +9,13 @@ store is never recomputed, and a cache record never stands in for data that is g
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import time
 import uuid
+from importlib.metadata import version
+from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
@@ -23,6 +27,24 @@ from patterning_core.workloads import build_workload
 from tasks.caching import expensive_task_policy, result_storage
 
 FULL_RUN = "__full__"
+
+
+def code_version() -> str:
+    """The package version, with the git commit when run from a checkout."""
+    described = f"patterning {version('patterning')}"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        if commit.returncode == 0:
+            described += f" ({commit.stdout.strip()})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return described
 
 
 def pick_device() -> str:
@@ -46,6 +68,8 @@ def prepare_store(
         "sampler_config": config.to_json(),
         "n_beta": config.n_beta,
         "store_id": uuid.uuid4().hex,
+        "workload": json.dumps(workload, sort_keys=True),
+        "code_version": code_version(),
         **(extra_attrs or {}),
     }
     created = create_store(

@@ -124,3 +124,13 @@ def test_incompatible_store_is_a_clear_error(tmp_path, model):
         )
     with pytest.raises(StoreError, match="no χ store"):
         open_chi(tmp_path / "nowhere.zarr")
+
+
+def test_store_at_an_fsspec_url(model):
+    loss_fn, params, data, probes, comps = model
+    url = "memory://patterning-tests/chi.zarr"
+    new_store(url, comps)
+    write_shard(url, 0, sample_susceptibility_stats(loss_fn, params, data, probes, comps, CONFIG))
+    chi = assemble_chi(url, 0)
+    np.testing.assert_array_equal(open_chi(url)["chi"].sel(checkpoint=0).values, chi.values)
+    assert "checkpoint 0: 8/8 shards complete" in store_summary(url)

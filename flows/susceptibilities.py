@@ -7,6 +7,8 @@ recomputes only what is missing, and a completed run does no sampling at all.
 
 from __future__ import annotations
 
+import json
+
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
@@ -37,6 +39,7 @@ def plan_shards(
     store_id: str,
     workload: dict,
     checkpoints: list[dict],
+    digests: dict[str, str],
     sampler: dict,
     max_lanes: int | None,
     threads: int,
@@ -47,7 +50,7 @@ def plan_shards(
     groups = [*group_components(work.components, max_lanes, num_chains=1), [FULL_RUN]]
     todo, done = [], 0
     for ckpt in checkpoints:
-        digest = file_digest(ckpt.get("path"))
+        digest = digests[str(ckpt["step"])]
         for chain in range(config.num_chains):
             for group in groups:
                 if shard_is_complete(store, ckpt["step"], group, chain):
@@ -96,9 +99,23 @@ def susceptibilities(
     Returns a summary: shards computed, shards found complete, χ statistics per checkpoint.
     """
     logger = get_run_logger()
-    info = prepare_store(store, workload, sampler, checkpoints)
+    digests = {str(c["step"]): file_digest(c.get("path")) for c in checkpoints}
+    info = prepare_store(
+        store,
+        workload,
+        sampler,
+        checkpoints,
+        {"checkpoint_digests": json.dumps(digests, sort_keys=True)},
+    )
     todo, done = plan_shards(
-        store, info["store_id"], workload, checkpoints, sampler, max_lanes, threads_per_worker
+        store,
+        info["store_id"],
+        workload,
+        checkpoints,
+        digests,
+        sampler,
+        max_lanes,
+        threads_per_worker,
     )
     logger.info("%d shards to compute, %d already complete in the store", len(todo), done)
     results: list[dict] = []

@@ -26,6 +26,9 @@ whatever the caller adds (code version, cache keys).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
@@ -93,14 +96,53 @@ def create_store(
         "unit": units,
         "draw": num_draws,
     }
-    try:
-        existing = open_chi(store)
-    except StoreError:
-        existing = None
+    existing = _open_if_present(store)
     if existing is not None:
         _check_same_layout(existing, layout, attrs, store)
         return False
+    if not _is_local(store):  # object stores: no atomic rename; creators must not race
+        _write_layout(store, layout, num_chains, num_draws, unit_coords, attrs)
+        return True
+    # Build beside the target and rename into place: readers and concurrent creators see
+    # either no store or a complete one; the loser of a race opens the winner's store.
+    target = Path(_path(store).removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.creating-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_layout(staging, layout, num_chains, num_draws, unit_coords, attrs)
+        os.rename(staging, target)
+    except OSError:
+        if not target.exists():
+            raise
+        _check_same_layout(open_chi(store), layout, attrs, store)
+        return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
 
+
+def _is_local(store: str | Path) -> bool:
+    text = _path(store)
+    return "://" not in text or text.startswith("file://")
+
+
+def _open_if_present(store: str | Path) -> xr.Dataset | None:
+    try:
+        return open_chi(store)
+    except StoreError:
+        return None
+
+
+def _write_layout(
+    store: str | Path,
+    layout: dict,
+    num_chains: int,
+    num_draws: int,
+    unit_coords: Mapping[str, np.ndarray],
+    attrs: Mapping[str, object],
+) -> None:
+    """Write coordinates, attributes and every (empty) array of a new store."""
+    units = layout["unit"]
     coords: dict[str, object] = {
         "checkpoint": layout["checkpoint"],
         "component": layout["component"],
@@ -117,7 +159,7 @@ def create_store(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr v3 string dtype has no stable spec yet
         xr.Dataset(coords=coords, attrs=meta).to_zarr(
-            _path(store), mode="w", zarr_format=3, consolidated=False
+            _path(store), mode="w-", zarr_format=3, consolidated=False
         )
     group = _group(store, mode="a")
     n_ckpt, n_comp = len(layout["checkpoint"]), len(layout["component"])
@@ -156,7 +198,6 @@ def create_store(
         fill_value=np.nan,
         dimension_names=["checkpoint", "component", "unit"],
     )
-    return True
 
 
 def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store) -> None:
@@ -179,10 +220,20 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
                 f"χ store {store} was created for a different run ({key}: {found[key]!r} vs "
                 f"{want!r}); use a new path, or delete the store to start over."
             )
-    for key in ("sampler_config",):
-        if key in attrs and existing.attrs.get(key) != attrs[key]:
+    if (
+        "sampler_config" in attrs
+        and existing.attrs.get("sampler_config") != attrs["sampler_config"]
+    ):
+        raise StoreError(f"χ store {store} was made with other sampler settings; use a new path.")
+    if "checkpoint_digests" in attrs and "checkpoint_digests" in existing.attrs:
+        old = json.loads(existing.attrs["checkpoint_digests"])
+        new = json.loads(str(attrs["checkpoint_digests"]))
+        changed = sorted(int(s) for s in new if s in old and old[s] != new[s])
+        if changed:
             raise StoreError(
-                f"χ store {store} was made with other sampler settings; use a new path."
+                f"the checkpoint files of steps {changed} changed since χ store {store} was "
+                "computed from them (content digest differs): its χ would be stale. Restore "
+                "the original checkpoints, or write to a new store path."
             )
 
 

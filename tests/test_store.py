@@ -134,3 +134,43 @@ def test_store_at_an_fsspec_url(model):
     chi = assemble_chi(url, 0)
     np.testing.assert_array_equal(open_chi(url)["chi"].sel(checkpoint=0).values, chi.values)
     assert "checkpoint 0: 8/8 shards complete" in store_summary(url)
+
+
+def test_concurrent_creators_share_one_store(tmp_path, model):
+    """Several processes creating the same store at once: one creates, the rest reopen it."""
+    import concurrent.futures
+    import multiprocessing
+
+    *_, comps = model
+    path = tmp_path / "raced.zarr"
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        created = list(pool.map(_create_for_race, [str(path)] * 4, [list(comps)] * 4))
+    assert sorted(created) == [False, False, False, True]
+    assert open_chi(path).sizes["component"] == 3
+    assert not list(tmp_path.glob(".raced.zarr.creating-*"))  # staging folders cleaned up
+
+
+def _create_for_race(path: str, comps: list[str]) -> bool:
+    return new_store(path, dict.fromkeys(comps))
+
+
+def test_changed_checkpoint_is_refused(tmp_path, model):
+    *_, comps = model
+    path = tmp_path / "chi.zarr"
+    digests = {
+        "sampler_config": CONFIG.to_json(),
+        "checkpoint_digests": '{"0": "aaa", "50": "bbb"}',
+    }
+    kwargs = dict(
+        checkpoints=[0, 50],
+        components=list(comps),
+        num_chains=2,
+        num_draws=CONFIG.num_draws,
+        unit_coords={"position": np.arange(4)},
+    )
+    assert create_store(path, attrs=digests, **kwargs)
+    assert not create_store(path, attrs=digests, **kwargs)
+    changed = {**digests, "checkpoint_digests": '{"0": "aaa", "50": "ccc"}'}
+    with pytest.raises(StoreError, match=r"steps \[50\] changed"):
+        create_store(path, attrs=changed, **kwargs)

@@ -1,0 +1,134 @@
+"""The intervention solver and linear response, against exact answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from patterning_core import known_answers as ka
+from patterning_core.decomposition import decompose
+from patterning_core.intervention import (
+    extrapolate_by_class,
+    mode_target,
+    predicted_response,
+    reweighted_loss,
+    solve_intervention,
+    weights_from_intervention,
+)
+from patterning_core.toy_models import make_linear_regression
+
+
+def random_chi(components=4, units=30, seed=0) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    return xr.DataArray(
+        rng.normal(size=(components, units)),
+        dims=("component", "unit"),
+        coords={
+            "component": [f"c{i}" for i in range(components)],
+            "unit": np.arange(units),
+            "pattern_class": ("unit", np.array(["a", "b", "c"] * 10)),
+        },
+    )
+
+
+def test_solution_reaches_the_target_with_minimum_norm():
+    chi, n_beta = random_chi(), 30.0
+    target = {"c0": 1.0, "c2": -0.5}
+    dh = solve_intervention(chi, target, n_beta, rcond=0)
+    np.testing.assert_allclose(
+        predicted_response(chi, dh, n_beta).values, [1.0, 0, -0.5, 0], atol=1e-10
+    )
+    m = chi.values
+    minimum_norm = m.T @ np.linalg.solve(m @ m.T, np.array([1.0, 0, -0.5, 0])) / n_beta
+    np.testing.assert_allclose(dh.values, minimum_norm, atol=1e-12)
+    assert dh.attrs["kept_modes"] == 4
+
+
+def test_truncation_and_ridge_regularize_small_modes():
+    chi = random_chi()
+    chi[3] = chi[2] + 1e-9 * chi[1]  # nearly dependent rows
+    dh_trunc = solve_intervention(chi, {"c3": 1.0}, 1.0, rcond=1e-6)
+    assert dh_trunc.attrs["kept_modes"] == 3
+    dh_pinv = solve_intervention(chi, {"c3": 1.0}, 1.0, rcond=0)
+    dh_ridge = solve_intervention(chi, {"c3": 1.0}, 1.0, rcond=0, ridge=1e-3)
+    assert np.linalg.norm(dh_trunc) < 1e-3 * np.linalg.norm(dh_pinv)
+    assert np.linalg.norm(dh_ridge) < 1e-3 * np.linalg.norm(dh_pinv)
+    with pytest.raises(ValueError, match="unknown component"):
+        solve_intervention(chi, {"c9": 1.0}, 1.0)
+
+
+def test_weights_policies():
+    dh = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    for policy in ("clip", "shift"):
+        rho = weights_from_intervention(dh, alpha=1.5, negative=policy)
+        assert rho.min() >= 0 and rho.mean() == pytest.approx(1.0)
+        assert np.all(np.diff(rho) >= 0)  # order of dh preserved
+    small = weights_from_intervention(dh, alpha=0.1)
+    np.testing.assert_allclose(small, 1 + 0.1 * dh / 2)  # linear regime: no rule applies
+    with pytest.raises(ValueError, match="'clip' or 'shift'"):
+        weights_from_intervention(dh, 1.0, negative="drop")
+
+
+def test_class_extrapolation_fit():
+    chi = random_chi()
+    dh = xr.DataArray(
+        np.tile([1.0, -1.0, 0.0], 10), dims="unit", coords={"pattern_class": chi.pattern_class}
+    )
+    fit = extrapolate_by_class(dh)
+    assert fit.class_means == {"a": 1.0, "b": -1.0, "c": 0.0} and fit.r2 == pytest.approx(1)
+    np.testing.assert_array_equal(fit.predict(["b", "a", "zzz"]), [-1.0, 1.0, 0.0])
+    noisy = dh + xr.DataArray(np.random.default_rng(0).normal(0, 1, 30), dims="unit")
+    assert 0 < extrapolate_by_class(noisy.assign_coords(pattern_class=chi.pattern_class)).r2 < 1
+
+
+def test_mode_target_follows_loadings():
+    chi = random_chi()
+    modes = decompose(chi, by="none")
+    target = mode_target(modes, 1, sign=-1)
+    np.testing.assert_allclose(list(target.values()), -modes.component_loading.sel(mode=1).values)
+
+
+def test_linear_response_is_exact_to_first_order_on_a_gaussian_posterior():
+    """Re-weight the units of linear regression by ρ = 1 + α·w (mean 1); the exact change
+    of ⟨φ⟩ matches nβ·Σ_z χ_z·dh_z with dh_z = (ρ_z − 1)/n, with error O(α²)."""
+    _, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)
+    X, y, w = X.numpy(), y.numpy(), params["w"].numpy()
+    n, n_beta, gamma = len(y), 10.0, 1.0
+    loss = ka.mean_squared_residual(X, y, w)
+    units = [ka.squared_residual(X[z], y[z], w) for z in range(n)]
+    phi = loss - ka.Quadratic(np.zeros((3, 3)), np.zeros(3), loss.c)
+    post = ka.localized_gaussian(loss, n_beta, gamma)
+    chi = np.array([-post.covariance(phi, lz - loss) for lz in units])
+    direction = np.random.default_rng(0).normal(size=n)
+    direction -= direction.mean()
+
+    def exact_change(alpha: float) -> float:
+        rho = 1 + alpha * direction
+        tilted = ka.Quadratic(
+            sum(r * u.A for r, u in zip(rho, units, strict=True)) / n,
+            sum(r * u.b for r, u in zip(rho, units, strict=True)) / n,
+            sum(r * u.c for r, u in zip(rho, units, strict=True)) / n,
+        )
+        return ka.localized_gaussian(tilted, n_beta, gamma).expect(phi) - post.expect(phi)
+
+    errors = []
+    for alpha in (1e-3, 1e-2, 1e-1):
+        predicted = n_beta * chi @ (alpha * direction / n)
+        errors.append(abs(exact_change(alpha) - predicted) / abs(predicted))
+    assert errors[0] < 1e-2
+    # Second-order error: relative error grows ~linearly with α (×10 per decade, ±50 %).
+    assert 5 < errors[1] / errors[0] < 15 and 5 < errors[2] / errors[1] < 15
+
+
+def test_reweighted_loss_scales_each_unit():
+    loss_fn, params, (X, y) = make_linear_regression(n=8, d=2)
+    weights = torch.arange(1, 9, dtype=X.dtype)
+    weighted = reweighted_loss(loss_fn, weights)
+    index = torch.tensor([0, 7])
+    out = weighted(params, (index, X[index], y[index]))
+    np.testing.assert_allclose(
+        out.numpy(),
+        (loss_fn(params, (X[index], y[index])) * weights[index] / weights.mean()).numpy(),
+    )

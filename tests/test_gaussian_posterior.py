@@ -221,3 +221,27 @@ def test_rmsprop_llc_matches_gaussian_closed_form(problem):
     se = result.std / np.sqrt(CHAINS)
     assert se < 0.05 * exact
     assert abs(result.mean - exact) < Z * se + bias_bound
+
+
+def test_subset_susceptibility_is_the_mean_of_per_unit_susceptibilities(problem, config):
+    """χ toward the subset S (one probe whose loss is mean_{z∈S} ℓ_z) equals the mean of
+    the per-unit χ_z over S (method.md §8): same chains, the estimator is linear in ℓ."""
+    loss_fn, params, data, _, _ = problem
+
+    def subset_or_unit_loss(p, batch):
+        xb, yb = batch
+        losses = loss_fn(p, (xb, yb))
+        return losses.mean(dim=1) if xb.dim() == 3 else losses
+
+    cfg = config.replace(num_draws=300, num_chains=4)
+    units = (data[0][:PROBES], data[1][:PROBES])
+    subset = (data[0][:PROBES].unsqueeze(0), data[1][:PROBES].unsqueeze(0))
+    per_unit = chi_from_stats(
+        sample_susceptibility_stats(subset_or_unit_loss, params, data, units, COMPONENTS, cfg)
+    )
+    toward_subset = chi_from_stats(
+        sample_susceptibility_stats(subset_or_unit_loss, params, data, subset, COMPONENTS, cfg)
+    )
+    np.testing.assert_allclose(
+        toward_subset.values[:, 0], per_unit.mean("unit").values, rtol=1e-9, atol=1e-14
+    )

@@ -37,6 +37,18 @@ def make_task_runner(
     return DaskTaskRunner(cluster_kwargs=kwargs)
 
 
+def cluster_has_gpus(dask_address: str | None) -> bool:
+    """Whether shards should ask for a GPU: the local machine's, or those the workers of
+    the cluster at ``dask_address`` advertise as the resource ``GPU``."""
+    if not dask_address:
+        return local_gpus() > 0
+    from distributed import Client
+
+    with Client(dask_address, timeout=30) as client:
+        workers = client.scheduler_info()["workers"].values()
+        return any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)
+
+
 @contextlib.contextmanager
 def shard_resources(use_gpu: bool) -> Iterator[None]:
     """Ask Dask for one GPU per shard when the workers advertise GPUs."""

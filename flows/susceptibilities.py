@@ -12,7 +12,7 @@ import json
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
-from flows.runtime import file_digest, local_gpus, make_task_runner, shard_resources
+from flows.runtime import cluster_has_gpus, file_digest, make_task_runner, shard_resources
 from patterning_core.sampling import SamplerConfig
 from patterning_core.susceptibility import group_components
 from patterning_core.workloads import build_workload
@@ -122,7 +122,7 @@ def susceptibilities(
     if todo:
         runner = make_task_runner(dask_address, n_workers, threads_per_worker)
         results = run_shards.with_options(task_runner=runner)(
-            todo, use_gpu=bool(local_gpus()) and not dask_address
+            todo, use_gpu=cluster_has_gpus(dask_address)
         )
     computed = sum(r["status"] == "computed" for r in results)
     summaries = [assemble(store, c["step"]) for c in checkpoints]

@@ -157,28 +157,60 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, prefect_server):
 
     from distributed import Client
 
+    from flows.runtime import cluster_has_gpus
     from flows.server import _free_port
 
     bin_dir = Path(sys.executable).parent
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--dashboard-address", "127.0.0.1:0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [str(bin_dir / "dask"), "worker", address, "--host", "127.0.0.1",
-                 "--nthreads", "1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # One worker advertises a GPU: shards then ask Dask for one (and pick their
+        # device on the worker, the CPU here), which exercises the GPU scheduling path.
+        for extra in (["--resources", "GPU=1"], []):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "dask"),
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        *extra,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
         deadline = time.time() + 60
         with Client(address, timeout=30) as client:
             while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
                 time.sleep(0.5)
             assert len(client.scheduler_info()["workers"]) == 2
+        assert cluster_has_gpus(address)
         store = str(tmp_path / "remote.zarr")
-        summary = susceptibilities(store, WORKLOAD, [{"step": 0, "path": None}], SAMPLER,
-                                   dask_address=address)
+        summary = susceptibilities(
+            store, WORKLOAD, [{"step": 0, "path": None}], SAMPLER, dask_address=address
+        )
         assert summary["computed"] == 6
         assert np.isfinite(open_chi(store)["chi"].values).all()
     finally:

@@ -67,7 +67,7 @@ class SamplerConfig:
         _require_positive_finite("step_size", self.step_size)
         _require_positive_finite("n_beta", self.n_beta)
         if not (
-            isinstance(self.localization, int | float)
+            _is_number(self.localization)
             and math.isfinite(self.localization)
             and self.localization >= 0
         ):
@@ -86,7 +86,7 @@ class SamplerConfig:
             raise ConfigError(
                 f"preconditioner must be 'sgld' or 'rmsprop', got {self.preconditioner!r}."
             )
-        if not (0.0 <= self.rmsprop_alpha < 1.0):
+        if not (_is_number(self.rmsprop_alpha) and 0.0 <= self.rmsprop_alpha < 1.0):
             raise ConfigError(f"rmsprop_alpha must lie in [0, 1), got {self.rmsprop_alpha!r}.")
         _require_positive_finite("rmsprop_eps", self.rmsprop_eps)
 
@@ -115,8 +115,12 @@ class SamplerConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _require_positive_finite(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not _is_number(value):
         raise ConfigError(f"{name} must be a number, got {value!r}.")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}.")

@@ -101,6 +101,7 @@ def shard_is_complete(store: str, step: int, components: list[str], chain: int) 
     cache_policy=expensive_task_policy(),
     result_storage=result_storage(),
     persist_result=True,
+    result_serializer="json",  # never pickle: cached results are read back from disk
 )
 def susceptibility_shard(
     store: str,

@@ -51,6 +51,15 @@ def test_flow_matches_direct_estimate_and_rerun_does_no_sampling(tmp_path, prefe
     np.testing.assert_allclose(chi.values, direct.values, rtol=1e-4, atol=1e-10)
     again = susceptibilities(store, WORKLOAD, ckpts, SAMPLER, n_workers=2)
     assert again["computed"] == 0 and again["already_complete"] == 6
+    # Persisted task results are JSON, never pickle (they are read back from disk).
+    import json
+
+    from tasks.caching import result_storage
+
+    results = [p for p in result_storage().rglob("*") if p.is_file()]
+    assert results
+    for path in results:
+        json.loads(path.read_text())
 
 
 def _complete_shards(store: str) -> int:

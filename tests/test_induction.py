@@ -68,8 +68,9 @@ def test_icl_score_validates_positions() -> None:
     strict=True,
     reason="measured: on planted-span data the tiny/bench models learn in-context copying through "
     "positional layer-0 heads, not a previous-token head, so the prefix-matching score stays at "
-    "chance (see patterning_core/synthetic.py); the generator still needs a design that makes "
-    "the canonical circuit form",
+    "chance; an identity skip-bigram (p_skip, skip_identity) makes previous-token heads form but "
+    "no induction head forms on top within 4000 steps (see patterning_core/synthetic.py); the "
+    "generator still needs a design that makes the canonical circuit form",
 )
 def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
     """The ``tiny`` preset on ``tiny`` synthetic data: the best layer-1 head's prefix-matching

@@ -73,3 +73,23 @@ def test_unigram_and_validation() -> None:
         SyntheticConfig(d_vocab=10, n_ctx=8, span_min=5, span_max=6)
     with pytest.raises(ValueError, match="valid presets: bench, tiny"):
         synthetic_tokens("nope", 3)
+
+
+def test_identity_skip_bigram_repeats_the_token_two_back() -> None:
+    # No copies: every fresh token from position 2 on is, with probability p_skip, the token two
+    # positions back. With 4096 uniform tokens, chance repeats are ~1/4096, so the repeat rate
+    # measures p_skip (0.4 +- 3 sd of a binomial over 200 * 62 draws is +- 0.013).
+    cfg = SyntheticConfig(
+        d_vocab=4096, n_ctx=64, zipf_exponent=0.0, copy_rate=0.0, p_skip=0.4, skip_identity=True
+    )
+    tokens, copied = generate(cfg, 200, seed=3)
+    assert not copied.any()
+    rate = (tokens[:, 2:] == tokens[:, :-2]).float().mean()
+    assert abs(float(rate) - 0.4) < 0.02
+    # The permutation variant (default) maps the token two back through a fixed bijection, so
+    # it rarely repeats it.
+    perm = SyntheticConfig(**{**cfg.__dict__, "skip_identity": False})
+    ptokens, _ = generate(perm, 200, seed=3)
+    assert float((ptokens[:, 2:] == ptokens[:, :-2]).float().mean()) < 0.01
+    with pytest.raises(ValueError, match="p_skip"):
+        SyntheticConfig(d_vocab=10, n_ctx=8, span_min=2, p_skip=1.5)

@@ -31,7 +31,12 @@ def run_shards(shards: list[dict], use_gpu: bool = False) -> list[dict]:
     with shard_resources(use_gpu):
         futures = [susceptibility_shard.submit(**shard) for shard in shards]
     wait(futures)
-    return [f.result() for f in futures]
+    # A cache hit (another run computed the shard while this one waited for its lock)
+    # returns that run's summary: report it as found, not computed.
+    return [
+        {**f.result(), "status": "cached"} if f.state.name == "Cached" else f.result()
+        for f in futures
+    ]
 
 
 def plan_shards(

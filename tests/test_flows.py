@@ -227,3 +227,48 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, prefect_server):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
+    """Two runs on the same store at once: every shard computed exactly once in total,
+    both finish, and the store holds one complete, verified χ."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from patterning_core.store import completed
+
+    sampler = SamplerConfig.from_dict(SAMPLER).replace(num_draws=300).to_dict()
+    store = str(tmp_path / "shared.zarr")
+    code = (
+        "import json, sys; from flows.susceptibilities import susceptibilities;"
+        "a = json.loads(sys.argv[1]);"
+        "s = susceptibilities(a['store'], a['workload'], [{'step': 0, 'path': None}],"
+        " a['sampler'], n_workers=1);"
+        "print('SUMMARY' + json.dumps(s))"
+    )
+    args = json.dumps({"store": store, "workload": WORKLOAD, "sampler": sampler})
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, args],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    summaries = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0
+        line = next(x for x in out.splitlines() if x.startswith("SUMMARY"))
+        summaries.append(json.loads(line.removeprefix("SUMMARY")))
+    assert sum(s["computed"] for s in summaries) == 6
+    state = completed(store, 0, verify=True)
+    assert state["restricted"].all() and state["full"].all()
+    assert np.isfinite(open_chi(store)["chi"].values).all()

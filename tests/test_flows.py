@@ -272,3 +272,50 @@ def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
     state = completed(store, 0, verify=True)
     assert state["restricted"].all() and state["full"].all()
     assert np.isfinite(open_chi(store)["chi"].values).all()
+
+
+def test_killed_dask_worker_loses_nothing(tmp_path, prefect_server):
+    """SIGKILL a Dask worker process mid-shard: the run (Dask reschedules the shard) or a
+    rerun completes, and χ equals an uninterrupted run's."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from prefect.settings import PREFECT_API_URL
+
+    sampler = SamplerConfig.from_dict(SAMPLER).replace(num_chains=4, num_draws=600).to_dict()
+    ckpts = [{"step": 0, "path": None}]
+    store = str(tmp_path / "worker-killed.zarr")
+    code = (
+        "import json, sys; from flows.susceptibilities import susceptibilities;"
+        "a = json.loads(sys.argv[1]);"
+        "susceptibilities(a['store'], a['workload'], a['ckpts'], a['sampler'], n_workers=2)"
+    )
+    args = json.dumps({"store": store, "workload": WORKLOAD, "ckpts": ckpts, "sampler": sampler})
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while _complete_shards(store) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "spawn_main" in " ".join(p.cmdline())
+    ]
+    assert workers, "no Dask worker process found to kill"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    proc.wait(timeout=600)
+    resumed = susceptibilities(store, WORKLOAD, ckpts, sampler, n_workers=2)
+    assert resumed["computed"] + resumed["already_complete"] == 12
+    reference = str(tmp_path / "reference.zarr")
+    susceptibilities(reference, WORKLOAD, ckpts, sampler, n_workers=2)
+    np.testing.assert_array_equal(open_chi(store)["chi"].values, open_chi(reference)["chi"].values)

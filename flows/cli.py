@@ -190,6 +190,10 @@ def print_pipeline_summary(summary: dict, seconds: float) -> None:
 
 
 def load_config(path: str) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"config file {path} not found; give a JSON or YAML file of the flow's parameters."
+        )
     text = Path(path).read_text()
     if path.endswith((".yaml", ".yml")):
         import yaml
@@ -302,12 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from patterning_core.sampling import ConfigError
+    from patterning_core.store import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command to resume.")
         return 130
+    except (ConfigError, StoreError, FileNotFoundError) as err:
+        print(f"patterning: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -86,3 +86,34 @@ def test_bad_arguments_exit_with_usage(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_run_flow_from_a_config_file(tmp_path, capsys, monkeypatch):
+    """`patterning run susceptibilities --config FILE` against a harness server."""
+    import json
+
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    config = {
+        "store": str(tmp_path / "chi.zarr"),
+        "workload": {"kind": "toy-mlp", "n": 64, "d_in": 3, "hidden": 4, "probes": 3},
+        "checkpoints": [{"step": 0, "path": None}],
+        "sampler": {
+            "step_size": 1e-4,
+            "n_beta": 20.0,
+            "localization": 100.0,
+            "num_chains": 2,
+            "num_draws": 5,
+            "batch_size": 8,
+        },
+    }
+    path = tmp_path / "chi.json"
+    path.write_text(json.dumps(config))
+    with prefect_test_harness(server_startup_timeout=120):
+        monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+        assert main(["run", "susceptibilities", "--config", str(path), "--workers", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["computed"] == 6 and len(summary["checkpoints"]) == 1
+    assert main(["run", "pipeline", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml not found" in capsys.readouterr().err

@@ -73,6 +73,16 @@ class Quadratic:
         return Quadratic(self.A - other.A, self.b - other.b, self.c - other.c)
 
 
+def combine(quadratics: list[Quadratic], weights: np.ndarray | list[float]) -> Quadratic:
+    """Σ_i w_i·q_i: e.g. a re-weighted mean loss, or the mixture (1−h)·L + h·ℓ_z."""
+    w = [float(x) for x in weights]
+    return Quadratic(
+        sum(x * q.A for x, q in zip(w, quadratics, strict=True)),
+        sum(x * q.b for x, q in zip(w, quadratics, strict=True)),
+        sum(x * q.c for x, q in zip(w, quadratics, strict=True)),
+    )
+
+
 @dataclass(frozen=True)
 class GaussianPosterior:
     """δ = w − w* ~ N(mean, cov); moments of quadratics in closed form (Isserlis)."""

@@ -31,6 +31,31 @@ def prefect_server():
         yield
 
 
+def spawn_flow(store: str, sampler: dict, n_workers: int = 2, **popen):
+    """Run the susceptibilities flow on checkpoint 0 of WORKLOAD in a child process that
+    reports to the harness's server; it prints ``SUMMARY{json}`` when it finishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    code = (
+        "import json, sys; from flows.susceptibilities import susceptibilities;"
+        "a = json.loads(sys.argv[1]);"
+        "s = susceptibilities(a['store'], a['workload'], [{'step': 0, 'path': None}],"
+        " a['sampler'], n_workers=a['n_workers']);"
+        "print('SUMMARY' + json.dumps(s))"
+    )
+    args = json.dumps(
+        {"store": store, "workload": WORKLOAD, "sampler": sampler, "n_workers": n_workers}
+    )
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, "-c", code, args], env=env, **popen)
+
+
 def test_flow_matches_direct_estimate_and_rerun_does_no_sampling(tmp_path, prefect_server):
     store = str(tmp_path / "chi.zarr")
     ckpts = [{"step": 0, "path": None}]
@@ -75,33 +100,15 @@ def _complete_shards(store: str) -> int:
 def test_killed_run_resumes_computing_only_missing_shards(tmp_path, prefect_server):
     """SIGKILL the flow process and its Dask workers mid-run; the rerun recomputes only
     the shards not marked complete, and χ equals an uninterrupted run's."""
-    import json
     import os
     import signal
-    import subprocess
-    import sys
     import time
-
-    from prefect.settings import PREFECT_API_URL
 
     sampler = SamplerConfig.from_dict(SAMPLER).replace(num_chains=4, num_draws=600).to_dict()
     total = 3 * 4  # (2 component groups + full run) × 4 chains
     ckpts = [{"step": 0, "path": None}]
     store = str(tmp_path / "killed.zarr")
-    code = (
-        "import json, sys; from flows.susceptibilities import susceptibilities;"
-        "a = json.loads(sys.argv[1]);"
-        "susceptibilities(a['store'], a['workload'], a['ckpts'], a['sampler'], n_workers=2)"
-    )
-    args = json.dumps({"store": store, "workload": WORKLOAD, "ckpts": ckpts, "sampler": sampler})
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, args],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_flow(store, sampler, start_new_session=True)
     deadline = time.time() + 240
     while _complete_shards(store) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -233,34 +240,14 @@ def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
     """Two runs on the same store at once: every shard computed exactly once in total,
     both finish, and the store holds one complete, verified χ."""
     import json
-    import os
     import subprocess
-    import sys
-
-    from prefect.settings import PREFECT_API_URL
 
     from patterning_core.store import completed
 
     sampler = SamplerConfig.from_dict(SAMPLER).replace(num_draws=300).to_dict()
     store = str(tmp_path / "shared.zarr")
-    code = (
-        "import json, sys; from flows.susceptibilities import susceptibilities;"
-        "a = json.loads(sys.argv[1]);"
-        "s = susceptibilities(a['store'], a['workload'], [{'step': 0, 'path': None}],"
-        " a['sampler'], n_workers=1);"
-        "print('SUMMARY' + json.dumps(s))"
-    )
-    args = json.dumps({"store": store, "workload": WORKLOAD, "sampler": sampler})
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, args],
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
+        spawn_flow(store, sampler, n_workers=1, text=True, stdout=subprocess.PIPE) for _ in range(2)
     ]
     summaries = []
     for proc in procs:
@@ -277,32 +264,16 @@ def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
 def test_killed_dask_worker_loses_nothing(tmp_path, prefect_server):
     """SIGKILL a Dask worker process mid-shard: the run (Dask reschedules the shard) or a
     rerun completes, and χ equals an uninterrupted run's."""
-    import json
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
     import psutil
-    from prefect.settings import PREFECT_API_URL
 
     sampler = SamplerConfig.from_dict(SAMPLER).replace(num_chains=4, num_draws=600).to_dict()
     ckpts = [{"step": 0, "path": None}]
     store = str(tmp_path / "worker-killed.zarr")
-    code = (
-        "import json, sys; from flows.susceptibilities import susceptibilities;"
-        "a = json.loads(sys.argv[1]);"
-        "susceptibilities(a['store'], a['workload'], a['ckpts'], a['sampler'], n_workers=2)"
-    )
-    args = json.dumps({"store": store, "workload": WORKLOAD, "ckpts": ckpts, "sampler": sampler})
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_flow(store, sampler)
     deadline = time.time() + 240
     while _complete_shards(store) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

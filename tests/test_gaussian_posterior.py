@@ -136,11 +136,7 @@ def test_fluctuation_dissipation(problem, stats):
     h = 1e-4
 
     def mean_phi(weight: float, lz: ka.Quadratic) -> float:
-        tilted = ka.Quadratic(
-            (1 - weight) * loss.A + weight * lz.A,
-            (1 - weight) * loss.b + weight * lz.b,
-            (1 - weight) * loss.c + weight * lz.c,
-        )
+        tilted = ka.combine([loss, lz], [1 - weight, weight])
         return ka.localized_gaussian(tilted, N_BETA, GAMMA).expect(phi)
 
     derivative = np.array([(mean_phi(h, lz) - mean_phi(-h, lz)) / (2 * h) for lz in unit_losses])

@@ -106,11 +106,7 @@ def test_linear_response_is_exact_to_first_order_on_a_gaussian_posterior():
 
     def exact_change(alpha: float) -> float:
         rho = 1 + alpha * direction
-        tilted = ka.Quadratic(
-            sum(r * u.A for r, u in zip(rho, units, strict=True)) / n,
-            sum(r * u.b for r, u in zip(rho, units, strict=True)) / n,
-            sum(r * u.c for r, u in zip(rho, units, strict=True)) / n,
-        )
+        tilted = ka.combine(units, rho / n)
         return ka.localized_gaussian(tilted, n_beta, gamma).expect(phi) - post.expect(phi)
 
     errors = []
@@ -173,11 +169,7 @@ def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
 
     def exact_change(alpha: float) -> float:
         rho = 1 + alpha * (direction - direction.mean())
-        tilted = ka.Quadratic(
-            sum(r * u.A for r, u in zip(rho, units, strict=True)) / n,
-            sum(r * u.b for r, u in zip(rho, units, strict=True)) / n,
-            sum(r * u.c for r, u in zip(rho, units, strict=True)) / n,
-        )
+        tilted = ka.combine(units, rho / n)
         moved = ka.localized_gaussian(tilted, n_beta, gamma, step_size=eps)
         return moved.expect(phi) - post.expect(phi)
 

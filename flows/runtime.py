@@ -20,8 +20,9 @@ def make_task_runner(
     dask_address: str | None = None, n_workers: int = 2, threads_per_worker: int = 1
 ) -> DaskTaskRunner:
     """A ``DaskTaskRunner``: on ``dask_address`` if given, else a local cluster of
-    ``n_workers`` processes listening on 127.0.0.1 only (dashboard off). Workers on a
-    machine with GPUs advertise them as the Dask resource ``GPU``."""
+    ``n_workers`` processes listening on 127.0.0.1 only (HTTP and dashboard on a random
+    loopback port). Workers on a machine with GPUs advertise them as the Dask resource
+    ``GPU``."""
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     kwargs: dict = {
@@ -29,7 +30,7 @@ def make_task_runner(
         "threads_per_worker": threads_per_worker,
         "processes": True,
         "host": "127.0.0.1",
-        "dashboard_address": None,
+        "dashboard_address": "127.0.0.1:0",
     }
     gpus = local_gpus()
     if gpus:

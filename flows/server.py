@@ -92,6 +92,8 @@ def start_prefect_server(port: int | None = None, timeout: float = 120.0) -> dic
     api_url = f"http://{HOST}:{port}/api"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)
+    if env.get("PREFECT_HOME"):  # Prefect does not create missing parent folders
+        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     log = patterning_home() / "prefect-server.log"
     pid = _spawn(
         [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)], log, env

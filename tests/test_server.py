@@ -45,3 +45,17 @@ def test_services_listen_on_loopback_only_and_stop(capsys, monkeypatch):
         p and psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
     )
     assert not status()["prefect_ok"]
+
+
+def test_flow_clusters_listen_on_loopback_only():
+    """The local Dask cluster a flow creates (make_task_runner's settings)."""
+    import os
+
+    from distributed import LocalCluster
+
+    from flows.runtime import make_task_runner
+
+    kwargs = make_task_runner(n_workers=1).cluster_kwargs
+    with LocalCluster(**kwargs):
+        addresses = listening_addresses(os.getpid())
+    assert addresses == {"127.0.0.1"}

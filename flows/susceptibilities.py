@@ -18,9 +18,9 @@ from patterning_core.susceptibility import group_components
 from patterning_core.workloads import build_workload
 from tasks.susceptibility import (
     FULL_RUN,
+    CheckpointShards,
     assemble,
     prepare_store,
-    shard_is_complete,
     susceptibility_shard,
 )
 
@@ -56,9 +56,10 @@ def plan_shards(
     todo, done = [], 0
     for ckpt in checkpoints:
         digest = digests[str(ckpt["step"])]
+        status = CheckpointShards(store, ckpt["step"])
         for chain in range(config.num_chains):
             for group in groups:
-                if shard_is_complete(store, ckpt["step"], group, chain):
+                if status.is_complete(group, chain):
                     done += 1
                     continue
                 todo.append(

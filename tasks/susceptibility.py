@@ -86,14 +86,24 @@ def prepare_store(
     return {"store_id": ds.attrs["store_id"], "components": list(work.components)}
 
 
+class CheckpointShards:
+    """Which shards of one checkpoint are complete in the store (checksums verified once)."""
+
+    def __init__(self, store: str, step: int):
+        ds = open_chi(store)
+        self.state = completed(store, step, verify=True)
+        self.chains = [int(c) for c in ds.chain.values]
+        self.names = [str(c) for c in ds.component.values]
+
+    def is_complete(self, components: list[str], chain: int) -> bool:
+        k = self.chains.index(chain)
+        if components == [FULL_RUN]:
+            return bool(self.state["full"][k])
+        return all(bool(self.state["restricted"][self.names.index(c), k]) for c in components)
+
+
 def shard_is_complete(store: str, step: int, components: list[str], chain: int) -> bool:
-    state = completed(store, step, verify=True)
-    ds = open_chi(store)
-    k = [int(c) for c in ds.chain.values].index(chain)
-    if components == [FULL_RUN]:
-        return bool(state["full"][k])
-    names = [str(c) for c in ds.component.values]
-    return all(bool(state["restricted"][names.index(c), k]) for c in components)
+    return CheckpointShards(store, step).is_complete(components, chain)
 
 
 @task(

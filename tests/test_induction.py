@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from patterning_core.checkpoints import checkpoint_path, load_checkpoint
 from patterning_core.induction import (
     FORMATION_THRESHOLD,
     formation_step,
@@ -18,7 +19,7 @@ from patterning_core.induction import (
 )
 from patterning_core.synthetic import synthetic_tokens
 from patterning_core.training import TrainConfig, train
-from patterning_core.transformer import TransformerConfig, init_params, preset
+from patterning_core.transformer import TransformerConfig, attention_patterns, init_params, preset
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=20, d_vocab=40)
 
@@ -63,37 +64,52 @@ def test_icl_score_validates_positions() -> None:
         in_context_learning_score(init_params(CFG), CFG, tokens, early=5, late=5)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: on planted-span data the tiny/bench models learn in-context copying through "
-    "positional layer-0 heads, not a previous-token head, so the prefix-matching score stays at "
-    "chance; an identity skip-bigram (p_skip, skip_identity) makes previous-token heads form but "
-    "no induction head forms on top within 4000 steps (see patterning_core/synthetic.py); the "
-    "generator still needs a design that makes the canonical circuit form",
-)
+def _previous_token_scores(params, cfg: TransformerConfig) -> torch.Tensor:
+    """Layer-0 heads' mean attention from each position to the one before, on random tokens."""
+    tokens = torch.randint(
+        0, cfg.d_vocab, (32, cfg.n_ctx), generator=torch.Generator().manual_seed(5)
+    )
+    pattern = attention_patterns(params, tokens, cfg)[0]  # [B, H, T, T]
+    q = torch.arange(1, cfg.n_ctx)
+    return pattern[:, :, q, q - 1].mean(dim=(0, 2))
+
+
 def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
-    """The ``tiny`` preset on ``tiny`` synthetic data: the best layer-1 head's prefix-matching
-    score starts at chance and crosses the formation threshold; in-context learning appears."""
+    """The ``tiny`` preset on ``tiny`` synthetic data forms the canonical induction circuit.
+
+    The best layer-1 head's prefix-matching score starts at chance and crosses the formation
+    threshold, a layer-0 head becomes a previous-token head, and in-context learning appears.
+
+    Measured (seeds 0-3, see ``patterning_core/synthetic.py``): the prefix-matching score crosses
+    0.3 at step 750-1 000 and is 0.60-0.68 at step 1 500; the best previous-token score goes
+    from 0.10 at initialization to 0.45-0.59. Previous-token threshold 0.3: a head attending
+    uniformly over its causal window scores mean(1 / (q + 1)) ~= 0.10 here (T = 32), so 0.3 is
+    3x uniform and puts a third of the head's attention on the previous token. (The
+    in-context-learning score is negative before formation too, from the per-sequence alphabet;
+    it is a sanity check, not evidence of induction.)
+    """
     cfg = preset("tiny")
     tokens = synthetic_tokens("tiny", 4096, seed=0)
-    steps = 1200
+    steps = 1500
     tc = TrainConfig(
         steps=steps,
         batch_size=32,
         lr=3e-3,
+        warmup_steps=100,
         seed=0,
-        checkpoint_steps=tuple(range(0, steps + 1, 100)),
+        checkpoint_steps=tuple(range(0, steps + 1, 250)),
     )
     train(cfg, tokens, tc, run_dir=tmp_path, progress=False)
     curve = induction_curve(tmp_path, cfg, n_seqs=32)
     best = curve.best
     assert best[0] < 2 * curve.chance
-    assert best[-1] > FORMATION_THRESHOLD
+    assert best[-1] >= FORMATION_THRESHOLD, best
     step = curve.formation_step
     assert step is not None and 0 < step <= steps
-    held_out = synthetic_tokens("tiny", 256, seed=99)
-    from patterning_core.checkpoints import checkpoint_path, load_checkpoint
-
+    init = load_checkpoint(checkpoint_path(tmp_path, 0)).params
+    assert float(_previous_token_scores(init, cfg).max()) < 0.2
     final = load_checkpoint(checkpoint_path(tmp_path, steps)).params
+    prev = _previous_token_scores(final, cfg)
+    assert float(prev.max()) >= 0.3, prev.tolist()
+    held_out = synthetic_tokens("tiny", 256, seed=99)
     assert in_context_learning_score(final, cfg, held_out) < -0.3

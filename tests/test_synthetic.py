@@ -30,7 +30,7 @@ def test_presets_are_deterministic_and_in_range(name: str) -> None:
     assert a.shape == (300, cfg.n_ctx) and a.dtype == torch.long
     assert int(a.min()) >= 0 and int(a.max()) < cfg.d_vocab
     assert torch.equal(synthetic_tokens(name, 300, seed=4), a)
-    assert 0.1 < ca.float().mean() < 0.7  # a substantial share of planted tokens
+    assert 0.1 < ca.float().mean() < 0.85  # a substantial share of in-context-predictable tokens
 
 
 def test_copies_repeat_earlier_text_and_are_induction_tokens() -> None:
@@ -93,3 +93,42 @@ def test_identity_skip_bigram_repeats_the_token_two_back() -> None:
     assert float((ptokens[:, 2:] == ptokens[:, :-2]).float().mean()) < 0.01
     with pytest.raises(ValueError, match="p_skip"):
         SyntheticConfig(d_vocab=10, n_ctx=8, span_min=2, p_skip=1.5)
+
+
+def test_alphabet_and_in_context_successor_map() -> None:
+    # No planted copies: each sequence uses its own 6 random tokens, and a fresh token is, with
+    # probability successor_rate, the sequence's fixed successor of the previous token.
+    cfg = SyntheticConfig(
+        d_vocab=512,
+        n_ctx=64,
+        zipf_exponent=0.0,
+        copy_rate=0.0,
+        alphabet_size=6,
+        successor_rate=0.7,
+    )
+    tokens, flagged = generate(cfg, 300, seed=2)
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < 512
+    assert all(len(set(row.tolist())) <= 6 for row in tokens)
+    assert len(set(tokens[:, 0].tolist())) > 100  # alphabets differ between sequences
+    assert not flagged[:, 0].any()
+    # 0.7 +- 3 sd of a binomial over 300 * 63 draws is +- 0.01
+    assert abs(float(flagged[:, 1:].float().mean()) - 0.7) < 0.015
+    for row, flags in zip(tokens.tolist(), flagged.tolist(), strict=True):
+        successor: dict[int, int] = {}
+        for t in range(1, 64):
+            if flags[t]:  # the successor of a token is the same wherever it is drawn
+                assert successor.setdefault(row[t - 1], row[t]) == row[t]
+    # The same seed gives the same sequences; copies on top keep the alphabet.
+    assert torch.equal(generate(cfg, 300, seed=2)[0], tokens)
+    both = SyntheticConfig(**{**cfg.__dict__, "copy_rate": 0.2, "span_min": 4})
+    btokens, _ = generate(both, 100, seed=2)
+    assert all(len(set(row.tolist())) <= 6 for row in btokens)
+    for bad, match in [
+        ({"alphabet_size": 1}, "alphabet_size"),
+        ({"alphabet_size": 600}, "alphabet_size"),
+        ({"successor_rate": 1.5}, "successor_rate"),
+        ({"alphabet_size": None}, "needs alphabet_size"),
+        ({"p_skip": 0.3}, "p_skip"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SyntheticConfig(**{**cfg.__dict__, **bad})

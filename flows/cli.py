@@ -163,9 +163,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with prefect_api() as api, StoreProgress(out / "chi.zarr", not args.quiet):
         print(f"Prefect API {api}; results in {out}")
-        summary = pipeline(
-            preset="demo", data={"source": "corpus"}, out_dir=str(out), **_runtime(args)
-        )
+        summary = pipeline(preset="demo", out_dir=str(out), **_runtime(args))
     print_pipeline_summary(summary, time.perf_counter() - started)
     return 0
 

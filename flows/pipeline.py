@@ -22,13 +22,18 @@ from tasks.decomposition import decompose_checkpoint
 from tasks.reporting import write_report
 from tasks.training import train_model
 
+# The demo: the `demo` preset on synthetic in-context bigrams, where the canonical induction
+# circuit forms at about step 2,250 with this recipe (see patterning_core/synthetic.py).
+DEMO_DATA = {"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}
 DEMO_TRAIN = {
     "steps": 3000,
     "batch_size": 32,
-    "lr": 1e-3,
+    "lr": 3e-3,
+    "warmup_steps": 100,
     "seed": 0,
-    "checkpoint_steps": [0, 250, 500, 1000, 1500, 2000, 2500, 3000],
+    "checkpoint_steps": [0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000],
 }
+DEMO_CHI_CHECKPOINTS = [1000, 2000, 3000]
 DEMO_SAMPLER = SamplerConfig(
     step_size=1e-3,
     n_beta=30.0,
@@ -81,7 +86,7 @@ def pipeline(
     data: dict | None = None,
     train: dict | None = None,
     sampler: dict | None = None,
-    chi_checkpoints: int | list[int] = 3,
+    chi_checkpoints: int | list[int] | None = None,
     sgld_seqs: int = 1024,
     probe_seqs: int = 8,
     out_dir: str | None = None,
@@ -94,9 +99,10 @@ def pipeline(
     Returns a summary with the report path, the χ store and per-checkpoint numbers.
     """
     logger = get_run_logger()
-    data = data or {"source": "corpus"}
+    data = data or DEMO_DATA
     train = train or DEMO_TRAIN
     sampler = sampler or DEMO_SAMPLER
+    chi_checkpoints = DEMO_CHI_CHECKPOINTS if chi_checkpoints is None else chi_checkpoints
     home = patterning_home()
     training = train_model(preset, data, train, str(home / "runs"))
     ckpts = choose_checkpoints(training["checkpoints"], chi_checkpoints)

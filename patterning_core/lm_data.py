@@ -2,7 +2,7 @@
 
 A data spec is one of
 
-- ``{"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}``: planted-span
+- ``{"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}``: synthetic
   sequences (``synthetic.py``); token text is ``"<id>"``;
 - ``{"source": "corpus", "paths": None, "max_contexts": None}``: the default corpus (the
   Python standard library's source) or the given files/folders, BPE-tokenized with the

@@ -120,7 +120,7 @@ class TransformerConfig:
 PRESETS: dict[str, TransformerConfig] = {
     # Unit tests: seconds on a CPU.
     "tiny": TransformerConfig(n_layers=2, n_heads=2, d_model=32, d_head=16, n_ctx=32, d_vocab=64),
-    # Benchmark model (fixed spec): trained on planted-span synthetic data.
+    # Benchmark model (fixed spec): trained on synthetic in-context bigrams + planted copies.
     "bench": TransformerConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=64, d_vocab=512),
     # CPU demo on the default corpus (induction forms within minutes on 2 cores).
     "demo": TransformerConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=64, d_vocab=512),

@@ -29,6 +29,17 @@ COMPONENTS = {
     "w0w1": {"w": torch.tensor([True, True, False])},
 }
 COORDS = {"all": None, "w0w1": [0, 1]}
+CONFIG = SamplerConfig(
+    step_size=EPS,
+    n_beta=N_BETA,
+    localization=GAMMA,
+    num_chains=CHAINS,
+    num_draws=3000,
+    num_burnin=500,
+    steps_between_draws=2,
+    batch_size=None,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +53,7 @@ def problem():
 
 @pytest.fixture(scope="module")
 def config():
-    return SamplerConfig(
-        step_size=EPS,
-        n_beta=N_BETA,
-        localization=GAMMA,
-        num_chains=CHAINS,
-        num_draws=3000,
-        num_burnin=500,
-        steps_between_draws=2,
-        batch_size=None,
-        seed=0,
-    )
+    return CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +80,7 @@ def exact_chi(loss, unit_losses, coords, step_size=None) -> np.ndarray:
 
 def test_llc_matches_gaussian_closed_form(problem):
     loss_fn, params, data, loss, _ = problem
-    cfg = SamplerConfig(
-        step_size=EPS,
-        n_beta=N_BETA,
-        localization=GAMMA,
-        num_chains=CHAINS,
-        num_draws=3000,
-        num_burnin=500,
-        batch_size=None,
-        seed=3,
-    )
+    cfg = CONFIG.replace(steps_between_draws=1, seed=3)
     result = estimate_llc(loss_fn, params, data, cfg)
     exact = N_BETA * 0.5 * np.trace(loss.A @ ka.localized_gaussian(loss, N_BETA, GAMMA).cov)
     discrete = (
@@ -168,16 +160,7 @@ def test_chi_dataarray_layout(stats, config):
 def test_weight_refined_llc_matches_conditional_gaussian(problem):
     """Moving only w0, w1: λ = nβ·½·tr(H_CC Σ_C) under the conditional posterior."""
     loss_fn, params, data, loss, _ = problem
-    cfg = SamplerConfig(
-        step_size=EPS,
-        n_beta=N_BETA,
-        localization=GAMMA,
-        num_chains=CHAINS,
-        num_draws=3000,
-        num_burnin=500,
-        batch_size=None,
-        seed=4,
-    )
+    cfg = CONFIG.replace(steps_between_draws=1, seed=4)
     result = estimate_llc(loss_fn, params, data, cfg, restrict=COMPONENTS["w0w1"])
 
     def llc(step_size):
@@ -198,14 +181,11 @@ def test_rmsprop_llc_matches_gaussian_closed_form(problem):
     """
     loss_fn, params, data, loss, _ = problem
     eps = 5e-3
-    cfg = SamplerConfig(
+    cfg = CONFIG.replace(
         step_size=eps,
-        n_beta=N_BETA,
-        localization=GAMMA,
-        num_chains=CHAINS,
         num_draws=8000,
         num_burnin=2000,
-        batch_size=None,
+        steps_between_draws=1,
         seed=5,
         preconditioner="rmsprop",
         rmsprop_eps=1.0,

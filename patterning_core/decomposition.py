@@ -88,3 +88,31 @@ def top_units(modes: xr.Dataset, mode: int, k: int = 10) -> list[dict]:
                 row[name] = value.item() if hasattr(value, "item") else value
         rows.append(row)
     return rows
+
+
+def mode_alignment(modes: xr.Dataset, head_scores: dict[str, float]) -> xr.DataArray:
+    """Per mode, the cosine between its loadings on the components named in
+    ``head_scores`` and the centred scores (e.g. each head's later prefix-matching score).
+
+    The loadings are *not* centred: a mode that loads uniformly on every head (PC1,
+    typically) has no alignment even when a small admixture of the score pattern would make
+    a correlation coefficient ±1. Sign follows the modes' sign convention."""
+    names = [c for c in map(str, modes.component.values) if c in head_scores]
+    if len(names) < 3:
+        raise ValueError("need scores for at least 3 components to align modes with.")
+    scores = np.array([head_scores[c] for c in names], dtype=np.float64)
+    pattern = scores - scores.mean()
+    loadings = modes["component_loading"].sel(component=names).values  # [mode, comp]
+    norms = np.linalg.norm(loadings, axis=1) * np.linalg.norm(pattern)
+    cosine = np.where(norms > 0, loadings @ pattern / np.where(norms > 0, norms, 1), 0.0)
+    return xr.DataArray(
+        cosine, dims=("mode",), coords={"mode": modes.mode.values}, name="alignment"
+    )
+
+
+def induction_mode(modes: xr.Dataset, head_scores: dict[str, float]) -> tuple[int, float]:
+    """The mode whose head loadings best follow the heads' prefix-matching scores:
+    ``(mode, alignment)`` with the largest |alignment| (reported, not assumed to be PC2)."""
+    alignment = mode_alignment(modes, head_scores)
+    best = int(np.abs(alignment.values).argmax())
+    return int(alignment.mode.values[best]), float(alignment.values[best])

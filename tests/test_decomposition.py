@@ -70,3 +70,38 @@ def test_decompose_rejects_unassembled_chi():
     chi, *_ = planted_chi()
     with pytest.raises(ValueError, match="non-finite"):
         decompose(chi.where(chi.unit != 3))
+
+
+def test_induction_mode_is_found_by_alignment_not_position():
+    """χ with a uniform PC1 and a second mode on the heads whose scores rise: the mode that
+    tracks the scores is identified, with its correlation."""
+    from patterning_core.decomposition import induction_mode, mode_alignment
+
+    rng = np.random.default_rng(1)
+    heads = [f"L{layer}H{h}" for layer in range(2) for h in range(4)]
+    scores = {
+        "L0H0": 0.01,
+        "L0H1": 0.02,
+        "L0H2": 0.01,
+        "L0H3": 0.02,
+        "L1H0": 0.05,
+        "L1H1": 0.7,
+        "L1H2": 0.6,
+        "L1H3": 0.04,
+    }
+    shape = np.array([scores[h] for h in heads])
+    shape = (shape - shape.mean()) / np.linalg.norm(shape - shape.mean())
+    units = 50
+    common, special = rng.normal(size=units), rng.normal(size=units)
+    matrix = 4 * np.outer(np.ones(len(heads)) / np.sqrt(8), common) + np.outer(shape, special)
+    matrix += 0.01 * rng.normal(size=matrix.shape)
+    chi = xr.DataArray(
+        matrix, dims=("component", "unit"), coords={"component": heads, "unit": np.arange(units)}
+    )
+    modes = decompose(chi, by="none")
+    mode, alignment = induction_mode(modes, scores)
+    assert mode == 2 and abs(alignment) > 0.99
+    # PC1 loads uniformly on all heads: not aligned, though it carries most variance.
+    assert abs(mode_alignment(modes, scores).sel(mode=1)) < 0.2
+    with pytest.raises(ValueError, match="at least 3"):
+        induction_mode(modes, {"L1H1": 0.7})

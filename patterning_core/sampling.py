@@ -307,9 +307,13 @@ def run_sgld(
         merged = {k: moving[k] if k in moving else fixed[k] for k in w_star}
         return loss_fn(merged, batch)
 
+    vmapped = {  # per-lane batches, or one batch shared by every lane
+        True: torch.func.vmap(call, in_dims=(0, 0)),
+        False: torch.func.vmap(call, in_dims=(0, None)),
+    }
+
     def forward(flat: Tensor, batch: tuple[Tensor, ...], per_lane_batch: bool) -> Tensor:
-        fn = torch.func.vmap(call, in_dims=(0, 0 if per_lane_batch else None))
-        return fn(layout.views(flat), batch)
+        return vmapped[per_lane_batch](layout.views(flat), batch)
 
     def evaluate_at(flat: Tensor) -> Callable[[tuple[Tensor, ...]], Tensor]:
         def evaluate(batch: tuple[Tensor, ...]) -> Tensor:

@@ -12,9 +12,16 @@ Conventions
   parameters handed to ``loss_fn`` are views into it. The forward is ``vmap``-ed over
   lanes, the gradient is one ``autograd.grad`` of the summed lane losses (lanes are
   independent, so each lane receives its own gradient), and the update is elementwise.
-- Every lane has its own random streams (noise and minibatch order) derived from
-  ``(config.seed, run name, chain index)``: a chain gives the same numbers whichever other
-  chains or runs share its process, so shards computed apart combine into one estimate.
+- Every lane has its own noise stream derived from ``(config.seed, run name, chain
+  index)``. Minibatch order is derived from ``(config.seed, chain index)`` alone: chain c of
+  every run sees the same batches (common random numbers across runs, which lets a
+  specialized forward compute what the batch fixes once per chain instead of once per
+  lane). A chain gives the same numbers whichever other chains or runs share its process,
+  so shards computed apart combine into one estimate.
+- The forward over lanes is ``vmap`` of ``loss_fn`` unless ``loss_fn`` offers a
+  specialized one: an attribute ``lane_forward(params, runs, num_chains)`` returning a
+  ``LaneForward`` (or None to decline), e.g. the restricted-head forward of a transformer
+  that reuses the activations a head's run cannot change (``restricted_heads.py``).
 - Noise is drawn only for masked coordinates, so a run restricted to a subset of the
   weights is exactly the sampler of the lower-dimensional model.
 
@@ -32,6 +39,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -42,6 +50,7 @@ from patterning_core.config import ConfigError, SamplerConfig
 __all__ = [
     "ConfigError",
     "DrawContext",
+    "LaneForward",
     "LossFn",
     "Run",
     "SamplerConfig",
@@ -55,6 +64,9 @@ __all__ = [
 ]
 
 LossFn = Callable[[dict[str, Tensor], tuple[Tensor, ...]], Tensor]
+
+# Run name under which the minibatch streams are keyed: one stream per chain, shared by runs.
+BATCH_STREAM = "minibatches"
 
 
 class SamplerDivergence(RuntimeError):  # noqa: N818 (name fixed by the public API)
@@ -182,6 +194,58 @@ class DrawContext:
     evaluate: Callable[[tuple[Tensor, ...]], Tensor]
 
 
+class LaneForward(Protocol):
+    """Per-unit losses of every lane at its own weights.
+
+    ``views`` maps each moving parameter name to a ``[lanes, *shape]`` tensor (lane
+    ``r * num_chains + c``: chain c of run r); parameters not in ``views`` stay at w*.
+    With ``chain_of_lane`` None every lane uses the same ``batch`` (tensors ``[B, ...]``);
+    otherwise batch tensors are ``[chains, B, ...]`` and lane i uses
+    ``batch[chain_of_lane[i]]``. Returns ``[lanes, B]`` or ``[lanes, B, T]``, differentiable
+    with respect to ``views``.
+    """
+
+    def __call__(
+        self,
+        views: dict[str, Tensor],
+        batch: tuple[Tensor, ...],
+        chain_of_lane: Tensor | None,
+    ) -> Tensor: ...
+
+
+class VmapLaneForward:
+    """The generic ``LaneForward``: ``loss_fn`` vmapped over lanes, w* for the rest."""
+
+    def __init__(self, loss_fn: LossFn, w_star: Mapping[str, Tensor]):
+        self.w_star = dict(w_star)
+
+        def call(moving: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+            merged = {k: moving.get(k, v) for k, v in self.w_star.items()}
+            return loss_fn(merged, batch)
+
+        self.per_lane = torch.func.vmap(call, in_dims=(0, 0))
+        self.shared = torch.func.vmap(call, in_dims=(0, None))
+
+    def __call__(
+        self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
+    ) -> Tensor:
+        if chain_of_lane is None:
+            return self.shared(views, batch)
+        return self.per_lane(views, tuple(t[chain_of_lane] for t in batch))
+
+
+def make_lane_forward(
+    loss_fn: LossFn, w_star: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
+) -> LaneForward:
+    """``loss_fn``'s own specialized lane forward for these runs if it has one, else vmap."""
+    special = getattr(loss_fn, "lane_forward", None)
+    if special is not None:
+        forward = special(w_star, runs, num_chains)
+        if forward is not None:
+            return forward
+    return VmapLaneForward(loss_fn, w_star)
+
+
 class _LaneLayout:
     """The flat buffer of moving weights and, per lane, which coordinates move."""
 
@@ -226,7 +290,7 @@ class _LaneLayout:
 
 
 class _MinibatchStream:
-    """Per-lane minibatch indices: each lane walks its own permutations of the data."""
+    """Per-chain minibatch indices: each chain walks its own permutations of the data."""
 
     def __init__(self, n: int, batch_size: int | None, generators: list[torch.Generator]):
         self.full = batch_size is None or batch_size >= n
@@ -235,7 +299,7 @@ class _MinibatchStream:
         self.perms: Tensor | None = None
 
     def next(self) -> Tensor | None:
-        """``[lanes, batch_size]`` indices, or None for the (shared) full batch."""
+        """``[chains, batch_size]`` indices, or None for the (shared) full batch."""
         if self.full:
             return None
         if self.cursor + self.batch_size > self.n:
@@ -287,38 +351,30 @@ def run_sgld(
     num_chains = len(chain_ids)
     w_star = {k: v.detach() for k, v in params.items()}
     layout = _LaneLayout(w_star, runs, num_chains)
-    fixed = {k: v for k, v in w_star.items() if k not in layout.names}
     device, dtype = layout.w_star.device, layout.w_star.dtype
     lane_names = [(run.name, c) for run in runs for c in chain_ids]
 
-    def make_generators(stream: str) -> list[torch.Generator]:
-        gens = []
-        for run_name, c in lane_names:
-            g = torch.Generator(device=device)
-            g.manual_seed(lane_seed(config.seed, run_name, c, stream))
-            gens.append(g)
-        return gens
+    def seeded_generator(
+        run_name: str, chain: int, stream: str, on: torch.device | str
+    ) -> torch.Generator:
+        g = torch.Generator(device=on)
+        g.manual_seed(lane_seed(config.seed, run_name, chain, stream))
+        return g
 
-    noise_generators = make_generators("noise")
-    batches = _MinibatchStream(data[0].shape[0], config.batch_size, make_generators("batch"))
+    noise_generators = [seeded_generator(r, c, "noise", device) for r, c in lane_names]
+    batch_generators = [seeded_generator(BATCH_STREAM, c, "batch", "cpu") for c in chain_ids]
+    batches = _MinibatchStream(data[0].shape[0], config.batch_size, batch_generators)
     lane_moving_counts = [layout.moving_count[i // num_chains] for i in range(layout.lanes)]
+    chain_of_lane = torch.arange(layout.lanes, device=device) % num_chains
+    lane_forward = make_lane_forward(loss_fn, w_star, runs, num_chains)
 
-    def call(moving: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        merged = {k: moving[k] if k in moving else fixed[k] for k in w_star}
-        return loss_fn(merged, batch)
-
-    vmapped = {  # per-lane batches, or one batch shared by every lane
-        True: torch.func.vmap(call, in_dims=(0, 0)),
-        False: torch.func.vmap(call, in_dims=(0, None)),
-    }
-
-    def forward(flat: Tensor, batch: tuple[Tensor, ...], per_lane_batch: bool) -> Tensor:
-        return vmapped[per_lane_batch](layout.views(flat), batch)
+    def forward(flat: Tensor, batch: tuple[Tensor, ...], per_chain_batch: bool) -> Tensor:
+        return lane_forward(layout.views(flat), batch, chain_of_lane if per_chain_batch else None)
 
     def evaluate_at(flat: Tensor) -> Callable[[tuple[Tensor, ...]], Tensor]:
         def evaluate(batch: tuple[Tensor, ...]) -> Tensor:
             with torch.no_grad():
-                return forward(flat, tuple(batch), per_lane_batch=False)
+                return forward(flat, tuple(batch), per_chain_batch=False)
 
         return evaluate
 
@@ -344,13 +400,13 @@ def run_sgld(
         for step in range(total + 1):
             idx = batches.next()
             if idx is None:
-                batch, per_lane = data, False
+                batch, per_chain = data, False
             else:
-                batch, per_lane = tuple(t[idx] for t in data), True
+                batch, per_chain = tuple(t[idx.to(t.device)] for t in data), True
             need_grad = step < total
             leaf = state.detach().requires_grad_(need_grad)
             with torch.set_grad_enabled(need_grad):
-                losses = forward(leaf, batch, per_lane)
+                losses = forward(leaf, batch, per_chain)
                 lane_loss = losses.reshape(layout.lanes, -1).mean(dim=1)
             finite = torch.isfinite(lane_loss)
             if not bool(finite.all()):

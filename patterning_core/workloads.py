@@ -124,7 +124,8 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     """
     from patterning_core.checkpoints import load_checkpoint
     from patterning_core.lm_data import load_lm_tokens, select_sequences, unit_labels
-    from patterning_core.transformer import components, make_loss_fn
+    from patterning_core.restricted_heads import TransformerLoss
+    from patterning_core.transformer import components
 
     if checkpoint is None:
         raise ConfigError("a transformer workload needs a checkpoint path.")
@@ -142,7 +143,7 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
             raise ConfigError(f"unknown component(s) {unknown}; valid: {list(comps)}.")
         comps = {c: comps[c] for c in wanted}
     return Workload(
-        make_loss_fn(ckpt.config),
+        TransformerLoss(ckpt.config),
         ckpt.params,
         (data,),
         (probes,),

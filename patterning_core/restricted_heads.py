@@ -1,0 +1,215 @@
+"""Restricted SGLD runs of single attention heads, without recomputing what they cannot change.
+
+In the restricted run of head h of layer l only that head's weights move (method.md §2);
+every other weight stays at the checkpoint w*. So, for a given batch,
+
+- the residual stream entering layer l is fixed, and so is LN_l of it;
+- the outputs of the other heads of layer l are fixed; the residual leaving layer l is
+  ``R*_l + out_h(θ) − out_h(θ*)`` with ``R*_l`` the residual leaving layer l at w*;
+- the layers above l and the unembedding keep their weights (their inputs still change).
+
+``HeadLaneForward`` computes the fixed parts once per distinct batch (once per chain for
+SGLD minibatches, since chain c of every run sees the same batches; once per run for the
+fixed evaluation batch, which never changes) and, per lane, only its own head (1/H of the
+layer, in one batched matmul over lanes with the lane's head weights gathered from the
+flat buffer) and the layers above. Gradients reach only the lane's head. The arithmetic is
+that of ``transformer.loss_per_token`` regrouped, equal up to float rounding (tested).
+
+``TransformerLoss`` is the transformer's ``loss_fn`` with this forward attached as
+``lane_forward``, the hook the sampler looks for (``sampling.make_lane_forward``). It
+declines (returns None) for any other set of runs (the full run, the embedding, heads of
+different layers stepped together), which then take the generic vmapped path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from patterning_core.fused_loss import linear_cross_entropy
+from patterning_core.sampling import Run
+from patterning_core.transformer import (
+    HEAD_WEIGHTS,
+    TransformerConfig,
+    attention_layer,
+    causal_attention,
+    layer_norm,
+    loss_per_token,
+    residual_before,
+)
+
+__all__ = ["HeadLaneForward", "TransformerLoss", "head_of_run"]
+
+
+def head_of_run(run: Run, config: TransformerConfig) -> tuple[int, int] | None:
+    """``(layer, head)`` if ``run`` moves exactly one head's weights, else None."""
+    moving = {name for name, mask in run.masks.items() if bool(mask.any())}
+    for layer in range(config.n_layers):
+        names = {f"blocks.{layer}.attn.{w}" for w in HEAD_WEIGHTS}
+        if moving != names:
+            continue
+        first = run.masks[f"blocks.{layer}.attn.W_Q"]
+        heads = first.reshape(config.n_heads, -1).any(dim=1).nonzero().flatten().tolist()
+        if len(heads) != 1:
+            return None
+        head = heads[0]
+        for name in names:
+            mask = run.masks[name]
+            if not (bool(mask[head].all()) and int(mask.sum()) == mask[head].numel()):
+                return None
+        return layer, head
+    return None
+
+
+class TransformerLoss:
+    """``loss_fn(params, (tokens,)) -> [B, T - 1]`` with the restricted-head fast path.
+
+    Calling it is ``transformer.loss_per_token``; ``lane_forward`` is the sampler hook.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        self.config = config
+
+    def __call__(self, params: Mapping[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+        (tokens,) = batch
+        return loss_per_token(params, tokens, self.config)
+
+    def lane_forward(
+        self, params: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
+    ) -> HeadLaneForward | None:
+        """A ``HeadLaneForward`` if every run is one head of the same layer, else None."""
+        heads = [head_of_run(run, self.config) for run in runs]
+        if not heads or any(h is None for h in heads) or len({h[0] for h in heads}) != 1:
+            return None
+        layer = heads[0][0]
+        lane_heads = torch.tensor([h[1] for h in heads]).repeat_interleave(num_chains)
+        return HeadLaneForward(params, self.config, layer, lane_heads)
+
+
+class _BatchCache:
+    """What a batch fixes for the heads of one layer, ``N`` batches of ``[B, T]`` tokens.
+
+    Attributes:
+        tokens: ``[N, B, T]``.
+        x: ``[N, B, T, D]`` LN_l of the residual entering layer l.
+        resid_out: ``[N, B, T, D]`` residual leaving layer l at w*.
+        head_out: ``[N, H, B, T, D]`` each head's write to the residual at w*.
+    """
+
+    def __init__(self, params: Mapping[str, Tensor], tokens: Tensor, layer: int, config):
+        p = f"blocks.{layer}."
+        with torch.no_grad():
+            resid = residual_before(params, tokens, layer, config)
+            self.tokens = tokens
+            self.x = layer_norm(resid, params[p + "ln.w"], params[p + "ln.b"], config.ln_eps)
+            z = _head_values(
+                self.x.unsqueeze(1),
+                params[p + "attn.W_Q"][:, None],
+                params[p + "attn.W_K"][:, None],
+                params[p + "attn.W_V"][:, None],
+                params[p + "attn.b_Q"][:, None, None],
+                params[p + "attn.b_K"][:, None, None],
+                params[p + "attn.b_V"][:, None, None],
+            )  # [N, H, B, T, d]
+            self.head_out = z @ params[p + "attn.W_O"][:, None]  # [N, H, B, T, D]
+            self.resid_out = resid + self.head_out.sum(dim=1) + params[p + "attn.b_O"]
+
+
+def _head_values(
+    x: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, b_Q: Tensor, b_K: Tensor, b_V: Tensor
+) -> Tensor:
+    """One head's attention-weighted values ``[..., B, T, d]`` from ``x [..., B, T, D]``.
+
+    Weights broadcast against ``x``'s leading dims: ``W_*: [..., 1, D, d]``,
+    ``b_*: [..., 1, 1, d]``. Causal softmax attention scaled by 1/√d, as in
+    ``transformer.attention_layer``, through the fused kernel.
+    """
+    q = x @ W_Q + b_Q
+    k = x @ W_K + b_K
+    v = x @ W_V + b_V
+    return causal_attention(q, k, v)
+
+
+class HeadLaneForward:
+    """``LaneForward`` for lanes that each move one head of the same layer ``layer``.
+
+    Args:
+        params: the checkpoint w*.
+        config: the transformer's shape.
+        layer: the layer of every lane's head.
+        lane_heads: ``[lanes]`` the head each lane moves.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Tensor],
+        config: TransformerConfig,
+        layer: int,
+        lane_heads: Tensor,
+    ):
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.config, self.layer = config, layer
+        device = next(iter(self.params.values())).device
+        self.lane_heads = lane_heads.to(device)
+        self.lanes = torch.arange(len(lane_heads), device=device)
+        self._shared: tuple[Tensor, _BatchCache] | None = None
+
+    def _cache(self, tokens: Tensor, shared: bool) -> _BatchCache:
+        """Fixed activations for ``tokens [N, B, T]``; a shared batch is kept across calls."""
+        if shared and self._shared is not None:
+            held, cache = self._shared
+            if held is tokens or (held.shape == tokens.shape and bool((held == tokens).all())):
+                return cache
+        cache = _BatchCache(self.params, tokens, self.layer, self.config)
+        if shared:
+            self._shared = (tokens, cache)
+        return cache
+
+    def __call__(
+        self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
+    ) -> Tensor:
+        (tokens,) = batch
+        shared = chain_of_lane is None
+        cache = self._cache(tokens.unsqueeze(0) if shared else tokens, shared)
+        which = torch.zeros_like(self.lanes) if shared else chain_of_lane
+        p = f"blocks.{self.layer}.attn."
+
+        def lane_slice(name: str) -> Tensor:  # [lanes, ...] this lane's head of the parameter
+            return views[p + name][self.lanes, self.lane_heads]
+
+        z = _head_values(
+            cache.x[which],  # [lanes, B, T, D]
+            lane_slice("W_Q")[:, None],
+            lane_slice("W_K")[:, None],
+            lane_slice("W_V")[:, None],
+            lane_slice("b_Q")[:, None, None],
+            lane_slice("b_K")[:, None, None],
+            lane_slice("b_V")[:, None, None],
+        )  # [lanes, B, T, d]
+        out = z @ lane_slice("W_O")[:, None]  # [lanes, B, T, D]
+        with torch.no_grad():
+            base = cache.resid_out[which] - cache.head_out[which, self.lane_heads]
+        resid = base + out
+        for later in range(self.layer + 1, self.config.n_layers):
+            resid = attention_layer(self.params, later, resid, self.config, fused=True)
+        return _next_token_loss(self.params, resid, cache.tokens[which], self.config)
+
+
+def _next_token_loss(
+    params: Mapping[str, Tensor], resid: Tensor, tokens: Tensor, config: TransformerConfig
+) -> Tensor:
+    """``transformer.per_token_loss(unembed(resid), tokens)`` with the fused readout loss.
+
+    ``resid [..., T, D]``, ``tokens [..., T]`` → ``[..., T - 1]``.
+    """
+    x = layer_norm(resid[..., :-1, :], params["ln_final.w"], params["ln_final.b"], config.ln_eps)
+    targets = tokens[..., 1:]
+    loss = linear_cross_entropy(
+        x.reshape(-1, x.shape[-1]),
+        params["unembed.W_U"],
+        params["unembed.b_U"],
+        targets.reshape(-1),
+    )
+    return loss.reshape(targets.shape)

@@ -200,18 +200,53 @@ def load_config(path: str) -> dict:
     return json.loads(text)
 
 
+def flow_function(name: str):  # -> prefect.Flow
+    """The flow ``name`` (one of ``FLOWS``)."""
+    if name == "train":
+        from flows.train import train_flow as fn
+    elif name == "susceptibilities":
+        from flows.susceptibilities import susceptibilities as fn
+    elif name == "decompose":
+        from flows.decompose import decompose_flow as fn
+    else:
+        from flows.pipeline import pipeline as fn
+    return fn
+
+
+def check_flow_config(name: str, config: object) -> None:
+    """Validate a flow's parameters before any server starts or anything is written: a
+    ``ConfigError`` (or ``FileNotFoundError``) naming the problem and the fix."""
+    import inspect
+
+    from patterning_core.sampling import ConfigError
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config file must hold a mapping of parameters, got {config!r}.")
+    signature = inspect.signature(flow_function(name).fn)
+    try:
+        bound = signature.bind(**config)
+    except TypeError as err:
+        raise ConfigError(
+            f"flow {name!r}: {err}; its parameters are {list(signature.parameters)}."
+        ) from None
+    bound.apply_defaults()
+    if name == "train":
+        from flows.train import check_train_parameters as check
+    elif name == "susceptibilities":
+        from flows.susceptibilities import check_susceptibility_parameters as check
+    elif name == "pipeline":
+        from flows.pipeline import check_pipeline_parameters as check
+    else:
+        return
+    check(**bound.arguments)
+
+
 def run_flow(args: argparse.Namespace) -> int:
     from flows.server import prefect_api
 
     config = load_config(args.config) if args.config else {}
-    if args.flow == "train":
-        from flows.train import train_flow as fn
-    elif args.flow == "susceptibilities":
-        from flows.susceptibilities import susceptibilities as fn
-    elif args.flow == "decompose":
-        from flows.decompose import decompose_flow as fn
-    else:
-        from flows.pipeline import pipeline as fn
+    check_flow_config(args.flow, config)  # before a server starts or anything is written
+    fn = flow_function(args.flow)
     if args.flow in ("susceptibilities", "pipeline"):
         config = {**_runtime(args), **config}
     with prefect_api():
@@ -304,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from patterning_core.checkpoints import CheckpointError
     from patterning_core.sampling import ConfigError
     from patterning_core.store import StoreError
 
@@ -313,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command to resume.")
         return 130
-    except (ConfigError, StoreError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, StoreError, FileNotFoundError) as err:
         print(f"patterning: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from prefect import flow
 
 from patterning_core.store import open_chi
@@ -14,6 +13,6 @@ def decompose_flow(store: str, out_dir: str, by: str = "component", n_modes: int
     """Decompose χ of every checkpoint whose χ is assembled; plots and modes in ``out_dir``."""
     chi = open_chi(store)["chi"]
     steps = [
-        int(s) for s in chi.checkpoint.values if np.isfinite(chi.sel(checkpoint=s).values).all()
+        int(s) for s, ok in zip(chi.checkpoint.values, chi.chi_complete.values, strict=True) if ok
     ]
     return [decompose_checkpoint(store, s, out_dir, by, n_modes) for s in steps]

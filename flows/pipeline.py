@@ -16,11 +16,11 @@ from prefect import flow, get_run_logger, task
 from flows.susceptibilities import susceptibilities
 from patterning_core.induction import FORMATION_THRESHOLD, induction_curve
 from patterning_core.plots import plot_prefix_matching
-from patterning_core.sampling import SamplerConfig
+from patterning_core.sampling import ConfigError, SamplerConfig
 from tasks.caching import patterning_home
 from tasks.decomposition import decompose_checkpoint
 from tasks.reporting import write_report
-from tasks.training import train_model
+from tasks.training import check_training_inputs, train_model
 
 # The demo: the `demo` preset on synthetic in-context bigrams, where the canonical induction
 # circuit forms at about step 2,250 with this recipe (see patterning_core/synthetic.py).
@@ -57,6 +57,37 @@ def choose_checkpoints(checkpoints: list[dict], wanted: int | list[int]) -> list
     if missing:
         raise ValueError(f"no checkpoint at steps {missing}; available: {sorted(by_step)}.")
     return [by_step[s] for s in wanted]
+
+
+def check_pipeline_parameters(
+    preset: str = "demo",
+    data: dict | None = None,
+    train: dict | None = None,
+    sampler: dict | None = None,
+    chi_checkpoints: int | list[int] | None = None,
+    sgld_seqs: int = 1024,
+    probe_seqs: int = 8,
+    **_runtime: object,
+) -> None:
+    """Check the pipeline's parameters before anything starts or is written; a bad one is
+    a ``ConfigError`` naming it and the fix."""
+    tc = check_training_inputs(preset, data or DEMO_DATA, train or DEMO_TRAIN)
+    SamplerConfig.from_dict(sampler or DEMO_SAMPLER)
+    for name, value in (("sgld_seqs", sgld_seqs), ("probe_seqs", probe_seqs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}.")
+    wanted = DEMO_CHI_CHECKPOINTS if chi_checkpoints is None else chi_checkpoints
+    schedule = tc.schedule()
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        if wanted < 1:
+            raise ConfigError(f"chi_checkpoints must be >= 1 (a count), got {wanted}.")
+        return
+    missing = [s for s in wanted if s not in schedule]
+    if missing:
+        raise ConfigError(
+            f"chi_checkpoints: training saves no checkpoint at steps {missing} (it saves "
+            f"{schedule}); pick steps from those, or give a count."
+        )
 
 
 @task(name="induction-curve")
@@ -98,6 +129,7 @@ def pipeline(
 
     Returns a summary with the report path, the χ store and per-checkpoint numbers.
     """
+    check_pipeline_parameters(preset, data, train, sampler, chi_checkpoints, sgld_seqs, probe_seqs)
     logger = get_run_logger()
     data = data or DEMO_DATA
     train = train or DEMO_TRAIN

@@ -8,14 +8,17 @@ recomputes only what is missing, and a completed run does no sampling at all.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
 from flows.runtime import cluster_has_gpus, file_digest, make_task_runner, shard_resources
-from patterning_core.sampling import SamplerConfig
+from patterning_core.checkpoints import read_config
+from patterning_core.lm_data import check_data_spec
+from patterning_core.sampling import ConfigError, SamplerConfig
 from patterning_core.susceptibility import group_components
-from patterning_core.workloads import build_workload
+from patterning_core.workloads import build_workload, workload_kinds
 from tasks.susceptibility import (
     FULL_RUN,
     CheckpointShards,
@@ -79,6 +82,30 @@ def plan_shards(
     return todo, done
 
 
+def check_susceptibility_parameters(
+    store: str, workload: dict, checkpoints: list[dict], sampler: dict, **_runtime: object
+) -> None:
+    """Check the flow's parameters before anything is written (a ``ConfigError`` or
+    ``FileNotFoundError`` naming the problem and the fix)."""
+    SamplerConfig.from_dict(sampler)
+    if not isinstance(workload, dict) or workload.get("kind") not in workload_kinds():
+        kind = workload.get("kind") if isinstance(workload, dict) else workload
+        raise ConfigError(f"unknown workload kind {kind!r}; known kinds are {workload_kinds()}.")
+    if not checkpoints:
+        raise ConfigError('checkpoints is empty: give [{"step": STEP, "path": FILE}, ...].')
+    for ckpt in checkpoints:
+        path = ckpt.get("path")
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"checkpoint file {path} (step {ckpt.get('step')}) does not exist; list a "
+                "run's checkpoints with patterning_core.checkpoints.list_checkpoints(run_dir)."
+            )
+    if workload["kind"] == "transformer":
+        if checkpoints[0].get("path") is None or "data" not in workload:
+            raise ConfigError("a transformer workload needs `data` and checkpoint paths.")
+        check_data_spec(workload["data"], read_config(checkpoints[0]["path"]))
+
+
 @flow(name="susceptibilities")
 def susceptibilities(
     store: str,
@@ -104,6 +131,7 @@ def susceptibilities(
 
     Returns a summary: shards computed, shards found complete, χ statistics per checkpoint.
     """
+    check_susceptibility_parameters(store, workload, checkpoints, sampler)
     logger = get_run_logger()
     digests = {str(c["step"]): file_digest(c.get("path")) for c in checkpoints}
     info = prepare_store(

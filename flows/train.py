@@ -5,7 +5,17 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.caching import patterning_home
-from tasks.training import train_model
+from tasks.training import check_training_inputs, train_model
+
+DEFAULT_DATA = {"source": "corpus"}
+DEFAULT_TRAIN = {"steps": 2000}
+
+
+def check_train_parameters(
+    preset: str = "demo", data: dict | None = None, train: dict | None = None, **_: object
+) -> None:
+    """Check the flow's parameters before anything is written (``ConfigError``)."""
+    check_training_inputs(preset, data or DEFAULT_DATA, train or DEFAULT_TRAIN)
 
 
 @flow(name="train")
@@ -18,10 +28,7 @@ def train_flow(
 ) -> dict:
     """Train ``preset`` on ``data`` (a data spec, default: the default corpus) with the
     settings ``train`` (``TrainConfig`` fields); memoized per settings and seed."""
-    return train_model(
-        preset,
-        data or {"source": "corpus"},
-        train or {"steps": 2000},
-        runs_root or str(patterning_home() / "runs"),
-        threads,
-    )
+    data = data or DEFAULT_DATA
+    train = train or DEFAULT_TRAIN
+    check_train_parameters(preset, data, train)
+    return train_model(preset, data, train, runs_root or str(patterning_home() / "runs"), threads)

@@ -9,12 +9,15 @@ and, in the safetensors metadata (``dict[str, str]``):
 - ``data_position``: training sequences consumed so far (``step * batch_size``);
 - ``extra``: JSON of anything else the writer records (training settings, weights digest).
 
-No pickle anywhere. The file content is a deterministic function of its inputs, so
-:func:`checkpoint_digest` (sha256 of the bytes) can key caches.
+No pickle anywhere: files are opened with ``safetensors`` only, so a pickle (``.pt``,
+``.pth``, ``.bin``) saved under a checkpoint's name is refused unread. The file content
+is a deterministic function of its inputs, so :func:`checkpoint_digest` (sha256 of the
+bytes) can key caches.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,13 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from patterning_core.transformer import TransformerConfig, check_params
 
 CHECKPOINT_FORMAT = "patterning.checkpoint/1"
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable patterning checkpoint, or not of the expected architecture.
+    The message names the file, the problem and the fix."""
 
 
 @dataclass
@@ -72,7 +80,17 @@ def save_checkpoint(
         "extra": json.dumps(dict(extra or {}), sort_keys=True),
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(safetensors_bytes(tensors, metadata))
+    try:
+        tmp.write_bytes(safetensors_bytes(tensors, metadata))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(
+                err.errno,
+                f"disk full while writing checkpoint {path}: free disk space and run again "
+                "(training resumes from the last complete checkpoint)",
+            ) from err
+        raise
     os.replace(tmp, path)
     return path
 
@@ -122,14 +140,31 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
             f"checkpoint {path} does not exist; list a run's checkpoints with "
             "patterning_core.checkpoints.list_checkpoints(run_dir)"
         )
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as err:
+        raise _not_safetensors(path, err) from err
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a patterning checkpoint (metadata format {meta.get('format')!r}, "
             f"expected {CHECKPOINT_FORMAT!r}); write checkpoints with save_checkpoint()"
         )
     return meta
+
+
+def _not_safetensors(path: str | os.PathLike[str], err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable safetensors checkpoint ({err}). patterning never loads "
+        "pickled files (.pt, .pth, .bin: unpickling can run arbitrary code); the file may "
+        "also be truncated. Write checkpoints with save_checkpoint(), or train again to "
+        "recreate it."
+    )
+
+
+def read_config(path: str | os.PathLike[str]) -> TransformerConfig:
+    """The architecture a checkpoint file records (reads only the file's header)."""
+    return TransformerConfig.from_dict(json.loads(read_metadata(path)["config"]))
 
 
 def config_mismatch(found: TransformerConfig, expected: TransformerConfig) -> list[str]:
@@ -145,22 +180,25 @@ def config_mismatch(found: TransformerConfig, expected: TransformerConfig) -> li
 def load_checkpoint(
     path: str | os.PathLike[str], expected_config: TransformerConfig | None = None
 ) -> Checkpoint:
-    """Load a checkpoint; with ``expected_config``, a different architecture is a ``ValueError``
-    naming every mismatched field."""
+    """Load a checkpoint; with ``expected_config``, a different architecture is a
+    ``CheckpointError`` (a ``ValueError``) naming every mismatched field."""
     meta = read_metadata(path)
     config = TransformerConfig.from_dict(json.loads(meta["config"]))
     if expected_config is not None:
         diff = config_mismatch(config, expected_config)
         if diff:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path} has a different architecture than expected: "
                 + "; ".join(diff)
                 + ". Load it with its own config (expected_config=None) or pick the matching run."
             )
     params: dict[str, Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-            params[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                params[key] = f.get_tensor(key)
+    except SafetensorError as err:
+        raise _not_safetensors(path, err) from err
     check_params(params, config)
     return Checkpoint(
         params=params,

@@ -29,12 +29,14 @@ import hashlib
 import json
 import os
 import sysconfig
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -151,6 +153,33 @@ def collect_text_files(
     return out
 
 
+def _no_text_error(
+    paths: Sequence[str | os.PathLike[str]], skipped: int, suffixes: Sequence[str] | None
+) -> ValueError:
+    filt = f", suffix filter {list(suffixes)}" if suffixes else ""
+    return ValueError(
+        f"no UTF-8 text found in {[str(p) for p in paths]} ({skipped} empty, binary or "
+        f"non-UTF-8 files skipped{filt}); "
+        "point at text files or folders that contain some"
+    )
+
+
+def check_corpus_paths(
+    paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    suffixes: Sequence[str] | None = None,
+) -> None:
+    """Check, before any work, that ``paths`` exist and hold some UTF-8 text (reading files
+    only until the first one that does). Raises as :func:`load_corpus` would."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    skipped = 0
+    for _, path in collect_text_files(paths, suffixes):
+        if _read_text(path):
+            return
+        skipped += 1
+    raise _no_text_error(paths, skipped, suffixes)
+
+
 def load_corpus(
     paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
     suffixes: Sequence[str] | None = None,
@@ -172,12 +201,7 @@ def load_corpus(
         else:
             skipped += 1
     if not docs:
-        filt = f", suffix filter {list(suffixes)}" if suffixes else ""
-        raise ValueError(
-            f"no UTF-8 text found in {[str(p) for p in paths]} ({skipped} empty, binary or "
-            f"non-UTF-8 files skipped{filt}); "
-            "point at text files or folders that contain some"
-        )
+        raise _no_text_error(paths, skipped, suffixes)
     docs.sort(key=lambda d: d.name)
     return Corpus(docs, source=",".join(str(p) for p in paths))
 
@@ -268,7 +292,9 @@ def encode_corpus(
     key = _cache_key(corpus=corpus.digest, tokenizer=tokenizer_digest(tokenizer))
     path = cache / f"tokens-{key}.safetensors"
     if use_cache and path.is_file():
-        return load_file(str(path))["tokens"]
+        cached = _load_cached_tokens(path)
+        if cached is not None:
+            return cached
     eot = tokenizer.token_to_id(EOT)
     if eot is None:
         raise ValueError(f"tokenizer has no {EOT} token; train it with train_tokenizer()")
@@ -284,6 +310,19 @@ def encode_corpus(
         save_file({"tokens": stream}, str(tmp))
         os.replace(tmp, path)
     return stream
+
+
+def _load_cached_tokens(path: Path) -> Tensor | None:
+    """The cached token stream, or None (with a warning) if the file is not a valid
+    safetensors file of one; it is then recomputed and replaced. Never unpickles."""
+    try:
+        return load_file(str(path))["tokens"]
+    except (SafetensorError, KeyError) as err:
+        warnings.warn(
+            f"ignoring unreadable token cache {path} ({err!r}); recomputing it",
+            stacklevel=3,
+        )
+        return None
 
 
 def make_contexts(stream: Tensor, n_ctx: int, max_contexts: int | None = None) -> Tensor:

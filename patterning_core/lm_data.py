@@ -32,40 +32,104 @@ class LMTokens:
     token_strings: list[str]
 
 
-def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
-    """The sequences a data spec describes, for a model with ``config``."""
+def check_data_spec(spec: Mapping, config: TransformerConfig) -> None:
+    """Check a data spec against the model it feeds, before any data are made or read.
+
+    Raises ``ConfigError`` naming the problem and the fix: an unknown source or synthetic
+    preset, sequences longer than the model's context (or another vocabulary), a corpus
+    for a vocabulary too small for byte-level BPE, corpus paths that do not exist or hold
+    no text.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f"data must be a mapping such as {{'source': 'synthetic', 'preset': 'bench'}} or "
+            f"{{'source': 'corpus', 'paths': [...]}}, got {spec!r}."
+        )
     source = spec.get("source")
     if source == "synthetic":
+        _check_synthetic(spec, config)
+    elif source == "corpus":
+        _check_corpus(spec, config)
+    else:
+        raise ConfigError(f"unknown data source {source!r}; use 'synthetic' or 'corpus'.")
+
+
+def _check_synthetic(spec: Mapping, config: TransformerConfig) -> None:
+    from patterning_core.synthetic import SYNTHETIC_PRESETS
+
+    name = spec.get("preset", "bench")
+    if name not in SYNTHETIC_PRESETS:
+        raise ConfigError(f"unknown synthetic preset {name!r}; valid: {sorted(SYNTHETIC_PRESETS)}.")
+    syn = SYNTHETIC_PRESETS[name]
+    matching = [
+        n
+        for n, s in SYNTHETIC_PRESETS.items()
+        if (s.d_vocab, s.n_ctx) == (config.d_vocab, config.n_ctx)
+    ]
+    fix = (
+        f"use data preset {matching[0]!r}, made for this model"
+        if matching
+        else "use a model preset whose context and vocabulary match the data"
+    )
+    if syn.n_ctx > config.n_ctx:
+        raise ConfigError(
+            f"synthetic preset {name!r} makes sequences of {syn.n_ctx} tokens, longer than the "
+            f"model's context (n_ctx={config.n_ctx}): the model cannot read them; {fix}."
+        )
+    if (syn.d_vocab, syn.n_ctx) != (config.d_vocab, config.n_ctx):
+        raise ConfigError(
+            f"synthetic preset {name!r} makes vocabulary {syn.d_vocab} and context "
+            f"{syn.n_ctx}, the model has {config.d_vocab} and {config.n_ctx}; {fix}."
+        )
+
+
+def _check_corpus(spec: Mapping, config: TransformerConfig) -> None:
+    from patterning_core.corpus import check_corpus_paths
+
+    if config.d_vocab < 257:
+        raise ConfigError(
+            f"corpus data need a byte-level BPE vocabulary of at least 257 tokens, the model "
+            f"has d_vocab={config.d_vocab}: use a model preset with a larger vocabulary, or "
+            "synthetic data."
+        )
+    max_contexts = spec.get("max_contexts")
+    if max_contexts is not None and (
+        isinstance(max_contexts, bool) or not isinstance(max_contexts, int) or max_contexts < 1
+    ):
+        raise ConfigError(
+            f"data.max_contexts must be an integer >= 1 or null, got {max_contexts!r}."
+        )
+    paths = spec.get("paths")
+    if paths is None:
+        return
+    try:
+        check_corpus_paths(paths)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data.paths: {err}.") from err
+
+
+def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
+    """The sequences a data spec describes, for a model with ``config`` (the spec is
+    checked first with :func:`check_data_spec`)."""
+    check_data_spec(spec, config)
+    if spec["source"] == "synthetic":
         from patterning_core.synthetic import SYNTHETIC_PRESETS, generate
 
-        name = spec.get("preset", "bench")
-        if name not in SYNTHETIC_PRESETS:
-            raise ConfigError(
-                f"unknown synthetic preset {name!r}; valid: {sorted(SYNTHETIC_PRESETS)}."
-            )
-        syn = SYNTHETIC_PRESETS[name]
-        if (syn.d_vocab, syn.n_ctx) != (config.d_vocab, config.n_ctx):
-            raise ConfigError(
-                f"synthetic preset {name!r} makes vocabulary {syn.d_vocab} and context "
-                f"{syn.n_ctx}, the model has {config.d_vocab} and {config.n_ctx}: pick the "
-                "matching preset."
-            )
+        syn = SYNTHETIC_PRESETS[spec.get("preset", "bench")]
         n = int(spec.get("n_seqs", 20000))
         seed = int(spec.get("seed", 0))
         train, _ = generate(syn, n, seed=seed)
         val, _ = generate(syn, max(64, n // 50), seed=seed + 1_000_003)
         return LMTokens(train, val, [f"<{i}>" for i in range(syn.d_vocab)])
-    if source == "corpus":
-        from patterning_core.corpus import prepare_lm_data
+    from patterning_core.corpus import prepare_lm_data
 
-        data = prepare_lm_data(
-            config.n_ctx,
-            config.d_vocab,
-            paths=spec.get("paths"),
-            max_contexts=spec.get("max_contexts"),
-        )
-        return LMTokens(data.train, data.val, data.token_strings)
-    raise ConfigError(f"unknown data source {source!r}; use 'synthetic' or 'corpus'.")
+    data = prepare_lm_data(
+        config.n_ctx,
+        config.d_vocab,
+        paths=spec.get("paths"),
+        max_contexts=spec.get("max_contexts"),
+    )
+    return LMTokens(data.train, data.val, data.token_strings)
 
 
 def select_sequences(tokens: Tensor, n: int, seed: int) -> Tensor:

@@ -17,7 +17,20 @@ Layout (dimension names in brackets):
 - completion records written *after* a shard's data: ``shard_done`` [checkpoint,
   component, chain] and ``full_done`` [checkpoint, chain] hold 1 + a CRC32 of the shard's
   bytes (0 = not done). A record whose data no longer matches its checksum is not trusted;
-- ``chi`` [checkpoint, component, unit], assembled from the statistics (NaN until then).
+- ``chi`` [checkpoint, component, unit], assembled from the statistics (NaN until then),
+  one chunk per checkpoint; ``chi_done`` [checkpoint] holds 1 + a CRC32 of it, written
+  after it (0 while a checkpoint's χ is not assembled or being rewritten).
+
+Readers: :func:`open_chi` adds the coordinate ``chi_complete`` [checkpoint] and shows χ
+only where it is complete (NaN elsewhere), so a reader opening the store while shards are
+being written sees either the previous complete χ or NaN with ``chi_complete`` False,
+never partial statistics; :func:`read_stats` and :func:`assemble_chi` name the shards that
+are missing, and :func:`store_summary` counts them. Chunk writes are atomic (local
+stores write a temporary file and rename it).
+
+A full disk while writing (``ENOSPC``/``EDQUOT``) is a ``StoreError`` saying so: the
+shards recorded complete are kept, the one being written stays incomplete and is
+recomputed when the run is started again.
 
 ``attrs``: ``schema_version``, ``sampler_config`` (JSON), ``n_beta``, ``convention`` and
 whatever the caller adds (code version, cache keys).
@@ -25,13 +38,15 @@ whatever the caller adds (code version, cache keys).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import uuid
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +77,30 @@ class StoreError(RuntimeError):
     """The store is missing, incompatible, or its contents cannot be trusted."""
 
 
+class StoreMissingError(StoreError):
+    """There is no χ store at the path."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def _disk_full_is_clear(store: str | Path, what: str) -> Iterator[None]:
+    """Turn "no space left on device" (or over quota) while writing into a ``StoreError``
+    that says what happened and what to do; other errors pass through unchanged."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        raise StoreError(
+            f"disk full (no space left on the device or quota exceeded) while writing {what} "
+            f"to χ store {store}. Free disk space (or write the run to a store on another "
+            "disk) and run the same command again: completed shards are kept, and only "
+            "the unfinished ones are recomputed."
+        ) from err
+
+
 def _path(store: str | Path) -> str:
     return str(store)
 
@@ -70,7 +109,9 @@ def _group(store: str | Path, mode: str = "r") -> zarr.Group:
     try:
         return zarr.open_group(_path(store), mode=mode, zarr_format=3)
     except FileNotFoundError as err:
-        raise StoreError(f"no χ store at {store}: create it first (or check the path).") from err
+        raise StoreMissingError(
+            f"no χ store at {store}: create it first (or check the path)."
+        ) from err
 
 
 def create_store(
@@ -101,7 +142,8 @@ def create_store(
         _check_same_layout(existing, layout, attrs, store)
         return False
     if not _is_local(store):  # object stores: no atomic rename; creators must not race
-        _write_layout(store, layout, num_chains, num_draws, unit_coords, attrs)
+        with _disk_full_is_clear(store, "a new store"):
+            _write_layout(store, layout, num_chains, num_draws, unit_coords, attrs)
         return True
     # Build beside the target and rename into place: readers and concurrent creators see
     # either no store or a complete one; the loser of a race opens the winner's store.
@@ -109,7 +151,8 @@ def create_store(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.creating-{uuid.uuid4().hex[:8]}")
     try:
-        _write_layout(staging, layout, num_chains, num_draws, unit_coords, attrs)
+        with _disk_full_is_clear(store, "a new store"):
+            _write_layout(staging, layout, num_chains, num_draws, unit_coords, attrs)
         os.rename(staging, target)
     except OSError:
         if not target.exists():
@@ -127,9 +170,10 @@ def _is_local(store: str | Path) -> bool:
 
 
 def _open_if_present(store: str | Path) -> xr.Dataset | None:
+    """The existing store, or None if there is none (an incompatible one raises)."""
     try:
         return open_chi(store)
-    except StoreError:
+    except StoreMissingError:
         return None
 
 
@@ -190,6 +234,7 @@ def _write_layout(
     array("init_loss", ("checkpoint",), "f8", np.nan)
     array("shard_done", ("checkpoint", "component", "chain"), "i8", 0)
     array("full_done", ("checkpoint", "chain"), "i8", 0)
+    array("chi_done", ("checkpoint",), "i8", 0)
     group.create_array(
         "chi",
         shape=(n_ckpt, n_comp, units),
@@ -200,13 +245,20 @@ def _write_layout(
     )
 
 
-def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store) -> None:
-    version = existing.attrs.get("schema_version")
+def _check_schema(attrs: Mapping, store: str | Path) -> None:
+    """Refuse a store written with another layout version (before reading or writing)."""
+    version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
+        made_by = attrs.get("code_version")
         raise StoreError(
-            f"χ store {store} has schema version {version!r}; this code reads version "
-            f"{SCHEMA_VERSION}. Write the run to a new path (or re-export the old store)."
+            f"χ store {store} has schema version {version!r}; this code reads and writes "
+            f"version {SCHEMA_VERSION}. Write the run to a new store path, or read this one "
+            "with the patterning version that wrote it" + (f" ({made_by})." if made_by else ".")
         )
+
+
+def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store) -> None:
+    _check_schema(existing.attrs, store)
     found = {
         "checkpoint": [int(c) for c in existing.checkpoint.values],
         "component": [str(c) for c in existing.component.values],
@@ -238,13 +290,34 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
 
 
 def open_chi(store: str | Path) -> xr.Dataset:
-    """Open a χ store as a lazy ``xarray.Dataset`` (nothing is read until indexed)."""
+    """Open a χ store as a lazy ``xarray.Dataset`` (nothing large is read until indexed).
+
+    The coordinate ``chi_complete`` [checkpoint] says which checkpoints have their χ
+    assembled from complete, verified shards; ``chi`` is NaN at the others, so statistics
+    being written (or a χ being rewritten) are never shown as χ. Raises ``StoreError`` if
+    there is no store or its schema version is not this code's.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return xr.open_zarr(_path(store), consolidated=False, zarr_format=3)
+            ds = xr.open_zarr(_path(store), consolidated=False, zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreError(f"no χ store at {store}.") from err
+        raise StoreMissingError(f"no χ store at {store}.") from err
+    _check_schema(ds.attrs, store)
+    complete = xr.DataArray(_chi_complete(store, ds), dims=("checkpoint",))
+    ds = ds.assign_coords(chi_complete=complete)
+    ds["chi"] = ds["chi"].where(ds["chi_complete"])
+    return ds
+
+
+def _chi_complete(store: str | Path, ds: xr.Dataset) -> np.ndarray:
+    """bool [checkpoint]: χ assembled and recorded complete (``chi_done``). Stores written
+    before that record existed: χ of a checkpoint is one chunk, written whole, so its first
+    value tells whether it was assembled."""
+    if "chi_done" in ds:
+        return np.asarray(ds["chi_done"].values) != 0
+    first = _group(store)["chi"][:, 0, 0]
+    return np.isfinite(np.asarray(first))
 
 
 def _checksum(*arrays: np.ndarray) -> int:
@@ -275,8 +348,8 @@ def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
 def write_shard(store: str | Path, checkpoint: int, stats: xr.Dataset) -> None:
     """Write one shard's statistics (any components × chains, with or without the full
     run) into its own chunks, then record it complete with its checksum."""
-    group = _group(store, mode="r+")
     ds = open_chi(store)
+    group = _group(store, mode="r+")
     ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
     comps = _index(
         [str(c) for c in ds.component.values], [str(c) for c in stats.component.values], "component"
@@ -284,6 +357,18 @@ def write_shard(store: str | Path, checkpoint: int, stats: xr.Dataset) -> None:
     chains = _index(
         [int(c) for c in ds.chain.values], [int(c) for c in stats.chain.values], "chain"
     )
+    what = (
+        f"the shard of checkpoint {int(checkpoint)}, components "
+        f"{[str(c) for c in stats.component.values]}, chains {[int(c) for c in stats.chain.values]}"
+    )
+    with _disk_full_is_clear(store, what):
+        _write_shard_chunks(group, ci, comps, chains, stats)
+
+
+def _write_shard_chunks(
+    group: zarr.Group, ci: int, comps: list[int], chains: list[int], stats: xr.Dataset
+) -> None:
+    """Each run of contiguous components × chains: its data, then its completion records."""
     group["init_loss"][ci] = float(stats.attrs["init_loss"])
     for s_pos, c_start, c_stop in _runs(comps):
         for k_pos, k_start, k_stop in _runs(chains):
@@ -351,7 +436,7 @@ def read_stats(store: str | Path, checkpoint: int) -> xr.Dataset:
             "run the flow again to recompute them."
         )
     names = list(_RESTRICTED) + list(_FULL)
-    stats = ds[names].load()
+    stats = ds[names].drop_vars("chi_complete").load()
     stats.attrs = {
         "init_loss": float(ds["init_loss"].values),
         "n_beta": ds.attrs.get("n_beta"),
@@ -362,12 +447,26 @@ def read_stats(store: str | Path, checkpoint: int) -> xr.Dataset:
 
 
 def assemble_chi(store: str | Path, checkpoint: int) -> xr.DataArray:
-    """Compute χ of ``checkpoint`` from its verified statistics and write it to ``chi``."""
+    """Compute χ of ``checkpoint`` from its verified statistics and write it to ``chi``.
+
+    Raises ``StoreError`` naming the shards that are missing. The record ``chi_done`` is
+    cleared before χ is rewritten and set after, so readers never take a χ being written
+    for a complete one; a χ already stored with these values is left as it is.
+    """
     chi = chi_from_stats(read_stats(store, checkpoint))
-    group = _group(store, mode="r+")
     ds = open_chi(store)
+    group = _group(store, mode="r+")
     ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
-    group["chi"][ci] = chi.values
+    record = _checksum(chi.values)
+    has_record = "chi_done" in group
+    if has_record and int(group["chi_done"][ci]) == record == _checksum(group["chi"][ci]):
+        return chi
+    with _disk_full_is_clear(store, f"χ of checkpoint {int(checkpoint)}"):
+        if has_record:
+            group["chi_done"][ci] = 0
+        group["chi"][ci] = chi.values
+        if has_record:
+            group["chi_done"][ci] = record
     return chi
 
 
@@ -385,14 +484,13 @@ def store_summary(store: str | Path) -> str:
     ]
     for ckpt in ds.checkpoint.values:
         state = completed(store, int(ckpt))
-        chi = ds["chi"].sel(checkpoint=ckpt).values
         done = int(state["restricted"].sum()) + int(state["full"].sum())
         total = state["restricted"].size + state["full"].size
-        status = (
-            f"χ mean {np.nanmean(chi):+.3e}, std {np.nanstd(chi):.3e}"
-            if np.isfinite(chi).all()
-            else "χ not assembled"
-        )
+        if bool(ds["chi_complete"].sel(checkpoint=ckpt)):
+            chi = ds["chi"].sel(checkpoint=ckpt).values
+            status = f"χ mean {np.nanmean(chi):+.3e}, std {np.nanstd(chi):.3e}"
+        else:
+            status = "χ not assembled"
         lines.append(f"  checkpoint {int(ckpt)}: {done}/{total} shards complete; {status}")
     return "\n".join(lines)
 

@@ -7,18 +7,60 @@ second call with the same settings trains nothing and a killed one continues.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
 
 from patterning_core.checkpoints import list_checkpoints
-from patterning_core.lm_data import load_lm_tokens
+from patterning_core.config import ConfigError
+from patterning_core.lm_data import check_data_spec, load_lm_tokens
 from patterning_core.plots import plot_loss_curve
 from patterning_core.training import TrainConfig, train
+from patterning_core.transformer import TransformerConfig
 from patterning_core.transformer import preset as get_preset
+
+
+def model_preset(name: str) -> TransformerConfig:
+    """The named transformer preset; an unknown name is a ``ConfigError`` listing them."""
+    try:
+        return get_preset(name)
+    except ValueError as err:
+        raise ConfigError(f"{err}. Set `preset` to one of them.") from None
+
+
+def train_config(settings: Mapping) -> TrainConfig:
+    """``TrainConfig`` from JSON-able settings; bad settings are a ``ConfigError``."""
+    settings = dict(settings)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown train setting(s) {unknown}; valid settings are {sorted(known)}."
+        )
+    if "steps" not in settings:
+        raise ConfigError("train settings need `steps` (the number of optimizer steps).")
+    if settings.get("checkpoint_steps") is not None:
+        settings["checkpoint_steps"] = tuple(settings["checkpoint_steps"])
+    try:
+        config = TrainConfig(**settings)
+        config.schedule()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"train: {err}.") from err
+    return config
+
+
+def check_training_inputs(preset: str, data: Mapping, train_settings: Mapping) -> TrainConfig:
+    """Validate a training request before anything is written: the preset, the training
+    settings and the data spec against the model (see ``lm_data.check_data_spec``)."""
+    config = model_preset(preset)
+    tc = train_config(train_settings)
+    check_data_spec(data, config)
+    return tc
 
 
 def run_key(preset: str, data: dict, train_settings: dict) -> str:
@@ -32,13 +74,10 @@ def train_model(
     preset: str, data: dict, train_settings: dict, runs_root: str, threads: int = 1
 ) -> dict:
     """Train (or resume) and return ``{"run_dir", "checkpoints": [{"step", "path"}], ...}``."""
+    tc = check_training_inputs(preset, data, train_settings)
+    config = model_preset(preset)
     logger = get_run_logger()
     torch.set_num_threads(threads)
-    config = get_preset(preset)
-    settings = dict(train_settings)
-    if settings.get("checkpoint_steps") is not None:
-        settings["checkpoint_steps"] = tuple(settings["checkpoint_steps"])
-    tc = TrainConfig(**settings)
     run_dir = Path(runs_root) / f"{preset}-{run_key(preset, data, train_settings)}"
     tokens = load_lm_tokens(data, config)
     result = train(

@@ -211,7 +211,12 @@ def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
 
 def embed(params: Mapping[str, Tensor], tokens: Tensor) -> Tensor:
     """Residual stream entering layer 0: ``W_E[tokens] + W_pos[:T]``, shape ``[B, T, D]``."""
-    T = tokens.shape[-1]
+    T, n_ctx = tokens.shape[-1], params["pos.W_pos"].shape[0]
+    if T > n_ctx:
+        raise ValueError(
+            f"sequences of {T} tokens are longer than the model's context ({n_ctx}); "
+            f"cut them to at most {n_ctx} tokens (or use a model with a longer context)."
+        )
     return params["embed.W_E"][tokens] + params["pos.W_pos"][:T]
 
 
@@ -241,14 +246,20 @@ def _pattern(params: Mapping[str, Tensor], p: str, x: Tensor) -> Tensor:
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """``F.scaled_dot_product_attention`` (causal) on ``[..., T, d]`` inputs, run as 4-D.
+    """``F.scaled_dot_product_attention`` (causal, scale 1/√d) on ``[..., T, d]`` inputs.
 
-    The CPU flash kernel takes only 4-D inputs; other ranks fall back to a slow path.
+    The CPU flash kernel takes only 4-D inputs (other ranks fall back to a slow path), so
+    leading dims are folded into the first: a view, not a copy, for the layouts used here.
     """
-    lead, (T, d) = q.shape[:-2], q.shape[-2:]
-    flat = [t.reshape(-1, 1, T, d) if q.dim() != 4 else t for t in (q, k, v)]
-    out = F.scaled_dot_product_attention(*flat, is_causal=True)
-    return out.reshape(*lead, T, d)
+    if q.dim() == 4:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    lead = q.shape[:-3] if q.dim() > 4 else ()
+    fold = [
+        t.reshape(-1, *t.shape[-3:]) if t.dim() > 4 else t.reshape(1, -1, *t.shape[-2:])
+        for t in (q, k, v)
+    ]
+    out = F.scaled_dot_product_attention(*fold, is_causal=True)
+    return out.reshape(*lead, *q.shape[-3:]) if q.dim() > 4 else out.reshape(q.shape)
 
 
 def attention_layer(

@@ -1,0 +1,459 @@
+"""χ on the fixed benchmark workload: ours, devinterp 2.0.1 and the compute floor, interleaved.
+
+    python benchmarks/chi_workload.py [--repeats 3] [--skip-devinterp] [--scaling]
+
+The workload (fixed so that figures compare): the ``bench`` transformer (2 layers, d_model
+64, 8 heads of d_head 8, context 64, vocabulary 512, learned positions, pre-LN) trained
+4,000 AdamW steps (batch 32) on synthetic sequences with planted repeated spans and
+in-context bigrams, by which the induction circuit has formed; χ for all 16 heads with the
+two-run estimator at ε 1e-3, nβ 30, γ 300, 4 chains, 100 draws, no burn-in, 1 step between
+draws, batch 16; probes: 8 fixed validation sequences of 64 tokens (8 × 63 per-token units).
+
+Each implementation runs in its own process (fresh peak-memory counter), all with the same
+allocator settings (``ALLOCATOR_ENV``) and 2 threads (the machine's cores), in the order
+ours → devinterp → floor, repeated ``--repeats`` times with seeds 0, 1, …; the table takes
+the median. Agreement is judged on what remains of χ after removing its leading rank-1
+component (SVD over heads × tokens), per head, against each implementation's own
+seed-to-seed correlation (its noise ceiling). The table goes to stdout and to
+``benchmarks/results/chi_workload.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench" / "chi_workload"
+RESULTS = ROOT / "benchmarks" / "results" / "chi_workload.md"
+
+# glibc malloc: keep freed blocks instead of returning them to the OS and faulting them back
+# in on the next step (large tensors are mmap-ed and unmapped every step by default).
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
+    "MALLOC_TOP_PAD_": str(64 * 1024 * 1024),
+}
+THREADS = 2
+TRAIN_STEPS = 4000
+SAMPLER = {
+    "step_size": 1e-3,
+    "n_beta": 30.0,
+    "localization": 300.0,
+    "num_chains": 4,
+    "num_draws": 100,
+    "num_burnin": 0,
+    "steps_between_draws": 1,
+    "batch_size": 16,
+}
+SGLD_SEQS = 2048
+PROBE_SEQS = 8
+
+
+# ----------------------------------------------------------------------------- the workload
+
+
+def prepare_workload() -> tuple[Path, Path]:
+    """Train (once, resumable) the workload model; write its data. Returns (ckpt, data.npz)."""
+    from patterning_core.checkpoints import checkpoint_path
+    from patterning_core.induction import best_head_score, prefix_matching_scores
+    from patterning_core.synthetic import synthetic_tokens
+    from patterning_core.training import TrainConfig, train
+    from patterning_core.transformer import preset
+
+    cfg = preset("bench")
+    run_dir = WORK / "model"
+    ckpt = checkpoint_path(run_dir, TRAIN_STEPS)
+    data_path = WORK / "data.npz"
+    if not ckpt.exists():
+        torch.set_num_threads(THREADS)
+        tokens = synthetic_tokens("bench", 20000, seed=0)
+        recipe = TrainConfig(
+            steps=TRAIN_STEPS,
+            batch_size=32,
+            lr=3e-3,
+            warmup_steps=100,
+            seed=0,
+            checkpoint_steps=(1000, 2000, 3000, TRAIN_STEPS),
+        )
+        result = train(cfg, tokens, recipe, run_dir=run_dir)
+        score = best_head_score(prefix_matching_scores(result.params, cfg))
+        print(f"workload model: best layer-1 prefix-matching score {score:.3f}")
+    if not data_path.exists():
+        train_tokens = synthetic_tokens("bench", 20000, seed=0)
+        pick = torch.randperm(20000, generator=torch.Generator().manual_seed(0))[:SGLD_SEQS]
+        probes = synthetic_tokens("bench", 2 * PROBE_SEQS, seed=12345)
+        np.savez(
+            data_path,
+            train=train_tokens[pick].numpy(),
+            probes=probes[:PROBE_SEQS].numpy(),
+            more_probes=probes.numpy(),  # for the scaling table only
+        )
+    return ckpt, data_path
+
+
+def head_components() -> dict:
+    from patterning_core.transformer import components, preset
+
+    return {k: v for k, v in components(preset("bench")).items() if k.startswith("L")}
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict, chains: list):
+    """One process's share of our χ: the statistics of chains ``chains`` (and its peak RSS)."""
+    from patterning_core.checkpoints import load_checkpoint
+    from patterning_core.restricted_heads import TransformerLoss
+    from patterning_core.sampling import SamplerConfig
+    from patterning_core.susceptibility import sample_susceptibility_stats
+    from patterning_core.transformer import components
+
+    torch.set_num_threads(1)
+    checkpoint = load_checkpoint(ckpt)
+    data = np.load(data_path)
+    to = torch.float64 if dtype == "float64" else torch.float32
+    params = {k: v.to(to) for k, v in checkpoint.params.items()}
+    config = SamplerConfig(
+        **{**SAMPLER, "num_draws": shape["draws"], "num_chains": shape["chains"], "seed": seed}
+    )
+    comps = components(checkpoint.config)
+    if shape["components"] != "demo":
+        prefix = "L1" if shape["components"] == "layer1" else "L"
+        comps = {k: v for k, v in comps.items() if k.startswith(prefix)}
+    stats = sample_susceptibility_stats(
+        TransformerLoss(checkpoint.config),
+        params,
+        torch.from_numpy(data["train"]),
+        torch.from_numpy(data["more_probes"][: shape["probe_seqs"]]),
+        comps,
+        config,
+        chain_ids=chains,
+        progress=False,
+    )
+    return stats, peak_rss_mb()
+
+
+def ours(ckpt: Path, data_path: Path, out: Path, seed: int, dtype: str, shape: dict) -> None:
+    """Our χ on the workload (run as its own process by ``measure``).
+
+    As the pipeline runs it: the chains are split over ``THREADS`` worker processes of one
+    thread each (one per core), whose statistics are merged. ``shape``: ``draws``,
+    ``chains``, ``probe_seqs``, ``components`` (``"heads"``: the 16 heads; ``"layer1"``: the
+    8 heads of layer 1; ``"demo"``: heads, embed and unembed). Wall time covers start-up of
+    the workers and the merge; peak memory is the sum of the workers' peaks.
+    """
+    from patterning_core.susceptibility import chi_from_stats, merge_stats
+
+    chains = list(range(shape["chains"]))
+    parts = [chains[i::THREADS] for i in range(THREADS) if chains[i::THREADS]]
+    start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
+        jobs = [pool.submit(_ours_shard, ckpt, data_path, seed, dtype, shape, p) for p in parts]
+        results = [job.result() for job in jobs]
+    chi = chi_from_stats(merge_stats([stats for stats, _ in results]))
+    wall = time.perf_counter() - start
+    runs = len(chi.component) + 1  # restricted runs and the full run
+    updates = SAMPLER["num_burnin"] + shape["draws"] * SAMPLER["steps_between_draws"]
+    np.savez(
+        out,
+        chi=chi.values,
+        wall_s=wall,
+        peak_rss_mb=sum(rss for _, rss in results),
+        sgld_steps=runs * shape["chains"] * updates,
+    )
+
+
+def floor(ckpt: Path, data_path: Path, out: Path, n_steps: int) -> None:
+    """The compute floor (run as its own process by ``measure``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compute_floor import compute_floor
+
+    from patterning_core.checkpoints import load_checkpoint
+
+    torch.set_num_threads(THREADS)
+    checkpoint = load_checkpoint(ckpt)
+    train_tokens = torch.from_numpy(np.load(data_path)["train"])
+    got = compute_floor(checkpoint.params, checkpoint.config, train_tokens, n_steps, batch_size=16)
+    np.savez(out, **got, sgld_steps=n_steps)
+
+
+def measure(argv: list[str], python: str = sys.executable) -> dict:
+    """Run one measurement in a fresh process with the benchmark's environment."""
+    out = Path(argv[argv.index("--out") + 1])
+    env = {
+        **os.environ,
+        **ALLOCATOR_ENV,
+        "OMP_NUM_THREADS": str(THREADS),
+        "MKL_NUM_THREADS": str(THREADS),
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([python, *argv], check=True, env=env, cwd=ROOT)
+    with np.load(out) as got:
+        return {k: got[k] for k in got.files}
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def residual_after_rank1(chi: np.ndarray) -> np.ndarray:
+    """χ minus its leading rank-1 component (SVD over heads × tokens)."""
+    u, s, vt = np.linalg.svd(chi, full_matrices=False)
+    return chi - s[0] * np.outer(u[:, 0], vt[0])
+
+
+def head_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per head (row) of two ``[heads, units]`` matrices."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+
+def agreement(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(median per-head correlation of raw χ, of χ after rank-1 removal)."""
+    raw = float(np.median(head_correlations(x, y)))
+    resid = float(np.median(head_correlations(residual_after_rank1(x), residual_after_rank1(y))))
+    return raw, resid
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return float(statistics.median(float(r[key]) for r in rows))
+
+
+def speed_table(results: dict[str, list[dict]]) -> list[str]:
+    """Markdown rows: wall time, steps/s, peak memory, ratios to ours."""
+    ours_wall = _median(results["ours"], "wall_s")
+    lines = [
+        "| implementation | wall time (s) | SGLD steps | steps/s | peak RSS (MB) | time / ours |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in results.items():
+        if not rows:
+            continue
+        wall, steps = _median(rows, "wall_s"), _median(rows, "sgld_steps")
+        lines.append(
+            f"| {name} | {wall:.1f} | {steps:.0f} | {steps / wall:.1f} | "
+            f"{_median(rows, 'peak_rss_mb'):.0f} | {wall / ours_wall:.2f}× |"
+        )
+    return lines
+
+
+def agreement_table(chis: dict[str, list[np.ndarray]], float64: np.ndarray | None) -> list[str]:
+    """Markdown rows: per-head correlations, raw and after removing the rank-1 term."""
+    pairs = []
+    if len(chis["ours"]) > 1:
+        pairs.append(
+            ("ours seed 0 vs ours seed 1 (noise ceiling)", chis["ours"][0], chis["ours"][1])
+        )
+    if chis["devinterp"]:
+        if len(chis["devinterp"]) > 1:
+            pairs.append(
+                (
+                    "devinterp seed 0 vs devinterp seed 1 (noise ceiling)",
+                    chis["devinterp"][0],
+                    chis["devinterp"][1],
+                )
+            )
+        for s in range(min(len(chis["ours"]), len(chis["devinterp"]))):
+            pairs.append((f"ours vs devinterp, seed {s}", chis["ours"][s], chis["devinterp"][s]))
+    if float64 is not None:
+        pairs.append(("ours float32 vs ours float64, seed 0", chis["ours"][0], float64))
+    lines = [
+        "| pair | median per-head corr., raw χ | after rank-1 removal |",
+        "|---|---:|---:|",
+    ]
+    for name, a, b in pairs:
+        raw, resid = agreement(a, b)
+        lines.append(f"| {name} | {raw:.3f} | {resid:.3f} |")
+    return lines
+
+
+DEFAULT_SHAPE = {"draws": 100, "chains": 4, "probe_seqs": PROBE_SEQS, "components": "heads"}
+
+
+def ours_args(ckpt: Path, data: Path, out: Path, seed: int, dtype="float32", **shape) -> list:
+    shape = {**DEFAULT_SHAPE, **shape}
+    return [
+        __file__,
+        "_ours",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+        "--dtype",
+        dtype,
+        "--shape",
+        json.dumps(shape),
+    ]
+
+
+def scaling_table(ckpt: Path, data: Path) -> list[str]:
+    """Time to χ (ours) as heads, probe tokens, chains and draws grow, with peak memory."""
+    cases = [
+        ("demo settings: 16 heads + embed + unembed", {"components": "demo"}),
+        ("8 heads (layer 1)", {"components": "layer1"}),
+        ("16 heads (the workload)", {}),
+        ("16 heads, 4 probe sequences (252 tokens)", {"probe_seqs": 4}),
+        ("16 heads, 16 probe sequences (1008 tokens)", {"probe_seqs": 16}),
+        ("16 heads, 2 chains", {"chains": 2}),
+        ("16 heads, 8 chains", {"chains": 8}),
+        ("16 heads, 50 draws", {"draws": 50}),
+        ("16 heads, 200 draws", {"draws": 200}),
+    ]
+    lines = [
+        "| case | wall time (s) | peak RSS (MB) |",
+        "|---|---:|---:|",
+    ]
+    for i, (label, shape) in enumerate(cases):
+        got = measure(ours_args(ckpt, data, WORK / f"scaling-{i}.npz", 0, **shape))
+        lines.append(f"| {label} | {float(got['wall_s']):.1f} | {float(got['peak_rss_mb']):.0f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-devinterp", action="store_true")
+    parser.add_argument("--skip-float64", action="store_true")
+    parser.add_argument("--scaling", action="store_true", help="also the scaling table")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    ckpt, data = prepare_workload()
+    dev_python = None
+    if not args.skip_devinterp:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from devinterp_side import ensure_devinterp_venv
+
+        dev_python = ensure_devinterp_venv(ROOT / ".bench" / "devinterp-venv")
+    results: dict[str, list[dict]] = {"ours": [], "devinterp 2.0.1": [], "compute floor": []}
+    chis: dict[str, list[np.ndarray]] = {"ours": [], "devinterp": []}
+    for seed in range(args.repeats):
+        got = measure(ours_args(ckpt, data, WORK / f"ours-{seed}.npz", seed))
+        results["ours"].append(got)
+        chis["ours"].append(got["chi"])
+        print(f"[{seed}] ours: {float(got['wall_s']):.1f} s", flush=True)
+        if dev_python is not None:
+            out = WORK / f"devinterp-{seed}.npz"
+            script = str(ROOT / "benchmarks" / "devinterp_side.py")
+            got = measure(
+                [
+                    script,
+                    "run",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--seed",
+                    str(seed),
+                ],
+                python=str(dev_python),
+            )
+            results["devinterp 2.0.1"].append(got)
+            chis["devinterp"].append(DEVINTERP_SIGN * got["chi"])
+            print(f"[{seed}] devinterp: {float(got['wall_s']):.1f} s", flush=True)
+        steps = int(results["ours"][-1]["sgld_steps"])
+        out = WORK / f"floor-{seed}.npz"
+        got = measure(
+            [
+                __file__,
+                "_floor",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--steps",
+                str(steps),
+            ]
+        )
+        results["compute floor"].append(got)
+        print(f"[{seed}] floor: {float(got['wall_s']):.1f} s", flush=True)
+    float64 = None
+    if not args.skip_float64:
+        float64 = measure(ours_args(ckpt, data, WORK / "ours-f64.npz", 0, "float64"))["chi"]
+
+    report = [
+        "# χ on the benchmark workload",
+        "",
+        f"`python benchmarks/chi_workload.py --repeats {args.repeats}` on {platform.node()} "
+        f"({os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads per "
+        f"implementation; median of {args.repeats} interleaved repeats, "
+        f"seeds 0..{args.repeats - 1}).",
+        "Allocator settings for every process: "
+        + ", ".join(f"`{k}={v}`" for k, v in ALLOCATOR_ENV.items())
+        + ".",
+        f"Sampler: {json.dumps(SAMPLER)}; 16 heads; probes {PROBE_SEQS} × 64 tokens.",
+        "",
+        *speed_table(results),
+        "",
+        "Agreement (per-head Pearson correlation over the 504 probe tokens, median over the "
+        "16 heads):",
+        "",
+        *agreement_table(chis, float64),
+    ]
+    if args.scaling:
+        report += ["", "Scaling of our time to χ (one process, seed 0):", ""]
+        report += scaling_table(ckpt, data)
+    text = "\n".join(report) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"written to {args.out}")
+
+
+def _worker_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["_ours", "_floor"])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--shape", type=json.loads, default=DEFAULT_SHAPE)
+    parser.add_argument("--steps", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.mode == "_ours":
+        ours(args.checkpoint, args.data, args.out, args.seed, args.dtype, args.shape)
+    else:
+        floor(args.checkpoint, args.data, args.out, args.steps)
+
+
+# devinterp's χ has the opposite sign convention to ours (see benchmarks/README_devinterp.md).
+DEVINTERP_SIGN = 1.0
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        _worker_main(sys.argv[1:])
+    else:
+        main()

@@ -197,12 +197,13 @@ def floor(ckpt: Path, data_path: Path, out: Path, n_steps: int) -> None:
     np.savez(out, **got, sgld_steps=n_steps)
 
 
-def measure(argv: list[str], python: str = sys.executable) -> dict:
-    """Run one measurement in a fresh process with the benchmark's environment."""
+def measure(argv: list[str], python: str = sys.executable, allocator: bool = True) -> dict:
+    """Run one measurement in a fresh process with the benchmark's environment
+    (``allocator=False``: glibc's default allocator settings)."""
     out = Path(argv[argv.index("--out") + 1])
     env = {
-        **os.environ,
-        **ALLOCATOR_ENV,
+        **{k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV},
+        **(ALLOCATOR_ENV if allocator else {}),
         "OMP_NUM_THREADS": str(THREADS),
         "MKL_NUM_THREADS": str(THREADS),
         "PYTHONPATH": str(ROOT),
@@ -343,6 +344,9 @@ def main() -> None:
     parser.add_argument("--skip-devinterp", action="store_true")
     parser.add_argument("--skip-float64", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also the scaling table")
+    parser.add_argument(
+        "--allocator-check", action="store_true", help="also ours and the floor, default malloc"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -399,6 +403,25 @@ def main() -> None:
         )
         results["compute floor"].append(got)
         print(f"[{seed}] floor: {float(got['wall_s']):.1f} s", flush=True)
+    defaults = {}
+    if args.allocator_check:
+        ckpt_args = ["--checkpoint", str(ckpt), "--data", str(data)]
+        defaults["ours"] = measure(
+            ours_args(ckpt, data, WORK / "ours-default-malloc.npz", 0), allocator=False
+        )
+        steps = int(results["ours"][0]["sgld_steps"])
+        defaults["compute floor"] = measure(
+            [
+                __file__,
+                "_floor",
+                *ckpt_args,
+                "--out",
+                str(WORK / "floor-default-malloc.npz"),
+                "--steps",
+                str(steps),
+            ],
+            allocator=False,
+        )
     float64 = None
     if not args.skip_float64:
         float64 = measure(ours_args(ckpt, data, WORK / "ours-f64.npz", 0, "float64"))["chi"]
@@ -416,6 +439,12 @@ def main() -> None:
         f"Sampler: {json.dumps(SAMPLER)}; 16 heads; probes {PROBE_SEQS} × 64 tokens.",
         "",
         *speed_table(results),
+        "",
+        *(
+            f"With glibc's default allocator settings (seed 0, one run): {name} "
+            f"{float(got['wall_s']):.1f} s against {float(results[name][0]['wall_s']):.1f} s."
+            for name, got in defaults.items()
+        ),
         "",
         "Agreement (per-head Pearson correlation over the 504 probe tokens, median over the "
         "16 heads):",

@@ -16,9 +16,10 @@ flat buffer) and the layers above. Gradients reach only the lane's head. The ari
 that of ``transformer.loss_per_token`` regrouped, equal up to float rounding (tested).
 
 ``TransformerLoss`` is the transformer's ``loss_fn`` with this forward attached as
-``lane_forward``, the hook the sampler looks for (``sampling.make_lane_forward``). It
-declines (returns None) for any other set of runs (the full run, the embedding, heads of
-different layers stepped together), which then take the generic vmapped path.
+``lane_forward``, the hook the sampler looks for (``sampling.make_lane_forward``). Any
+other set of runs (the full run, the embedding, heads of different layers stepped
+together) gets ``LoopLaneForward``: the whole model lane by lane with the same fused
+kernels, faster than the generic vmapped path for the few lanes these runs have.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from patterning_core.transformer import (
     residual_before,
 )
 
-__all__ = ["HeadLaneForward", "TransformerLoss", "head_of_run"]
+__all__ = ["HeadLaneForward", "LoopLaneForward", "TransformerLoss", "head_of_run"]
 
 
 def head_of_run(run: Run, config: TransformerConfig) -> tuple[int, int] | None:
@@ -78,14 +79,42 @@ class TransformerLoss:
 
     def lane_forward(
         self, params: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
-    ) -> HeadLaneForward | None:
-        """A ``HeadLaneForward`` if every run is one head of the same layer, else None."""
+    ) -> HeadLaneForward | LoopLaneForward:
+        """``HeadLaneForward`` if every run is one head of the same layer, else a loop over
+        lanes of the fused forward (the full run, the embedding, the unembedding)."""
         heads = [head_of_run(run, self.config) for run in runs]
         if not heads or any(h is None for h in heads) or len({h[0] for h in heads}) != 1:
-            return None
+            return LoopLaneForward(params, self.config)
         layer = heads[0][0]
         lane_heads = torch.tensor([h[1] for h in heads]).repeat_interleave(num_chains)
         return HeadLaneForward(params, self.config, layer, lane_heads)
+
+
+class LoopLaneForward:
+    """``LaneForward`` for any runs: lane by lane, the whole model with fused kernels.
+
+    Worth it over ``vmap`` for a few lanes (the full run: one lane per chain), where the
+    fused attention and readout loss (about 3× and 2.6× faster) outweigh the loop.
+    """
+
+    def __init__(self, params: Mapping[str, Tensor], config: TransformerConfig):
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.config = config
+
+    def __call__(
+        self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
+    ) -> Tensor:
+        (tokens,) = batch
+        lanes = next(iter(views.values())).shape[0]
+        out = []
+        for lane in range(lanes):
+            params = {**self.params, **{k: v[lane] for k, v in views.items()}}
+            lane_tokens = tokens if chain_of_lane is None else tokens[chain_of_lane[lane]]
+            resid = residual_before(params, lane_tokens, 0, self.config)
+            for layer in range(self.config.n_layers):
+                resid = attention_layer(params, layer, resid, self.config, fused=True)
+            out.append(_next_token_loss(params, resid, lane_tokens, self.config))
+        return torch.stack(out)
 
 
 class _BatchCache:

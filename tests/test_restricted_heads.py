@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from patterning_core.fused_loss import linear_cross_entropy
-from patterning_core.restricted_heads import TransformerLoss, head_of_run
+from patterning_core.restricted_heads import LoopLaneForward, TransformerLoss, head_of_run
 from patterning_core.sampling import Run, SamplerConfig, VmapLaneForward, _LaneLayout, full_run
 from patterning_core.susceptibility import estimate_susceptibilities
 from patterning_core.transformer import components, init_params, make_loss_fn, preset
@@ -72,13 +72,33 @@ def test_fast_forward_and_gradient_equal_generic(layer: int) -> None:
     )
 
 
-def test_fast_path_declines_what_it_cannot_do() -> None:
+def test_runs_other_than_single_heads_take_the_lane_loop() -> None:
     params, loss = _perturbed_params(), TransformerLoss(CFG)
     comps = components(CFG)
-    mixed = [_head_runs(0)[0], _head_runs(1)[0]]
-    assert loss.lane_forward(params, mixed, 2) is None
-    assert loss.lane_forward(params, [full_run(params)], 2) is None
-    assert loss.lane_forward(params, [Run("embed", comps["embed"])], 2) is None
+    generic = VmapLaneForward(make_loss_fn(CFG), params)
+    gen = torch.Generator().manual_seed(5)
+    for runs in (
+        [_head_runs(0)[0], _head_runs(1)[0]],
+        [full_run(params)],
+        [Run("embed", comps["embed"]), Run("unembed", comps["unembed"])],
+    ):
+        forward = loss.lane_forward(params, runs, 2)
+        assert isinstance(forward, LoopLaneForward)
+        layout = _LaneLayout(params, runs, 2)
+        noise = torch.randn(layout.lanes, layout.numel, generator=gen) * layout.mask
+        flat = (layout.w_star + 0.05 * noise).requires_grad_()
+        tokens = torch.randint(0, CFG.d_vocab, (2, 3, CFG.n_ctx), generator=gen)
+        chain_of_lane = torch.arange(layout.lanes) % 2
+        got = forward(layout.views(flat), (tokens,), chain_of_lane)
+        want = generic(layout.views(flat), (tokens,), chain_of_lane)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        (g_got,) = torch.autograd.grad(got.sum(), flat)
+        (g_want,) = torch.autograd.grad(want.sum(), flat)
+        torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=0)
+
+
+def test_head_of_run_recognizes_exactly_one_head() -> None:
+    comps = components(CFG)
     two_heads = {
         k: a | b for (k, a), b in zip(comps["L0H0"].items(), comps["L0H1"].values(), strict=True)
     }
@@ -107,7 +127,7 @@ def test_chi_through_fast_path_equals_generic_path() -> None:
         batch_size=8,
         seed=0,
     )
-    comps = {k: v for k, v in components(CFG).items() if k.startswith("L")}
+    comps = components(CFG)  # heads (head path), embed and unembed (lane loop)
     fast = estimate_susceptibilities(TransformerLoss(CFG), params, data, probes, comps, config)
     slow = estimate_susceptibilities(make_loss_fn(CFG), params, data, probes, comps, config)
     # χ is a covariance of losses over 8 draws × 2 chains; its scale here is ~1e-3. The two

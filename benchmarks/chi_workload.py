@@ -96,9 +96,11 @@ def prepare_workload() -> tuple[Path, Path]:
         train_tokens = synthetic_tokens("bench", 20000, seed=0)
         pick = torch.randperm(20000, generator=torch.Generator().manual_seed(0))[:SGLD_SEQS]
         probes = synthetic_tokens("bench", 2 * PROBE_SEQS, seed=12345)
+        phi = torch.randperm(SGLD_SEQS, generator=torch.Generator().manual_seed(1))[:16]
         np.savez(
             data_path,
             train=train_tokens[pick].numpy(),
+            phi_batch=train_tokens[pick][phi.sort().values].numpy(),  # φ's fixed batch
             probes=probes[:PROBE_SEQS].numpy(),
             more_probes=probes.numpy(),  # for the scaling table only
         )
@@ -146,6 +148,7 @@ def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict,
         torch.from_numpy(data["more_probes"][: shape["probe_seqs"]]),
         comps,
         config,
+        phi_batch=torch.from_numpy(data["phi_batch"]),
         chain_ids=chains,
         progress=False,
     )
@@ -279,6 +282,13 @@ def agreement_table(chis: dict[str, list[np.ndarray]], float64: np.ndarray | Non
             )
         for s in range(min(len(chis["ours"]), len(chis["devinterp"]))):
             pairs.append((f"ours vs devinterp, seed {s}", chis["ours"][s], chis["devinterp"][s]))
+        pairs.append(
+            (
+                "ours vs devinterp as shipped (its φ centring), seed 0",
+                chis["ours"][0],
+                chis["devinterp as shipped"][0],
+            )
+        )
     if float64 is not None:
         pairs.append(("ours float32 vs ours float64, seed 0", chis["ours"][0], float64))
     lines = [
@@ -358,7 +368,7 @@ def main() -> None:
 
         dev_python = ensure_devinterp_venv(ROOT / ".bench" / "devinterp-venv")
     results: dict[str, list[dict]] = {"ours": [], "devinterp 2.0.1": [], "compute floor": []}
-    chis: dict[str, list[np.ndarray]] = {"ours": [], "devinterp": []}
+    chis: dict[str, list[np.ndarray]] = {"ours": [], "devinterp": [], "devinterp as shipped": []}
     for seed in range(args.repeats):
         got = measure(ours_args(ckpt, data, WORK / f"ours-{seed}.npz", seed))
         results["ours"].append(got)
@@ -383,7 +393,8 @@ def main() -> None:
                 python=str(dev_python),
             )
             results["devinterp 2.0.1"].append(got)
-            chis["devinterp"].append(DEVINTERP_SIGN * got["chi"])
+            chis["devinterp"].append(got["chi_phi_wstar"])
+            chis["devinterp as shipped"].append(got["chi"])
             print(f"[{seed}] devinterp: {float(got['wall_s']):.1f} s", flush=True)
         steps = int(results["ours"][-1]["sgld_steps"])
         out = WORK / f"floor-{seed}.npz"
@@ -447,7 +458,10 @@ def main() -> None:
         ),
         "",
         "Agreement (per-head Pearson correlation over the 504 probe tokens, median over the "
-        "16 heads):",
+        "16 heads). devinterp's χ is read from its own draws with φ centred at L_fix(w*) as "
+        "ours is (`chi_phi_wstar`, the same estimator; as shipped it centres φ at the mean "
+        "loss of 32 random minibatches, which adds a per-unit term, see "
+        "`benchmarks/README_devinterp.md`):",
         "",
         *agreement_table(chis, float64),
     ]
@@ -477,9 +491,6 @@ def _worker_main(argv: list[str]) -> None:
     else:
         floor(args.checkpoint, args.data, args.out, args.steps)
 
-
-# devinterp's χ has the opposite sign convention to ours (see benchmarks/README_devinterp.md).
-DEVINTERP_SIGN = 1.0
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):

@@ -22,7 +22,7 @@ import torch
 
 from patterning_core import known_answers as ka
 from patterning_core.llc import estimate_llc
-from patterning_core.sampling import SamplerConfig
+from patterning_core.sampling import ConfigError, SamplerConfig
 from patterning_core.susceptibility import estimate_susceptibilities
 from patterning_core.toy_models import make_linear_regression, make_mlp_regression
 
@@ -293,6 +293,36 @@ def run_chi(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- demonstrations
+
+
+def run_induce(args: argparse.Namespace) -> int:
+    from flows.induction_patterning import main_cli
+
+    return main_cli(args)
+
+
+def run_parentheses(args: argparse.Namespace) -> int:
+    from flows.parentheses import check_parentheses_parameters, parentheses
+    from flows.server import prefect_api
+    from tasks.parentheses import settings_from_args
+
+    settings = settings_from_args(args)
+    try:
+        check_parentheses_parameters(settings)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    with prefect_api():
+        summary = parentheses(settings, args.out)
+    nested, equal = summary["fraction_nested"], summary["fraction_equal_count"]
+    print(
+        f"fraction Nested {nested[0]:.2f} -> {nested[1]:.2f}; Equal-Count {equal[0]:.2f} -> "
+        f"{equal[1]:.2f}; paired shift toward Equal-Count {summary['paired_shift']:+.3f} "
+        f"(sign test p = {summary['sign_test_p']:.3g})\nreport: {summary['report']}"
+    )
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -326,6 +356,25 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--workers", type=int, default=2, help="Dask workers (default 2)")
     server.add_argument("--no-dask", action="store_true", help="start only the Prefect server")
     server.set_defaults(func=run_server)
+
+    induce = sub.add_parser(
+        "induce",
+        help="demonstration 1: Induce and Repress the induction circuit by re-weighting data",
+    )
+    from flows.induction_patterning import build_parser as induce_arguments
+
+    induce_arguments(induce)
+    induce.set_defaults(func=run_induce)
+
+    paren = sub.add_parser(
+        "parentheses",
+        help="demonstration 2: choose the algorithm in parentheses balancing via the LLC",
+    )
+    from tasks.parentheses import add_arguments as parentheses_arguments
+
+    parentheses_arguments(paren)
+    paren.add_argument("--out", help="report folder (default under $PATTERNING_HOME)")
+    paren.set_defaults(func=run_parentheses)
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")
     chi.add_argument("action", choices=("show", "export"))

@@ -1,27 +1,29 @@
-"""Algorithm selection in parentheses balancing: the full patterning experiment.
+"""Prefect task and report of the parentheses-balancing experiment (method.md §7).
 
-    python scripts/parentheses_experiment.py OUT_DIR [--seeds 40] [--alpha 0.5] ...
-
-Trains ``--seeds`` classifiers on strings where the Nested and Equal-Count rules agree,
+Trains ``seeds`` classifiers on strings where the Nested and Equal-Count rules agree,
 classifies each by its out-of-distribution answers, estimates the LLC and the group
 susceptibilities of Nested and Equal-Count solutions, computes group weights that lower
 λ(Nested) relative to λ(Equal-Count), retrains the same seeds with them, and writes
 ``OUT_DIR/report.md``, ``OUT_DIR/result.json`` and PNG plots. See
 ``patterning_core/algorithm_selection.py`` for the method and its conventions.
+
+The task is memoized on its settings and source (a rerun with the same settings returns
+the recorded summary without training); the unit of reuse is the whole experiment.
+Run it with ``patterning parentheses --out DIR`` (flow ``flows/parentheses.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from patterning_core.algorithm_selection import (
     EQUAL_COUNT,
@@ -33,6 +35,7 @@ from patterning_core.algorithm_selection import (
 )
 from patterning_core.paren_model import ParenTrainConfig
 from patterning_core.parentheses import ParenDataConfig
+from tasks.caching import expensive_task_policy, result_storage
 
 RULES = (NESTED, EQUAL_COUNT, MIXED, UNFIT)
 
@@ -51,23 +54,46 @@ tuned on the after-intervention outcome.
 """
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--seeds", type=int, default=40, help="training seeds (default 40)")
-    p.add_argument("--analyzed-per-rule", type=int, default=4, help="solutions per rule")
-    p.add_argument("--alpha", type=float, default=0.5, help="largest relative weight change")
-    p.add_argument("--floor", type=float, default=0.1, help="smallest group weight")
-    p.add_argument("--threshold", type=float, default=0.2, help="OOD-rate rule threshold")
-    p.add_argument("--never-negative-share", type=float, default=0.85)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--train-steps", type=int, default=600)
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "seeds": 40,
+    "analyzed_per_rule": 4,
+    "alpha": 0.5,
+    "floor": 0.1,
+    "threshold": 0.2,
+    "never_negative_share": 0.85,
+    "weight_decay": 0.1,
+    "train_steps": 600,
+    "no_linear_check": False,
+    "quick": False,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The experiment's settings as command-line options (defaults: ``DEFAULT_SETTINGS``)."""
+    d = DEFAULT_SETTINGS
+    p.add_argument("--seeds", type=int, default=d["seeds"], help="training seeds")
+    p.add_argument("--analyzed-per-rule", type=int, default=d["analyzed_per_rule"])
+    p.add_argument("--alpha", type=float, default=d["alpha"], help="largest weight change")
+    p.add_argument("--floor", type=float, default=d["floor"], help="smallest group weight")
+    p.add_argument("--threshold", type=float, default=d["threshold"], help="OOD-rate threshold")
+    p.add_argument("--never-negative-share", type=float, default=d["never_negative_share"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--train-steps", type=int, default=d["train_steps"])
     p.add_argument("--no-linear-check", action="store_true", help="skip the Δλ check")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
-    return p.parse_args(argv)
+    return p
 
 
-def build_config(args: argparse.Namespace) -> ExperimentConfig:
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in DEFAULT_SETTINGS}
+
+
+def build_config(settings: dict[str, Any]) -> ExperimentConfig:
+    """The ``ExperimentConfig`` of JSON-able ``settings`` (keys of ``DEFAULT_SETTINGS``)."""
+    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; valid: {sorted(DEFAULT_SETTINGS)}.")
+    args = argparse.Namespace(**{**DEFAULT_SETTINGS, **settings})
     cfg = ExperimentConfig()
     data = cfg.data.replace(never_negative_share=args.never_negative_share)
     train = cfg.train.replace(weight_decay=args.weight_decay, steps=args.train_steps)
@@ -308,30 +334,39 @@ def make_plots(out: dict[str, Any], out_dir: Path) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+@task(
+    name="parentheses-experiment",
+    cache_policy=expensive_task_policy(),
+    result_storage=result_storage(),
+    persist_result=True,
+    result_serializer="json",  # never pickle
+)
+def parentheses_experiment(settings: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Run the experiment, write the report and plots into ``out_dir``; a small summary."""
+    logger = get_run_logger()
     torch.set_num_threads(1)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_config(args)
+    out_path = Path(out_dir)
+    out_path.mkdir(parents=True, exist_ok=True)
+    cfg = build_config(settings)
     start = time.perf_counter()
 
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:7.1f} s] {msg}", flush=True)
+        logger.info("[%7.1f s] %s", time.perf_counter() - start, msg)
 
     out = run_experiment(cfg, progress=say)
     wall = time.perf_counter() - start
-    (args.out_dir / "result.json").write_text(json.dumps(out, indent=1, default=str))
-    plots = make_plots(out, args.out_dir)
-    report = write_report(out, args.out_dir, plots, wall)
-    say(f"wrote {report}")
-    b, a = out["summary_before"], out["summary_after"]
-    say(
-        f"fraction Nested {b[NESTED]['fraction']:.2f} -> {a[NESTED]['fraction']:.2f}; "
-        f"Equal-Count {b[EQUAL_COUNT]['fraction']:.2f} -> {a[EQUAL_COUNT]['fraction']:.2f}"
+    (out_path / "result.json").write_text(json.dumps(out, indent=1, default=str))
+    plots = make_plots(out, out_path)
+    report = write_report(out, out_path, plots, wall)
+    create_markdown_artifact(
+        report.read_text(), key="parentheses-report", description="parentheses experiment"
     )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    b, a = out["summary_before"], out["summary_after"]
+    return {
+        "report": str(report),
+        "wall_s": wall,
+        "fraction_nested": [b[NESTED]["fraction"], a[NESTED]["fraction"]],
+        "fraction_equal_count": [b[EQUAL_COUNT]["fraction"], a[EQUAL_COUNT]["fraction"]],
+        "paired_shift": out["paired_shift"]["mean"],
+        "sign_test_p": out["paired_shift"]["sign_test_p"],
+    }

@@ -211,13 +211,13 @@ def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
 
 def embed(params: Mapping[str, Tensor], tokens: Tensor) -> Tensor:
     """Residual stream entering layer 0: ``W_E[tokens] + W_pos[:T]``, shape ``[B, T, D]``."""
-    T, n_ctx = tokens.shape[-1], params["pos.W_pos"].shape[0]
-    if T > n_ctx:
+    length, n_ctx = tokens.shape[-1], params["pos.W_pos"].shape[0]
+    if length > n_ctx:
         raise ValueError(
-            f"sequences of {T} tokens are longer than the model's context ({n_ctx}); "
+            f"sequences of {length} tokens are longer than the model's context ({n_ctx}); "
             f"cut them to at most {n_ctx} tokens (or use a model with a longer context)."
         )
-    return params["embed.W_E"][tokens] + params["pos.W_pos"][:T]
+    return params["embed.W_E"][tokens] + params["pos.W_pos"][:length]
 
 
 def attention_pattern(

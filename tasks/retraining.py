@@ -1,0 +1,213 @@
+"""Prefect task: retrain a transformer preset with per-token data weights ρ.
+
+Tasks pass paths, never arrays: ρ ``float32 [N, T − 1]`` is a ``.npy`` file named by the
+SHA-256 of its bytes (:func:`save_weights`), passed as (path, digest); the task checks the
+digest before training. Memoized by content: the run folder is named by a digest of
+(architecture, data spec, training settings, weights digest) and ``training.train`` resumes
+from its last checkpoint there, so a second call trains nothing and a killed one continues.
+Uniform weights (no file) use exactly the folder ``tasks.training.train_model`` uses for the
+same settings, so the pipeline's reference run is the seed's baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task
+
+from patterning_core.checkpoints import list_checkpoints, load_checkpoint
+from patterning_core.config import ConfigError
+from patterning_core.induction import FORMATION_THRESHOLD, induction_curve
+from patterning_core.lm_data import load_lm_tokens
+from patterning_core.plots import plot_loss_curve
+from patterning_core.training import load_train_log, train
+from patterning_core.transformer import preset as get_preset
+from tasks.training import check_training_inputs, model_preset, run_key
+
+UNIFORM = "uniform"
+
+
+def bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(weights: np.ndarray, folder: str | os.PathLike[str]) -> tuple[str, str]:
+    """Write ρ as ``folder/<digest[:16]>.npy`` (atomic; kept if already there).
+
+    Returns ``(path, digest)`` with ``digest`` the SHA-256 of the file's bytes.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(weights, dtype=np.float32), allow_pickle=False)
+    data = buffer.getvalue()
+    digest = bytes_digest(data)
+    path = Path(folder) / f"{digest[:16]}.npy"
+    if not (path.is_file() and file_sha256(path) == digest):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return str(path), digest
+
+
+def load_weights(path: str | os.PathLike[str], digest: str, shape: tuple[int, int]) -> torch.Tensor:
+    """ρ from ``path`` after checking its SHA-256 and shape (never unpickles)."""
+    found = file_sha256(path)
+    if found != digest:
+        raise ConfigError(
+            f"weights file {path} has SHA-256 {found[:16]}…, expected {digest[:16]}…: it changed "
+            "since the weights were computed; compute them again."
+        )
+    weights = np.load(path, allow_pickle=False)
+    if weights.shape != shape:
+        raise ConfigError(
+            f"weights file {path} has shape {list(weights.shape)}, the training data need "
+            f"{list(shape)} (one weight per loss unit [N, T − 1])."
+        )
+    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
+
+
+def weighted_run_dir(
+    runs_root: str, preset: str, data: dict, train_settings: dict, weights_digest: str
+) -> Path:
+    """The run folder: ``train_model``'s for uniform weights, else keyed on the weights too."""
+    if weights_digest == UNIFORM:
+        return Path(runs_root) / f"{preset}-{run_key(preset, data, train_settings)}"
+    blob = json.dumps(
+        {
+            "model": get_preset(preset).to_dict(),
+            "data": data,
+            "train": train_settings,
+            "weights": weights_digest,
+        },
+        sort_keys=True,
+    )
+    return Path(runs_root) / f"{preset}-w{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+@torch.no_grad()
+def loss_by_class(run_dir: Path, config, tokens: torch.Tensor, strings: list[str]) -> dict:
+    """Mean unweighted loss per pattern class of ``tokens`` (held-out sequences ``[B, T]``)
+    under the run's last checkpoint."""
+    from patterning_core.induction_patterning import unit_classes
+    from patterning_core.transformer import loss_per_token
+
+    params = load_checkpoint(list_checkpoints(run_dir)[-1][1], expected_config=config).params
+    losses = loss_per_token(params, tokens, config).numpy()  # [B, T - 1]
+    codes, names = unit_classes(tokens, strings)
+    return {
+        names[c]: float(losses[codes == c].mean()) for c in np.unique(codes) if (codes == c).any()
+    }
+
+
+def continue_from(run_dir: str | os.PathLike[str], shorter: str | os.PathLike[str]) -> bool:
+    """Seed an empty ``run_dir`` with a copy of ``shorter``: a run with the same settings
+    and weights but fewer steps. ``training.train`` then resumes from its last checkpoint
+    and, the learning rate being constant after warm-up and the data order fixed by the
+    seed, continues it exactly as an uninterrupted longer run would. Returns whether it
+    copied (False if ``run_dir`` already has checkpoints or ``shorter`` has none)."""
+    target, source = Path(run_dir), Path(shorter)
+    if list_checkpoints(target) or not list_checkpoints(source):
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and not path.name.endswith(".tmp"):
+            tmp = target / f".{path.name}.{os.getpid()}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target / path.name)
+    return True
+
+
+@task(name="retrain-weighted")
+def retrain_weighted(
+    preset: str,
+    data: dict,
+    train_settings: dict,
+    weights_path: str | None,
+    weights_digest: str,
+    runs_root: str,
+    threads: int = 1,
+    label: str = "",
+) -> dict:
+    """Train (or resume) ``preset`` with ρ from ``weights_path`` (None: uniform, digest
+    ``"uniform"``); return its induction curve and final validation loss.
+
+    Returns ``{"label", "run_dir", "seed", "weights_digest", "trained_steps",
+    "resumed_from", "steps", "best", "formation_step", "threshold", "chance", "val_steps",
+    "val_loss", "final_val_loss", "final_val_loss_by_class"}``:
+
+    - ``best``: the best layer-1 prefix-matching score at each checkpoint;
+    - ``formation_step``: the first checkpoint where it reaches ``threshold``
+      (``induction.FORMATION_THRESHOLD``; None: not formed);
+    - ``final_val_loss``: unweighted mean loss on the validation sequences at the last step
+      (``final_val_loss_by_class``: per pattern class of the predicted token);
+    - ``trained_steps``: optimizer steps this call ran (0 when the run was complete).
+    """
+    tc = check_training_inputs(preset, data, train_settings)
+    if (weights_path is None) != (weights_digest == UNIFORM):
+        raise ConfigError("give a weights file with its digest, or no file and 'uniform'.")
+    config = model_preset(preset)
+    logger = get_run_logger()
+    torch.set_num_threads(threads)
+    run_dir = weighted_run_dir(runs_root, preset, data, train_settings, weights_digest)
+    tokens = load_lm_tokens(data, config)
+    shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
+    weights = None if weights_path is None else load_weights(weights_path, weights_digest, shape)
+    result = train(
+        config,
+        tokens.train,
+        tc,
+        weights=weights,
+        run_dir=run_dir,
+        resume=True,
+        progress=False,
+        val_tokens=tokens.val[:256],
+    )
+    start = result.resumed_from or 0
+    trained = tc.steps - start
+    if trained:
+        plot_loss_curve(
+            result.steps,
+            result.losses,
+            run_dir / "loss.png",
+            val_steps=result.val_steps,
+            val_losses=result.val_losses,
+            title=f"training loss (unweighted) {label}".strip(),
+        )
+    logger.info("%s %s: trained %d steps (from step %d)", label, run_dir, trained, start)
+    curve = induction_curve(run_dir, config)
+    log = load_train_log(run_dir)
+    return {
+        "label": label,
+        "run_dir": str(run_dir),
+        "seed": tc.seed,
+        "weights_digest": weights_digest,
+        "trained_steps": trained,
+        "resumed_from": result.resumed_from,
+        "steps": curve.steps,
+        "best": curve.best,
+        "formation_step": curve.formation_step,
+        "threshold": FORMATION_THRESHOLD,
+        "chance": curve.chance,
+        "val_steps": log["val_steps"],
+        "val_loss": log["val_loss"],
+        "final_val_loss": log["val_loss"][-1] if log["val_loss"] else None,
+        "final_val_loss_by_class": loss_by_class(
+            run_dir, config, tokens.val[:256], tokens.token_strings
+        ),
+    }

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import dask
 import torch
 from prefect_dask import DaskTaskRunner
+
+from patterning_core.checkpoints import file_sha256
 
 
 def local_gpus() -> int:
@@ -62,10 +63,4 @@ def shard_resources(use_gpu: bool) -> Iterator[None]:
 
 def file_digest(path: str | Path | None) -> str:
     """SHA-256 of a file's bytes (``"none"`` for no file): cache keys follow content."""
-    if path is None:
-        return "none"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return "none" if path is None else file_sha256(path)

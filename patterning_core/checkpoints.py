@@ -210,13 +210,18 @@ def load_checkpoint(
     )
 
 
-def checkpoint_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of the checkpoint file's bytes."""
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def checkpoint_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of the checkpoint file's bytes."""
+    return file_sha256(path)
 
 
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:

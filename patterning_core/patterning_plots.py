@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from patterning_core.plots import save_figure
+
 CONDITION_COLORS = {"baseline": "k", "induce": "tab:blue", "repress": "tab:red"}
 SEED_STYLES = ("-", "--", ":", "-.")
 
@@ -51,7 +53,7 @@ def plot_condition_curves(
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_class_weights(
@@ -80,12 +82,4 @@ def plot_class_weights(
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -51,7 +51,7 @@ def plot_loss_curve(
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_prefix_matching(
@@ -78,10 +78,11 @@ def plot_prefix_matching(
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (folders created), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -11,7 +11,12 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from patterning_core.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint
+from patterning_core.checkpoints import (
+    checkpoint_path,
+    file_sha256,
+    list_checkpoints,
+    load_checkpoint,
+)
 from patterning_core.config import ConfigError
 from patterning_core.decomposition import decompose, induction_mode
 from patterning_core.induction_patterning import (
@@ -26,7 +31,7 @@ from patterning_core.lm_data import load_lm_tokens
 from patterning_core.patterning_plots import plot_class_weights, plot_condition_curves
 from patterning_core.store import StoreError, open_chi, read_stats
 from patterning_core.susceptibility import chi_from_stats
-from tasks.retraining import file_sha256, save_weights
+from tasks.retraining import save_weights
 
 
 def load_chi(chi_store: str, chi_step: int):  # -> (xr.DataArray, float, xr.Dataset)

@@ -22,29 +22,19 @@ import numpy as np
 import torch
 from prefect import get_run_logger, task
 
-from patterning_core.checkpoints import list_checkpoints, load_checkpoint
+from patterning_core.checkpoints import file_sha256, list_checkpoints, load_checkpoint
 from patterning_core.config import ConfigError
 from patterning_core.induction import FORMATION_THRESHOLD, induction_curve
 from patterning_core.lm_data import load_lm_tokens
-from patterning_core.plots import plot_loss_curve
-from patterning_core.training import load_train_log, train
+from patterning_core.training import load_train_log
 from patterning_core.transformer import preset as get_preset
-from tasks.training import check_training_inputs, model_preset, run_key
+from tasks.training import check_training_inputs, model_preset, run_key, train_in_run_dir
 
 UNIFORM = "uniform"
 
 
 def bytes_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_weights(weights: np.ndarray, folder: str | os.PathLike[str]) -> tuple[str, str]:
@@ -168,27 +158,10 @@ def retrain_weighted(
     tokens = load_lm_tokens(data, config)
     shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
     weights = None if weights_path is None else load_weights(weights_path, weights_digest, shape)
-    result = train(
-        config,
-        tokens.train,
-        tc,
-        weights=weights,
-        run_dir=run_dir,
-        resume=True,
-        progress=False,
-        val_tokens=tokens.val[:256],
-    )
+    title = f"training loss (unweighted) {label}".strip()
+    result = train_in_run_dir(config, tokens, tc, run_dir, weights=weights, title=title)
     start = result.resumed_from or 0
     trained = tc.steps - start
-    if trained:
-        plot_loss_curve(
-            result.steps,
-            result.losses,
-            run_dir / "loss.png",
-            val_steps=result.val_steps,
-            val_losses=result.val_losses,
-            title=f"training loss (unweighted) {label}".strip(),
-        )
     logger.info("%s %s: trained %d steps (from step %d)", label, run_dir, trained, start)
     curve = induction_curve(run_dir, config)
     log = load_train_log(run_dir)

@@ -18,9 +18,9 @@ from prefect import get_run_logger, task
 
 from patterning_core.checkpoints import list_checkpoints
 from patterning_core.config import ConfigError
-from patterning_core.lm_data import check_data_spec, load_lm_tokens
+from patterning_core.lm_data import LMTokens, check_data_spec, load_lm_tokens
 from patterning_core.plots import plot_loss_curve
-from patterning_core.training import TrainConfig, train
+from patterning_core.training import TrainConfig, TrainResult, train
 from patterning_core.transformer import TransformerConfig
 from patterning_core.transformer import preset as get_preset
 
@@ -69,6 +69,38 @@ def run_key(preset: str, data: dict, train_settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def train_in_run_dir(
+    config: TransformerConfig,
+    tokens: LMTokens,
+    tc: TrainConfig,
+    run_dir: Path,
+    weights: torch.Tensor | None = None,
+    title: str = "training loss",
+) -> TrainResult:
+    """Train (or resume) into ``run_dir`` with validation on 256 held-out sequences, and
+    redraw the loss curve (``run_dir/loss.png``) when this call trained anything."""
+    result = train(
+        config,
+        tokens.train,
+        tc,
+        weights=weights,
+        run_dir=run_dir,
+        resume=True,
+        progress=False,
+        val_tokens=tokens.val[:256],
+    )
+    if result.steps and tc.steps > (result.resumed_from or 0):
+        plot_loss_curve(
+            result.steps,
+            result.losses,
+            run_dir / "loss.png",
+            val_steps=result.val_steps,
+            val_losses=result.val_losses,
+            title=title,
+        )
+    return result
+
+
 @task(name="train-model")
 def train_model(
     preset: str, data: dict, train_settings: dict, runs_root: str, threads: int = 1
@@ -80,25 +112,9 @@ def train_model(
     torch.set_num_threads(threads)
     run_dir = Path(runs_root) / f"{preset}-{run_key(preset, data, train_settings)}"
     tokens = load_lm_tokens(data, config)
-    result = train(
-        config,
-        tokens.train,
-        tc,
-        run_dir=run_dir,
-        resume=True,
-        progress=False,
-        val_tokens=tokens.val[:256],
-    )
+    result = train_in_run_dir(config, tokens, tc, run_dir)
     if result.resumed_from is not None:
         logger.info("resumed %s from step %d", run_dir, result.resumed_from)
-    if result.steps:
-        plot_loss_curve(
-            result.steps,
-            result.losses,
-            run_dir / "loss.png",
-            val_steps=result.val_steps,
-            val_losses=result.val_losses,
-        )
     checkpoints = [{"step": s, "path": str(p)} for s, p in list_checkpoints(run_dir)]
     logger.info("%s: %d checkpoints up to step %d", run_dir, len(checkpoints), tc.steps)
     return {"run_dir": str(run_dir), "checkpoints": checkpoints, "preset": preset}

@@ -118,23 +118,33 @@ class LoopLaneForward:
 
 
 class _BatchCache:
-    """What a batch fixes for the heads of one layer, ``N`` batches of ``[B, T]`` tokens.
+    """What a batch fixes for the lanes' heads of one layer, gathered per lane once.
+
+    Built from ``N`` batches ``tokens [N, B, T]``; lane i uses batch ``which[i]`` and moves
+    head ``heads[i]``.
 
     Attributes:
-        tokens: ``[N, B, T]``.
-        x: ``[N, B, T, D]`` LN_l of the residual entering layer l.
-        resid_out: ``[N, B, T, D]`` residual leaving layer l at w*.
-        head_out: ``[N, H, B, T, D]`` each head's write to the residual at w*.
+        tokens: ``[lanes, B, T]`` each lane's tokens.
+        x: ``[lanes, B, T, D]`` LN_l of the residual entering layer l.
+        base: ``[lanes, B, T, D]`` residual leaving layer l at w* minus the lane's head's
+            write to it: the lane's residual is ``base + out_h(θ)``.
     """
 
-    def __init__(self, params: Mapping[str, Tensor], tokens: Tensor, layer: int, config):
+    def __init__(
+        self,
+        params: Mapping[str, Tensor],
+        tokens: Tensor,
+        layer: int,
+        config: TransformerConfig,
+        which: Tensor,
+        heads: Tensor,
+    ):
         p = f"blocks.{layer}."
         with torch.no_grad():
             resid = residual_before(params, tokens, layer, config)
-            self.tokens = tokens
-            self.x = layer_norm(resid, params[p + "ln.w"], params[p + "ln.b"], config.ln_eps)
+            x = layer_norm(resid, params[p + "ln.w"], params[p + "ln.b"], config.ln_eps)
             z = _head_values(
-                self.x.unsqueeze(1),
+                x.unsqueeze(1),
                 params[p + "attn.W_Q"][:, None],
                 params[p + "attn.W_K"][:, None],
                 params[p + "attn.W_V"][:, None],
@@ -142,8 +152,11 @@ class _BatchCache:
                 params[p + "attn.b_K"][:, None, None],
                 params[p + "attn.b_V"][:, None, None],
             )  # [N, H, B, T, d]
-            self.head_out = z @ params[p + "attn.W_O"][:, None]  # [N, H, B, T, D]
-            self.resid_out = resid + self.head_out.sum(dim=1) + params[p + "attn.b_O"]
+            head_out = z @ params[p + "attn.W_O"][:, None]  # [N, H, B, T, D]
+            resid_out = resid + head_out.sum(dim=1) + params[p + "attn.b_O"]
+            self.tokens = tokens[which]
+            self.x = x[which]
+            self.base = resid_out[which] - head_out[which, heads]
 
 
 def _head_values(
@@ -185,31 +198,40 @@ class HeadLaneForward:
         self.lanes = torch.arange(len(lane_heads), device=device)
         self._shared: tuple[Tensor, _BatchCache] | None = None
 
-    def _cache(self, tokens: Tensor, shared: bool) -> _BatchCache:
-        """Fixed activations for ``tokens [N, B, T]``; a shared batch is kept across calls."""
-        if shared and self._shared is not None:
+    def _cache(self, tokens: Tensor, chain_of_lane: Tensor | None) -> _BatchCache:
+        """Fixed activations of a batch; a shared batch (``chain_of_lane`` None, the fixed
+        evaluation batch at every draw) is kept across calls."""
+        if chain_of_lane is not None:
+            return _BatchCache(
+                self.params, tokens, self.layer, self.config, chain_of_lane, self.lane_heads
+            )
+        if self._shared is not None:
             held, cache = self._shared
             if held is tokens or (held.shape == tokens.shape and bool((held == tokens).all())):
                 return cache
-        cache = _BatchCache(self.params, tokens, self.layer, self.config)
-        if shared:
-            self._shared = (tokens, cache)
+        cache = _BatchCache(
+            self.params,
+            tokens.unsqueeze(0),
+            self.layer,
+            self.config,
+            torch.zeros_like(self.lanes),
+            self.lane_heads,
+        )
+        self._shared = (tokens, cache)
         return cache
 
     def __call__(
         self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
     ) -> Tensor:
         (tokens,) = batch
-        shared = chain_of_lane is None
-        cache = self._cache(tokens.unsqueeze(0) if shared else tokens, shared)
-        which = torch.zeros_like(self.lanes) if shared else chain_of_lane
+        cache = self._cache(tokens, chain_of_lane)
         p = f"blocks.{self.layer}.attn."
 
         def lane_slice(name: str) -> Tensor:  # [lanes, ...] this lane's head of the parameter
             return views[p + name][self.lanes, self.lane_heads]
 
         z = _head_values(
-            cache.x[which],  # [lanes, B, T, D]
+            cache.x,  # [lanes, B, T, D]
             lane_slice("W_Q")[:, None],
             lane_slice("W_K")[:, None],
             lane_slice("W_V")[:, None],
@@ -218,12 +240,10 @@ class HeadLaneForward:
             lane_slice("b_V")[:, None, None],
         )  # [lanes, B, T, d]
         out = z @ lane_slice("W_O")[:, None]  # [lanes, B, T, D]
-        with torch.no_grad():
-            base = cache.resid_out[which] - cache.head_out[which, self.lane_heads]
-        resid = base + out
+        resid = cache.base + out
         for later in range(self.layer + 1, self.config.n_layers):
             resid = attention_layer(self.params, later, resid, self.config, fused=True)
-        return _next_token_loss(self.params, resid, cache.tokens[which], self.config)
+        return _next_token_loss(self.params, resid, cache.tokens, self.config)
 
 
 def _next_token_loss(

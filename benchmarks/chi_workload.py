@@ -310,17 +310,21 @@ def agreement_table(chis: dict[str, list[np.ndarray]], float64: np.ndarray | Non
 DEFAULT_SHAPE = {"draws": 100, "chains": 4, "probe_seqs": PROBE_SEQS, "components": "heads"}
 
 
+def io_args(ckpt: Path, data: Path, out: Path) -> list[str]:
+    """The checkpoint, data and output arguments every measured command takes."""
+    return ["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]
+
+
+def floor_args(ckpt: Path, data: Path, out: Path, steps: int) -> list:
+    return [__file__, "_floor", *io_args(ckpt, data, out), "--steps", str(steps)]
+
+
 def ours_args(ckpt: Path, data: Path, out: Path, seed: int, dtype="float32", **shape) -> list:
     shape = {**DEFAULT_SHAPE, **shape}
     return [
         __file__,
         "_ours",
-        "--checkpoint",
-        str(ckpt),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
+        *io_args(ckpt, data, out),
         "--seed",
         str(seed),
         "--dtype",
@@ -387,12 +391,7 @@ def main() -> None:
                 [
                     script,
                     "run",
-                    "--checkpoint",
-                    str(ckpt),
-                    "--data",
-                    str(data),
-                    "--out",
-                    str(out),
+                    *io_args(ckpt, data, out),
                     "--seed",
                     str(devinterp_seed(seed)),
                 ],
@@ -404,40 +403,17 @@ def main() -> None:
             print(f"[{seed}] devinterp: {float(got['wall_s']):.1f} s", flush=True)
         steps = int(results["ours"][-1]["sgld_steps"])
         out = WORK / f"floor-{seed}.npz"
-        got = measure(
-            [
-                __file__,
-                "_floor",
-                "--checkpoint",
-                str(ckpt),
-                "--data",
-                str(data),
-                "--out",
-                str(out),
-                "--steps",
-                str(steps),
-            ]
-        )
+        got = measure(floor_args(ckpt, data, out, steps))
         results["compute floor"].append(got)
         print(f"[{seed}] floor: {float(got['wall_s']):.1f} s", flush=True)
     defaults = {}
     if args.allocator_check:
-        ckpt_args = ["--checkpoint", str(ckpt), "--data", str(data)]
         defaults["ours"] = measure(
             ours_args(ckpt, data, WORK / "ours-default-malloc.npz", 0), allocator=False
         )
         steps = int(results["ours"][0]["sgld_steps"])
         defaults["compute floor"] = measure(
-            [
-                __file__,
-                "_floor",
-                *ckpt_args,
-                "--out",
-                str(WORK / "floor-default-malloc.npz"),
-                "--steps",
-                str(steps),
-            ],
-            allocator=False,
+            floor_args(ckpt, data, WORK / "floor-default-malloc.npz", steps), allocator=False
         )
     float64 = None
     if not args.skip_float64:

@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from patterning_core.fused_loss import linear_cross_entropy
 from patterning_core.sampling import Run
 from patterning_core.transformer import (
     HEAD_WEIGHTS,
@@ -38,6 +37,7 @@ from patterning_core.transformer import (
     causal_attention,
     layer_norm,
     loss_per_token,
+    next_token_loss,
     residual_before,
 )
 
@@ -113,7 +113,7 @@ class LoopLaneForward:
             resid = residual_before(params, lane_tokens, 0, self.config)
             for layer in range(self.config.n_layers):
                 resid = attention_layer(params, layer, resid, self.config, fused=True)
-            out.append(_next_token_loss(params, resid, lane_tokens, self.config))
+            out.append(next_token_loss(params, resid, lane_tokens, self.config))
         return torch.stack(out)
 
 
@@ -243,22 +243,5 @@ class HeadLaneForward:
         resid = cache.base + out
         for later in range(self.layer + 1, self.config.n_layers):
             resid = attention_layer(self.params, later, resid, self.config, fused=True)
-        return _next_token_loss(self.params, resid, cache.tokens, self.config)
+        return next_token_loss(self.params, resid, cache.tokens, self.config)
 
-
-def _next_token_loss(
-    params: Mapping[str, Tensor], resid: Tensor, tokens: Tensor, config: TransformerConfig
-) -> Tensor:
-    """``transformer.per_token_loss(unembed(resid), tokens)`` with the fused readout loss.
-
-    ``resid [..., T, D]``, ``tokens [..., T]`` → ``[..., T - 1]``.
-    """
-    x = layer_norm(resid[..., :-1, :], params["ln_final.w"], params["ln_final.b"], config.ln_eps)
-    targets = tokens[..., 1:]
-    loss = linear_cross_entropy(
-        x.reshape(-1, x.shape[-1]),
-        params["unembed.W_U"],
-        params["unembed.b_U"],
-        targets.reshape(-1),
-    )
-    return loss.reshape(targets.shape)

@@ -63,6 +63,10 @@ class TrainConfig:
         grad_clip: clip the global gradient norm at this value (None: no clipping).
         seed: initialization and data-order seed.
         checkpoint_steps: explicit checkpoint steps (None: :func:`checkpoint_schedule`).
+        fused: compute the loss through the fused attention kernel and chunked readout loss
+            (``transformer.loss_per_token(..., fused=True)``): same arithmetic up to float
+            rounding, about 2.8× faster per step at context 256, no faster at context 64.
+            Off by default so that runs recorded with the reference path reproduce exactly.
     """
 
     steps: int
@@ -75,6 +79,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     checkpoint_steps: tuple[int, ...] | None = None
+    fused: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
@@ -97,6 +102,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d.pop("steps")
         d.pop("checkpoint_steps")
+        if not self.fused:  # runs from before the option existed keep their fingerprint
+            d.pop("fused")
         return d
 
 
@@ -366,7 +373,7 @@ def train(
     for step in range(start, tc.steps):
         idx = order(step)
         batch = tokens[idx]
-        losses = loss_per_token(params, batch, config)
+        losses = loss_per_token(params, batch, config, fused=tc.fused)
         mean_loss = losses.mean()
         if weights is None:
             objective = mean_loss

@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=DEMO_WARMUP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--reference-kernels",
+        action="store_true",
+        help="train through the unfused reference forward (slower; same arithmetic)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> dict:
         warmup_steps=args.warmup,
         seed=args.seed,
         checkpoint_steps=tuple(schedule),
+        fused=not args.reference_kernels,
     )
     t1 = time.time()
     result = train(

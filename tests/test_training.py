@@ -113,8 +113,10 @@ def test_checkpoints_metadata_and_log(tmp_path) -> None:
     assert json.loads((tmp_path / "train_log.json").read_text())["loss"] == result.losses
 
 
-def test_resume_after_interruption_reproduces_the_run(tmp_path) -> None:
-    full = train(CFG, TOKENS, TC, run_dir=tmp_path / "full", progress=False)
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+def test_resume_after_interruption_reproduces_the_run(tmp_path, fused: bool) -> None:
+    tc = dataclasses.replace(TC, fused=fused)
+    full = train(CFG, TOKENS, tc, run_dir=tmp_path / "full", progress=False)
 
     class InterruptError(Exception):
         pass
@@ -124,9 +126,9 @@ def test_resume_after_interruption_reproduces_the_run(tmp_path) -> None:
             raise InterruptError
 
     with pytest.raises(InterruptError):
-        train(CFG, TOKENS, TC, run_dir=tmp_path / "cut", progress=False, callback=stop_at_7)
+        train(CFG, TOKENS, tc, run_dir=tmp_path / "cut", progress=False, callback=stop_at_7)
     assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [0, 3, 5]
-    resumed = train(CFG, TOKENS, TC, run_dir=tmp_path / "cut", progress=False)
+    resumed = train(CFG, TOKENS, tc, run_dir=tmp_path / "cut", progress=False)
     assert resumed.resumed_from == 5
     assert _equal(resumed.params, full.params)
     assert resumed.losses == full.losses and resumed.steps == full.steps
@@ -139,6 +141,8 @@ def test_resume_refuses_different_settings(tmp_path) -> None:
         train(CFG, TOKENS, TC, run_dir=tmp_path, weights=torch.rand(40, 11), progress=False)
     with pytest.raises(ValueError, match="n_heads: found 2, expected 1"):
         train(dataclasses.replace(CFG, n_heads=1), TOKENS, TC, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="'fused': True"):  # other kernels, other rounding
+        train(CFG, TOKENS, dataclasses.replace(TC, fused=True), run_dir=tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="resume=True"):
         train(CFG, TOKENS, TC, run_dir=tmp_path, resume=False, progress=False)
     # extending the same run is fine

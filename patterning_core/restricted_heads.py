@@ -244,4 +244,3 @@ class HeadLaneForward:
         for later in range(self.layer + 1, self.config.n_layers):
             resid = attention_layer(self.params, later, resid, self.config, fused=True)
         return next_token_loss(self.params, resid, cache.tokens, self.config)
-

@@ -115,6 +115,25 @@ def in_context_learning_score(
     return float(losses[:, late].mean() - losses[:, early].mean())
 
 
+def repeated_text_losses(
+    params: Mapping[str, Tensor], config: TransformerConfig, spans: Tensor
+) -> tuple[float, float]:
+    """Mean loss on the first and on the second copy of ``spans [B, L]`` repeated twice.
+
+    Each sequence is ``spans[b]`` followed by itself (``2L <= n_ctx``). First copy: the units
+    predicting tokens ``1 .. L-1``; second copy: those predicting tokens ``L+1 .. 2L-1`` (the
+    second copy's first token is excluded: nothing predicts it). A model with a working
+    induction circuit predicts the second copy far better than the first; on natural text
+    this shows the circuit in use outside the random-token probe.
+    """
+    L = spans.shape[1]
+    if config.n_ctx < 2 * L:
+        raise ValueError(f"spans of length {L} repeated twice exceed n_ctx={config.n_ctx}")
+    with torch.no_grad():
+        losses = loss_per_token(params, torch.cat([spans, spans], dim=1), config)
+    return float(losses[:, : L - 1].mean()), float(losses[:, L:].mean())
+
+
 def formation_step(
     steps: Sequence[int], scores: Sequence[float], threshold: float = FORMATION_THRESHOLD
 ) -> int | None:

@@ -259,3 +259,22 @@ def synthetic_tokens(name_or_config: str | SyntheticConfig, n_seqs: int, seed: i
             )
         name_or_config = SYNTHETIC_PRESETS[name_or_config]
     return generate(name_or_config, n_seqs, seed)[0]
+
+
+def synthetic_like(d_vocab: int, n_ctx: int, n_seqs: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """:func:`generate` with the ``bench`` recipe (alphabet 16, successor rate 0.7, copies of
+    8-16 tokens at rate 0.05) for another vocabulary and context length (spans shrink to fit
+    contexts shorter than 32). Used to mix in-context bigrams into corpus data."""
+    bench = SYNTHETIC_PRESETS["bench"]
+    span_max = max(1, min(bench.span_max, n_ctx // 2))
+    config = SyntheticConfig(
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        zipf_exponent=bench.zipf_exponent,
+        span_min=min(bench.span_min, span_max),
+        span_max=span_max,
+        copy_rate=bench.copy_rate,
+        alphabet_size=min(bench.alphabet_size or d_vocab, d_vocab),
+        successor_rate=bench.successor_rate,
+    )
+    return generate(config, n_seqs, seed=seed)

@@ -260,12 +260,17 @@ def lr_at(step: int, train_config: TrainConfig) -> float:
 
 @torch.no_grad()
 def evaluate(
-    params: Mapping[str, Tensor], config: TransformerConfig, tokens: Tensor, batch_size: int = 64
+    params: Mapping[str, Tensor],
+    config: TransformerConfig,
+    tokens: Tensor,
+    batch_size: int = 64,
+    *,
+    fused: bool = False,
 ) -> float:
-    """Mean per-token loss of ``params`` on ``tokens [N, T]``."""
+    """Mean per-token loss of ``params`` on ``tokens [N, T]`` (``fused``: see ``TrainConfig``)."""
     total, count = 0.0, 0
     for i in range(0, len(tokens), batch_size):
-        losses = loss_per_token(params, tokens[i : i + batch_size], config)
+        losses = loss_per_token(params, tokens[i : i + batch_size], config, fused=fused)
         total += float(losses.sum())
         count += losses.numel()
     return total / max(count, 1)
@@ -343,7 +348,7 @@ def train(
     def checkpoint(step: int) -> None:
         if val_tokens is not None:
             result.val_steps.append(step)
-            result.val_losses.append(evaluate(params, config, val_tokens))
+            result.val_losses.append(evaluate(params, config, val_tokens, fused=tc.fused))
         if out_dir is None:
             return
         path = save_checkpoint(

@@ -16,6 +16,7 @@ from patterning_core.induction import (
     prefix_matching_chance,
     prefix_matching_scores,
     repeated_random_tokens,
+    repeated_text_losses,
 )
 from patterning_core.synthetic import synthetic_tokens
 from patterning_core.training import TrainConfig, train
@@ -113,3 +114,14 @@ def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
     assert float(prev.max()) >= 0.3, prev.tolist()
     held_out = synthetic_tokens("tiny", 256, seed=99)
     assert in_context_learning_score(final, cfg, held_out) < -0.3
+    # Repeated held-out spans: at initialization the context does not help. Both copies cost
+    # about log V + σ²/2 nats, σ² = d_model · init_std² = 0.64 the variance of the init
+    # logits (LN output has unit variance per coordinate): 4.16 + 0.32 = 4.48. After formation
+    # the second copy is predicted by copying: at most half the first copy's loss.
+    spans = held_out[:, : cfg.n_ctx // 2]
+    first, second = repeated_text_losses(init, cfg, spans)
+    sigma2 = cfg.d_model * cfg.weight_std**2
+    assert abs(first - (math.log(cfg.d_vocab) + sigma2 / 2)) < 0.1
+    assert abs(second - first) < 0.1
+    first, second = repeated_text_losses(final, cfg, spans)
+    assert second < 0.5 * first, (first, second)

@@ -259,6 +259,7 @@ def induction_weights(
     ridge: float = 0.0,
     negative: NegativePolicy = "clip",
     class_coord: str = "pattern_class",
+    mode: int | None = None,
 ) -> InductionPatterning:
     """Induce and Repress weights for the training units (see the module docstring).
 
@@ -274,6 +275,8 @@ def induction_weights(
         rcond, ridge: regularization of χ̃† (``solve_intervention``).
         negative: ``"clip"`` or ``"shift"`` (``weights_from_intervention``).
         class_coord: unit coordinate holding the probes' classes.
+        mode: use this mode instead of the one best aligned with ``scores`` (the sign
+            still follows ``scores``).
 
     Returns the weights and a summary (mode, alignments, sign, class weights, fit R², …).
     """
@@ -282,7 +285,10 @@ def induction_weights(
         raise ValueError(f"χ has no unit coordinate {class_coord!r} to extrapolate by.")
     chi_std = standardize(chi, "component")
     modes = decompose(chi, "component")
-    mode, alignment = induction_mode(modes, scores)
+    if mode is None:
+        mode, alignment = induction_mode(modes, scores)
+    else:
+        alignment = float(mode_alignment(modes, scores).sel(mode=mode))
     sign = induce_sign(modes, mode, scores)
     d_mu = mode_target(modes, mode, sign)  # Induce, standardized units
     dh = solve_intervention(chi_std, d_mu, n_beta, rcond=rcond, ridge=ridge)

@@ -1,4 +1,5 @@
-"""Slow: the demo report trains ``demo`` on the default corpus and induction forms.
+"""Slow: the demo report trains ``demo`` on the default corpus (half the training sequences
+synthetic in-context bigrams, the report's default) and induction forms.
 
 Threshold: the best layer-1 head must start below 2x the uniform-attention chance (~0.022 for
 32-token halves) and end above 0.3 (= FORMATION_THRESHOLD, > 10x chance; formed induction heads
@@ -15,11 +16,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: demo (context 64) on the stdlib corpus shows no induction head within "
-    "16k steps; the demo preset / schedule still has to be chosen (longer context)",
-)
 def test_demo_report(tmp_path) -> None:
     import importlib.util
 
@@ -39,3 +35,7 @@ def test_demo_report(tmp_path) -> None:
     assert best[0] < 2 * numbers["chance"]
     assert max(best) > numbers["threshold"] >= 10 * numbers["chance"]
     assert numbers["formation_step"] is not None
+    # and the circuit copies repeated corpus text: the second copy costs at most 3/4 of the
+    # first (measured 1.90 vs 3.34 nats; at initialization the two are equal to 0.01)
+    first, second = numbers["repeated_text_loss_final"]
+    assert second < 0.75 * first

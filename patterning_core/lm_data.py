@@ -35,11 +35,17 @@ class LMTokens:
     token_strings: list[str]
 
 
+DATA_SPEC_KEYS = {
+    "synthetic": {"source", "preset", "n_seqs", "seed"},
+    "corpus": {"source", "paths", "max_contexts", "in_context_bigrams"},
+}
+
+
 def check_data_spec(spec: Mapping, config: TransformerConfig) -> None:
     """Check a data spec against the model it feeds, before any data are made or read.
 
-    Raises ``ConfigError`` naming the problem and the fix: an unknown source or synthetic
-    preset, sequences longer than the model's context (or another vocabulary), a corpus
+    Raises ``ConfigError`` naming the problem and the fix: an unknown source, key or
+    synthetic preset, sequences longer than the model's context (or another vocabulary), a corpus
     for a vocabulary too small for byte-level BPE, corpus paths that do not exist or hold
     no text.
     """
@@ -49,6 +55,13 @@ def check_data_spec(spec: Mapping, config: TransformerConfig) -> None:
             f"{{'source': 'corpus', 'paths': [...]}}, got {spec!r}."
         )
     source = spec.get("source")
+    if source in DATA_SPEC_KEYS:
+        unknown = sorted(set(spec) - DATA_SPEC_KEYS[source])
+        if unknown:
+            raise ConfigError(
+                f"unknown data key(s) {unknown} for source {source!r}; valid keys: "
+                f"{sorted(DATA_SPEC_KEYS[source])}."
+            )
     if source == "synthetic":
         _check_synthetic(spec, config)
     elif source == "corpus":

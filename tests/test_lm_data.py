@@ -38,3 +38,10 @@ def test_synthetic_sequences_carry_in_context_bigrams() -> None:
 def test_bad_mixing_fraction_is_named(bad) -> None:
     with pytest.raises(ConfigError, match="in_context_bigrams must be a fraction in"):
         check_data_spec({"source": "corpus", "in_context_bigrams": bad}, DEMO)
+
+
+def test_misspelled_data_key_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown data key\(s\) \['path'\].*'paths'"):
+        check_data_spec({"source": "corpus", "path": ["somewhere"]}, DEMO)
+    with pytest.raises(ConfigError, match=r"\['n_seq'\] for source 'synthetic'"):
+        check_data_spec({"source": "synthetic", "preset": "bench", "n_seq": 5}, DEMO)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     modes = decompose(chi.transpose("component", "unit"), "component")
     ws_corr = whitespace_correlations(modes, is_spacing)
 
-    spacing_mode = int(ws_corr.mode[np.abs(ws_corr).argmax()])
+    spacing_mode = int(ws_corr.mode.values[np.argmax(np.abs(ws_corr.values))])
     train_codes, _ = spacing_classes(data.train, strings)
     patterning = induction_weights(
         chi,

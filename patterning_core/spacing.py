@@ -72,21 +72,14 @@ def spacing_scores(
     if not bool(mask.any()) or bool(mask.all()):
         raise ValueError("spacing scores need tokens with both whitespace and other targets")
 
-    def unit_losses(p: Mapping[str, Tensor]) -> Tensor:
-        parts = [
-            loss_per_token(p, tokens[i : i + batch_size], config, fused=True)
-            for i in range(0, len(tokens), batch_size)
-        ]
-        return torch.cat(parts)
-
-    base = unit_losses(params)
+    base = _unit_losses(params, config, tokens, batch_size)
     scores = {}
     for layer in range(config.n_layers):
         key = f"blocks.{layer}.attn.W_O"
         for head in range(config.n_heads):
             w_o = params[key].clone()
             w_o[head] = 0.0
-            delta = unit_losses({**params, key: w_o}) - base
+            delta = _unit_losses({**params, key: w_o}, config, tokens, batch_size) - base
             scores[head_name(layer, head)] = float(delta[mask].mean() - delta[~mask].mean())
     return scores
 
@@ -99,14 +92,21 @@ def unit_losses_by_kind(
 ) -> dict[str, float]:
     """Mean loss on spacing units and on all other units of ``tokens [N, T]``."""
     mask = spacing_units(tokens, token_strings)
-    with torch.no_grad():
-        losses = torch.cat(
-            [
-                loss_per_token(params, tokens[i : i + 64], config, fused=True)
-                for i in range(0, len(tokens), 64)
-            ]
-        )
+    losses = _unit_losses(params, config, tokens)
     return {"spacing": float(losses[mask].mean()), "other": float(losses[~mask].mean())}
+
+
+@torch.no_grad()
+def _unit_losses(
+    params: Mapping[str, Tensor], config: TransformerConfig, tokens: Tensor, batch_size: int = 64
+) -> Tensor:
+    """Per-unit losses ``[N, T − 1]`` of ``tokens [N, T]``, in batches."""
+    return torch.cat(
+        [
+            loss_per_token(params, tokens[i : i + batch_size], config, fused=True)
+            for i in range(0, len(tokens), batch_size)
+        ]
+    )
 
 
 def whitespace_correlations(modes: xr.Dataset, is_spacing: np.ndarray) -> xr.DataArray:

@@ -157,7 +157,7 @@ def create_store(
     except OSError:
         if not target.exists():
             raise
-        _check_same_layout(open_chi(store), layout, attrs, store)
+        _check_same_layout(_open(store), layout, attrs, store)
         return False
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -172,7 +172,7 @@ def _is_local(store: str | Path) -> bool:
 def _open_if_present(store: str | Path) -> xr.Dataset | None:
     """The existing store, or None if there is none (an incompatible one raises)."""
     try:
-        return open_chi(store)
+        return _open(store)
     except StoreMissingError:
         return None
 
@@ -289,34 +289,51 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
             )
 
 
-def open_chi(store: str | Path) -> xr.Dataset:
+def open_chi(store: str | Path, *, use_dask: bool = True) -> xr.Dataset:
     """Open a χ store as a lazy ``xarray.Dataset`` (nothing large is read until indexed).
 
     The coordinate ``chi_complete`` [checkpoint] says which checkpoints have their χ
     assembled from complete, verified shards; ``chi`` is NaN at the others, so statistics
     being written (or a χ being rewritten) are never shown as χ. Raises ``StoreError`` if
     there is no store or its schema version is not this code's.
+
+    ``use_dask=False`` reads plain numpy arrays instead of dask arrays (χ is then read when
+    the store is opened).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = xr.open_zarr(_path(store), consolidated=False, zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreMissingError(f"no χ store at {store}.") from err
-    _check_schema(ds.attrs, store)
-    complete = xr.DataArray(_chi_complete(store, ds), dims=("checkpoint",))
+    ds = _open(store, use_dask=use_dask)
+    complete = xr.DataArray(_chi_complete(store), dims=("checkpoint",))
     ds = ds.assign_coords(chi_complete=complete)
     ds["chi"] = ds["chi"].where(ds["chi_complete"])
     return ds
 
 
-def _chi_complete(store: str | Path, ds: xr.Dataset) -> np.ndarray:
+def _open(store: str | Path, *, use_dask: bool = False) -> xr.Dataset:
+    """The store as written (no ``chi_complete`` masking), schema checked.
+
+    The store's own readers and writers use ``use_dask=False`` (lazily indexed Zarr arrays):
+    they run inside tasks on Dask workers, where computing a dask array goes through the
+    cluster and lets the worker start another task beside the one already computing (two
+    shards on one core, each taking twice as long).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain = {} if use_dask else {"chunks": None}
+            ds = xr.open_zarr(_path(store), consolidated=False, zarr_format=3, **plain)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise StoreMissingError(f"no χ store at {store}.") from err
+    _check_schema(ds.attrs, store)
+    return ds
+
+
+def _chi_complete(store: str | Path) -> np.ndarray:
     """bool [checkpoint]: χ assembled and recorded complete (``chi_done``). Stores written
     before that record existed: χ of a checkpoint is one chunk, written whole, so its first
     value tells whether it was assembled."""
-    if "chi_done" in ds:
-        return np.asarray(ds["chi_done"].values) != 0
-    first = _group(store)["chi"][:, 0, 0]
+    group = _group(store)
+    if "chi_done" in group:
+        return np.asarray(group["chi_done"][:]) != 0
+    first = group["chi"][:, 0, 0]
     return np.isfinite(np.asarray(first))
 
 
@@ -348,7 +365,7 @@ def _runs(indices: list[int]) -> list[tuple[int, int, int]]:
 def write_shard(store: str | Path, checkpoint: int, stats: xr.Dataset) -> None:
     """Write one shard's statistics (any components × chains, with or without the full
     run) into its own chunks, then record it complete with its checksum."""
-    ds = open_chi(store)
+    ds = _open(store)
     group = _group(store, mode="r+")
     ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
     comps = _index(
@@ -400,7 +417,7 @@ def completed(store: str | Path, checkpoint: int, *, verify: bool = False) -> di
     "full": bool [chain]}``. With ``verify``, a record counts only if its data still match
     the recorded checksum (a lost or altered chunk makes the shard incomplete again)."""
     group = _group(store)
-    ds = open_chi(store)
+    ds = _open(store)
     ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
     shard_done = group["shard_done"][ci]
     full_done = group["full_done"][ci]
@@ -423,7 +440,7 @@ def read_stats(store: str | Path, checkpoint: int) -> xr.Dataset:
     Raises ``StoreError`` naming the shards that are missing or fail their checksum.
     """
     state = completed(store, checkpoint, verify=True)
-    ds = open_chi(store).sel(checkpoint=checkpoint)
+    ds = _open(store).sel(checkpoint=checkpoint)
     missing = [
         (str(ds.component.values[i]), int(ds.chain.values[j]))
         for i, j in zip(*np.nonzero(~state["restricted"]), strict=True)
@@ -436,7 +453,7 @@ def read_stats(store: str | Path, checkpoint: int) -> xr.Dataset:
             "run the flow again to recompute them."
         )
     names = list(_RESTRICTED) + list(_FULL)
-    stats = ds[names].drop_vars("chi_complete").load()
+    stats = ds[names].load()
     stats.attrs = {
         "init_loss": float(ds["init_loss"].values),
         "n_beta": ds.attrs.get("n_beta"),
@@ -454,7 +471,7 @@ def assemble_chi(store: str | Path, checkpoint: int) -> xr.DataArray:
     for a complete one; a χ already stored with these values is left as it is.
     """
     chi = chi_from_stats(read_stats(store, checkpoint))
-    ds = open_chi(store)
+    ds = _open(store)
     group = _group(store, mode="r+")
     ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
     record = _checksum(chi.values)
@@ -472,7 +489,7 @@ def assemble_chi(store: str | Path, checkpoint: int) -> xr.DataArray:
 
 def store_summary(store: str | Path) -> str:
     """A human-readable summary: layout, completion, and χ statistics per checkpoint."""
-    ds = open_chi(store)
+    ds = open_chi(store, use_dask=False)
     config = json.loads(ds.attrs.get("sampler_config", "{}") or "{}")
     lines = [
         f"χ store {store} (schema {ds.attrs.get('schema_version')})",

@@ -12,6 +12,8 @@ A spec is ``{"kind": NAME, ...settings}``; kinds are registered with ``register`
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,14 +125,14 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     are probe tokens (see ``lm_data.unit_labels``).
     """
     from patterning_core.checkpoints import load_checkpoint
-    from patterning_core.lm_data import load_lm_tokens, select_sequences, unit_labels
+    from patterning_core.lm_data import select_sequences, unit_labels
     from patterning_core.restricted_heads import TransformerLoss
     from patterning_core.transformer import components
 
     if checkpoint is None:
         raise ConfigError("a transformer workload needs a checkpoint path.")
     ckpt = load_checkpoint(checkpoint)
-    tokens = load_lm_tokens(spec["data"], ckpt.config)
+    tokens = _lm_tokens(json.dumps(spec["data"], sort_keys=True), json.dumps(ckpt.config.to_dict()))
     data = select_sequences(tokens.train, int(spec.get("sgld_seqs", 2048)), seed=0)
     probes = select_sequences(
         tokens.val, int(spec.get("probe_seqs", 8)), seed=int(spec.get("probe_seed", 0))
@@ -149,4 +151,17 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
         (probes,),
         comps,
         unit_labels(probes, tokens.token_strings),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _lm_tokens(data_spec: str, model_config: str):  # -> lm_data.LMTokens
+    """``lm_data.load_lm_tokens`` memoized per process (JSON keys): a worker computing many
+    shards of one run generates or tokenizes its data once, not once per shard. The
+    result is shared: callers select from it and never modify it."""
+    from patterning_core.lm_data import load_lm_tokens
+    from patterning_core.transformer import TransformerConfig
+
+    return load_lm_tokens(
+        json.loads(data_spec), TransformerConfig.from_dict(json.loads(model_config))
     )

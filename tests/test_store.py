@@ -174,3 +174,26 @@ def test_changed_checkpoint_is_refused(tmp_path, model):
     changed = {**digests, "checkpoint_digests": '{"0": "aaa", "50": "ccc"}'}
     with pytest.raises(StoreError, match=r"steps \[50\] changed"):
         create_store(path, attrs=changed, **kwargs)
+
+
+def test_store_bookkeeping_computes_no_dask_graph(tmp_path, model):
+    """Shards write and check the store inside Dask workers. A dask compute there goes
+    through the cluster and lets the worker start a second shard beside the running one, so
+    the store's own reads and writes must not build dask graphs at all."""
+    import dask
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the store computed a dask graph")
+
+    loss_fn, params, data, probes, comps = model
+    path = tmp_path / "chi.zarr"
+    stats = sample_susceptibility_stats(loss_fn, params, data, probes, comps, CONFIG)
+    with dask.config.set(scheduler=refuse):
+        new_store(path, comps)
+        write_shard(path, 0, stats)
+        assert completed(path, 0, verify=True)["restricted"].all()
+        read_stats(path, 0)
+        assemble_chi(path, 0)
+        assert "checkpoint 0" in store_summary(path)
+        with pytest.raises(AssertionError, match="dask graph"):  # the check itself can fail
+            open_chi(path)["chi"].load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,28 @@ import torch
 from prefect_dask import DaskTaskRunner
 
 from patterning_core.checkpoints import file_sha256
+
+# glibc's defaults (and Dask's pre-spawn MALLOC_TRIM_THRESHOLD_=65536 even more) hand large
+# buffers back to the OS after every step and fault them back in on the next: shards ran
+# 1.85× slower per SGLD step under Dask's setting (benchmarks/README: allocator).
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
+    "MALLOC_TOP_PAD_": str(64 * 1024 * 1024),
+}
+
+
+def worker_environment() -> dict[str, str]:
+    """Variables a worker process needs before it starts (glibc reads them at start-up): the
+    allocator settings, unless the environment already sets them."""
+    return {k: os.environ.get(k, v) for k, v in ALLOCATOR_ENV.items()}
+
+
+def use_worker_environment() -> None:
+    """Make Dask nannies started from this process set ``worker_environment()`` before
+    spawning their workers (``distributed.nanny.pre-spawn-environ``)."""
+    key = "distributed.nanny.pre-spawn-environ"
+    dask.config.set({key: {**dask.config.get(key, {}), **worker_environment()}})
 
 
 def local_gpus() -> int:
@@ -23,9 +46,10 @@ def make_task_runner(
     """A ``DaskTaskRunner``: on ``dask_address`` if given, else a local cluster of
     ``n_workers`` processes listening on 127.0.0.1 only (HTTP and dashboard on a random
     loopback port). Workers on a machine with GPUs advertise them as the Dask resource
-    ``GPU``."""
+    ``GPU``; local workers start with the allocator settings of ``worker_environment()``."""
     if dask_address:
         return DaskTaskRunner(address=dask_address)
+    use_worker_environment()
     kwargs: dict = {
         "n_workers": n_workers,
         "threads_per_worker": threads_per_worker,

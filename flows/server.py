@@ -112,7 +112,10 @@ def start_prefect_server(port: int | None = None, timeout: float = 120.0) -> dic
 def start_dask_cluster(
     n_workers: int = 2, threads_per_worker: int = 1, timeout: float = 60.0
 ) -> dict:
-    """Start a Dask scheduler and ``n_workers`` worker processes on 127.0.0.1."""
+    """Start a Dask scheduler and ``n_workers`` worker processes on 127.0.0.1 (with the
+    allocator settings of ``runtime.worker_environment``)."""
+    from flows.runtime import worker_environment
+
     port = _free_port()
     address = f"tcp://{HOST}:{port}"
     logs = patterning_home()
@@ -146,6 +149,7 @@ def start_dask_cluster(
             "--no-dashboard",
         ],
         logs / "dask-workers.log",
+        env={**os.environ, **worker_environment()},
     )
     deadline = time.time() + timeout
     from distributed import Client

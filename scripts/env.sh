@@ -9,3 +9,8 @@ export PATTERNING_HOME="${PATTERNING_HOME:-$PROJECT_ROOT/.patterning}"
 mkdir -p "$PREFECT_HOME" "$PATTERNING_HOME"
 export MPLBACKEND=Agg
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# glibc keeps freed buffers instead of returning them to the OS and faulting them back in
+# every SGLD step (see flows/runtime.py: ALLOCATOR_ENV; Dask workers get the same values).
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-1073741824}"
+export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-67108864}"

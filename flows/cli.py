@@ -103,7 +103,8 @@ def run_toy(args: argparse.Namespace) -> int:
 
 
 class StoreProgress:
-    """A progress bar of completed shards, read from the χ store while a flow runs."""
+    """A progress bar of completed (component, chain) runs, read from the χ store while a
+    flow runs (a shard holds one or several of them)."""
 
     def __init__(self, store: Path, enabled: bool):
         self.store, self.enabled = store, enabled
@@ -135,7 +136,7 @@ class StoreProgress:
             done = sum(int(s["restricted"].sum() + s["full"].sum()) for s in states)
             total = sum(s["restricted"].size + s["full"].size for s in states)
             if bar is None:
-                bar = tqdm(total=total, desc="χ shards", unit="shard")
+                bar = tqdm(total=total, desc="χ component × chain runs", unit="run")
             bar.n = done
             bar.refresh()
         if bar is not None:

@@ -22,6 +22,7 @@ Writes ``<out>/spacing.md``, ``<out>/spacing.json`` and ``<out>/spacing.png``. R
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -99,6 +100,9 @@ def run(args: argparse.Namespace) -> dict:
             fused=True,
         )
         run_dir = work / f"{name}_s{seed}"
+        if weights is not None:  # weights from another χ estimate get their own run
+            digest = hashlib.sha256(np.ascontiguousarray(weights).tobytes()).hexdigest()
+            run_dir = work / f"{name}_s{seed}_{digest[:10]}"
         train(
             config,
             data.train,

@@ -303,6 +303,12 @@ def run_induce(args: argparse.Namespace) -> int:
     return main_cli(args)
 
 
+def run_spacing(args: argparse.Namespace) -> int:
+    from flows.spacing import main_cli
+
+    return main_cli(args)
+
+
 def run_parentheses(args: argparse.Namespace) -> int:
     from flows.parentheses import check_parentheses_parameters, parentheses
     from flows.server import prefect_api
@@ -366,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     induce_arguments(induce)
     induce.set_defaults(func=run_induce)
+
+    spacing = sub.add_parser(
+        "spacing",
+        help="demonstration 1, whitespace: weight the data along the χ mode of the spacing heads",
+    )
+    from flows.spacing import build_parser as spacing_arguments
+
+    spacing_arguments(spacing)
+    spacing.set_defaults(func=run_spacing)
 
     paren = sub.add_parser(
         "parentheses",

@@ -1,8 +1,8 @@
-"""Slow: the spacing experiment end to end at small sizes (one seed, 500 steps, 10 draws)."""
+"""Slow: the spacing flow on the default corpus at small sizes (one seed, 500 steps, 10
+draws), as `patterning spacing --seeds 0 --steps 500 --chi-step 250 --draws 10` runs it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,19 +11,28 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_spacing_script_runs_and_reports(tmp_path) -> None:
-    script = Path(__file__).resolve().parents[1] / "scripts" / "spacing_patterning.py"
-    spec = importlib.util.spec_from_file_location("spacing_patterning", script)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.mark.timeout(3600)
+def test_spacing_flow_on_the_corpus_reports(tmp_path, prefect_server) -> None:
+    from flows.cli import build_parser
+    from flows.spacing import params_from_args, spacing
+
     out = tmp_path / "out"
-    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--steps", "500"]
-    args += ["--chi-step", "250", "--seeds", "0", "--draws", "10", "--eval-seqs", "64"]
-    assert module.main([*args, "--no-progress"]) == 0
+    args = build_parser().parse_args(
+        ["spacing", "--out", str(out), "--runs-root", str(tmp_path / "runs"), "--steps", "500"]
+        + ["--chi-step", "250", "--seeds", "0", "--draws", "10", "--eval-seqs", "64"]
+    )
+    result = spacing(**params_from_args(args))
     numbers = json.loads((out / "spacing.json").read_text())
     assert (out / "spacing.png").stat().st_size > 1000
-    assert "## Retraining" in (out / "spacing.md").read_text()
+    assert "## Retraining" in Path(result["report"]).read_text()
     conditions = {(r["condition"], r["seed"]) for r in numbers["results"]}
     assert conditions == {("baseline", 0), ("amplify", 0), ("suppress", 0)}
     # the chosen mode is the one whose unit loadings track whitespace targets most closely

@@ -155,6 +155,9 @@ def spacing(
     )
     info = spacing_weights(store, chi_step, reference["run_dir"], data, alpha, eval_seqs, str(out))
     jobs = training_jobs(preset, data, train, seeds, info["files"], runs_root, threads)
+    for job in jobs:  # induce / repress weights are Amplify / Suppress here
+        condition, rest = job["label"].split(" ", 1)
+        job["label"] = f"{CONDITION_OF.get(condition, condition)} {rest}"
     logger.info("%d training runs (%d seeds × 3 conditions)", len(jobs), len(seeds))
     if dask_address or n_workers > 1:
         runner = make_task_runner(dask_address, n_workers, 1)
@@ -163,11 +166,10 @@ def spacing(
         results = [retrain_weighted(**job) for job in jobs]
     runs = []
     for job, result in zip(jobs, results, strict=True):
-        condition = job["label"].split()[0]
         measures = spacing_measures(result["run_dir"], data, eval_seqs)
         runs.append(
             {
-                "condition": CONDITION_OF.get(condition, condition),
+                "condition": job["label"].split()[0],
                 "seed": job["train_settings"]["seed"],
                 "run_dir": result["run_dir"],
                 **measures,

@@ -247,6 +247,18 @@ def prefect_api() -> Iterator[str]:
     started = start_prefect_server()
     try:
         with _use_api(started["api_url"]) as url:
-            yield url
+            try:
+                yield url
+            finally:
+                _send_pending_logs()
     finally:
         _kill(started["prefect_pid"])
+
+
+def _send_pending_logs() -> None:
+    """Send the logs Prefect still holds while the server that takes them is up (else they
+    are sent at exit, to a stopped server: "Error logging to API")."""
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=10)

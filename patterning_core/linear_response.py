@@ -110,9 +110,13 @@ def linear_response_curve(
 
 
 def plot_linear_response(
-    points: Sequence[ResponsePoint], path: str | Path, title: str = "linear response"
+    points: Sequence[ResponsePoint],
+    path: str | Path,
+    title: str = "linear response",
+    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
-    """Measured against predicted change of ⟨φ⟩ over α, with the identity line."""
+    """Measured against predicted change of ⟨φ⟩ over α; ``references = {label: (alphas,
+    changes)}`` adds curves known otherwise (e.g. the exact change of a Gaussian posterior)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,6 +132,8 @@ def plot_linear_response(
         fmt="o-",
         label="measured (±2 SE)",
     )
+    for label, (xs, ys) in (references or {}).items():
+        ax.plot(xs, ys, "-", alpha=0.7, label=label)
     ax.set_xlabel("re-weighting strength α")
     ax.set_ylabel("change of ⟨φ⟩")
     ax.set_title(title)

@@ -81,29 +81,39 @@ def linear_response_curve(
     """Predicted against measured change of ⟨φ_C⟩ for ρ = 1 + α·direction.
 
     Args:
-        plain_loss: per-example losses ``[B]`` of the model.
+        plain_loss: per-unit losses of the model, ``[B]`` or ``[B, T]`` (per token).
         params: the checkpoint w*.
-        data: the n training units (tuple of tensors).
+        data: the n training examples (tuple of tensors); their units are the loss units.
         component: ``{param: mask}`` of C (the run moves only these weights).
-        chi_row: χ of C for every training unit ``[n]`` (no nβ factor).
-        direction: ``[n]`` re-weighting direction (its mean is removed).
+        chi_row: χ of C for every training unit, shaped like the loss of all data (``[n]``
+            or ``[n, T]``; no nβ factor).
+        direction: re-weighting direction, same shape (its mean is removed).
         alphas: strengths; weights are ρ = 1 + α·direction, which must stay ≥ 0.
         config: sampler settings (the same seed, so the same random streams, for every α).
+
+    The prediction is nβ·Σ_z χ_z·(ρ_z − 1)/N over the N units.
     """
     data = tuple(data)
-    n = data[0].shape[0]
     masks = validate_masks(params, component, where="component")
-    direction = np.asarray(direction, dtype=np.float64) - np.mean(direction)
-    ones = torch.ones(n, dtype=data[0].dtype, device=data[0].device)
+    direction = np.asarray(direction, dtype=np.float64)
+    chi_row = np.asarray(chi_row, dtype=np.float64)
+    if chi_row.shape != direction.shape or direction.shape[0] != data[0].shape[0]:
+        raise ValueError(
+            f"chi_row {chi_row.shape} and direction {direction.shape} must both have the "
+            f"shape of the loss units of the data (first dim {data[0].shape[0]})."
+        )
+    direction = direction - direction.mean()
+    like = {"dtype": data[0].dtype if data[0].is_floating_point() else torch.float32}
+    ones = torch.ones(direction.shape, device=data[0].device, **like)
     base = _mean_phi_per_chain(plain_loss, params, data, ones, masks, config)
     points = []
     for alpha in alphas:
         rho = 1.0 + alpha * direction
         if rho.min() < 0:
             raise ValueError(f"alpha={alpha} gives negative weights; use smaller alphas.")
-        weights = torch.as_tensor(rho, dtype=data[0].dtype, device=data[0].device)
+        weights = torch.as_tensor(rho, device=data[0].device, **like)
         diff = _mean_phi_per_chain(plain_loss, params, data, weights, masks, config) - base
-        predicted = config.n_beta * float(np.dot(chi_row, (rho - 1.0) / n))
+        predicted = config.n_beta * float(np.sum(chi_row * (rho - 1.0)) / rho.size)
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
         points.append(ResponsePoint(float(alpha), predicted, float(diff.mean()), se))
     return points

@@ -97,10 +97,13 @@ def linear_response_curve(
     masks = validate_masks(params, component, where="component")
     direction = np.asarray(direction, dtype=np.float64)
     chi_row = np.asarray(chi_row, dtype=np.float64)
-    if chi_row.shape != direction.shape or direction.shape[0] != data[0].shape[0]:
+    with torch.no_grad():
+        unit_shape = tuple(plain_loss(dict(params), tuple(t[:1] for t in data)).shape[1:])
+    units = (data[0].shape[0], *unit_shape)
+    if chi_row.shape != units or direction.shape != units:
         raise ValueError(
             f"chi_row {chi_row.shape} and direction {direction.shape} must both have the "
-            f"shape of the loss units of the data (first dim {data[0].shape[0]})."
+            f"shape of the loss units of the data, {units}."
         )
     direction = direction - direction.mean()
     like = {"dtype": data[0].dtype if data[0].is_floating_point() else torch.float32}

@@ -181,3 +181,46 @@ def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
     small = points[0]
     assert abs(small.measured - small.predicted) < 4 * small.measured_se + 0.05 * small.predicted
     assert plot_linear_response(points, tmp_path / "lr.png").exists()
+
+
+def test_linear_response_on_per_token_units():
+    """Per-token units (a transformer's [n, T − 1] losses): weights of that shape, the
+    prediction nβ·Σ χ (ρ − 1)/N over all N token units, and α = 0 reproducing the plain run
+    exactly (common random numbers)."""
+    from patterning_core.linear_response import linear_response_curve
+    from patterning_core.sampling import SamplerConfig
+    from patterning_core.transformer import components, init_params, make_loss_fn, preset
+
+    cfg = preset("tiny")
+    params = init_params(cfg, 0)
+    tokens = torch.randint(0, cfg.d_vocab, (8, 12), generator=torch.Generator().manual_seed(0))
+    direction = np.random.default_rng(0).choice([-1.0, 1.0], size=(8, 11))
+    chi = np.random.default_rng(1).normal(size=(8, 11))
+    config = SamplerConfig(
+        step_size=1e-4, n_beta=5.0, localization=100.0, num_chains=2, num_draws=3, batch_size=4
+    )
+    points = linear_response_curve(
+        make_loss_fn(cfg),
+        params,
+        (tokens,),
+        components(cfg)["L1H0"],
+        chi,
+        direction,
+        [0.0, 0.5],
+        config,
+    )
+    assert points[0].measured == 0.0 and points[0].predicted == 0.0
+    centred = direction - direction.mean()
+    assert points[1].predicted == pytest.approx(5.0 * np.sum(chi * 0.5 * centred) / chi.size)
+    assert np.isfinite(points[1].measured)
+    with pytest.raises(ValueError, match="shape of the loss units"):
+        linear_response_curve(
+            make_loss_fn(cfg),
+            params,
+            (tokens,),
+            components(cfg)["L1H0"],
+            chi[:, :5],
+            direction[:, :5],
+            [0.1],
+            config,
+        )

@@ -25,10 +25,9 @@ def test_spacing_flow_on_the_corpus_reports(tmp_path, prefect_server) -> None:
     from flows.spacing import params_from_args, spacing
 
     out = tmp_path / "out"
-    args = build_parser().parse_args(
-        ["spacing", "--out", str(out), "--runs-root", str(tmp_path / "runs"), "--steps", "500"]
-        + ["--chi-step", "250", "--seeds", "0", "--draws", "10", "--eval-seqs", "64"]
-    )
+    argv = ["spacing", "--out", str(out), "--runs-root", str(tmp_path / "runs")]
+    argv += ["--steps", "500", "--chi-step", "250", "--seeds", "0", "--draws", "10"]
+    args = build_parser().parse_args([*argv, "--eval-seqs", "64"])
     result = spacing(**params_from_args(args))
     numbers = json.loads((out / "spacing.json").read_text())
     assert (out / "spacing.png").stat().st_size > 1000

@@ -251,3 +251,22 @@ def test_store_with_another_schema_version_is_refused_and_left_unchanged(tmp_pat
     assert after == before  # nothing written, nothing replaced
     assert not list(tmp_path.glob(".chi.zarr.creating-*"))
     assert np.all(np.asarray(zarr.open_group(str(path), mode="r")["shard_done"][:]) == 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--chi-step", "1100"], r"chi_step 1100 is not a checkpoint of the recipe .*pick"),
+        (["--alpha", "-1"], r"alpha must be a number >= 0"),
+        (["--eval-seqs", "0"], r"eval_seqs must be an integer >= 1"),
+        (["--preset", "tiny"], r"at least 257 tokens, the model has d_vocab=64"),
+    ],
+    ids=["chi-step", "alpha", "eval-seqs", "vocab"],
+)
+def test_bad_spacing_arguments_exit_2_before_anything_starts(home, capsys, argv, message):
+    code = main(["spacing", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("patterning: error: ")
+    assert re.search(message, err), err
+    assert not home.exists()

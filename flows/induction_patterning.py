@@ -54,6 +54,25 @@ def store_data_spec(chi_store: str) -> dict | None:
     return workload.get("data")
 
 
+def check_seeds_and_alpha(seeds: list[int] | None, alpha: float) -> list[int]:
+    """The seeds (default ``DEFAULT_SEEDS``), after checking them and the weighting's α."""
+    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}.")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
+        raise ConfigError(f"alpha must be a number >= 0, got {alpha!r}.")
+    return seeds
+
+
+def print_run_table(result: dict) -> None:
+    """Print a demonstration flow's ``rows`` as a table, then its report and training work."""
+    header = list(result["rows"][0])
+    print(" | ".join(header))
+    for row in result["rows"]:
+        print(" | ".join(str(row[h]) for h in header))
+    print(f"\nreport: {result['report']}  (optimizer steps trained: {result['trained_steps']})")
+
+
 def check_induction_patterning_parameters(
     chi_store: str,
     chi_step: int,
@@ -74,11 +93,7 @@ def check_induction_patterning_parameters(
         raise ConfigError("the χ store records no data spec: pass `data` explicitly.")
     train = dict(train or default_train())
     check_training_inputs(preset, data, train)
-    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}.")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
-        raise ConfigError(f"alpha must be a number >= 0, got {alpha!r}.")
+    seeds = check_seeds_and_alpha(seeds, alpha)
     if not math.isfinite(alpha) or not (isinstance(rcond, int | float) and 0 <= rcond < 1):
         raise ConfigError(f"alpha must be finite and rcond in [0, 1), got {alpha}, {rcond}.")
     if negative not in ("clip", "shift"):
@@ -279,9 +294,5 @@ def main_cli(args: argparse.Namespace) -> int:
     check_induction_patterning_parameters(**params)
     with prefect_api():
         result = induction_patterning(**params)
-    header = list(result["rows"][0])
-    print(" | ".join(header))
-    for row in result["rows"]:
-        print(" | ".join(str(row[h]) for h in header))
-    print(f"\nreport: {result['report']}  (optimizer steps trained: {result['trained_steps']})")
+    print_run_table(result)
     return 0

@@ -25,7 +25,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.induction_patterning import retrain_all, training_jobs
+from flows.induction_patterning import (
+    DEFAULT_SEEDS,
+    check_seeds_and_alpha,
+    print_run_table,
+    retrain_all,
+    training_jobs,
+)
 from flows.runtime import make_task_runner
 from flows.susceptibilities import susceptibilities
 from patterning_core.config import ConfigError, SamplerConfig
@@ -45,7 +51,6 @@ SPACING_TRAIN = {
     "checkpoint_steps": list(range(0, 3001, 250)),
     "fused": True,
 }
-DEFAULT_SEEDS = (0, 1, 2)
 
 
 def check_spacing_parameters(
@@ -64,16 +69,12 @@ def check_spacing_parameters(
     data = dict(data or SPACING_DATA)
     train = dict(train or SPACING_TRAIN)
     tc = check_training_inputs(preset, data, train)
-    seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}.")
+    seeds = check_seeds_and_alpha(seeds, alpha)
     if chi_step not in tc.schedule():
         raise ConfigError(
             f"chi_step {chi_step} is not a checkpoint of the recipe ({tc.schedule()}); pick "
             "one of them or add it to train.checkpoint_steps."
         )
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
-        raise ConfigError(f"alpha must be a number >= 0, got {alpha!r}.")
     if isinstance(eval_seqs, bool) or not isinstance(eval_seqs, int) or eval_seqs < 1:
         raise ConfigError(f"eval_seqs must be an integer >= 1, got {eval_seqs!r}.")
     sampler = SamplerConfig.from_dict(sampler or SamplerConfig().to_dict()).to_dict()
@@ -247,9 +248,5 @@ def main_cli(args: argparse.Namespace) -> int:
     check_spacing_parameters(**params)
     with prefect_api():
         result = spacing(**params)
-    header = list(result["rows"][0])
-    print(" | ".join(header))
-    for row in result["rows"]:
-        print(" | ".join(str(row[h]) for h in header))
-    print(f"\nreport: {result['report']}  (optimizer steps trained: {result['trained_steps']})")
+    print_run_table(result)
     return 0

@@ -5,6 +5,8 @@
 - ``aoyagi_rlct``: the learning coefficient of reduced-rank regression (Aoyagi 2005).
 - ``GaussianPosterior``: closed-form moments of quadratic observables under a Gaussian,
   used for linear regression, whose localized posterior is exactly Gaussian.
+- ``RegressionResponse``: linear regression's exact per-unit χ and the exact change of
+  ⟨φ⟩ under a re-weighting of its units (the linear-response checks).
 """
 
 from __future__ import annotations
@@ -145,3 +147,50 @@ def localized_gaussian(
     mean[coords] = mean_c
     cov[np.ix_(coords, coords)] = cov_c
     return GaussianPosterior(mean, cov)
+
+
+@dataclass(frozen=True)
+class RegressionResponse:
+    """Exact linear response of linear regression: units ℓ_z, L, φ = L − L(w*) as
+    quadratics in δ, at nβ, γ, and ``step_size`` ε (the SGLD chain's stationary law; None:
+    the tempered posterior itself).
+
+    ``chi()`` is χ_z = −Cov[φ, ℓ_z − L] per unit (no nβ factor); ``change(rho)`` the exact
+    change of ⟨φ⟩ when the units are re-weighted by ρ (mean 1), to compare with
+    nβ·Σ_z χ_z (ρ_z − 1)/n.
+    """
+
+    units: list[Quadratic]
+    loss: Quadratic
+    phi: Quadratic
+    n_beta: float
+    localization: float
+    step_size: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        X: np.ndarray,
+        y: np.ndarray,
+        w_star: np.ndarray,
+        n_beta: float,
+        localization: float,
+        step_size: float | None = None,
+    ) -> RegressionResponse:
+        loss = mean_squared_residual(X, y, w_star)
+        units = [squared_residual(X[z], y[z], w_star) for z in range(len(y))]
+        d = len(w_star)
+        phi = loss - Quadratic(np.zeros((d, d)), np.zeros(d), loss.c)
+        return cls(units, loss, phi, n_beta, localization, step_size)
+
+    def posterior(self, rho: np.ndarray | None = None) -> GaussianPosterior:
+        """The localized law of the loss with units weighted by ``rho`` (None: uniform)."""
+        loss = self.loss if rho is None else combine(self.units, np.asarray(rho) / len(self.units))
+        return localized_gaussian(loss, self.n_beta, self.localization, step_size=self.step_size)
+
+    def chi(self) -> np.ndarray:
+        post = self.posterior()
+        return np.array([-post.covariance(self.phi, lz - self.loss) for lz in self.units])
+
+    def change(self, rho: np.ndarray) -> float:
+        return self.posterior(rho).expect(self.phi) - self.posterior().expect(self.phi)

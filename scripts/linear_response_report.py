@@ -14,6 +14,7 @@ Writes ``linear_response.md``, ``.png`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -50,13 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 def linear_regression_part(args: argparse.Namespace) -> None:
 
     loss_fn, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)
-    Xn, yn, w = X.numpy(), y.numpy(), params["w"].numpy()
-    n, n_beta, gamma, eps = len(yn), 10.0, 1.0, 1e-2
-    loss = ka.mean_squared_residual(Xn, yn, w)
-    units = [ka.squared_residual(Xn[z], yn[z], w) for z in range(n)]
-    phi = loss - ka.Quadratic(np.zeros((3, 3)), np.zeros(3), loss.c)
-    post = ka.localized_gaussian(loss, n_beta, gamma, step_size=eps)
-    chi = np.array([-post.covariance(phi, lz - loss) for lz in units])
+    n, n_beta, gamma, eps = len(y), 10.0, 1.0, 1e-2
+    chain = ka.RegressionResponse.of(
+        X.numpy(), y.numpy(), params["w"].numpy(), n_beta, gamma, step_size=eps
+    )
+    posterior = dataclasses.replace(chain, step_size=None)
+    chi = chain.chi()
     direction = np.sign(chi)
     alpha_max = 1.0 / float(np.max(direction.mean() - direction))
     alphas = [round(f * alpha_max, 4) for f in FRACTIONS]
@@ -74,19 +74,14 @@ def linear_regression_part(args: argparse.Namespace) -> None:
         loss_fn, params, (X, y), {"w": torch.ones(3, dtype=bool)}, chi, direction, alphas, config
     )
 
-    continuous = ka.localized_gaussian(loss, n_beta, gamma)
-
     def exact_change(alpha: float, step_size: float | None = eps) -> float:
         """Exact change of ⟨φ⟩ under the stationary law of the SGLD chain (``step_size``)
         or, with ``step_size=None``, under the tempered posterior itself."""
-        rho = 1 + alpha * (direction - direction.mean())
-        reweighted = ka.combine(units, rho / n)
-        moved = ka.localized_gaussian(reweighted, n_beta, gamma, step_size=step_size)
-        start = post if step_size is not None else continuous
-        return moved.expect(phi) - start.expect(phi)
+        exact = chain if step_size is not None else posterior
+        return exact.change(1 + alpha * (direction - direction.mean()))
 
     fine = np.linspace(0.0, max(alphas), 60)
-    chi_post = np.array([-continuous.covariance(phi, lz - loss) for lz in units])
+    chi_post = posterior.chi()
     centred = direction - direction.mean()
     chi_ratio = float(np.dot(chi, centred) / np.dot(chi_post, centred))
     posterior_ratio = exact_change(1e-4, None) / (

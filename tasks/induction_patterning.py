@@ -50,6 +50,15 @@ def load_chi(chi_store: str, chi_step: int):  # -> (xr.DataArray, float, xr.Data
     return ds["chi"].sel(checkpoint=chi_step).load(), float(ds.attrs["n_beta"]), ds
 
 
+def final_checkpoint(run_dir: str):  # -> (int, checkpoints.Checkpoint)
+    """The last checkpoint of ``run_dir`` and its step (a ``ConfigError`` if there is none)."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise ConfigError(f"no checkpoints in the run {run_dir}.")
+    step, path = ckpts[-1]
+    return step, load_checkpoint(path)
+
+
 def alignment_by_checkpoint(ds, scores: dict[str, float]) -> list[dict]:
     """Induction mode, its alignment and explained variance at every assembled checkpoint."""
     rows = []
@@ -100,11 +109,7 @@ def patterning_weights(
     """
     logger = get_run_logger()
     chi, n_beta, ds = load_chi(chi_store, chi_step)
-    ckpts = list_checkpoints(reference_run_dir)
-    if not ckpts:
-        raise ConfigError(f"no checkpoints in the reference run {reference_run_dir}.")
-    last_step, last_path = ckpts[-1]
-    ckpt = load_checkpoint(last_path)
+    last_step, ckpt = final_checkpoint(reference_run_dir)
     scores = head_scores(ckpt.params, ckpt.config)
     tokens = load_lm_tokens(data, ckpt.config)
     codes, names = unit_classes(tokens.train, tokens.token_strings)

@@ -24,7 +24,7 @@ from patterning_core.spacing import (
     whitespace_correlations,
 )
 from patterning_core.workloads import build_workload
-from tasks.induction_patterning import load_chi
+from tasks.induction_patterning import final_checkpoint, load_chi
 from tasks.retraining import save_weights
 
 # Amplify makes the heads with high spacing scores express their units more (the Induce
@@ -52,11 +52,7 @@ def spacing_weights(
     "spacing": {...numbers for the report}}``.
     """
     chi, n_beta, ds = load_chi(chi_store, chi_step)
-    ckpts = list_checkpoints(reference_run_dir)
-    if not ckpts:
-        raise ConfigError(f"no checkpoints in the reference run {reference_run_dir}.")
-    last_step, last_path = ckpts[-1]
-    final = load_checkpoint(last_path)
+    last_step, final = final_checkpoint(reference_run_dir)
     config = final.config
     tokens = load_lm_tokens(data, config)
     strings = tokens.token_strings
@@ -129,16 +125,15 @@ def spacing_weights(
 def spacing_measures(run_dir: str, data: dict, eval_seqs: int, curve_every: int = 500) -> dict:
     """Validation loss on whitespace and other targets (final, and every ``curve_every``
     steps) and the heads' spacing scores at the last checkpoint of ``run_dir``."""
+    last, final = final_checkpoint(run_dir)
     ckpts = dict(list_checkpoints(run_dir))
-    if not ckpts:
-        raise ConfigError(f"no checkpoints in {run_dir}.")
-    last = max(ckpts)
-    final = load_checkpoint(ckpts[last])
     tokens = load_lm_tokens(data, final.config)
     val, strings = tokens.val[:eval_seqs], tokens.token_strings
     curve_steps = [s for s in sorted(ckpts) if s % curve_every == 0 or s == last]
     curve = [
-        unit_losses_by_kind(load_checkpoint(ckpts[s]).params, final.config, val, strings)
+        unit_losses_by_kind(
+            (final if s == last else load_checkpoint(ckpts[s])).params, final.config, val, strings
+        )
         for s in curve_steps
     ]
     return {

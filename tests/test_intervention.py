@@ -94,20 +94,14 @@ def test_linear_response_is_exact_to_first_order_on_a_gaussian_posterior():
     """Re-weight the units of linear regression by ρ = 1 + α·w (mean 1); the exact change
     of ⟨φ⟩ matches nβ·Σ_z χ_z·dh_z with dh_z = (ρ_z − 1)/n, with error O(α²)."""
     _, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)
-    X, y, w = X.numpy(), y.numpy(), params["w"].numpy()
-    n, n_beta, gamma = len(y), 10.0, 1.0
-    loss = ka.mean_squared_residual(X, y, w)
-    units = [ka.squared_residual(X[z], y[z], w) for z in range(n)]
-    phi = loss - ka.Quadratic(np.zeros((3, 3)), np.zeros(3), loss.c)
-    post = ka.localized_gaussian(loss, n_beta, gamma)
-    chi = np.array([-post.covariance(phi, lz - loss) for lz in units])
+    n, n_beta = len(y), 10.0
+    exact = ka.RegressionResponse.of(X.numpy(), y.numpy(), params["w"].numpy(), n_beta, 1.0)
+    chi = exact.chi()
     direction = np.random.default_rng(0).normal(size=n)
     direction -= direction.mean()
 
     def exact_change(alpha: float) -> float:
-        rho = 1 + alpha * direction
-        tilted = ka.combine(units, rho / n)
-        return ka.localized_gaussian(tilted, n_beta, gamma).expect(phi) - post.expect(phi)
+        return exact.change(1 + alpha * direction)
 
     errors = []
     for alpha in (1e-3, 1e-2, 1e-1):
@@ -138,13 +132,11 @@ def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
     from patterning_core.sampling import SamplerConfig
 
     loss_fn, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)
-    Xn, yn, w = X.numpy(), y.numpy(), params["w"].numpy()
-    n, n_beta, gamma, eps = len(yn), 10.0, 1.0, 1e-2
-    loss = ka.mean_squared_residual(Xn, yn, w)
-    units = [ka.squared_residual(Xn[z], yn[z], w) for z in range(n)]
-    phi = loss - ka.Quadratic(np.zeros((3, 3)), np.zeros(3), loss.c)
-    post = ka.localized_gaussian(loss, n_beta, gamma, step_size=eps)
-    chi = np.array([-post.covariance(phi, lz - loss) for lz in units])
+    n_beta, gamma, eps = 10.0, 1.0, 1e-2
+    exact = ka.RegressionResponse.of(
+        X.numpy(), y.numpy(), params["w"].numpy(), n_beta, gamma, step_size=eps
+    )
+    chi = exact.chi()
     direction = np.sign(chi)  # up-weight the units that raise φ: a large, clean response
     config = SamplerConfig(
         step_size=eps,
@@ -168,10 +160,7 @@ def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
     )
 
     def exact_change(alpha: float) -> float:
-        rho = 1 + alpha * (direction - direction.mean())
-        tilted = ka.combine(units, rho / n)
-        moved = ka.localized_gaussian(tilted, n_beta, gamma, step_size=eps)
-        return moved.expect(phi) - post.expect(phi)
+        return exact.change(1 + alpha * (direction - direction.mean()))
 
     for point in points:
         assert point.predicted > 0

@@ -36,17 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flows.runtime import ALLOCATOR_ENV  # the glibc allocator settings the project uses
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "chi_workload"
 RESULTS = ROOT / "benchmarks" / "results" / "chi_workload.md"
 
-# glibc malloc: keep freed blocks instead of returning them to the OS and faulting them back
-# in on the next step (large tensors are mmap-ed and unmapped every step by default).
-ALLOCATOR_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
-    "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
-    "MALLOC_TOP_PAD_": str(64 * 1024 * 1024),
-}
 THREADS = 2
 TRAIN_STEPS = 4000
 SAMPLER = {

@@ -15,7 +15,7 @@ from patterning_core.checkpoints import file_sha256
 
 # glibc's defaults (and Dask's pre-spawn MALLOC_TRIM_THRESHOLD_=65536 even more) hand large
 # buffers back to the OS after every step and fault them back in on the next: shards ran
-# 1.85× slower per SGLD step under Dask's setting (benchmarks/README: allocator).
+# 2× slower per SGLD step under Dask's setting (benchmarks/results/kernels.md).
 ALLOCATOR_ENV = {
     "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
     "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),

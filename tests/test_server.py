@@ -58,7 +58,7 @@ def test_services_listen_on_loopback_only_and_stop(capsys, monkeypatch):
 def test_flow_clusters_listen_on_loopback_only(monkeypatch):
     """The local Dask cluster a flow creates (make_task_runner's settings): loopback only,
     and its workers start with our allocator settings, not Dask's MALLOC_TRIM_THRESHOLD_
-    of 64 KiB (which made shards 1.85× slower), even when the environment has none."""
+    of 64 KiB (which made SGLD steps 2× slower), even when the environment has none."""
     import os
 
     from distributed import Client, LocalCluster

@@ -15,6 +15,11 @@ layer, in one batched matmul over lanes with the lane's head weights gathered fr
 flat buffer) and the layers above. Gradients reach only the lane's head. The arithmetic is
 that of ``transformer.loss_per_token`` regrouped, equal up to float rounding (tested).
 
+For heads of the last layer the readout itself is regrouped: the residual entering the final
+LayerNorm is the batch's fixed part plus the head's rank-d_head write, so the logits are a
+cached ``[tokens × V]`` matrix plus a low-rank update and a per-token scale
+(``lowrank_readout``), formed without the ``d_model × V`` matmul per lane.
+
 ``TransformerLoss`` is the transformer's ``loss_fn`` with this forward attached as
 ``lane_forward``, the hook the sampler looks for (``sampling.make_lane_forward``). Any
 other set of runs (the full run, the embedding, heads of different layers stepped
@@ -29,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from patterning_core.lowrank_readout import lowrank_cross_entropy
 from patterning_core.sampling import Run
 from patterning_core.transformer import (
     HEAD_WEIGHTS,
@@ -128,6 +134,14 @@ class _BatchCache:
         x: ``[lanes, B, T, D]`` LN_l of the residual entering layer l.
         base: ``[lanes, B, T, D]`` residual leaving layer l at w* minus the lane's head's
             write to it: the lane's residual is ``base + out_h(θ)``.
+
+    With ``readout`` (the ``[heads, d, V]`` readout of each head's write at w*, given for
+    the last layer), also the terms of ``lowrank_readout`` for rows ``t < T - 1``, with
+    ``N = B·(T − 1)``: ``targets [lanes, N]``; ``A`` and ``a_index`` (the centred, gained
+    residual leaving the layer at w* times W_U, per batch: ``[n, N, V]``); ``Z2 [lanes, N, d]``
+    and ``C2 [lanes, d, V]``, minus the lane's head's write at w* in those terms; with
+    ``per_lane_A`` that write is subtracted from ``A`` once, giving one ``A`` per lane and no
+    ``Z2, C2`` (for the fixed evaluation batch, reused at every draw).
     """
 
     def __init__(
@@ -138,6 +152,8 @@ class _BatchCache:
         config: TransformerConfig,
         which: Tensor,
         heads: Tensor,
+        readout: Tensor | None = None,
+        per_lane_A: bool = False,
     ):
         p = f"blocks.{layer}."
         with torch.no_grad():
@@ -157,6 +173,30 @@ class _BatchCache:
             self.tokens = tokens[which]
             self.x = x[which]
             self.base = resid_out[which] - head_out[which, heads]
+            if readout is not None:
+                lanes = len(which)
+                self.targets = self.tokens[..., 1:].reshape(lanes, -1)
+                A = _centred(resid_out[..., :-1, :]) * params["ln_final.w"] @ params["unembed.W_U"]
+                A = A.reshape(A.shape[0], -1, A.shape[-1])  # [n, N, V]
+                z_star = z[which, heads][..., :-1, :].reshape(lanes, -1, z.shape[-1])
+                C_star = -readout[heads]  # [lanes, d, V]
+                if per_lane_A:
+                    self.A = torch.baddbmm(A[which], z_star, C_star)
+                    self.a_index = torch.arange(lanes, device=which.device)
+                    self.Z2 = self.C2 = None
+                else:
+                    self.A, self.a_index, self.Z2, self.C2 = A, which, z_star, C_star
+
+
+def _centred(x: Tensor) -> Tensor:
+    """``x`` minus its mean over the last dim (LayerNorm's centring)."""
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def head_write_readout(W_O: Tensor, ln_w: Tensor, W_U: Tensor) -> Tensor:
+    """What a head's write reaches in the logits, before the final LayerNorm's scale:
+    ``centred(W_O) ⊙ ln_w @ W_U``, ``[..., d, V]`` from ``W_O [..., d, D]``."""
+    return _centred(W_O) * ln_w @ W_U
 
 
 def _head_values(
@@ -197,13 +237,26 @@ class HeadLaneForward:
         self.lane_heads = lane_heads.to(device)
         self.lanes = torch.arange(len(lane_heads), device=device)
         self._shared: tuple[Tensor, _BatchCache] | None = None
+        self.readout: Tensor | None = None  # [H, d, V]: last layer only, see _last_layer_loss
+        if layer == config.n_layers - 1:
+            p, W_U = f"blocks.{layer}.attn.", self.params["unembed.W_U"]
+            self.readout = head_write_readout(
+                self.params[p + "W_O"], self.params["ln_final.w"], W_U
+            )
+            self.readout_bias = self.params["ln_final.b"] @ W_U + self.params["unembed.b_U"]
 
     def _cache(self, tokens: Tensor, chain_of_lane: Tensor | None) -> _BatchCache:
         """Fixed activations of a batch; a shared batch (``chain_of_lane`` None, the fixed
         evaluation batch at every draw) is kept across calls."""
         if chain_of_lane is not None:
             return _BatchCache(
-                self.params, tokens, self.layer, self.config, chain_of_lane, self.lane_heads
+                self.params,
+                tokens,
+                self.layer,
+                self.config,
+                chain_of_lane,
+                self.lane_heads,
+                self.readout,
             )
         if self._shared is not None:
             held, cache = self._shared
@@ -216,6 +269,8 @@ class HeadLaneForward:
             self.config,
             torch.zeros_like(self.lanes),
             self.lane_heads,
+            self.readout,
+            per_lane_A=True,
         )
         self._shared = (tokens, cache)
         return cache
@@ -239,8 +294,32 @@ class HeadLaneForward:
             lane_slice("b_K")[:, None, None],
             lane_slice("b_V")[:, None, None],
         )  # [lanes, B, T, d]
-        out = z @ lane_slice("W_O")[:, None]  # [lanes, B, T, D]
-        resid = cache.base + out
+        W_O = lane_slice("W_O")  # [lanes, d, D]
+        resid = cache.base + z @ W_O[:, None]  # [lanes, B, T, D]
+        if self.readout is not None:
+            return self._last_layer_loss(cache, z, W_O, resid)
         for later in range(self.layer + 1, self.config.n_layers):
             resid = attention_layer(self.params, later, resid, self.config, fused=True)
         return next_token_loss(self.params, resid, cache.tokens, self.config)
+
+    def _last_layer_loss(self, cache: _BatchCache, z: Tensor, W_O: Tensor, resid: Tensor):
+        """``next_token_loss`` of the residual ``resid = base + z·W_O``, regrouped: the final
+        LayerNorm's scale per token from ``resid``, the logits as ``cache.A`` plus the head's
+        rank-d update (``lowrank_readout``). ``z [lanes, B, T, d]`` → ``[lanes, B, T − 1]``."""
+        lanes, batch, length, d = z.shape
+        resid = resid[..., :-1, :]
+        centred = _centred(resid)
+        scale = torch.rsqrt((centred * centred).mean(dim=-1) + self.config.ln_eps)
+        W_U = self.params["unembed.W_U"]
+        loss = lowrank_cross_entropy(
+            cache.A,
+            cache.a_index,
+            z[..., :-1, :].reshape(lanes, -1, d),
+            head_write_readout(W_O, self.params["ln_final.w"], W_U),
+            cache.Z2,
+            cache.C2,
+            scale.reshape(lanes, -1),
+            self.readout_bias,
+            cache.targets,
+        )
+        return loss.reshape(lanes, batch, length - 1)

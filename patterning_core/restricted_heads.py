@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from patterning_core import cpu_kernels
 from patterning_core.lowrank_readout import lowrank_cross_entropy
 from patterning_core.sampling import Run
 from patterning_core.transformer import (
@@ -222,6 +223,9 @@ class HeadLaneForward:
         config: the transformer's shape.
         layer: the layer of every lane's head.
         lane_heads: ``[lanes]`` the head each lane moves.
+        lowrank: for last-layer heads, whether to take the low-rank readout
+            (``_last_layer_loss``). Default: where its compiled kernel runs (float32 on the
+            CPU, ``cpu_kernels``); in plain torch the dense readout is faster.
     """
 
     def __init__(
@@ -230,6 +234,7 @@ class HeadLaneForward:
         config: TransformerConfig,
         layer: int,
         lane_heads: Tensor,
+        lowrank: bool | None = None,
     ):
         self.params = {k: v.detach() for k, v in params.items()}
         self.config, self.layer = config, layer
@@ -237,9 +242,12 @@ class HeadLaneForward:
         self.lane_heads = lane_heads.to(device)
         self.lanes = torch.arange(len(lane_heads), device=device)
         self._shared: tuple[Tensor, _BatchCache] | None = None
-        self.readout: Tensor | None = None  # [H, d, V]: last layer only, see _last_layer_loss
-        if layer == config.n_layers - 1:
-            p, W_U = f"blocks.{layer}.attn.", self.params["unembed.W_U"]
+        self.readout: Tensor | None = None  # [H, d, V] for _last_layer_loss
+        W_U = self.params["unembed.W_U"]
+        if lowrank is None:
+            lowrank = cpu_kernels.takes(W_U)
+        if layer == config.n_layers - 1 and lowrank:
+            p = f"blocks.{layer}.attn."
             self.readout = head_write_readout(
                 self.params[p + "W_O"], self.params["ln_final.w"], W_U
             )

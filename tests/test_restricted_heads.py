@@ -16,7 +16,12 @@ import torch.nn.functional as F
 
 from patterning_core import cpu_kernels
 from patterning_core.fused_loss import linear_cross_entropy
-from patterning_core.restricted_heads import LoopLaneForward, TransformerLoss, head_of_run
+from patterning_core.restricted_heads import (
+    HeadLaneForward,
+    LoopLaneForward,
+    TransformerLoss,
+    head_of_run,
+)
 from patterning_core.sampling import Run, SamplerConfig, VmapLaneForward, _LaneLayout, full_run
 from patterning_core.susceptibility import estimate_susceptibilities
 from patterning_core.transformer import components, init_params, make_loss_fn, preset
@@ -38,14 +43,16 @@ def _head_runs(layer: int) -> list[Run]:
 @pytest.mark.parametrize("kernels", ["compiled kernels", "torch only"])
 @pytest.mark.parametrize("layer", [0, 1])
 def test_fast_forward_and_gradient_equal_generic(layer: int, kernels: str, monkeypatch) -> None:
-    """Layer 1 is the last: its lanes take the low-rank readout (``lowrank_readout``)."""
+    """Layer 1 is the last: with the kernels its lanes take the low-rank readout."""
     if kernels == "torch only":
         monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
     params, runs, chains = _perturbed_params(), _head_runs(layer), 3
     layout = _LaneLayout(params, runs, chains)
     fast = TransformerLoss(CFG).lane_forward(params, runs, chains)
     generic = VmapLaneForward(make_loss_fn(CFG), params)
-    assert fast is not None
+    assert isinstance(fast, HeadLaneForward)
+    lowrank = layer == CFG.n_layers - 1 and cpu_kernels.kernels() is not None
+    assert (fast.readout is not None) == lowrank
     gen = torch.Generator().manual_seed(2)
     noise = torch.randn(layout.lanes, layout.numel, generator=gen) * layout.mask
     flat = (layout.w_star + 0.05 * noise).requires_grad_()
@@ -81,9 +88,11 @@ def test_last_layer_regrouping_is_exact_in_float64() -> None:
     """The low-rank readout of last-layer heads is the dense readout regrouped: in float64
     the two agree to rounding (~1e-15 relative on losses of order 1-10)."""
     params = {k: v.double() for k, v in _perturbed_params().items()}
-    runs, chains = _head_runs(CFG.n_layers - 1), 2
+    runs, chains, last = _head_runs(CFG.n_layers - 1), 2, CFG.n_layers - 1
     layout = _LaneLayout(params, runs, chains)
-    fast = TransformerLoss(CFG).lane_forward(params, runs, chains)
+    lane_heads = torch.arange(CFG.n_heads).repeat_interleave(chains)
+    fast = HeadLaneForward(params, CFG, last, lane_heads, lowrank=True)
+    assert fast.readout is not None
     generic = VmapLaneForward(make_loss_fn(CFG), params)
     gen = torch.Generator().manual_seed(7)
     noise = torch.randn(layout.lanes, layout.numel, generator=gen, dtype=torch.float64)

@@ -360,7 +360,9 @@ def main() -> None:
     parser.add_argument("--skip-float64", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also the scaling table")
     parser.add_argument(
-        "--allocator-check", action="store_true", help="also ours and the floor, default malloc"
+        "--allocator-check",
+        action="store_true",
+        help="also each implementation once, glibc's default malloc",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -406,6 +408,14 @@ def main() -> None:
         defaults["ours"] = measure(
             ours_args(ckpt, data, WORK / "ours-default-malloc.npz", 0), allocator=False
         )
+        if dev_python is not None:
+            out = WORK / "devinterp-default-malloc.npz"
+            script = str(ROOT / "benchmarks" / "devinterp_side.py")
+            defaults["devinterp 2.0.1"] = measure(
+                [script, "run", *io_args(ckpt, data, out), "--seed", str(devinterp_seed(0))],
+                python=str(dev_python),
+                allocator=False,
+            )
         steps = int(results["ours"][0]["sgld_steps"])
         defaults["compute floor"] = measure(
             floor_args(ckpt, data, WORK / "floor-default-malloc.npz", steps), allocator=False
@@ -417,7 +427,7 @@ def main() -> None:
     report = [
         "# χ on the benchmark workload",
         "",
-        f"`python benchmarks/chi_workload.py --repeats {args.repeats}` on {platform.node()} "
+        f"`python benchmarks/chi_workload.py {' '.join(sys.argv[1:])}` on {platform.node()} "
         f"({os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads per "
         f"implementation; median of {args.repeats} interleaved repeats, "
         f"seeds 0..{args.repeats - 1}).",

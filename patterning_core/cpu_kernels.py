@@ -111,7 +111,9 @@ def ptr(t: Tensor) -> ctypes.c_void_p:
 
 
 @functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per process (keyed by pid: a forked child gets its own, not the parent's
+    threads, which do not exist in it)."""
     return ThreadPoolExecutor(threads, thread_name_prefix="patterning-kernels")
 
 
@@ -123,5 +125,5 @@ def for_each(fn: Callable[[int], None], count: int) -> None:
         for i in range(count):
             fn(i)
         return
-    for _ in _pool(threads).map(fn, range(count)):
+    for _ in _pool(threads, os.getpid()).map(fn, range(count)):
         pass

@@ -135,3 +135,18 @@ def test_switched_off_by_environment(monkeypatch) -> None:
     finally:
         monkeypatch.delenv(cpu_kernels.ENV_SWITCH)
         cpu_kernels.kernels.cache_clear()
+
+
+@needs_kernels
+def test_threads_split_lanes_with_the_same_result(monkeypatch) -> None:
+    """With several torch threads the lanes run on a pool; the numbers do not change."""
+    inputs = _lowrank_inputs(4, correction=True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = lowrank_cross_entropy(**inputs)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    calls = []
+    original = cpu_kernels._pool
+    monkeypatch.setattr(cpu_kernels, "_pool", lambda *a: calls.append(a) or original(*a))
+    several = lowrank_cross_entropy(**inputs)
+    assert calls, "the pool was not used"
+    assert torch.equal(one, several)

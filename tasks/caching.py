@@ -28,7 +28,18 @@ class ProcessAwareLockManager(FileSystemLockManager):
     would block every later run of that shard forever. Each lock file here also records
     the holder's host and pid; a lock whose holder process no longer exists on this host
     (or a lock file left empty by a kill mid-write) is stale and is removed.
+
+    A lock file is created empty and filled a moment later (Prefect's ``acquire_lock``
+    touches it, then writes it); another process reading it in between sees an empty or
+    partial file. That reads as "locked, holder not yet known" here, never as an error,
+    and the holder's own rewrite (host and pid) replaces the file atomically.
     """
+
+    def _get_lock_info(self, key: str, use_cache: bool = True):  # type: ignore[override]
+        try:
+            return super()._get_lock_info(key, use_cache=use_cache)
+        except ValueError:  # empty or half-written: its holder is creating it right now
+            return {"holder": None, "expiration": None, "path": self._lock_path_for_key(key)}
 
     def acquire_lock(
         self,
@@ -42,7 +53,9 @@ class ProcessAwareLockManager(FileSystemLockManager):
             path = self._lock_path_for_key(key)
             info = json.loads(path.read_text() or "{}")
             info.update(host=socket.gethostname(), pid=os.getpid())
-            path.write_text(json.dumps(info))
+            partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(info))
+            os.replace(partial, path)  # readers see the old or the new file, never half
         return acquired
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:

@@ -246,13 +246,12 @@ def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
 
     sampler = SamplerConfig.from_dict(SAMPLER).replace(num_draws=300).to_dict()
     store = str(tmp_path / "shared.zarr")
-    procs = [
-        spawn_flow(store, sampler, n_workers=1, text=True, stdout=subprocess.PIPE) for _ in range(2)
-    ]
+    pipes = {"text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [spawn_flow(store, sampler, n_workers=1, **pipes) for _ in range(2)]
     summaries = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"a run failed; its stderr ends:\n{err[-4000:]}"
         line = next(x for x in out.splitlines() if x.startswith("SUMMARY"))
         summaries.append(json.loads(line.removeprefix("SUMMARY")))
     assert sum(s["computed"] for s in summaries) == 6

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["ENV_SWITCH", "for_each", "kernels", "ptr", "takes"]
+__all__ = ["ENV_SWITCH", "for_each", "for_tensors", "kernels", "ptr"]
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared"]
@@ -96,11 +96,13 @@ def kernels() -> ctypes.CDLL | None:
     return _compile()
 
 
-def takes(*tensors: Tensor) -> bool:
-    """Whether the kernels are on and these tensors suit them: on the CPU, each float32 or
-    int64 (indices), at least one float32."""
+def for_tensors(*tensors: Tensor) -> ctypes.CDLL | None:
+    """The kernels if they are on and these tensors suit them (on the CPU, each float32 or
+    int64 indices, at least one float32), else None: the caller takes the torch path."""
     fits = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors)
-    return fits and any(t.dtype == torch.float32 for t in tensors) and kernels() is not None
+    if not fits or not any(t.dtype == torch.float32 for t in tensors):
+        return None
+    return kernels()
 
 
 def ptr(t: Tensor) -> ctypes.c_void_p:

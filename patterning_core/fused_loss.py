@@ -36,7 +36,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         target = target.contiguous()
         loss = torch.empty(n, dtype=x.dtype, device=x.device)
         lse = torch.empty(n, dtype=x.dtype, device=x.device)
-        lib = cpu_kernels.kernels() if cpu_kernels.takes(x, W, b, target) else None
+        lib = cpu_kernels.for_tensors(x, W, b, target)
         for i in range(0, n, CHUNK_ROWS):
             rows = slice(i, i + CHUNK_ROWS)
             logits = torch.addmm(b, x[rows], W)
@@ -59,7 +59,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dW = torch.zeros_like(W) if need_W else None
         db = torch.zeros_like(b) if need_b else None
         grad_loss = grad_loss.contiguous()
-        lib = cpu_kernels.kernels() if cpu_kernels.takes(x, W, b, grad_loss) else None
+        lib = cpu_kernels.for_tensors(x, W, b, grad_loss)
         for i in range(0, x.shape[0], CHUNK_ROWS):
             rows = slice(i, i + CHUNK_ROWS)
             # d loss / d logits = softmax(logits) − onehot(target), times the upstream grad.

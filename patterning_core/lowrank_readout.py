@@ -44,7 +44,8 @@ def lowrank_cross_entropy(
     """``-log softmax(logits)[target]`` per lane and row, ``[L, N]``; see the module docstring."""
     if (Z2 is None) != (C2 is None):
         raise ValueError("give Z2 and C2 together, or neither")
-    if cpu_kernels.takes(A, Z, C, s, c0, targets, *(t for t in (Z2, C2) if t is not None)):
+    constants = (t for t in (Z2, C2) if t is not None)
+    if cpu_kernels.for_tensors(A, Z, C, s, c0, targets, *constants) is not None:
         return _LowRankCrossEntropy.apply(A, a_index, Z, C, Z2, C2, s, c0, targets)
     return _lowrank_cross_entropy_torch(A, a_index, Z, C, Z2, C2, s, c0, targets)
 

@@ -245,7 +245,7 @@ class HeadLaneForward:
         self.readout: Tensor | None = None  # [H, d, V] for _last_layer_loss
         W_U = self.params["unembed.W_U"]
         if lowrank is None:
-            lowrank = cpu_kernels.takes(W_U)
+            lowrank = cpu_kernels.for_tensors(W_U) is not None
         if layer == config.n_layers - 1 and lowrank:
             p = f"blocks.{layer}.attn."
             self.readout = head_write_readout(

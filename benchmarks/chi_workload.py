@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tables import publish
 
 from flows.runtime import ALLOCATOR_ENV  # the glibc allocator settings the project uses
 
@@ -455,11 +456,7 @@ def main() -> None:
     if args.scaling:
         report += ["", "Scaling of our time to χ (one process, seed 0):", ""]
         report += scaling_table(ckpt, data)
-    text = "\n".join(report) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(report, args.out)
 
 
 def _worker_main(argv: list[str]) -> None:

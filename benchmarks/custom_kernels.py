@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tables import publish
 
 from patterning_core import cpu_kernels
 
@@ -397,10 +398,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *floor_rows(rows_ms, ours_s, target_s),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    publish(lines, RESULTS)
 
 
 if __name__ == "__main__":

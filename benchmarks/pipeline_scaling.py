@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from chi_workload import SAMPLER, TRAIN_STEPS, WORK, prepare_workload  # noqa: E402
+from tables import publish  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline_scaling.md"
 
@@ -91,10 +92,7 @@ def main() -> None:
         f"Speed-up with 2 workers: {one / two:.2f}× (target ≥ 1.6×); cached rerun: "
         f"{rerun / one:.1%} of the cold 1-worker run (target ≤ 10 %).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

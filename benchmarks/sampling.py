@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tables import publish
 
 from patterning_core.llc import estimate_llc
 from patterning_core.sampling import SamplerConfig
@@ -103,11 +104,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {n} | {s:,.0f} | {v:,.0f} | {r:.1f}× |" for n, s, v, r in rows]
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
-    print(f"\nwritten to {RESULTS}")
+    publish(lines, RESULTS)
 
 
 if __name__ == "__main__":

@@ -261,11 +261,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--rcond", type=float, default=1e-3)
     p.add_argument("--negative", choices=("clip", "shift"), default="clip")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    add_output_and_workers(p, workers_help="training runs in parallel")
+    return p
+
+
+def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """The options every demonstration command shares: where results and runs go, and where
+    and how widely the work runs."""
     p.add_argument("--out", default=None, help="report folder")
     p.add_argument("--runs-root", default=None, help="folder of the training runs")
     p.add_argument("--dask-address", default=None)
-    p.add_argument("--workers", type=int, default=2, help="training runs in parallel")
-    return p
+    p.add_argument("--workers", type=int, default=2, help=workers_help)
 
 
 def main_cli(args: argparse.Namespace) -> int:

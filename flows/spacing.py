@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger
 
 from flows.induction_patterning import (
     DEFAULT_SEEDS,
+    add_output_and_workers,
     check_seeds_and_alpha,
     print_run_table,
     retrain_all,
@@ -210,10 +211,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--draws", type=int, default=None, help="SGLD draws per chain")
     p.add_argument("--eval-seqs", type=int, default=256)
-    p.add_argument("--out", default=None, help="report folder")
-    p.add_argument("--runs-root", default=None, help="folder of the training runs")
-    p.add_argument("--dask-address", default=None)
-    p.add_argument("--workers", type=int, default=2, help="χ shards and runs in parallel")
+    add_output_and_workers(p, workers_help="χ shards and runs in parallel")
     return p
 
 

@@ -98,6 +98,7 @@ def test_disk_full_mid_shard_is_a_clear_error_and_the_rerun_completes(tmp_path, 
     write_shard(path, 50, chain_shard(stats, 0))  # a shard completed before the disk fills
 
     written: list[Path] = []
+    in_flight = threading.Semaphore(64)  # zarr writes chunks from several threads at once
 
     def disk_fills_up(p: Path, value, exclusive: bool = False) -> int:
         """Let three chunks through, then fail half-way through writing the next one."""
@@ -108,7 +109,14 @@ def test_disk_full_mid_shard_is_a_clear_error_and_the_rerun_completes(tmp_path, 
                 f.write(data[: len(data) // 2])
                 raise OSError(errno.ENOSPC, "No space left on device")
         written.append(p)
-        return REAL_PUT(p, value, exclusive)
+        with in_flight:
+            return REAL_PUT(p, value, exclusive)
+
+    def writes_settled(timeout: float = 10.0) -> None:
+        """Wait for chunk writes that started before the failure and still run on zarr's
+        threads (they finish on their own; a partial file they hold is not a leftover)."""
+        for _ in range(64):
+            assert in_flight.acquire(timeout=timeout)
 
     monkeypatch.setattr(zarr_local, "_put", disk_fills_up)
     with pytest.raises(StoreError) as info:
@@ -122,7 +130,10 @@ def test_disk_full_mid_shard_is_a_clear_error_and_the_rerun_completes(tmp_path, 
     assert len(written) == 3  # the failure came part-way through the shard
 
     # The store stays readable and shows exactly which shards are complete.
+    writes_settled()
     assert not list(path.rglob("*.partial"))  # no half-written chunk file left behind
+    for _ in range(64):
+        in_flight.release()
     state = completed(path, 50, verify=True)
     assert state["restricted"][:, 0].all() and state["full"][0]
     assert not state["restricted"][:, 1].any() and not state["full"][1]

@@ -64,11 +64,14 @@ PROBE_SEQS = 8
 
 def prepare_workload() -> tuple[Path, Path]:
     """Train (once, resumable) the workload model; write its data. Returns (ckpt, data.npz)."""
-    from patterning_core.checkpoints import checkpoint_path
-    from patterning_core.induction import best_head_score, prefix_matching_scores
-    from patterning_core.synthetic import synthetic_tokens
-    from patterning_core.training import TrainConfig, train
-    from patterning_core.transformer import preset
+    from patterning_core.data.synthetic import synthetic_tokens
+    from patterning_core.experiments.induction.metrics import (
+        best_head_score,
+        prefix_matching_scores,
+    )
+    from patterning_core.model.checkpoints import checkpoint_path
+    from patterning_core.model.training import TrainConfig, train
+    from patterning_core.model.transformer import preset
 
     cfg = preset("bench")
     run_dir = WORK / "model"
@@ -104,7 +107,7 @@ def prepare_workload() -> tuple[Path, Path]:
 
 
 def head_components() -> dict:
-    from patterning_core.transformer import components, preset
+    from patterning_core.model.transformer import components, preset
 
     return {k: v for k, v in components(preset("bench")).items() if k.startswith("L")}
 
@@ -119,11 +122,11 @@ def peak_rss_mb() -> float:
 
 def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict, chains: list):
     """One process's share of our χ: the statistics of chains ``chains`` (and its peak RSS)."""
-    from patterning_core.checkpoints import load_checkpoint
-    from patterning_core.restricted_heads import TransformerLoss
-    from patterning_core.sampling import SamplerConfig
-    from patterning_core.susceptibility import sample_susceptibility_stats
-    from patterning_core.transformer import components
+    from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+    from patterning_core.model.checkpoints import load_checkpoint
+    from patterning_core.model.restricted_heads import TransformerLoss
+    from patterning_core.model.transformer import components
+    from patterning_core.sampling.sgld import SamplerConfig
 
     torch.set_num_threads(1)
     checkpoint = load_checkpoint(ckpt)
@@ -160,7 +163,7 @@ def ours(ckpt: Path, data_path: Path, out: Path, seed: int, dtype: str, shape: d
     8 heads of layer 1; ``"demo"``: heads, embed and unembed). Wall time covers start-up of
     the workers and the merge; peak memory is the sum of the workers' peaks.
     """
-    from patterning_core.susceptibility import chi_from_stats, merge_stats
+    from patterning_core.estimators.susceptibility import chi_from_stats, merge_stats
 
     chains = list(range(shape["chains"]))
     parts = [chains[i::THREADS] for i in range(THREADS) if chains[i::THREADS]]
@@ -187,7 +190,7 @@ def floor(ckpt: Path, data_path: Path, out: Path, n_steps: int) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from compute_floor import compute_floor
 
-    from patterning_core.checkpoints import load_checkpoint
+    from patterning_core.model.checkpoints import load_checkpoint
 
     torch.set_num_threads(THREADS)
     checkpoint = load_checkpoint(ckpt)

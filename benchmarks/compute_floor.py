@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from patterning_core.transformer import AttnOnlyTransformer, TransformerConfig
+from patterning_core.model.transformer import AttnOnlyTransformer, TransformerConfig
 
 __all__ = ["compute_floor"]
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from patterning_core.checkpoints import load_checkpoint
+    from patterning_core.model.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     train = np.load(args.data)["train"]

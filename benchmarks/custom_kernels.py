@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tables import publish
 
-from patterning_core import cpu_kernels
+from patterning_core.model import cpu_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "custom_kernels.md"
@@ -131,8 +131,8 @@ def row_kernels(lib) -> tuple[list[str], dict]:
 def readout_rows() -> list[str]:
     """The readout of one layer-1 head lane-step: gradient rows forward + backward, draw
     rows forward; dense (without and with the row kernels) and low-rank."""
-    from patterning_core.fused_loss import linear_cross_entropy
-    from patterning_core.lowrank_readout import lowrank_cross_entropy
+    from patterning_core.model.fused_loss import linear_cross_entropy
+    from patterning_core.model.lowrank_readout import lowrank_cross_entropy
 
     gen = torch.Generator().manual_seed(1)
     x_train = torch.randn(TRAIN_ROWS, D, generator=gen, requires_grad=True)
@@ -185,8 +185,8 @@ def readout_rows() -> list[str]:
 
 def _compile_head_lanes() -> None:
     """Replace the head-lane forward by ``torch.compile`` of the same arithmetic."""
-    from patterning_core import restricted_heads as rh
-    from patterning_core.transformer import attention_layer, layer_norm
+    from patterning_core.model import restricted_heads as rh
+    from patterning_core.model.transformer import attention_layer, layer_norm
 
     def lanes_loss(x, base, tokens, W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, params, layer, config):
         resid = base + rh._head_values(x, W_Q, W_K, W_V, b_Q, b_K, b_V) @ W_O
@@ -233,11 +233,11 @@ def context_lane_steps(variant: str) -> dict:
     """ms per lane-step of the layer-1 and layer-0 head groups (run in a fresh process)."""
     from chi_workload import SAMPLER, prepare_workload
 
-    from patterning_core.checkpoints import load_checkpoint
-    from patterning_core.restricted_heads import TransformerLoss
-    from patterning_core.sampling import SamplerConfig
-    from patterning_core.susceptibility import sample_susceptibility_stats
-    from patterning_core.transformer import components
+    from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+    from patterning_core.model.checkpoints import load_checkpoint
+    from patterning_core.model.restricted_heads import TransformerLoss
+    from patterning_core.model.transformer import components
+    from patterning_core.sampling.sgld import SamplerConfig
 
     torch.set_num_threads(1)
     if variant == "compiled":

@@ -12,10 +12,10 @@ Two halves, one file:
           --checkpoint CKPT.safetensors --data DATA.npz --out OUT.npz [--seed S] [--draws N]
 
   It rebuilds the attention-only transformer as a plain ``nn.Module`` (same maths as
-  ``patterning_core.transformer``), calls ``devinterp.slt.susceptibilities.susceptibilities``
+  ``patterning_core.model.transformer``), calls ``devinterp.slt.susceptibilities.susceptibilities``
   for the 16 head restrictions plus the full run, and writes χ in our unit order. See
   ``benchmarks/README_devinterp.md`` for what devinterp computes and how it differs from
-  ``patterning_core.susceptibility``.
+  ``patterning_core.estimators.susceptibility``.
 
 ``python benchmarks/devinterp_side.py check --checkpoint C --data D`` compares the module's
 per-token losses with ``patterning_core`` (run it with the project's python, which has both).
@@ -120,7 +120,7 @@ def ensure_devinterp_venv(root: Path, *, quiet: bool = True) -> Path:
 
 
 def build_model(params: dict, config: dict):
-    """A plain ``nn.Module`` computing what ``patterning_core.transformer.forward`` computes.
+    """A plain ``nn.Module`` computing what ``patterning_core.model.transformer.forward`` computes.
 
     ``named_parameters()`` are the checkpoint's names (``blocks.0.attn.W_Q`` …), so masks
     are keyed exactly like ours. No ``cfg`` attribute: devinterp would take the module for a
@@ -209,7 +209,7 @@ def load_checkpoint(path: Path) -> tuple[dict, dict]:
 
 def head_masks(model, config: dict) -> dict[str, dict]:
     """``{"L{l}H{h}": {param: bool mask}}``: head h's slice of W_Q/K/V/O and b_Q/K/V
-    (not b_O, not LayerNorm), as ``patterning_core.transformer.components``."""
+    (not b_O, not LayerNorm), as ``patterning_core.model.transformer.components``."""
     import torch
 
     named = dict(model.named_parameters())
@@ -480,8 +480,8 @@ def check_against_patterning(checkpoint: Path, data: Path, tol: float = 1e-5) ->
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from patterning_core.checkpoints import load_checkpoint as pc_load
-    from patterning_core.transformer import loss_per_token
+    from patterning_core.model.checkpoints import load_checkpoint as pc_load
+    from patterning_core.model.transformer import loss_per_token
 
     ckpt = pc_load(checkpoint)
     params, config = load_checkpoint(checkpoint)

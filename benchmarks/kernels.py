@@ -45,7 +45,7 @@ def best_ms(fn, reps: int = 10) -> float:
 
 
 def readout_rows() -> list[str]:
-    from patterning_core.fused_loss import linear_cross_entropy
+    from patterning_core.model.fused_loss import linear_cross_entropy
 
     gen = torch.Generator().manual_seed(0)
     n, d, v = 8 * 16 * 63, 64, 512
@@ -105,11 +105,11 @@ def lane_step_ms(draws: int = 40) -> float:
     import numpy as np
     from chi_workload import SAMPLER, prepare_workload
 
-    from patterning_core.checkpoints import load_checkpoint
-    from patterning_core.restricted_heads import TransformerLoss
-    from patterning_core.sampling import SamplerConfig
-    from patterning_core.susceptibility import sample_susceptibility_stats
-    from patterning_core.transformer import components
+    from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+    from patterning_core.model.checkpoints import load_checkpoint
+    from patterning_core.model.restricted_heads import TransformerLoss
+    from patterning_core.model.transformer import components
+    from patterning_core.sampling.sgld import SamplerConfig
 
     torch.set_num_threads(1)
     ckpt_path, data_path = prepare_workload()

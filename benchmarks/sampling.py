@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from tables import publish
 
-from patterning_core.llc import estimate_llc
-from patterning_core.sampling import SamplerConfig
-from patterning_core.synthetic import synthetic_tokens
-from patterning_core.toy_models import make_mlp_regression
-from patterning_core.transformer import init_params, make_loss_fn, preset
+from patterning_core.data.synthetic import synthetic_tokens
+from patterning_core.estimators.llc import estimate_llc
+from patterning_core.model.transformer import init_params, make_loss_fn, preset
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.toys.models import make_mlp_regression
 
 RESULTS = Path(__file__).parent / "results" / "sampling.md"
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patterning_core import known_answers as ka
-from patterning_core.llc import estimate_llc
-from patterning_core.sampling import ConfigError, SamplerConfig
-from patterning_core.susceptibility import estimate_susceptibilities
-from patterning_core.toy_models import make_linear_regression, make_mlp_regression
+from patterning_core.estimators.llc import estimate_llc
+from patterning_core.estimators.susceptibility import estimate_susceptibilities
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig
+from patterning_core.toys import known_answers as ka
+from patterning_core.toys.models import make_linear_regression, make_mlp_regression
 
 FLOWS = ("train", "susceptibilities", "decompose", "pipeline")
 
@@ -124,7 +124,7 @@ class StoreProgress:
     def _watch(self) -> None:
         from tqdm.auto import tqdm
 
-        from patterning_core.store import completed, open_chi
+        from patterning_core.store.chi_store import completed, open_chi
 
         bar = None
         while not self._stop.wait(1.0):
@@ -158,7 +158,7 @@ def _runtime(args: argparse.Namespace) -> dict:
 def run_demo(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
     from flows.server import prefect_api
-    from tasks.caching import patterning_home
+    from patterning_core.workspace import patterning_home
 
     out = Path(args.out) if args.out else patterning_home() / "demo"
     started = time.perf_counter()
@@ -219,7 +219,7 @@ def check_flow_config(name: str, config: object) -> None:
     ``ConfigError`` (or ``FileNotFoundError``) naming the problem and the fix."""
     import inspect
 
-    from patterning_core.sampling import ConfigError
+    from patterning_core.sampling.sgld import ConfigError
 
     if not isinstance(config, dict):
         raise ConfigError(f"the config file must hold a mapping of parameters, got {config!r}.")
@@ -282,8 +282,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_chi(args: argparse.Namespace) -> int:
-    from patterning_core.export import export_chi
-    from patterning_core.store import store_summary
+    from patterning_core.store.chi_store import store_summary
+    from patterning_core.store.export import export_chi
 
     if args.action == "show":
         print(store_summary(args.path))
@@ -404,9 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from patterning_core.checkpoints import CheckpointError
-    from patterning_core.sampling import ConfigError
-    from patterning_core.store import StoreError
+    from patterning_core.model.checkpoints import CheckpointError
+    from patterning_core.sampling.sgld import ConfigError
+    from patterning_core.store.chi_store import StoreError
 
     args = build_parser().parse_args(argv)
     try:

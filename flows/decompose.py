@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from patterning_core.store import open_chi
+from patterning_core.store.chi_store import open_chi
 from tasks.decomposition import decompose_checkpoint
 
 

@@ -3,8 +3,8 @@ re-weighting the training data (method.md §7, demonstration 1).
 
 χ at a checkpoint before the circuit forms (from a χ store the ``pipeline`` flow wrote)
 and the heads' later prefix-matching scores (the reference run's last checkpoint) give the
-Induce and Repress weights (``patterning_core.induction_patterning``); the preset is then
-retrained from the same initialization and data order (same seed) with uniform, Induce and
+Induce and Repress weights (``patterning_core.experiments.induction.patterning``); the preset
+is then retrained from the same initialization and data order (same seed) with uniform, Induce and
 Repress weights for every seed, and a report compares when the circuit forms.
 
 Memoized like the rest: each training run lives in a folder named by a digest of its
@@ -17,7 +17,6 @@ settings and weights and resumes from its last checkpoint, so a rerun trains not
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -26,10 +25,10 @@ from prefect import flow, get_run_logger
 from prefect.futures import wait
 
 from flows.runtime import make_task_runner
-from patterning_core.config import ConfigError
-from patterning_core.induction_patterning import CONDITIONS, DEFAULT_ALPHA
-from patterning_core.store import StoreError, open_chi
-from tasks.caching import patterning_home
+from patterning_core.experiments.induction.patterning import CONDITIONS, DEFAULT_ALPHA
+from patterning_core.sampling.config import ConfigError
+from patterning_core.store.chi_store import StoreError, open_chi
+from patterning_core.workspace import patterning_home, settings_digest
 from tasks.induction_patterning import patterning_weights, write_patterning_report
 from tasks.retraining import UNIFORM, retrain_weighted
 from tasks.training import check_training_inputs, train_model
@@ -145,8 +144,7 @@ def training_jobs(
 
 def experiment_key(chi_store: str, settings: dict) -> str:
     store_id = open_chi(chi_store).attrs.get("store_id", str(Path(chi_store).resolve()))
-    blob = json.dumps([store_id, settings], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return settings_digest([store_id, settings])
 
 
 @flow(name="induction-patterning")
@@ -179,7 +177,7 @@ def induction_patterning(
             (default: the demo's, ``flows.pipeline.DEMO_TRAIN``); ``seed`` is set per run.
         seeds: one baseline, Induce and Repress run each (default 0, 1, 2).
         alpha, rcond, negative: magnitude, pseudo-inverse cut-off, negative-weight rule
-            (``patterning_core.induction_patterning``).
+            (``patterning_core.experiments.induction.patterning``).
         out_dir: report folder (default ``$PATTERNING_HOME/induction_patterning/<key>``).
         runs_root: training runs (default ``$PATTERNING_HOME/runs``, shared with the
             pipeline: the uniform seed-0 run of the demo recipe is its reference run).

@@ -8,13 +8,11 @@ fraction of seeds learning each rule before and after (``tasks/parentheses.py``)
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from prefect import flow
 
-from tasks.caching import patterning_home
+from patterning_core.workspace import patterning_home, settings_digest
 from tasks.parentheses import DEFAULT_SETTINGS, build_config, parentheses_experiment
 
 
@@ -30,6 +28,5 @@ def parentheses(settings: dict[str, Any] | None = None, out_dir: str | None = No
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     check_parentheses_parameters(settings)
     if out_dir is None:
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-        out_dir = str(patterning_home() / "parentheses" / key)
+        out_dir = str(patterning_home() / "parentheses" / settings_digest(settings))
     return parentheses_experiment(settings, out_dir)

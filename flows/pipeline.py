@@ -6,24 +6,22 @@ decomposition when they land.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger, task
 
 from flows.susceptibilities import susceptibilities
-from patterning_core.induction import FORMATION_THRESHOLD, induction_curve
-from patterning_core.plots import plot_prefix_matching
-from patterning_core.sampling import ConfigError, SamplerConfig
-from tasks.caching import patterning_home
+from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
+from patterning_core.report.plots import plot_prefix_matching
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig
+from patterning_core.workspace import patterning_home, settings_digest
 from tasks.decomposition import decompose_checkpoint
 from tasks.reporting import write_report
 from tasks.training import check_training_inputs, train_model
 
 # The demo: the `demo` preset on synthetic in-context bigrams, where the canonical induction
-# circuit forms at about step 2,250 with this recipe (see patterning_core/synthetic.py).
+# circuit forms at about step 2,250 with this recipe (see patterning_core/data/synthetic.py).
 DEMO_DATA = {"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}
 DEMO_TRAIN = {
     "steps": 3000,
@@ -144,9 +142,7 @@ def pipeline(
         "sgld_seqs": sgld_seqs,
         "probe_seqs": probe_seqs,
     }
-    key = hashlib.sha256(
-        json.dumps([training["run_dir"], workload, sampler, ckpts], sort_keys=True).encode()
-    ).hexdigest()[:12]
+    key = settings_digest([training["run_dir"], workload, sampler, ckpts])
     out = Path(out_dir) if out_dir else home / "pipeline" / key
     out.mkdir(parents=True, exist_ok=True)
     logger.info("χ at checkpoints %s into %s", [c["step"] for c in ckpts], out)

@@ -11,7 +11,7 @@ import dask
 import torch
 from prefect_dask import DaskTaskRunner
 
-from patterning_core.checkpoints import file_sha256
+from patterning_core.model.checkpoints import file_sha256
 
 # glibc's defaults (and Dask's pre-spawn MALLOC_TRIM_THRESHOLD_=65536 even more) hand large
 # buffers back to the OS after every step and fault them back in on the next: shards ran

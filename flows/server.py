@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.caching import patterning_home
+from patterning_core.workspace import patterning_home
 
 HOST = "127.0.0.1"
 

@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -35,9 +33,9 @@ from flows.induction_patterning import (
 )
 from flows.runtime import make_task_runner
 from flows.susceptibilities import susceptibilities
-from patterning_core.config import ConfigError, SamplerConfig
-from patterning_core.transformer import components
-from tasks.caching import patterning_home
+from patterning_core.model.transformer import components
+from patterning_core.sampling.config import ConfigError, SamplerConfig
+from patterning_core.workspace import patterning_home, settings_digest
 from tasks.retraining import retrain_weighted
 from tasks.spacing import CONDITION_OF, spacing_measures, spacing_weights, write_spacing_report
 from tasks.training import check_training_inputs, model_preset, train_model
@@ -137,7 +135,7 @@ def spacing(
         "probe_seqs": probe_seqs,
         "eval_seqs": eval_seqs,
     }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    key = settings_digest(settings)
     out = Path(out_dir) if out_dir else home / "spacing" / key
     out.mkdir(parents=True, exist_ok=True)
 

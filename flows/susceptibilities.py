@@ -14,11 +14,11 @@ from prefect import flow, get_run_logger
 from prefect.futures import wait
 
 from flows.runtime import cluster_has_gpus, file_digest, make_task_runner, shard_resources
-from patterning_core.checkpoints import read_config
-from patterning_core.lm_data import check_data_spec
-from patterning_core.sampling import ConfigError, SamplerConfig
-from patterning_core.susceptibility import group_components
-from patterning_core.workloads import build_workload, workload_kinds
+from patterning_core.data.lm_data import check_data_spec
+from patterning_core.estimators.susceptibility import group_components
+from patterning_core.model.checkpoints import read_config
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig
+from patterning_core.store.workloads import build_workload, workload_kinds
 from tasks.susceptibility import (
     FULL_RUN,
     CheckpointShards,
@@ -98,7 +98,8 @@ def check_susceptibility_parameters(
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(
                 f"checkpoint file {path} (step {ckpt.get('step')}) does not exist; list a "
-                "run's checkpoints with patterning_core.checkpoints.list_checkpoints(run_dir)."
+                "run's checkpoints with "
+                "patterning_core.model.checkpoints.list_checkpoints(run_dir)."
             )
     if workload["kind"] == "transformer":
         if checkpoints[0].get("path") is None or "data" not in workload:
@@ -121,7 +122,7 @@ def susceptibilities(
 
     Args:
         store: path or URL of the χ store (created, or resumed if compatible).
-        workload: the workload spec (see ``patterning_core.workloads``).
+        workload: the workload spec (see ``patterning_core.store.workloads``).
         checkpoints: ``[{"step": int, "path": str | None}, ...]``.
         sampler: ``SamplerConfig`` fields.
         max_lanes: cap on component × chain lanes per shard (memory); None: one group

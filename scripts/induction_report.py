@@ -26,16 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patterning_core.corpus import EOT, patterning_home, prepare_lm_data
-from patterning_core.induction import (
+from patterning_core.data.corpus import EOT, prepare_lm_data
+from patterning_core.data.lm_data import mix_in_context_bigrams
+from patterning_core.experiments.induction.metrics import (
     in_context_learning_score,
     induction_curve,
     repeated_text_losses,
 )
-from patterning_core.lm_data import mix_in_context_bigrams
-from patterning_core.plots import plot_loss_curve, plot_prefix_matching
-from patterning_core.training import TrainConfig, checkpoint_schedule, train
-from patterning_core.transformer import preset
+from patterning_core.model.training import TrainConfig, checkpoint_schedule, train
+from patterning_core.model.transformer import preset
+from patterning_core.report.plots import plot_loss_curve, plot_prefix_matching
+from patterning_core.workspace import patterning_home
 
 # Demo training settings (chosen by measurement on a 2-core CPU; see the report).
 DEMO_STEPS = 8000
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _load(run_dir: Path, step: int, config):
-    from patterning_core.checkpoints import checkpoint_path, load_checkpoint
+    from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 
     return load_checkpoint(checkpoint_path(run_dir, step), expected_config=config).params
 

@@ -4,7 +4,7 @@
 
 Linear regression (n = 40, d = 3) has a Gaussian localized posterior, so χ per unit and
 the exact change of ⟨φ⟩ under any re-weighting ρ = 1 + α·(direction − mean) are known in
-closed form (``patterning_core.known_answers``). The direction up-weights the units that
+closed form (``patterning_core.toys.known_answers``). The direction up-weights the units that
 raise φ (sign of χ). For each α the change is also measured by SGLD with the re-weighted
 loss on common random numbers (``linear_response.linear_response_curve``). The first-order
 prediction is a straight line in α; the exact change bends away from it as α grows.
@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patterning_core import known_answers as ka
-from patterning_core.linear_response import linear_response_curve, plot_linear_response
-from patterning_core.sampling import SamplerConfig
-from patterning_core.toy_models import make_linear_regression
+from patterning_core.estimators.linear_response import linear_response_curve, plot_linear_response
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.toys import known_answers as ka
+from patterning_core.toys.models import make_linear_regression
 
 # Fractions of the largest α that keeps every weight ≥ 0.
 FRACTIONS = [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95]
@@ -161,14 +161,14 @@ def transformer_part(args: argparse.Namespace) -> None:
     recipe, 64 training sequences (4,032 token units) as the data, χ within the head's
     restricted run, and the Induce-like direction (induction-class tokens up, others
     down)."""
-    from patterning_core.checkpoints import checkpoint_path, load_checkpoint
-    from patterning_core.corpus import patterning_home
-    from patterning_core.induction_patterning import head_scores, unit_classes
-    from patterning_core.lm_data import load_lm_tokens, select_sequences
-    from patterning_core.restricted_heads import TransformerLoss
-    from patterning_core.susceptibility import sample_susceptibility_stats
-    from patterning_core.training import TrainConfig, train
-    from patterning_core.transformer import components, preset
+    from patterning_core.data.lm_data import load_lm_tokens, select_sequences
+    from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+    from patterning_core.experiments.induction.patterning import head_scores, unit_classes
+    from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
+    from patterning_core.model.restricted_heads import TransformerLoss
+    from patterning_core.model.training import TrainConfig, train
+    from patterning_core.model.transformer import components, preset
+    from patterning_core.workspace import patterning_home
 
     torch.set_num_threads(2)
     config = preset("demo")

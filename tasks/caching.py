@@ -20,6 +20,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
+from patterning_core.workspace import patterning_home
+
 
 class ProcessAwareLockManager(FileSystemLockManager):
     """File locks that die with their holder.
@@ -91,11 +93,6 @@ def _process_alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def patterning_home() -> Path:
-    """The project's working area (``$PATTERNING_HOME``, default ``./.patterning``)."""
-    return Path(os.environ.get("PATTERNING_HOME", ".patterning")).resolve()
 
 
 def cache_root() -> Path:

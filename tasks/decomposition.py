@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from patterning_core.chi_plots import plot_chi_heatmap, plot_modes
-from patterning_core.decomposition import decompose, top_units
-from patterning_core.store import open_chi, plain_string_coords
+from patterning_core.estimators.decomposition import decompose, top_units
+from patterning_core.report.chi_plots import plot_chi_heatmap, plot_modes
+from patterning_core.store.chi_store import open_chi, plain_string_coords
 
 
 @task(name="decompose-chi")

@@ -11,15 +11,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from patterning_core.checkpoints import (
-    checkpoint_path,
-    file_sha256,
-    list_checkpoints,
-    load_checkpoint,
-)
-from patterning_core.config import ConfigError
-from patterning_core.decomposition import decompose, induction_mode
-from patterning_core.induction_patterning import (
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.estimators.decomposition import decompose, induction_mode
+from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.experiments.induction.patterning import (
     CONDITIONS,
     crossing_step,
     head_scores,
@@ -27,10 +22,15 @@ from patterning_core.induction_patterning import (
     per_chain_class_dh,
     unit_classes,
 )
-from patterning_core.lm_data import load_lm_tokens
-from patterning_core.patterning_plots import plot_class_weights, plot_condition_curves
-from patterning_core.store import StoreError, open_chi, read_stats
-from patterning_core.susceptibility import chi_from_stats
+from patterning_core.model.checkpoints import (
+    checkpoint_path,
+    file_sha256,
+    list_checkpoints,
+    load_checkpoint,
+)
+from patterning_core.report.patterning_plots import plot_class_weights, plot_condition_curves
+from patterning_core.sampling.config import ConfigError
+from patterning_core.store.chi_store import StoreError, open_chi, read_stats
 from tasks.retraining import save_weights
 
 

@@ -5,7 +5,7 @@ classifies each by its out-of-distribution answers, estimates the LLC and the gr
 susceptibilities of Nested and Equal-Count solutions, computes group weights that lower
 λ(Nested) relative to λ(Equal-Count), retrains the same seeds with them, and writes
 ``OUT_DIR/report.md``, ``OUT_DIR/result.json`` and PNG plots. See
-``patterning_core/algorithm_selection.py`` for the method and its conventions.
+``patterning_core/experiments/parentheses/selection.py`` for the method and its conventions.
 
 The task is memoized on its settings and source (a rerun with the same settings returns
 the recorded summary without training); the unit of reuse is the whole experiment.
@@ -25,7 +25,8 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from patterning_core.algorithm_selection import (
+from patterning_core.experiments.parentheses.classifier import ParenTrainConfig
+from patterning_core.experiments.parentheses.selection import (
     EQUAL_COUNT,
     MIXED,
     NESTED,
@@ -33,8 +34,7 @@ from patterning_core.algorithm_selection import (
     ExperimentConfig,
     run_experiment,
 )
-from patterning_core.paren_model import ParenTrainConfig
-from patterning_core.parentheses import ParenDataConfig
+from patterning_core.experiments.parentheses.strings import ParenDataConfig
 from tasks.caching import expensive_task_policy, result_storage
 
 RULES = (NESTED, EQUAL_COUNT, MIXED, UNFIT)

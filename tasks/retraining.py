@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 from pathlib import Path
@@ -22,12 +21,13 @@ import numpy as np
 import torch
 from prefect import get_run_logger, task
 
-from patterning_core.checkpoints import file_sha256, list_checkpoints, load_checkpoint
-from patterning_core.config import ConfigError
-from patterning_core.induction import FORMATION_THRESHOLD, induction_curve
-from patterning_core.lm_data import load_lm_tokens
-from patterning_core.training import load_train_log
-from patterning_core.transformer import preset as get_preset
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
+from patterning_core.model.checkpoints import file_sha256, list_checkpoints, load_checkpoint
+from patterning_core.model.training import load_train_log
+from patterning_core.model.transformer import preset as get_preset
+from patterning_core.sampling.config import ConfigError
+from patterning_core.workspace import settings_digest
 from tasks.training import check_training_inputs, model_preset, run_key, train_in_run_dir
 
 UNIFORM = "uniform"
@@ -78,24 +78,24 @@ def weighted_run_dir(
     """The run folder: ``train_model``'s for uniform weights, else keyed on the weights too."""
     if weights_digest == UNIFORM:
         return Path(runs_root) / f"{preset}-{run_key(preset, data, train_settings)}"
-    blob = json.dumps(
+    key = settings_digest(
         {
             "model": get_preset(preset).to_dict(),
             "data": data,
             "train": train_settings,
             "weights": weights_digest,
         },
-        sort_keys=True,
+        length=16,
     )
-    return Path(runs_root) / f"{preset}-w{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    return Path(runs_root) / f"{preset}-w{key}"
 
 
 @torch.no_grad()
 def loss_by_class(run_dir: Path, config, tokens: torch.Tensor, strings: list[str]) -> dict:
     """Mean unweighted loss per pattern class of ``tokens`` (held-out sequences ``[B, T]``)
     under the run's last checkpoint."""
-    from patterning_core.induction_patterning import unit_classes
-    from patterning_core.transformer import loss_per_token
+    from patterning_core.experiments.induction.patterning import unit_classes
+    from patterning_core.model.transformer import loss_per_token
 
     params = load_checkpoint(list_checkpoints(run_dir)[-1][1], expected_config=config).params
     losses = loss_per_token(params, tokens, config).numpy()  # [B, T - 1]

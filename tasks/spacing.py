@@ -1,6 +1,7 @@
 """Prefect tasks of the spacing experiment: weights along the χ mode of the whitespace
 heads, the measures of a retrained run, and the report (Markdown + PNG, also a Prefect
-artifact). The flow is ``flows/spacing.py``; the measures are ``patterning_core.spacing``."""
+artifact). The flow is ``flows/spacing.py``; the measures are
+``patterning_core.experiments.spacing.science``."""
 
 from __future__ import annotations
 
@@ -11,19 +12,19 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from patterning_core.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint
-from patterning_core.config import ConfigError
-from patterning_core.decomposition import decompose
-from patterning_core.induction_patterning import induction_weights
-from patterning_core.lm_data import load_lm_tokens
-from patterning_core.spacing import (
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.estimators.decomposition import decompose
+from patterning_core.experiments.induction.patterning import induction_weights
+from patterning_core.experiments.spacing.science import (
     spacing_classes,
     spacing_scores,
     spacing_units,
     unit_losses_by_kind,
     whitespace_correlations,
 )
-from patterning_core.workloads import build_workload
+from patterning_core.model.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint
+from patterning_core.sampling.config import ConfigError
+from patterning_core.store.workloads import build_workload
 from tasks.induction_patterning import final_checkpoint, load_chi
 from tasks.retraining import save_weights
 
@@ -174,7 +175,7 @@ def _plot(n: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from patterning_core.plots import save_figure
+    from patterning_core.report.plots import save_figure
 
     colors = {"baseline": "black", "amplify": "tab:blue", "suppress": "tab:red"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -20,10 +20,16 @@ from pathlib import Path
 import torch
 from prefect import get_run_logger, task
 
-from patterning_core.sampling import SamplerConfig
-from patterning_core.store import assemble_chi, completed, create_store, open_chi, write_shard
-from patterning_core.susceptibility import sample_susceptibility_stats
-from patterning_core.workloads import build_workload
+from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.chi_store import (
+    assemble_chi,
+    completed,
+    create_store,
+    open_chi,
+    write_shard,
+)
+from patterning_core.store.workloads import build_workload
 from tasks.caching import expensive_task_policy, result_storage
 
 FULL_RUN = "__full__"

@@ -8,21 +8,20 @@ second call with the same settings trains nothing and a killed one continues.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
 
-from patterning_core.checkpoints import list_checkpoints
-from patterning_core.config import ConfigError
-from patterning_core.lm_data import LMTokens, check_data_spec, load_lm_tokens
-from patterning_core.plots import plot_loss_curve
-from patterning_core.training import TrainConfig, TrainResult, train
-from patterning_core.transformer import TransformerConfig
-from patterning_core.transformer import preset as get_preset
+from patterning_core.data.lm_data import LMTokens, check_data_spec, load_lm_tokens
+from patterning_core.model.checkpoints import list_checkpoints
+from patterning_core.model.training import TrainConfig, TrainResult, train
+from patterning_core.model.transformer import TransformerConfig
+from patterning_core.model.transformer import preset as get_preset
+from patterning_core.report.plots import plot_loss_curve
+from patterning_core.sampling.config import ConfigError
+from patterning_core.workspace import settings_digest
 
 
 def model_preset(name: str) -> TransformerConfig:
@@ -65,8 +64,7 @@ def check_training_inputs(preset: str, data: Mapping, train_settings: Mapping) -
 
 def run_key(preset: str, data: dict, train_settings: dict) -> str:
     cfg = get_preset(preset).to_dict()
-    blob = json.dumps({"model": cfg, "data": data, "train": train_settings}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return settings_digest({"model": cfg, "data": data, "train": train_settings}, length=16)
 
 
 def train_in_run_dir(

@@ -18,10 +18,12 @@ import torch
 import zarr
 
 from flows.cli import main
-from patterning_core.checkpoints import checkpoint_path, save_checkpoint
-from patterning_core.lm_data import load_lm_tokens
-from patterning_core.sampling import ConfigError, SamplerConfig
-from patterning_core.store import (
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+from patterning_core.model.checkpoints import checkpoint_path, save_checkpoint
+from patterning_core.model.transformer import PRESETS, init_params, preset
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig
+from patterning_core.store.chi_store import (
     StoreError,
     assemble_chi,
     completed,
@@ -30,9 +32,7 @@ from patterning_core.store import (
     store_summary,
     write_shard,
 )
-from patterning_core.susceptibility import sample_susceptibility_stats
-from patterning_core.transformer import PRESETS, init_params, preset
-from patterning_core.workloads import build_workload
+from patterning_core.store.workloads import build_workload
 
 SAMPLER = SamplerConfig(
     step_size=1e-4, n_beta=20.0, localization=100.0, num_chains=2, num_draws=5, batch_size=8

@@ -10,14 +10,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from patterning_core.checkpoints import (
+from patterning_core.model.checkpoints import (
     checkpoint_digest,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from patterning_core.transformer import TransformerConfig, init_params
+from patterning_core.model.transformer import TransformerConfig, init_params
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=8, d_head=4, n_ctx=6, d_vocab=11)
 

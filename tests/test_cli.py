@@ -9,10 +9,10 @@ import torch
 import xarray as xr
 
 from flows.cli import build_parser, main
-from patterning_core.sampling import SamplerConfig
-from patterning_core.store import assemble_chi, create_store, write_shard
-from patterning_core.susceptibility import sample_susceptibility_stats
-from patterning_core.workloads import build_workload
+from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.chi_store import assemble_chi, create_store, write_shard
+from patterning_core.store.workloads import build_workload
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patterning_core.corpus import (
+from patterning_core.data.corpus import (
     EOT,
     default_corpus_files,
     encode_corpus,

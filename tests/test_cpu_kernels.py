@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from patterning_core import cpu_kernels
-from patterning_core.fused_loss import linear_cross_entropy
-from patterning_core.lowrank_readout import lowrank_cross_entropy
+from patterning_core.model import cpu_kernels
+from patterning_core.model.fused_loss import linear_cross_entropy
+from patterning_core.model.lowrank_readout import lowrank_cross_entropy
 
 needs_kernels = pytest.mark.skipif(
     cpu_kernels.kernels() is None, reason="no working C compiler on this machine"

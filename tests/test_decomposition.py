@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from patterning_core.decomposition import decompose, standardize, top_units
+from patterning_core.estimators.decomposition import decompose, standardize, top_units
 
 
 def planted_chi(seed: int = 0) -> tuple[xr.DataArray, np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def test_decompose_rejects_unassembled_chi():
 def test_induction_mode_is_found_by_alignment_not_position():
     """χ with a uniform PC1 and a second mode on the heads whose scores rise: the mode that
     tracks the scores is identified, with its correlation."""
-    from patterning_core.decomposition import induction_mode, mode_alignment
+    from patterning_core.estimators.decomposition import induction_mode, mode_alignment
 
     rng = np.random.default_rng(1)
     heads = [f"L{layer}H{h}" for layer in range(2) for h in range(4)]

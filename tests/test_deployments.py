@@ -11,7 +11,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from patterning_core.store import completed
+from patterning_core.store.chi_store import completed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,11 @@ import torch
 import xarray as xr
 import zarr.storage._local as zarr_local
 
-from patterning_core.checkpoints import checkpoint_path, list_checkpoints, save_checkpoint
-from patterning_core.sampling import SamplerConfig
-from patterning_core.store import (
+from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+from patterning_core.model.checkpoints import checkpoint_path, list_checkpoints, save_checkpoint
+from patterning_core.model.transformer import TransformerConfig, init_params
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.chi_store import (
     StoreError,
     assemble_chi,
     completed,
@@ -28,9 +30,7 @@ from patterning_core.store import (
     store_summary,
     write_shard,
 )
-from patterning_core.susceptibility import sample_susceptibility_stats
-from patterning_core.toy_models import make_mlp_regression
-from patterning_core.transformer import TransformerConfig, init_params
+from patterning_core.toys.models import make_mlp_regression
 
 CONFIG = SamplerConfig(
     step_size=1e-4,

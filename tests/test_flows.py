@@ -7,10 +7,10 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.susceptibilities import susceptibilities
-from patterning_core.sampling import SamplerConfig
-from patterning_core.store import open_chi
-from patterning_core.susceptibility import estimate_susceptibilities
-from patterning_core.workloads import build_workload
+from patterning_core.estimators.susceptibility import estimate_susceptibilities
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.chi_store import open_chi
+from patterning_core.store.workloads import build_workload
 
 WORKLOAD = {"kind": "toy-mlp", "n": 128, "d_in": 3, "hidden": 4, "probes": 5}
 SAMPLER = SamplerConfig(
@@ -88,7 +88,7 @@ def test_flow_matches_direct_estimate_and_rerun_does_no_sampling(tmp_path, prefe
 
 
 def _complete_shards(store: str) -> int:
-    from patterning_core.store import completed
+    from patterning_core.store.chi_store import completed
 
     try:
         state = completed(store, 0)
@@ -242,7 +242,7 @@ def test_two_concurrent_runs_compute_each_shard_once(tmp_path, prefect_server):
     import json
     import subprocess
 
-    from patterning_core.store import completed
+    from patterning_core.store.chi_store import completed
 
     sampler = SamplerConfig.from_dict(SAMPLER).replace(num_draws=300).to_dict()
     store = str(tmp_path / "shared.zarr")

@@ -1,6 +1,6 @@
 """LLC and χ on linear regression, whose localized posterior is exactly Gaussian.
 
-Targets are closed-form moments (patterning_core.known_answers). Tolerances are derived,
+Targets are closed-form moments (patterning_core.toys.known_answers). Tolerances are derived,
 not tuned: the estimate must lie within Z standard errors of the exact stationary law of
 the discretized SGLD chain (the SE from independent chains), and within Z SE plus the
 computed discretization bias of the true posterior. Z = 4: a two-sided miss of a correct
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core import known_answers as ka
-from patterning_core.llc import estimate_llc
-from patterning_core.sampling import SamplerConfig
-from patterning_core.susceptibility import chi_from_stats, sample_susceptibility_stats
-from patterning_core.toy_models import make_linear_regression
+from patterning_core.estimators.llc import estimate_llc
+from patterning_core.estimators.susceptibility import chi_from_stats, sample_susceptibility_stats
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.toys import known_answers as ka
+from patterning_core.toys.models import make_linear_regression
 
 Z = 4.0
 N_BETA, GAMMA, EPS = 10.0, 1.0, 1e-2

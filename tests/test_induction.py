@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from patterning_core.checkpoints import checkpoint_path, load_checkpoint
-from patterning_core.induction import (
+from patterning_core.data.synthetic import synthetic_tokens
+from patterning_core.experiments.induction.metrics import (
     FORMATION_THRESHOLD,
     formation_step,
     in_context_learning_score,
@@ -18,9 +18,14 @@ from patterning_core.induction import (
     repeated_random_tokens,
     repeated_text_losses,
 )
-from patterning_core.synthetic import synthetic_tokens
-from patterning_core.training import TrainConfig, train
-from patterning_core.transformer import TransformerConfig, attention_patterns, init_params, preset
+from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
+from patterning_core.model.training import TrainConfig, train
+from patterning_core.model.transformer import (
+    TransformerConfig,
+    attention_patterns,
+    init_params,
+    preset,
+)
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=20, d_vocab=40)
 
@@ -81,11 +86,12 @@ def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
     The best layer-1 head's prefix-matching score starts at chance and crosses the formation
     threshold, a layer-0 head becomes a previous-token head, and in-context learning appears.
 
-    Measured (seeds 0-3, see ``patterning_core/synthetic.py``): the prefix-matching score crosses
-    0.3 at step 750-1 000 and is 0.60-0.68 at step 1 500; the best previous-token score goes
-    from 0.10 at initialization to 0.45-0.59. Previous-token threshold 0.3: a head attending
-    uniformly over its causal window scores mean(1 / (q + 1)) ~= 0.10 here (T = 32), so 0.3 is
-    3x uniform and puts a third of the head's attention on the previous token. (The
+    Measured (seeds 0-3, see ``patterning_core/data/synthetic.py``): the prefix-matching
+    score crosses 0.3 at step 750-1 000 and is 0.60-0.68 at step 1 500; the best
+    previous-token score goes from 0.10 at initialization to 0.45-0.59. Previous-token
+    threshold 0.3: a head attending uniformly over its causal window scores
+    mean(1 / (q + 1)) ~= 0.10 here (T = 32), so 0.3 is 3x uniform and puts a third of the
+    head's attention on the previous token. (The
     in-context-learning score is negative before formation too, from the per-sequence alphabet;
     it is a sanity check, not evidence of induction.)
     """

@@ -9,14 +9,14 @@ import pytest
 import torch
 import xarray as xr
 
-from patterning_core.induction_patterning import (
+from patterning_core.data.token_classes import PRIMARY_CLASSES
+from patterning_core.experiments.induction.patterning import (
     class_weight_table,
     induce_sign,
     induction_weights,
     unit_classes,
     weights_for_units,
 )
-from patterning_core.patterns import PRIMARY_CLASSES
 
 HEADS = ["L0H0", "L0H1", "L1H0", "L1H1"]
 SCORES = {"L0H0": 0.0, "L0H1": 0.05, "L1H0": 0.8, "L1H1": 0.6}  # layer 1 becomes induction
@@ -72,7 +72,7 @@ def test_induce_upweights_the_units_the_later_induction_heads_express(expresses)
 
 
 def test_sign_follows_the_definition_not_the_svd_sign():
-    from patterning_core.decomposition import decompose
+    from patterning_core.estimators.decomposition import decompose
 
     modes = decompose(known_chi())
     flipped = modes.copy(deep=True)
@@ -128,7 +128,7 @@ def test_unit_classes_align_with_loss_units():
 
 
 def test_crossing_step_interpolates_between_checkpoints():
-    from patterning_core.induction_patterning import crossing_step
+    from patterning_core.experiments.induction.patterning import crossing_step
 
     assert crossing_step([0, 250, 500], [0.0, 0.1, 0.5], 0.3) == pytest.approx(375.0)
     assert crossing_step([0, 250], [0.4, 0.5], 0.3) == 0.0
@@ -169,14 +169,14 @@ def prefect_server():
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory):
     """A reference run (the seed-0 baseline's folder) and a χ store at its step 16."""
-    from patterning_core.checkpoints import checkpoint_path
-    from patterning_core.lm_data import load_lm_tokens
-    from patterning_core.sampling import SamplerConfig
-    from patterning_core.store import assemble_chi, create_store, write_shard
-    from patterning_core.susceptibility import sample_susceptibility_stats
-    from patterning_core.training import train
-    from patterning_core.transformer import preset
-    from patterning_core.workloads import build_workload
+    from patterning_core.data.lm_data import load_lm_tokens
+    from patterning_core.estimators.susceptibility import sample_susceptibility_stats
+    from patterning_core.model.checkpoints import checkpoint_path
+    from patterning_core.model.training import train
+    from patterning_core.model.transformer import preset
+    from patterning_core.sampling.sgld import SamplerConfig
+    from patterning_core.store.chi_store import assemble_chi, create_store, write_shard
+    from patterning_core.store.workloads import build_workload
     from tasks.retraining import UNIFORM, weighted_run_dir
     from tasks.training import train_config
 
@@ -271,10 +271,10 @@ def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_serve
 
 
 def test_continue_from_a_shorter_run_equals_the_longer_run(tmp_path):
-    from patterning_core.checkpoints import load_checkpoint
-    from patterning_core.synthetic import synthetic_tokens
-    from patterning_core.training import TrainConfig, train
-    from patterning_core.transformer import preset
+    from patterning_core.data.synthetic import synthetic_tokens
+    from patterning_core.model.checkpoints import load_checkpoint
+    from patterning_core.model.training import TrainConfig, train
+    from patterning_core.model.transformer import preset
     from tasks.retraining import continue_from
 
     config, tokens = preset("tiny"), synthetic_tokens("tiny", 64, seed=0)

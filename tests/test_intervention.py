@@ -7,9 +7,8 @@ import pytest
 import torch
 import xarray as xr
 
-from patterning_core import known_answers as ka
-from patterning_core.decomposition import decompose
-from patterning_core.intervention import (
+from patterning_core.estimators.decomposition import decompose
+from patterning_core.estimators.intervention import (
     extrapolate_by_class,
     mode_target,
     predicted_response,
@@ -17,7 +16,8 @@ from patterning_core.intervention import (
     solve_intervention,
     weights_from_intervention,
 )
-from patterning_core.toy_models import make_linear_regression
+from patterning_core.toys import known_answers as ka
+from patterning_core.toys.models import make_linear_regression
 
 
 def random_chi(components=4, units=30, seed=0) -> xr.DataArray:
@@ -128,8 +128,11 @@ def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
     """SGLD with re-weighted data (common random numbers) on linear regression: for small
     α the measured change of ⟨φ⟩ agrees with nβ·χ·dh and with the exact posterior change;
     the plot is written."""
-    from patterning_core.linear_response import linear_response_curve, plot_linear_response
-    from patterning_core.sampling import SamplerConfig
+    from patterning_core.estimators.linear_response import (
+        linear_response_curve,
+        plot_linear_response,
+    )
+    from patterning_core.sampling.sgld import SamplerConfig
 
     loss_fn, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)
     n_beta, gamma, eps = 10.0, 1.0, 1e-2
@@ -176,9 +179,9 @@ def test_linear_response_on_per_token_units():
     """Per-token units (a transformer's [n, T − 1] losses): weights of that shape, the
     prediction nβ·Σ χ (ρ − 1)/N over all N token units, and α = 0 reproducing the plain run
     exactly (common random numbers)."""
-    from patterning_core.linear_response import linear_response_curve
-    from patterning_core.sampling import SamplerConfig
-    from patterning_core.transformer import components, init_params, make_loss_fn, preset
+    from patterning_core.estimators.linear_response import linear_response_curve
+    from patterning_core.model.transformer import components, init_params, make_loss_fn, preset
+    from patterning_core.sampling.sgld import SamplerConfig
 
     cfg = preset("tiny")
     params = init_params(cfg, 0)

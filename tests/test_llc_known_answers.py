@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core.known_answers import aoyagi_rlct, polynomial_llc_by_quadrature
-from patterning_core.llc import estimate_llc
-from patterning_core.sampling import SamplerConfig
-from patterning_core.toy_models import make_polynomial_regression
+from patterning_core.estimators.llc import estimate_llc
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.toys.known_answers import aoyagi_rlct, polynomial_llc_by_quadrature
+from patterning_core.toys.models import make_polynomial_regression
 
 N = 1000
 

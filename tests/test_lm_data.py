@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patterning_core.lm_data import check_data_spec, mix_in_context_bigrams
-from patterning_core.sampling import ConfigError
-from patterning_core.synthetic import synthetic_like
-from patterning_core.transformer import preset
+from patterning_core.data.lm_data import check_data_spec, mix_in_context_bigrams
+from patterning_core.data.synthetic import synthetic_like
+from patterning_core.model.transformer import preset
+from patterning_core.sampling.sgld import ConfigError
 
 DEMO = preset("demo")
 

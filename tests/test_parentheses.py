@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core import known_answers as ka
 from patterning_core import parentheses as P
-from patterning_core.algorithm_selection import (
+from patterning_core.experiments.parentheses.classifier import (
+    ParenModelConfig,
+    ParenTrainConfig,
+    init_params,
+    load_module,
+    logits_fn,
+    make_loss_fn,
+    train_classifier,
+)
+from patterning_core.experiments.parentheses.selection import (
     EQUAL_COUNT,
     MIXED,
     NESTED,
@@ -23,17 +31,9 @@ from patterning_core.algorithm_selection import (
     sign_test,
     wilson_interval,
 )
-from patterning_core.paren_model import (
-    ParenModelConfig,
-    ParenTrainConfig,
-    init_params,
-    load_module,
-    logits_fn,
-    make_loss_fn,
-    train_classifier,
-)
-from patterning_core.sampling import SamplerConfig
-from patterning_core.toy_models import make_linear_regression
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.toys import known_answers as ka
+from patterning_core.toys.models import make_linear_regression
 
 SMALL = P.ParenDataConfig(min_len=4, max_len=8, n_train=96, n_ood=32, seed=3)
 

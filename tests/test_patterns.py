@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patterning_core.patterns import (
+from patterning_core.data.token_classes import (
     PRIMARY_CLASSES,
     class_counts,
     classify,

@@ -9,8 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patterning_core.patterns import classify, induction_mask
-from patterning_core.sampling import ConfigError, SamplerConfig
+from patterning_core.data.token_classes import classify, induction_mask
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig
 
 FIELDS = [f.name for f in dataclasses.fields(SamplerConfig)]
 values = st.one_of(

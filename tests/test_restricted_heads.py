@@ -14,17 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from patterning_core import cpu_kernels
-from patterning_core.fused_loss import linear_cross_entropy
-from patterning_core.restricted_heads import (
+from patterning_core.estimators.susceptibility import estimate_susceptibilities
+from patterning_core.model import cpu_kernels
+from patterning_core.model.fused_loss import linear_cross_entropy
+from patterning_core.model.restricted_heads import (
     HeadLaneForward,
     LoopLaneForward,
     TransformerLoss,
     head_of_run,
 )
-from patterning_core.sampling import Run, SamplerConfig, VmapLaneForward, _LaneLayout, full_run
-from patterning_core.susceptibility import estimate_susceptibilities
-from patterning_core.transformer import components, init_params, make_loss_fn, preset
+from patterning_core.model.transformer import components, init_params, make_loss_fn, preset
+from patterning_core.sampling.sgld import Run, SamplerConfig, VmapLaneForward, _LaneLayout, full_run
 
 CFG = preset("tiny")
 

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core.diagnostics import split_rhat
-from patterning_core.llc import estimate_llc
-from patterning_core.sampling import ConfigError, SamplerConfig, SamplerDivergence
-from patterning_core.stats import CoMomentAccumulator, pool_comoments
-from patterning_core.susceptibility import (
+from patterning_core.estimators.llc import estimate_llc
+from patterning_core.estimators.susceptibility import (
     chi_from_stats,
     merge_stats,
     sample_susceptibility_stats,
 )
-from patterning_core.toy_models import make_linear_regression, make_mlp_regression
+from patterning_core.sampling.diagnostics import split_rhat
+from patterning_core.sampling.sgld import ConfigError, SamplerConfig, SamplerDivergence
+from patterning_core.sampling.stats import CoMomentAccumulator, pool_comoments
+from patterning_core.toys.models import make_linear_regression, make_mlp_regression
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from flows.cli import main
-from patterning_core.checkpoints import (
+from patterning_core.data.corpus import encode_corpus, load_corpus, train_tokenizer
+from patterning_core.model.checkpoints import (
     CheckpointError,
     checkpoint_path,
     list_checkpoints,
@@ -27,9 +28,8 @@ from patterning_core.checkpoints import (
     read_metadata,
     save_checkpoint,
 )
-from patterning_core.corpus import encode_corpus, load_corpus, train_tokenizer
-from patterning_core.training import TrainConfig, train
-from patterning_core.transformer import TransformerConfig, init_params
+from patterning_core.model.training import TrainConfig, train
+from patterning_core.model.transformer import TransformerConfig, init_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = TransformerConfig(n_layers=1, n_heads=2, d_model=8, d_head=4, n_ctx=6, d_vocab=11)

@@ -7,14 +7,14 @@ import pytest
 import torch
 import xarray as xr
 
-from patterning_core.spacing import (
+from patterning_core.experiments.spacing.science import (
     spacing_classes,
     spacing_scores,
     spacing_units,
     unit_losses_by_kind,
     whitespace_correlations,
 )
-from patterning_core.transformer import TransformerConfig, init_params
+from patterning_core.model.transformer import TransformerConfig, init_params
 
 STRINGS = ["def", " f", "(", ")", ":", "\n    ", " ", "\n        ", "x"]
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=12, d_vocab=9)

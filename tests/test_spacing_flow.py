@@ -39,9 +39,9 @@ def prefect_server():
 @pytest.mark.timeout(900)
 def test_spacing_flow_end_to_end_and_rerun_does_nothing(tmp_path, prefect_server):
     from flows.spacing import spacing
-    from patterning_core.lm_data import load_lm_tokens
-    from patterning_core.spacing import spacing_units
-    from patterning_core.transformer import preset
+    from patterning_core.data.lm_data import load_lm_tokens
+    from patterning_core.experiments.spacing.science import spacing_units
+    from patterning_core.model.transformer import preset
 
     data = {"source": "corpus", "paths": [str(Path(json.__file__).parent)]}
     params = {

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core.sampling import SamplerConfig
-from patterning_core.store import (
+from patterning_core.estimators.susceptibility import chi_from_stats, sample_susceptibility_stats
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.chi_store import (
     StoreError,
     assemble_chi,
     completed,
@@ -17,8 +18,7 @@ from patterning_core.store import (
     store_summary,
     write_shard,
 )
-from patterning_core.susceptibility import chi_from_stats, sample_susceptibility_stats
-from patterning_core.toy_models import make_mlp_regression
+from patterning_core.toys.models import make_mlp_regression
 
 CONFIG = SamplerConfig(
     step_size=1e-4,

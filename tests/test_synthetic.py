@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patterning_core.patterns import induction_mask
-from patterning_core.synthetic import (
+from patterning_core.data.synthetic import (
     SYNTHETIC_PRESETS,
     SyntheticConfig,
     generate,
     synthetic_tokens,
     unigram_probs,
 )
+from patterning_core.data.token_classes import induction_mask
 
 
 def _copy_starts(copied: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from patterning_core.checkpoints import list_checkpoints, load_checkpoint
-from patterning_core.training import (
+from patterning_core.model.checkpoints import list_checkpoints, load_checkpoint
+from patterning_core.model.training import (
     TrainConfig,
     batch_indices,
     checkpoint_schedule,
     load_train_log,
     train,
 )
-from patterning_core.transformer import TransformerConfig, init_params
+from patterning_core.model.transformer import TransformerConfig, init_params
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=12, d_vocab=23)
 TOKENS = torch.randint(0, 23, (40, 12), generator=torch.Generator().manual_seed(0))
@@ -73,8 +73,8 @@ def test_weights_are_normalized_by_their_sum() -> None:
     w[:, -1] = 1.0
     last_only = train(CFG, TOKENS, dataclasses.replace(TC, steps=1), weights=w, progress=False)
     params = init_params(CFG, 7)
-    from patterning_core.training import batch_indices as bi
-    from patterning_core.transformer import loss_per_token
+    from patterning_core.model.training import batch_indices as bi
+    from patterning_core.model.transformer import loss_per_token
 
     batch = TOKENS[bi(40, 8, 7, 0)]
     assert (

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from patterning_core.transformer import (
+from patterning_core.model.transformer import (
     PRESETS,
     AttnOnlyTransformer,
     TransformerConfig,

@@ -1,0 +1,1 @@
+"""Induction circuit: prefix-matching metrics, and patterning its formation."""

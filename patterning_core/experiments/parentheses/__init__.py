@@ -1,0 +1,1 @@
+"""Algorithm selection in parentheses balancing through the LLC (method.md §7)."""

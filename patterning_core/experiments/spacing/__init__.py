@@ -1,0 +1,1 @@
+"""The whitespace (spacing) experiment: a χ mode on whitespace-run tokens."""

@@ -1,0 +1,29 @@
+"""The χ store (one Zarr group per run, read and written through xarray), its export to
+CSV/netCDF, and workloads (everything a χ shard needs, rebuilt from a small JSON spec).
+
+May import sampling, estimators, model and data.
+"""
+
+from patterning_core.store.chi_store import (
+    StoreError,
+    StoreMissingError,
+    assemble_chi,
+    completed,
+    create_store,
+    open_chi,
+    read_stats,
+    store_summary,
+    write_shard,
+)
+
+__all__ = [
+    "StoreError",
+    "StoreMissingError",
+    "assemble_chi",
+    "completed",
+    "create_store",
+    "open_chi",
+    "read_stats",
+    "store_summary",
+    "write_shard",
+]

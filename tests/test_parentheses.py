@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core import parentheses as P
+from patterning_core.experiments.parentheses import strings as P
 from patterning_core.experiments.parentheses.classifier import (
     ParenModelConfig,
     ParenTrainConfig,

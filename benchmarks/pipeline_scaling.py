@@ -37,6 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "pipeline_scaling.md"
 
 
 def run_flow(store: Path, ckpt: Path, draws: int, workers: int) -> tuple[float, dict]:
+    from flows.parameters import SusceptibilityParameters
     from flows.susceptibilities import susceptibilities
 
     workload = {
@@ -48,11 +49,13 @@ def run_flow(store: Path, ckpt: Path, draws: int, workers: int) -> tuple[float, 
     sampler = {**SAMPLER, "num_draws": draws, "seed": 0}
     start = time.perf_counter()
     summary = susceptibilities(
-        str(store),
-        workload,
-        [{"step": TRAIN_STEPS, "path": str(ckpt)}],
-        sampler,
-        n_workers=workers,
+        SusceptibilityParameters(
+            store=str(store),
+            workload=workload,
+            checkpoints=[{"step": TRAIN_STEPS, "path": str(ckpt)}],
+            sampler=sampler,
+            n_workers=workers,
+        )
     )
     return time.perf_counter() - start, summary
 

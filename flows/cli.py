@@ -1,11 +1,16 @@
-"""The ``patterning`` command line.
+"""The ``patterning`` command line: every command's options, in one place.
 
 patterning demo                     the end-to-end pipeline on the demo preset
 patterning toy                      LLC and χ on toy models with known answers (seconds)
-patterning run FLOW --config FILE   run a flow (train, susceptibilities, decompose, pipeline)
+patterning run FLOW --config FILE   run a flow with parameters from a JSON/YAML file
 patterning server start|stop|status a local Prefect server and Dask cluster (127.0.0.1)
+patterning induce | spacing | parentheses   the patterning demonstrations
 patterning chi show PATH            summary of a χ store
 patterning chi export PATH ...      a selection of χ as CSV or netCDF
+
+Each command builds its flow's parameter model (``flows/parameters.py``) from its options
+or config file before anything starts: bad parameters exit with status 2 and one line
+naming the field and the fix, before a Prefect server starts or a folder is written.
 """
 
 from __future__ import annotations
@@ -17,83 +22,48 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from pydantic import ValidationError
 
-from patterning_core.estimators.llc import estimate_llc
-from patterning_core.estimators.susceptibility import estimate_susceptibilities
-from patterning_core.sampling.sgld import ConfigError, SamplerConfig
-from patterning_core.toys import known_answers as ka
-from patterning_core.toys.models import make_linear_regression, make_mlp_regression
+from patterning_core.sampling.config import ConfigError
 
-FLOWS = ("train", "susceptibilities", "decompose", "pipeline")
+FLOWS = ("train", "susceptibilities", "decompose", "pipeline", "induction-patterning", "spacing")
 
 
 # ----------------------------------------------------------------------------- toy
 
 
 def run_toy(args: argparse.Namespace) -> int:
-    """LLC against a closed form, then LLC and χ of a small MLP."""
+    """Print the toy tour (``patterning_core.toys.tour``): LLC against a closed form, then
+    LLC and χ of a small MLP."""
+    import numpy as np
+    import torch
+
+    from patterning_core.toys.tour import mlp_llc_and_chi, regression_llc
+
     torch.manual_seed(0)
     torch.set_num_threads(1)  # toy models: one thread is fastest
     progress = None if not args.quiet else False
     started = time.perf_counter()
 
     print("1. LLC of linear regression (Gaussian posterior, exact answer known)")
-    loss_fn, params, data = make_linear_regression(n=100, d=3)
-    eps, n_beta, gamma, chains = 2e-3, 10.0, 1.0, 16
-    cfg = SamplerConfig(
-        step_size=eps,
-        n_beta=n_beta,
-        localization=gamma,
-        num_chains=chains,
-        num_draws=4000,
-        num_burnin=1000,
-        batch_size=None,
-    )
-    X, y, w = data[0].numpy(), data[1].numpy(), params["w"].numpy()
-    loss = ka.mean_squared_residual(X, y, w)
-    exact = n_beta * 0.5 * np.trace(loss.A @ ka.localized_gaussian(loss, n_beta, gamma).cov)
-    chain_law = ka.localized_gaussian(loss, n_beta, gamma, step_size=eps).cov
-    discretized = n_beta * 0.5 * np.trace(loss.A @ chain_law)
-    result = estimate_llc(loss_fn, params, data, cfg, progress=progress)
+    r = regression_llc(progress)
     print(
-        f"   estimate {result.mean:.3f} ± {result.std / np.sqrt(chains):.3f} (SE)   "
-        f"exact posterior {exact:.3f}   stationary law of the ε={eps:g} chain "
-        f"{discretized:.3f}   R̂ {result.rhat:.3f}\n"
+        f"   estimate {r.estimate:.3f} ± {r.standard_error:.3f} (SE)   "
+        f"exact posterior {r.exact:.3f}   stationary law of the ε={r.step_size:g} chain "
+        f"{r.discretized:.3f}   R̂ {r.rhat:.3f}\n"
     )
-
     print("2. A one-hidden-layer MLP fitted to a smooth target")
-    loss_fn, params, data = make_mlp_regression()
-    cfg = SamplerConfig(
-        step_size=3e-4,
-        n_beta=50.0,
-        localization=100.0,
-        num_chains=8,
-        num_draws=1000,
-        num_burnin=500,
-        batch_size=64,
-    )
-    result = estimate_llc(loss_fn, params, data, cfg, progress=progress)
-    print(f"   {result}")
-    if result.rhat > 1.1:
+    llc, chi = mlp_llc_and_chi(progress)
+    print(f"   {llc}")
+    if llc.rhat > 1.1:
         print("   warning: R̂ > 1.1, the chains disagree; raise num_burnin or num_draws.")
-    ones = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
-    components = {
-        "hidden": {"w1": ones["w1"], "b1": ones["b1"]},
-        "readout": {"w2": ones["w2"], "b2": ones["b2"]},
-    }
-    probes = tuple(t[:8] for t in data)
-    chi = estimate_susceptibilities(
-        loss_fn, params, data, probes, components, cfg, progress=progress
-    )
     print(
         "   susceptibilities χ (component × probe example; no nβ factor, "
         "χ > 0: up-weighting the example raises the component's loss)"
     )
     print("   " + "component".ljust(10) + "".join(f"{int(u):>9}" for u in chi.unit.values))
     for name in chi.component.values:
-        row = chi.sel(component=name).values
+        row = np.asarray(chi.sel(component=name).values)
         print("   " + str(name).ljust(10) + "".join(f"{v:9.4f}" for v in row))
     print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return 0
@@ -143,8 +113,8 @@ class StoreProgress:
             bar.close()
 
 
-def _runtime(args: argparse.Namespace) -> dict:
-    """Dask address: the flag, else a cluster started by ``patterning server start``."""
+def dask_address(args: argparse.Namespace) -> str | None:
+    """The ``--dask-address`` flag, else a cluster started by ``patterning server start``."""
     from flows.server import status
 
     address = getattr(args, "dask_address", None)
@@ -152,19 +122,23 @@ def _runtime(args: argparse.Namespace) -> dict:
         state = status()
         if state.get("dask_ok"):
             address = state["dask_address"]
-    return {"dask_address": address, "n_workers": getattr(args, "workers", 2)}
+    return address
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from flows.parameters import PipelineParameters
     from flows.pipeline import pipeline
     from flows.server import prefect_api
     from patterning_core.workspace import patterning_home
 
     out = Path(args.out) if args.out else patterning_home() / "demo"
+    params = PipelineParameters(
+        preset="demo", out_dir=str(out), dask_address=dask_address(args), n_workers=args.workers
+    )
     started = time.perf_counter()
     with prefect_api() as api, StoreProgress(out / "chi.zarr", not args.quiet):
         print(f"Prefect API {api}; results in {out}")
-        summary = pipeline(preset="demo", out_dir=str(out), **_runtime(args))
+        summary = pipeline(params)
     print_pipeline_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -201,59 +175,61 @@ def load_config(path: str) -> dict:
     return json.loads(text)
 
 
-def flow_function(name: str):  # -> prefect.Flow
-    """The flow ``name`` (one of ``FLOWS``)."""
+def flow_and_parameters(name: str):  # -> (prefect.Flow, type[FlowParameters])
+    """The flow ``name`` (one of ``FLOWS``) and its parameter model."""
+    from flows import parameters as P
+
     if name == "train":
         from flows.train import train_flow as fn
-    elif name == "susceptibilities":
+
+        return fn, P.TrainParameters
+    if name == "susceptibilities":
         from flows.susceptibilities import susceptibilities as fn
-    elif name == "decompose":
+
+        return fn, P.SusceptibilityParameters
+    if name == "decompose":
         from flows.decompose import decompose_flow as fn
-    else:
-        from flows.pipeline import pipeline as fn
-    return fn
+
+        return fn, P.DecomposeParameters
+    if name == "induction-patterning":
+        from flows.induction_patterning import induction_patterning as fn
+
+        return fn, P.InductionPatterningParameters
+    if name == "spacing":
+        from flows.spacing import spacing as fn
+
+        return fn, P.SpacingParameters
+    from flows.pipeline import pipeline as fn
+
+    return fn, P.PipelineParameters
 
 
-def check_flow_config(name: str, config: object) -> None:
-    """Validate a flow's parameters before any server starts or anything is written: a
-    ``ConfigError`` (or ``FileNotFoundError``) naming the problem and the fix."""
-    import inspect
-
-    from patterning_core.sampling.sgld import ConfigError
-
-    if not isinstance(config, dict):
-        raise ConfigError(f"the config file must hold a mapping of parameters, got {config!r}.")
-    signature = inspect.signature(flow_function(name).fn)
-    try:
-        bound = signature.bind(**config)
-    except TypeError as err:
-        raise ConfigError(
-            f"flow {name!r}: {err}; its parameters are {list(signature.parameters)}."
-        ) from None
-    bound.apply_defaults()
-    if name == "train":
-        from flows.train import check_train_parameters as check
-    elif name == "susceptibilities":
-        from flows.susceptibilities import check_susceptibility_parameters as check
-    elif name == "pipeline":
-        from flows.pipeline import check_pipeline_parameters as check
-    else:
-        return
-    check(**bound.arguments)
+def with_runtime(model: type, config: dict, args: argparse.Namespace) -> dict:
+    """``config`` with the command's Dask options, for models that take them (the file's
+    own values win over the defaults of the flags, not over flags given explicitly)."""
+    fields = model.model_fields
+    config = dict(config)
+    if "dask_address" in fields and (address := dask_address(args)):
+        config["dask_address"] = address
+    if "n_workers" in fields and (args.workers is not None or "n_workers" not in config):
+        config["n_workers"] = args.workers if args.workers is not None else 2
+    return config
 
 
 def run_flow(args: argparse.Namespace) -> int:
     from flows.server import prefect_api
 
     config = load_config(args.config) if args.config else {}
-    check_flow_config(args.flow, config)  # before a server starts or anything is written
-    fn = flow_function(args.flow)
-    if args.flow in ("susceptibilities", "pipeline"):
-        config = {**_runtime(args), **config}
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config file must hold a mapping of parameters, got {config!r}.")
+    fn, model = flow_and_parameters(args.flow)
+    params = model.model_validate(with_runtime(model, config, args))  # before any server
     with prefect_api():
-        result = fn(**config)
+        result = fn(params)
     if args.flow == "pipeline":
         print_pipeline_summary(result, 0.0)
+    elif "rows" in result:
+        print_run_table(result)
     else:
         print(json.dumps(result, indent=2, default=str))
     return 0
@@ -297,16 +273,80 @@ def run_chi(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- demonstrations
 
 
-def run_induce(args: argparse.Namespace) -> int:
-    from flows.induction_patterning import main_cli
+def print_run_table(result: dict) -> None:
+    """Print a demonstration flow's ``rows`` as a table, then its report and training work."""
+    from patterning_core.report.markdown import markdown_table
 
-    return main_cli(args)
+    print("\n".join(markdown_table(result["rows"])))
+    print(f"\nreport: {result['report']}  (optimizer steps trained: {result['trained_steps']})")
+
+
+def run_induce(args: argparse.Namespace) -> int:
+    from flows.induction_patterning import induction_patterning
+    from flows.parameters import InductionPatterningParameters
+    from flows.server import prefect_api
+    from patterning_core.recipes import demo_train
+
+    train = demo_train()
+    if args.steps is not None:
+        train["steps"] = args.steps
+    params = InductionPatterningParameters(
+        chi_store=args.chi_store,
+        chi_step=args.chi_step,
+        reference_run_dir=args.reference_run,
+        preset=args.preset,
+        train=train,
+        seeds=args.seeds,
+        alpha=args.alpha,
+        rcond=args.rcond,
+        negative=args.negative,
+        out_dir=args.out,
+        runs_root=args.runs_root,
+        dask_address=args.dask_address,
+        n_workers=args.workers,
+    )
+    with prefect_api():
+        result = induction_patterning(params)
+    print_run_table(result)
+    return 0
+
+
+def spacing_parameters(args: argparse.Namespace):  # -> SpacingParameters
+    """The spacing flow's parameters from ``patterning spacing`` options."""
+    from flows.parameters import SpacingParameters
+    from patterning_core.recipes import demo_sampler, spacing_train
+
+    train = spacing_train()
+    if args.steps is not None:
+        train["steps"] = args.steps
+        train["checkpoint_steps"] = list(range(0, args.steps + 1, 250))
+    sampler = demo_sampler()
+    if args.draws is not None:
+        sampler["num_draws"] = args.draws
+    return SpacingParameters(
+        preset=args.preset,
+        train=train,
+        seeds=args.seeds,
+        chi_step=args.chi_step,
+        alpha=args.alpha,
+        sampler=sampler,
+        eval_seqs=args.eval_seqs,
+        out_dir=args.out,
+        runs_root=args.runs_root,
+        dask_address=args.dask_address,
+        n_workers=args.workers,
+    )
 
 
 def run_spacing(args: argparse.Namespace) -> int:
-    from flows.spacing import main_cli
+    from flows.server import prefect_api
+    from flows.spacing import spacing
 
-    return main_cli(args)
+    params = spacing_parameters(args)
+    with prefect_api():
+        result = spacing(params)
+    print_run_table(result)
+    return 0
 
 
 def run_parentheses(args: argparse.Namespace) -> int:
@@ -333,6 +373,41 @@ def run_parentheses(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """The options every demonstration command shares: where results and runs go, and where
+    and how widely the work runs."""
+    p.add_argument("--out", default=None, help="report folder")
+    p.add_argument("--runs-root", default=None, help="folder of the training runs")
+    p.add_argument("--dask-address", default=None, help="run on this Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help=workers_help)
+
+
+def add_induce_arguments(p: argparse.ArgumentParser) -> None:
+    from patterning_core.experiments.induction.patterning import DEFAULT_ALPHA
+
+    p.add_argument("--chi-store", required=True, help="χ store written by the pipeline")
+    p.add_argument("--chi-step", type=int, required=True, help="checkpoint of χ")
+    p.add_argument("--reference-run", default=None, help="run whose last checkpoint scores heads")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    p.add_argument("--rcond", type=float, default=1e-3)
+    p.add_argument("--negative", choices=("clip", "shift"), default="clip")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    add_output_and_workers(p, workers_help="training runs in parallel")
+
+
+def add_spacing_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    p.add_argument("--chi-step", type=int, default=1000, help="checkpoint of χ")
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--draws", type=int, default=None, help="SGLD draws per chain")
+    p.add_argument("--eval-seqs", type=int, default=256)
+    add_output_and_workers(p, workers_help="χ shards and runs in parallel")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patterning",
@@ -353,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one flow with parameters from a JSON/YAML file")
     run.add_argument("flow", choices=FLOWS)
-    run.add_argument("--config", help="JSON or YAML file of flow parameters")
+    run.add_argument("--config", help="JSON or YAML file of the flow's parameters")
     run.add_argument("--dask-address", help="run on this Dask scheduler")
-    run.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    run.add_argument("--workers", type=int, default=None, help="local Dask workers (default 2)")
     run.set_defaults(func=run_flow)
 
     server = sub.add_parser("server", help="local Prefect server and Dask cluster")
@@ -368,18 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
         "induce",
         help="demonstration 1: Induce and Repress the induction circuit by re-weighting data",
     )
-    from flows.induction_patterning import build_parser as induce_arguments
-
-    induce_arguments(induce)
+    add_induce_arguments(induce)
     induce.set_defaults(func=run_induce)
 
     spacing = sub.add_parser(
         "spacing",
         help="demonstration 1, whitespace: weight the data along the χ mode of the spacing heads",
     )
-    from flows.spacing import build_parser as spacing_arguments
-
-    spacing_arguments(spacing)
+    add_spacing_arguments(spacing)
     spacing.set_defaults(func=run_spacing)
 
     paren = sub.add_parser(
@@ -404,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.parameters import describe
     from patterning_core.model.checkpoints import CheckpointError
-    from patterning_core.sampling.sgld import ConfigError
     from patterning_core.store.chi_store import StoreError
 
     args = build_parser().parse_args(argv)
@@ -414,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command to resume.")
         return 130
+    except ValidationError as err:
+        print(f"patterning: error: {describe(err)}", file=sys.stderr)
+        return 2
     except (ConfigError, CheckpointError, StoreError, FileNotFoundError) as err:
         print(f"patterning: error: {err}", file=sys.stderr)
         return 2

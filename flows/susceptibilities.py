@@ -8,17 +8,15 @@ recomputes only what is missing, and a completed run does no sampling at all.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
+from flows.parameters import SusceptibilityParameters
 from flows.runtime import cluster_has_gpus, file_digest, make_task_runner, shard_resources
-from patterning_core.data.lm_data import check_data_spec
 from patterning_core.estimators.susceptibility import group_components
-from patterning_core.model.checkpoints import read_config
-from patterning_core.sampling.sgld import ConfigError, SamplerConfig
-from patterning_core.store.workloads import build_workload, workload_kinds
+from patterning_core.sampling.sgld import SamplerConfig
+from patterning_core.store.workloads import build_workload
 from tasks.susceptibility import (
     FULL_RUN,
     CheckpointShards,
@@ -82,57 +80,19 @@ def plan_shards(
     return todo, done
 
 
-def check_susceptibility_parameters(
-    store: str, workload: dict, checkpoints: list[dict], sampler: dict, **_runtime: object
-) -> None:
-    """Check the flow's parameters before anything is written (a ``ConfigError`` or
-    ``FileNotFoundError`` naming the problem and the fix)."""
-    SamplerConfig.from_dict(sampler)
-    if not isinstance(workload, dict) or workload.get("kind") not in workload_kinds():
-        kind = workload.get("kind") if isinstance(workload, dict) else workload
-        raise ConfigError(f"unknown workload kind {kind!r}; known kinds are {workload_kinds()}.")
-    if not checkpoints:
-        raise ConfigError('checkpoints is empty: give [{"step": STEP, "path": FILE}, ...].')
-    for ckpt in checkpoints:
-        path = ckpt.get("path")
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(
-                f"checkpoint file {path} (step {ckpt.get('step')}) does not exist; list a "
-                "run's checkpoints with "
-                "patterning_core.model.checkpoints.list_checkpoints(run_dir)."
-            )
-    if workload["kind"] == "transformer":
-        if checkpoints[0].get("path") is None or "data" not in workload:
-            raise ConfigError("a transformer workload needs `data` and checkpoint paths.")
-        check_data_spec(workload["data"], read_config(checkpoints[0]["path"]))
-
-
 @flow(name="susceptibilities")
-def susceptibilities(
-    store: str,
-    workload: dict,
-    checkpoints: list[dict],
-    sampler: dict,
-    max_lanes: int | None = None,
-    dask_address: str | None = None,
-    n_workers: int = 2,
-    threads_per_worker: int = 1,
-) -> dict:
-    """Estimate χ at every checkpoint into the Zarr store ``store``.
-
-    Args:
-        store: path or URL of the χ store (created, or resumed if compatible).
-        workload: the workload spec (see ``patterning_core.store.workloads``).
-        checkpoints: ``[{"step": int, "path": str | None}, ...]``.
-        sampler: ``SamplerConfig`` fields.
-        max_lanes: cap on component × chain lanes per shard (memory); None: one group
-            per set of moving parameters.
-        dask_address: run on this Dask scheduler instead of a local cluster.
-        n_workers, threads_per_worker: the local cluster's size.
+def susceptibilities(params: SusceptibilityParameters) -> dict:
+    """Estimate χ at every checkpoint into the Zarr store ``params.store`` (fields:
+    :class:`flows.parameters.SusceptibilityParameters`).
 
     Returns a summary: shards computed, shards found complete, χ statistics per checkpoint.
     """
-    check_susceptibility_parameters(store, workload, checkpoints, sampler)
+    store, workload, checkpoints, sampler = (
+        params.store,
+        params.workload,
+        params.checkpoints,
+        params.sampler,
+    )
     logger = get_run_logger()
     digests = {str(c["step"]): file_digest(c.get("path")) for c in checkpoints}
     info = prepare_store(
@@ -149,15 +109,15 @@ def susceptibilities(
         checkpoints,
         digests,
         sampler,
-        max_lanes,
-        threads_per_worker,
+        params.max_lanes,
+        params.threads_per_worker,
     )
     logger.info("%d shards to compute, %d already complete in the store", len(todo), done)
     results: list[dict] = []
     if todo:
-        runner = make_task_runner(dask_address, n_workers, threads_per_worker)
+        runner = make_task_runner(params.dask_address, params.n_workers, params.threads_per_worker)
         results = run_shards.with_options(task_runner=runner)(
-            todo, use_gpu=cluster_has_gpus(dask_address)
+            todo, use_gpu=cluster_has_gpus(params.dask_address)
         )
     computed = sum(r["status"] == "computed" for r in results)
     summaries = [assemble(store, c["step"]) for c in checkpoints]

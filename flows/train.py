@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.caching import patterning_home
-from tasks.training import check_training_inputs, train_model
-
-DEFAULT_DATA = {"source": "corpus"}
-DEFAULT_TRAIN = {"steps": 2000}
-
-
-def check_train_parameters(
-    preset: str = "demo", data: dict | None = None, train: dict | None = None, **_: object
-) -> None:
-    """Check the flow's parameters before anything is written (``ConfigError``)."""
-    check_training_inputs(preset, data or DEFAULT_DATA, train or DEFAULT_TRAIN)
+from flows.parameters import TrainParameters
+from patterning_core.workspace import patterning_home
+from tasks.training import train_model
 
 
 @flow(name="train")
-def train_flow(
-    preset: str = "demo",
-    data: dict | None = None,
-    train: dict | None = None,
-    runs_root: str | None = None,
-    threads: int = 1,
-) -> dict:
-    """Train ``preset`` on ``data`` (a data spec, default: the default corpus) with the
-    settings ``train`` (``TrainConfig`` fields); memoized per settings and seed."""
-    data = data or DEFAULT_DATA
-    train = train or DEFAULT_TRAIN
-    check_train_parameters(preset, data, train)
-    return train_model(preset, data, train, runs_root or str(patterning_home() / "runs"), threads)
+def train_flow(params: TrainParameters | None = None) -> dict:
+    """Train ``params.preset`` on ``params.data`` (default: the corpus) with the settings
+    ``params.train``; memoized per settings and seed (see :class:`TrainParameters`)."""
+    p = params or TrainParameters()
+    runs_root = p.runs_root or str(patterning_home() / "runs")
+    return train_model(p.preset, p.data, p.train, runs_root, p.threads)

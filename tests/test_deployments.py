@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
@@ -47,7 +49,10 @@ def test_work_pool_deploy_and_worker_run_once(prefect_server, tmp_path):
     for name in ("pipeline/demo-nightly", "susceptibilities/chi", "train/train-demo"):
         assert name in listed
     store = tmp_path / "toy.zarr"
-    prefect("deployment", "run", "susceptibilities/chi", "--param", f"store={store}", env=env)
+    params = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    chi = next(d for d in params["deployments"] if d["name"] == "chi")["parameters"]["params"]
+    run_params = json.dumps({"params": {**chi, "store": str(store)}})
+    prefect("deployment", "run", "susceptibilities/chi", "--params", run_params, env=env)
     prefect("worker", "start", "--pool", "patterning-local", "--run-once", env=env)
     state = completed(store, 0, verify=True)
     assert state["restricted"].all() and state["full"].all()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.parameters import PipelineParameters, SusceptibilityParameters
 from flows.susceptibilities import susceptibilities
 from patterning_core.estimators.susceptibility import estimate_susceptibilities
 from patterning_core.sampling.sgld import SamplerConfig
@@ -44,8 +45,10 @@ def spawn_flow(store: str, sampler: dict, n_workers: int = 2, **popen):
     code = (
         "import json, sys; from flows.susceptibilities import susceptibilities;"
         "a = json.loads(sys.argv[1]);"
-        "s = susceptibilities(a['store'], a['workload'], [{'step': 0, 'path': None}],"
-        " a['sampler'], n_workers=a['n_workers']);"
+        "from flows.parameters import SusceptibilityParameters as P;"
+        "s = susceptibilities(P(store=a['store'], workload=a['workload'],"
+        " checkpoints=[{'step': 0, 'path': None}], sampler=a['sampler'],"
+        " n_workers=a['n_workers']));"
         "print('SUMMARY' + json.dumps(s))"
     )
     args = json.dumps(
@@ -59,7 +62,11 @@ def spawn_flow(store: str, sampler: dict, n_workers: int = 2, **popen):
 def test_flow_matches_direct_estimate_and_rerun_does_no_sampling(tmp_path, prefect_server):
     store = str(tmp_path / "chi.zarr")
     ckpts = [{"step": 0, "path": None}]
-    first = susceptibilities(store, WORKLOAD, ckpts, SAMPLER, n_workers=2)
+    first = susceptibilities(
+        SusceptibilityParameters(
+            store=store, workload=WORKLOAD, checkpoints=ckpts, sampler=SAMPLER, n_workers=2
+        )
+    )
     # 2 components (separate parameter groups) + full run, × 2 chains.
     assert first["computed"] == 6 and first["already_complete"] == 0
     work = build_workload(WORKLOAD)
@@ -74,7 +81,11 @@ def test_flow_matches_direct_estimate_and_rerun_does_no_sampling(tmp_path, prefe
     chi = open_chi(store)["chi"].sel(checkpoint=0)
     # Shards vmap one chain at a time: float32 rounding differs from the direct run.
     np.testing.assert_allclose(chi.values, direct.values, rtol=1e-4, atol=1e-10)
-    again = susceptibilities(store, WORKLOAD, ckpts, SAMPLER, n_workers=2)
+    again = susceptibilities(
+        SusceptibilityParameters(
+            store=store, workload=WORKLOAD, checkpoints=ckpts, sampler=SAMPLER, n_workers=2
+        )
+    )
     assert again["computed"] == 0 and again["already_complete"] == 6
     # Persisted task results are JSON, never pickle (they are read back from disk).
     import json
@@ -118,12 +129,20 @@ def test_killed_run_resumes_computing_only_missing_shards(tmp_path, prefect_serv
     done_before = _complete_shards(store)
     assert 2 <= done_before < total, "the kill must land mid-run for this test to mean much"
 
-    resumed = susceptibilities(store, WORKLOAD, ckpts, sampler, n_workers=2)
+    resumed = susceptibilities(
+        SusceptibilityParameters(
+            store=store, workload=WORKLOAD, checkpoints=ckpts, sampler=sampler, n_workers=2
+        )
+    )
     assert resumed["computed"] == total - done_before
     assert resumed["already_complete"] == done_before
 
     reference = str(tmp_path / "uninterrupted.zarr")
-    whole = susceptibilities(reference, WORKLOAD, ckpts, sampler, n_workers=2)
+    whole = susceptibilities(
+        SusceptibilityParameters(
+            store=reference, workload=WORKLOAD, checkpoints=ckpts, sampler=sampler, n_workers=2
+        )
+    )
     assert whole["computed"] == total
     np.testing.assert_array_equal(open_chi(store)["chi"].values, open_chi(reference)["chi"].values)
 
@@ -149,7 +168,7 @@ def test_pipeline_end_to_end_on_tiny_sizes(tmp_path, prefect_server):
         probe_seqs=2,
         out_dir=str(tmp_path / "out"),
     )
-    summary = pipeline(**args)
+    summary = pipeline(PipelineParameters(**args))
     # tiny: 2 layers × 2 heads → groups layer-0 heads, layer-1 heads, embed, unembed, full.
     assert summary["computed_shards"] == 2 * 5 * 2
     chi = open_chi(summary["store"])["chi"]
@@ -160,7 +179,7 @@ def test_pipeline_end_to_end_on_tiny_sizes(tmp_path, prefect_server):
     assert "### Checkpoint 40" in report and "PC1" in report
     for row in summary["checkpoints"]:
         assert row["explained_variance"] == sorted(row["explained_variance"], reverse=True)
-    again = pipeline(**args)
+    again = pipeline(PipelineParameters(**args))
     assert again["computed_shards"] == 0 and again["already_complete"] == 20
 
 
@@ -225,7 +244,13 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, prefect_server):
         assert cluster_has_gpus(address)
         store = str(tmp_path / "remote.zarr")
         summary = susceptibilities(
-            store, WORKLOAD, [{"step": 0, "path": None}], SAMPLER, dask_address=address
+            SusceptibilityParameters(
+                store=store,
+                workload=WORKLOAD,
+                checkpoints=[{"step": 0, "path": None}],
+                sampler=SAMPLER,
+                dask_address=address,
+            )
         )
         assert summary["computed"] == 6
         assert np.isfinite(open_chi(store)["chi"].values).all()
@@ -284,8 +309,16 @@ def test_killed_dask_worker_loses_nothing(tmp_path, prefect_server):
     assert workers, "no Dask worker process found to kill"
     os.kill(workers[0].pid, signal.SIGKILL)
     proc.wait(timeout=600)
-    resumed = susceptibilities(store, WORKLOAD, ckpts, sampler, n_workers=2)
+    resumed = susceptibilities(
+        SusceptibilityParameters(
+            store=store, workload=WORKLOAD, checkpoints=ckpts, sampler=sampler, n_workers=2
+        )
+    )
     assert resumed["computed"] + resumed["already_complete"] == 12
     reference = str(tmp_path / "reference.zarr")
-    susceptibilities(reference, WORKLOAD, ckpts, sampler, n_workers=2)
+    susceptibilities(
+        SusceptibilityParameters(
+            store=reference, workload=WORKLOAD, checkpoints=ckpts, sampler=sampler, n_workers=2
+        )
+    )
     np.testing.assert_array_equal(open_chi(store)["chi"].values, open_chi(reference)["chi"].values)

@@ -229,6 +229,7 @@ def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_serve
     from pathlib import Path
 
     from flows.induction_patterning import induction_patterning
+    from flows.parameters import InductionPatterningParameters
 
     exp = tiny_experiment
     params = dict(
@@ -243,7 +244,7 @@ def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_serve
         runs_root=exp["runs"],
         n_workers=1,
     )
-    first = induction_patterning(**params)
+    first = induction_patterning(InductionPatterningParameters(**params))
     report = Path(first["report"])
     assert report.is_file()
     for png in ("prefix_matching_conditions.png", "val_loss_conditions.png", "class_weights.png"):
@@ -264,7 +265,7 @@ def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_serve
     assert "Formation step" in text and "FORMATION_THRESHOLD" in text and "Sign rule" in text
     run_dirs = [r["run_dir"] for r in results["runs"]]
     before = _checkpoint_times(run_dirs)
-    again = induction_patterning(**params)
+    again = induction_patterning(InductionPatterningParameters(**params))
     assert again["trained_steps"] == 0
     assert _checkpoint_times(run_dirs) == before
     assert again["rows"] == first["rows"]

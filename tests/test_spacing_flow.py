@@ -38,6 +38,7 @@ def prefect_server():
 
 @pytest.mark.timeout(900)
 def test_spacing_flow_end_to_end_and_rerun_does_nothing(tmp_path, prefect_server):
+    from flows.parameters import SpacingParameters
     from flows.spacing import spacing
     from patterning_core.data.lm_data import load_lm_tokens
     from patterning_core.experiments.spacing.science import spacing_units
@@ -59,7 +60,7 @@ def test_spacing_flow_end_to_end_and_rerun_does_nothing(tmp_path, prefect_server
         "runs_root": str(tmp_path / "runs"),
         "n_workers": 1,
     }
-    first = spacing(**params)
+    first = spacing(SpacingParameters(**params))
     assert [(r["condition"], r["seed"]) for r in first["rows"]] == [
         ("baseline", 0),
         ("amplify", 0),
@@ -79,7 +80,7 @@ def test_spacing_flow_end_to_end_and_rerun_does_nothing(tmp_path, prefect_server
     shift = {k: float(np.load(f["path"])[is_space].mean() - 1) for k, f in weights["files"].items()}
     assert shift["induce"] * shift["repress"] < 0, shift
 
-    again = spacing(**params)
+    again = spacing(SpacingParameters(**params))
     assert first["chi_shards_computed"] > 0
     assert again["trained_steps"] == 0 and again["chi_shards_computed"] == 0
     assert again["rows"] == first["rows"]

@@ -21,14 +21,14 @@ def prefect_server():
 
 @pytest.mark.timeout(3600)
 def test_spacing_flow_on_the_corpus_reports(tmp_path, prefect_server) -> None:
-    from flows.cli import build_parser
-    from flows.spacing import params_from_args, spacing
+    from flows.cli import build_parser, spacing_parameters
+    from flows.spacing import spacing
 
     out = tmp_path / "out"
     argv = ["spacing", "--out", str(out), "--runs-root", str(tmp_path / "runs")]
     argv += ["--steps", "500", "--chi-step", "250", "--seeds", "0", "--draws", "10"]
     args = build_parser().parse_args([*argv, "--eval-seqs", "64"])
-    result = spacing(**params_from_args(args))
+    result = spacing(spacing_parameters(args))
     numbers = json.loads((out / "spacing.json").read_text())
     assert (out / "spacing.png").stat().st_size > 1000
     assert "## Retraining" in Path(result["report"]).read_text()

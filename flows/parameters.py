@@ -1,0 +1,282 @@
+"""Typed parameters of every flow: one pydantic model per flow, validated before anything runs.
+
+A flow takes one argument, ``params``, an instance of its model (a mapping of the same
+fields is accepted too: Prefect validates it against the model, so a deployment, the UI's
+form and a config file all go through the same checks). Defaults come from
+``patterning_core.recipes``. Validation is strict (``"5"`` is not an integer, ``true`` is
+not a number) and refuses unknown fields; the checks that need the core (a preset exists,
+the data fit the model, a checkpoint step is saved by the training schedule) run in the
+models' validators. :func:`describe` turns a ``ValidationError`` into one line per problem
+that names the field and the fix, which is what ``patterning`` prints (exit status 2)
+before any server starts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from patterning_core.data.lm_data import check_data_spec
+from patterning_core.experiments.induction.patterning import DEFAULT_ALPHA
+from patterning_core.model.checkpoints import read_config
+from patterning_core.recipes import (
+    DEMO_CHI_CHECKPOINTS,
+    corpus_data,
+    demo_data,
+    demo_sampler,
+    demo_train,
+    spacing_train,
+)
+from patterning_core.sampling.config import ConfigError, SamplerConfig
+from patterning_core.store.workloads import workload_kinds
+from tasks.training import check_training_inputs
+
+__all__ = [
+    "DecomposeParameters",
+    "FlowParameters",
+    "InductionPatterningParameters",
+    "PipelineParameters",
+    "SpacingParameters",
+    "SusceptibilityParameters",
+    "TrainParameters",
+    "describe",
+]
+
+
+class FlowParameters(BaseModel):
+    """Base of the flows' parameter models: strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _check_sampler(sampler: dict) -> None:
+    SamplerConfig.from_dict(sampler)
+
+
+def _check_seeds_and_alpha(seeds: list[int], alpha: float) -> None:
+    if not seeds:
+        raise ConfigError("seeds must be a non-empty list of integers.")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ConfigError(f"alpha must be a number >= 0, got {alpha!r}.")
+
+
+class TrainParameters(FlowParameters):
+    """``train`` flow: ``preset`` trained on ``data`` with the settings ``train``
+    (``TrainConfig`` fields); memoized per settings and seed under ``runs_root``."""
+
+    preset: str = "demo"
+    data: dict = Field(default_factory=corpus_data)
+    train: dict = Field(default_factory=lambda: {"steps": 2000})
+    runs_root: str | None = None
+    threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParameters:
+        check_training_inputs(self.preset, self.data, self.train)
+        return self
+
+
+class SusceptibilityParameters(FlowParameters):
+    """``susceptibilities`` flow: χ at every checkpoint into the Zarr store ``store``.
+
+    ``workload``: a workload spec (``patterning_core.store.workloads``); ``checkpoints``:
+    ``[{"step": int, "path": str | None}, ...]``; ``sampler``: ``SamplerConfig`` fields;
+    ``max_lanes``: cap on component × chain lanes per shard (None: one group per set of
+    moving parameters); ``dask_address`` or a local cluster of ``n_workers`` processes of
+    ``threads_per_worker`` threads.
+    """
+
+    store: str
+    workload: dict
+    checkpoints: list[dict]
+    sampler: dict
+    max_lanes: int | None = Field(None, ge=1)
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SusceptibilityParameters:
+        _check_sampler(self.sampler)
+        kind = self.workload.get("kind")
+        if kind not in workload_kinds():
+            raise ConfigError(
+                f"unknown workload kind {kind!r}; known kinds are {workload_kinds()}."
+            )
+        if not self.checkpoints:
+            raise ConfigError('checkpoints is empty: give [{"step": STEP, "path": FILE}, ...].')
+        for ckpt in self.checkpoints:
+            path = ckpt.get("path")
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"checkpoint file {path} (step {ckpt.get('step')}) does not exist; list a "
+                    "run's checkpoints with "
+                    "patterning_core.model.checkpoints.list_checkpoints(run_dir)."
+                )
+        if kind == "transformer":
+            if self.checkpoints[0].get("path") is None or "data" not in self.workload:
+                raise ConfigError("a transformer workload needs `data` and checkpoint paths.")
+            check_data_spec(self.workload["data"], read_config(self.checkpoints[0]["path"]))
+        return self
+
+
+class DecomposeParameters(FlowParameters):
+    """``decompose`` flow: modes of χ at every assembled checkpoint of ``store``."""
+
+    store: str
+    out_dir: str
+    by: Literal["component", "unit", "none"] = "component"
+    n_modes: int = Field(8, ge=1)
+
+
+class PipelineParameters(FlowParameters):
+    """``pipeline`` flow: train ``preset`` on ``data`` with ``train``, χ of every head, the
+    embedding and the unembedding over ``probe_seqs`` probe sequences (SGLD on
+    ``sgld_seqs`` sequences) at ``chi_checkpoints`` (steps, or a count spread over the
+    schedule), modes and a report in ``out_dir`` (default
+    ``$PATTERNING_HOME/pipeline/<settings digest>``)."""
+
+    preset: str = "demo"
+    data: dict = Field(default_factory=demo_data)
+    train: dict = Field(default_factory=demo_train)
+    sampler: dict = Field(default_factory=demo_sampler)
+    chi_checkpoints: int | list[int] = Field(default_factory=lambda: list(DEMO_CHI_CHECKPOINTS))
+    sgld_seqs: int = Field(1024, ge=1)
+    probe_seqs: int = Field(8, ge=1)
+    out_dir: str | None = None
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineParameters:
+        schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
+        _check_sampler(self.sampler)
+        wanted = self.chi_checkpoints
+        if isinstance(wanted, int):
+            if wanted < 1:
+                raise ConfigError(f"chi_checkpoints must be >= 1 (a count), got {wanted}.")
+            return self
+        missing = [s for s in wanted if s not in schedule]
+        if missing:
+            raise ConfigError(
+                f"chi_checkpoints: training saves no checkpoint at steps {missing} (it saves "
+                f"{schedule}); pick steps from those, or give a count."
+            )
+        return self
+
+
+class InductionPatterningParameters(FlowParameters):
+    """``induction-patterning`` flow: Induce/Repress weights from χ at ``chi_step`` of
+    ``chi_store``, every condition retrained for every seed, and the report.
+
+    ``reference_run_dir``: the run whose last checkpoint gives the head scores (None: train
+    ``preset`` on ``data`` with ``train``, memoized like the pipeline's run); ``data``
+    defaults to the χ store's own; ``alpha``, ``rcond``, ``negative``: magnitude,
+    pseudo-inverse cut-off and negative-weight rule
+    (``patterning_core.experiments.induction.patterning``).
+    """
+
+    chi_store: str
+    chi_step: int
+    reference_run_dir: str | None = None
+    preset: str = "demo"
+    data: dict | None = None
+    train: dict = Field(default_factory=demo_train)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    alpha: float = DEFAULT_ALPHA
+    rcond: float = Field(1e-3, ge=0.0, lt=1.0)
+    negative: Literal["clip", "shift"] = "clip"
+    out_dir: str | None = None
+    runs_root: str | None = None
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> InductionPatterningParameters:
+        from patterning_core.store.chi_store import StoreError, open_chi
+
+        try:
+            store = open_chi(self.chi_store)
+        except StoreError as err:
+            raise ConfigError(f"chi_store: {err}") from err
+        if self.data is None:
+            import json
+
+            self.data = json.loads(store.attrs.get("workload", "{}") or "{}").get("data")
+            if self.data is None:
+                raise ConfigError("the χ store records no data spec: pass `data` explicitly.")
+        check_training_inputs(self.preset, self.data, self.train)
+        _check_seeds_and_alpha(self.seeds, self.alpha)
+        if self.reference_run_dir is not None and not Path(self.reference_run_dir).is_dir():
+            raise ConfigError(f"reference_run_dir {self.reference_run_dir} is not a folder.")
+        steps = [int(s) for s in store.checkpoint.values]
+        if self.chi_step not in steps:
+            raise ConfigError(f"chi_step {self.chi_step} is not in the χ store (it has {steps}).")
+        return self
+
+
+class SpacingParameters(FlowParameters):
+    """``spacing`` flow: the whitespace experiment (``flows/spacing.py``).
+
+    ``seeds``: the baseline, Amplify and Suppress runs (the first seed's baseline is the
+    reference); ``chi_step``: checkpoint of the reference at which χ is estimated;
+    ``sgld_seqs``, ``probe_seqs``: the χ workload's SGLD data and probes; ``eval_seqs``:
+    validation sequences for losses and spacing scores.
+    """
+
+    preset: str = "demo"
+    data: dict = Field(default_factory=corpus_data)
+    train: dict = Field(default_factory=spacing_train)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    chi_step: int = 1000
+    alpha: float = 1.0
+    sampler: dict = Field(default_factory=demo_sampler)
+    sgld_seqs: int = Field(2048, ge=1)
+    probe_seqs: int = Field(8, ge=1)
+    eval_seqs: int = Field(256, ge=1)
+    out_dir: str | None = None
+    runs_root: str | None = None
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpacingParameters:
+        schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
+        _check_seeds_and_alpha(self.seeds, self.alpha)
+        if self.chi_step not in schedule:
+            raise ConfigError(
+                f"chi_step {self.chi_step} is not a checkpoint of the recipe ({schedule}); "
+                "pick one of them or add it to train.checkpoint_steps."
+            )
+        _check_sampler(self.sampler)
+        return self
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem: the field, what is wrong, and (for an unknown field) the
+    fields the model has. A check of the core reads as its own message."""
+    model = error.title
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            fields = _fields_of(model)
+            lines.append(f"unknown parameter {where!r}; the parameters are {fields}.")
+        elif where:
+            lines.append(f"{where}: {message}")
+        else:
+            lines.append(message)
+    return " ".join(lines)
+
+
+def _fields_of(model_name: str) -> list[str]:
+    for model in FlowParameters.__subclasses__():
+        if model.__name__ == model_name:
+            return list(model.model_fields)
+    return []

@@ -1,0 +1,68 @@
+"""Recipes: the settings that several flows and commands share, in one place.
+
+A recipe is plain JSON-able data (what flows pass around and what run folders are keyed
+on): a data spec (``patterning_core.data.lm_data``), training settings
+(``patterning_core.model.training.TrainConfig`` fields) and sampler settings
+(``patterning_core.sampling.SamplerConfig`` fields). Flows take them as defaults; a
+config file overrides any key. Functions return fresh copies, so callers may edit them.
+"""
+
+from __future__ import annotations
+
+from patterning_core.sampling.config import SamplerConfig
+
+__all__ = [
+    "DEMO_CHI_CHECKPOINTS",
+    "corpus_data",
+    "demo_data",
+    "demo_sampler",
+    "demo_train",
+    "spacing_train",
+]
+
+# χ of the demo before, during and after the induction circuit forms (at about step 2,250).
+DEMO_CHI_CHECKPOINTS = (1000, 2000, 3000)
+
+
+def demo_data() -> dict:
+    """Synthetic in-context bigrams (``bench`` vocabulary): the canonical induction circuit
+    forms at about step 2,250 with :func:`demo_train` (see ``data/synthetic.py``)."""
+    return {"source": "synthetic", "preset": "bench", "n_seqs": 20000, "seed": 0}
+
+
+def demo_train() -> dict:
+    """3,000 AdamW steps (lr 3e-3, 100 warm-up, batch 32), checkpoints every 250."""
+    return {
+        "steps": 3000,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_steps": 100,
+        "seed": 0,
+        "checkpoint_steps": list(range(0, 3001, 250)),
+    }
+
+
+def demo_sampler() -> dict:
+    """The seed papers' settings for the 3M model (method.md §3): ε 1e-3, nβ 30, γ 300,
+    4 chains × 100 draws, batch 16, no burn-in."""
+    return SamplerConfig(
+        step_size=1e-3,
+        n_beta=30.0,
+        localization=300.0,
+        num_chains=4,
+        num_draws=100,
+        num_burnin=0,
+        steps_between_draws=1,
+        batch_size=16,
+        seed=0,
+    ).to_dict()
+
+
+def corpus_data() -> dict:
+    """The offline text corpus alone (the default corpus: see ``data/corpus.py``)."""
+    return {"source": "corpus"}
+
+
+def spacing_train() -> dict:
+    """:func:`demo_train` with the fused readout (faster on the corpus's vocabulary)."""
+    return {**demo_train(), "fused": True}

@@ -383,7 +383,7 @@ def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> Non
 
 
 def add_induce_arguments(p: argparse.ArgumentParser) -> None:
-    from patterning_core.experiments.induction.patterning import DEFAULT_ALPHA
+    from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
 
     p.add_argument("--chi-store", required=True, help="χ store written by the pipeline")
     p.add_argument("--chi-step", type=int, required=True, help="checkpoint of χ")

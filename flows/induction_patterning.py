@@ -3,7 +3,7 @@ re-weighting the training data (method.md §7, demonstration 1).
 
 χ at a checkpoint before the circuit forms (from a χ store the ``pipeline`` flow wrote)
 and the heads' later prefix-matching scores (the reference run's last checkpoint) give the
-Induce and Repress weights (``patterning_core.experiments.induction.patterning``); the
+Induce and Repress weights (``patterning_core.estimators.mode_weights``); the
 preset is then retrained from the same initialization and data order (same seed) with
 uniform, Induce and Repress weights for every seed, and a report compares when the circuit
 forms.
@@ -23,7 +23,7 @@ from prefect.futures import wait
 
 from flows.parameters import InductionPatterningParameters
 from flows.runtime import make_task_runner
-from patterning_core.experiments.induction.patterning import CONDITIONS
+from patterning_core.estimators.mode_weights import CONDITIONS
 from patterning_core.store.chi_store import open_chi
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.induction_patterning import patterning_weights, write_patterning_report

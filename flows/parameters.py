@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from patterning_core.data.lm_data import check_data_spec
-from patterning_core.experiments.induction.patterning import DEFAULT_ALPHA
+from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
 from patterning_core.model.checkpoints import read_config
 from patterning_core.recipes import (
     DEMO_CHI_CHECKPOINTS,
@@ -176,7 +176,7 @@ class InductionPatterningParameters(FlowParameters):
     ``preset`` on ``data`` with ``train``, memoized like the pipeline's run); ``data``
     defaults to the χ store's own; ``alpha``, ``rcond``, ``negative``: magnitude,
     pseudo-inverse cut-off and negative-weight rule
-    (``patterning_core.experiments.induction.patterning``).
+    (``patterning_core.estimators.mode_weights``).
     """
 
     chi_store: str

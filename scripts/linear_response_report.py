@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patterning_core.estimators.linear_response import linear_response_curve, plot_linear_response
+from patterning_core.estimators.linear_response import linear_response_curve
+from patterning_core.report.plots import plot_linear_response
 from patterning_core.sampling.sgld import SamplerConfig
 from patterning_core.toys import known_answers as ka
 from patterning_core.toys.models import make_linear_regression

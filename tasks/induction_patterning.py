@@ -12,14 +12,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from patterning_core.data.lm_data import load_lm_tokens
-from patterning_core.estimators.decomposition import decompose, induction_mode
+from patterning_core.estimators.decomposition import aligned_mode, decompose
+from patterning_core.estimators.mode_weights import CONDITIONS, mode_weights, per_chain_class_dh
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.patterning import (
-    CONDITIONS,
     crossing_step,
     head_scores,
-    induction_weights,
-    per_chain_class_dh,
     unit_classes,
 )
 from patterning_core.model.checkpoints import (
@@ -66,7 +64,7 @@ def alignment_by_checkpoint(ds, scores: dict[str, float]) -> list[dict]:
         if not bool(ds["chi_complete"].sel(checkpoint=step)):
             continue
         modes = decompose(ds["chi"].sel(checkpoint=step).load(), "component")
-        mode, alignment = induction_mode(modes, scores)
+        mode, alignment = aligned_mode(modes, scores)
         rows.append(
             {
                 "step": int(step),
@@ -113,7 +111,7 @@ def patterning_weights(
     scores = head_scores(ckpt.params, ckpt.config)
     tokens = load_lm_tokens(data, ckpt.config)
     codes, names = unit_classes(tokens.train, tokens.token_strings)
-    result = induction_weights(
+    result = mode_weights(
         chi, scores, codes, names, n_beta, alpha=alpha, rcond=rcond, negative=negative
     )
     summary = result.summary
@@ -293,7 +291,7 @@ def _mode_section(info: dict) -> list[str]:
         + ".",
         "",
         "Per checkpoint of the χ store, the mode whose component loadings align best "
-        "(|cosine| with the centred head scores, `decomposition.induction_mode`):",
+        "(|cosine| with the centred head scores, `decomposition.aligned_mode`):",
         "",
     ]
     lines += _table(

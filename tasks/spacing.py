@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.estimators.decomposition import decompose
-from patterning_core.experiments.induction.patterning import induction_weights
+from patterning_core.estimators.mode_weights import mode_weights
 from patterning_core.experiments.spacing.science import (
     spacing_classes,
     spacing_scores,
@@ -72,7 +72,7 @@ def spacing_weights(
     correlations = whitespace_correlations(modes, is_spacing)
     mode = int(correlations.mode.values[np.nanargmax(np.abs(correlations.values))])
     train_codes, _ = spacing_classes(tokens.train, strings)
-    result = induction_weights(
+    result = mode_weights(
         chi,
         scores,
         train_codes,

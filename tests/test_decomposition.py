@@ -75,7 +75,7 @@ def test_decompose_rejects_unassembled_chi():
 def test_induction_mode_is_found_by_alignment_not_position():
     """χ with a uniform PC1 and a second mode on the heads whose scores rise: the mode that
     tracks the scores is identified, with its correlation."""
-    from patterning_core.estimators.decomposition import induction_mode, mode_alignment
+    from patterning_core.estimators.decomposition import aligned_mode, mode_alignment
 
     rng = np.random.default_rng(1)
     heads = [f"L{layer}H{h}" for layer in range(2) for h in range(4)]
@@ -99,9 +99,9 @@ def test_induction_mode_is_found_by_alignment_not_position():
         matrix, dims=("component", "unit"), coords={"component": heads, "unit": np.arange(units)}
     )
     modes = decompose(chi, by="none")
-    mode, alignment = induction_mode(modes, scores)
+    mode, alignment = aligned_mode(modes, scores)
     assert mode == 2 and abs(alignment) > 0.99
     # PC1 loads uniformly on all heads: not aligned, though it carries most variance.
     assert abs(mode_alignment(modes, scores).sel(mode=1)) < 0.2
     with pytest.raises(ValueError, match="at least 3"):
-        induction_mode(modes, {"L1H1": 0.7})
+        aligned_mode(modes, {"L1H1": 0.7})

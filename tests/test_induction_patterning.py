@@ -10,13 +10,13 @@ import torch
 import xarray as xr
 
 from patterning_core.data.token_classes import PRIMARY_CLASSES
-from patterning_core.experiments.induction.patterning import (
+from patterning_core.estimators.mode_weights import (
     class_weight_table,
     induce_sign,
-    induction_weights,
-    unit_classes,
+    mode_weights,
     weights_for_units,
 )
+from patterning_core.experiments.induction.patterning import unit_classes
 
 HEADS = ["L0H0", "L0H1", "L1H0", "L1H1"]
 SCORES = {"L0H0": 0.0, "L0H1": 0.05, "L1H0": 0.8, "L1H1": 0.6}  # layer 1 becomes induction
@@ -48,7 +48,7 @@ def train_codes() -> np.ndarray:
 
 @pytest.mark.parametrize("expresses", [True, False])
 def test_induce_upweights_the_units_the_later_induction_heads_express(expresses):
-    result = induction_weights(known_chi(expresses), SCORES, train_codes(), NAMES, n_beta=30.0)
+    result = mode_weights(known_chi(expresses), SCORES, train_codes(), NAMES, n_beta=30.0)
     s = result.summary
     assert s["mode"] == 2 and abs(s["alignment"]) > 0.9  # PC1 is the uniform mode
     assert abs(s["alignments"][1]) < 1e-6
@@ -82,7 +82,7 @@ def test_sign_follows_the_definition_not_the_svd_sign():
 
 def test_every_training_unit_gets_a_weight():
     codes = train_codes()
-    result = induction_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=0.5)
+    result = mode_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=0.5)
     s = result.summary
     assert s["classes_without_probes"] == ["bracket"]
     for rho in result.weights.values():
@@ -98,10 +98,10 @@ def test_every_training_unit_gets_a_weight():
 
 def test_alpha_zero_is_uniform_and_large_alpha_clips():
     codes = train_codes()
-    zero = induction_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=0.0)
+    zero = mode_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=0.0)
     for rho in zero.weights.values():
         np.testing.assert_array_equal(rho, np.ones_like(rho))
-    big = induction_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=3.0)
+    big = mode_weights(known_chi(), SCORES, codes, NAMES, n_beta=30.0, alpha=3.0)
     induce = big.summary["conditions"]["induce"]
     assert induce["class_weights"]["other"] == 0.0
     assert induce["fraction_clipped"] == pytest.approx((codes == 1).mean())

@@ -12,9 +12,10 @@ from patterning_core.estimators.intervention import (
     extrapolate_by_class,
     mode_target,
     predicted_response,
-    reweighted_loss,
     solve_intervention,
+    weighted_loss,
     weights_from_intervention,
+    with_weights,
 )
 from patterning_core.toys import known_answers as ka
 from patterning_core.toys.models import make_linear_regression
@@ -112,26 +113,29 @@ def test_linear_response_is_exact_to_first_order_on_a_gaussian_posterior():
     assert 5 < errors[1] / errors[0] < 15 and 5 < errors[2] / errors[1] < 15
 
 
-def test_reweighted_loss_scales_each_unit():
+def test_weighted_loss_scales_each_unit_by_its_normalized_weight():
     loss_fn, params, (X, y) = make_linear_regression(n=8, d=2)
     weights = torch.arange(1, 9, dtype=X.dtype)
-    weighted = reweighted_loss(loss_fn, weights)
+    rho, Xw, yw = with_weights((X, y), weights)
+    np.testing.assert_allclose(rho.numpy(), (weights / weights.mean()).numpy(), rtol=1e-6)
     index = torch.tensor([0, 7])
-    out = weighted(params, (index, X[index], y[index]))
+    out = weighted_loss(loss_fn)(params, (rho[index], Xw[index], yw[index]))
     np.testing.assert_allclose(
         out.numpy(),
         (loss_fn(params, (X[index], y[index])) * weights[index] / weights.mean()).numpy(),
+        rtol=1e-6,
     )
+    # No weights: the plain loss.
+    plain = weighted_loss(loss_fn)(params, with_weights((X, y), None))
+    np.testing.assert_allclose(plain.numpy(), loss_fn(params, (X, y)).numpy())
 
 
 def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):
     """SGLD with re-weighted data (common random numbers) on linear regression: for small
     α the measured change of ⟨φ⟩ agrees with nβ·χ·dh and with the exact posterior change;
     the plot is written."""
-    from patterning_core.estimators.linear_response import (
-        linear_response_curve,
-        plot_linear_response,
-    )
+    from patterning_core.estimators.linear_response import linear_response_curve
+    from patterning_core.report.plots import plot_linear_response
     from patterning_core.sampling.sgld import SamplerConfig
 
     loss_fn, params, (X, y) = make_linear_regression(n=40, d=3, seed=2)

@@ -110,7 +110,7 @@ def mode_alignment(modes: xr.Dataset, head_scores: dict[str, float]) -> xr.DataA
     )
 
 
-def induction_mode(modes: xr.Dataset, head_scores: dict[str, float]) -> tuple[int, float]:
+def aligned_mode(modes: xr.Dataset, head_scores: dict[str, float]) -> tuple[int, float]:
     """The mode whose head loadings best follow the heads' prefix-matching scores:
     ``(mode, alignment)`` with the largest |alignment| (reported, not assumed to be PC2)."""
     alignment = mode_alignment(modes, head_scores)

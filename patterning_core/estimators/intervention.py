@@ -86,20 +86,37 @@ def predicted_response(chi: xr.DataArray, dh: xr.DataArray, n_beta: float) -> xr
     return n_beta * (chi * dh).sum("unit")
 
 
-def weights_from_intervention(
-    dh: np.ndarray | Tensor, alpha: float, negative: NegativePolicy = "clip"
-) -> np.ndarray:
-    """ρ = 1 + α · dh / max|dh|, made non-negative by ``negative`` and rescaled to mean 1."""
+def raw_weights(dh: np.ndarray | Tensor, alpha: float) -> np.ndarray:
+    """ρ = 1 + α · dh / max|dh| before any rule for negatives (α is the largest relative
+    change of any unit's weight; dh ≡ 0 gives ρ ≡ 1)."""
     dh = np.asarray(dh, dtype=np.float64)
-    scale = np.abs(dh).max()
-    rho = 1.0 + alpha * (dh / scale if scale > 0 else dh)
+    scale = np.abs(dh).max() if dh.size else 0.0
+    return 1.0 + alpha * (dh / scale if scale > 0 else dh)
+
+
+def weights_from_intervention(
+    dh: np.ndarray | Tensor,
+    alpha: float,
+    negative: NegativePolicy = "clip",
+    floor: float = 0.0,
+    share: np.ndarray | None = None,
+) -> np.ndarray:
+    """The one rule from an intervention dh to training weights.
+
+    ρ = 1 + α · dh / max|dh| (:func:`raw_weights`), made non-negative by ``negative``
+    (``"clip"``: ρ ← max(ρ, ``floor``); ``"shift"``: ρ ← ρ − min(min ρ, 0)), then rescaled
+    to mean 1. ``share`` (same shape as ``dh``, summing to 1) makes the mean a weighted one:
+    the entries of ``dh`` are then groups of units (e.g. pattern classes), ``share`` the
+    fraction of training units in each, and the result has Σ share·ρ = 1.
+    """
+    rho = raw_weights(dh, alpha)
     if negative == "clip":
-        rho = np.clip(rho, 0.0, None)
+        rho = np.maximum(rho, floor)
     elif negative == "shift":
         rho = rho - min(rho.min(), 0.0)
     else:
         raise ValueError(f"negative weights policy must be 'clip' or 'shift', not {negative!r}.")
-    mean = rho.mean()
+    mean = rho.mean() if share is None else float((rho * np.asarray(share)).sum())
     if mean <= 0:
         raise ValueError("every weight is zero after the negative-weight rule; lower alpha.")
     return rho / mean
@@ -139,20 +156,34 @@ def extrapolate_by_class(
     return ClassExtrapolation(means, float(r2), counts)
 
 
-def reweighted_loss(loss_fn: Callable, weights: Tensor) -> Callable:
-    """The loss with unit z's loss multiplied by ``weights[z]`` (normalized to mean 1).
+def weighted_loss(loss_fn: Callable) -> Callable:
+    """The per-unit loss ρ_z·ℓ_z, on batches ``(rho, *data)`` (:func:`with_weights`).
 
-    The data tuple gains a leading tensor of unit indices: call the result on
-    ``(indices, *data)`` (``indices = torch.arange(n)`` for per-example units; for
-    per-token units ``weights`` is ``[n, T]`` and the indices pick rows).
+    With ρ of mean 1 over the n training units, the mean over all units is
+    L_ρ = Σρℓ/Σρ, the loss a ρ-weighted model is trained on (and whose posterior SGLD then
+    samples); with ρ ≡ 1 it is the plain loss. The weights travel with the data, so every
+    minibatch carries its own units' ρ.
     """
-    normalized = weights / weights.mean()
 
     def weighted(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        index, *rest = batch
-        return loss_fn(params, tuple(rest)) * normalized[index]
+        rho, *rest = batch
+        return loss_fn(params, tuple(rest)) * rho
 
     return weighted
+
+
+def with_weights(data: tuple[Tensor, ...], weights: Tensor | np.ndarray | None) -> tuple:
+    """``(ρ, *data)`` for :func:`weighted_loss`: ``weights`` (one per unit along dim 0 of
+    ``data``, or ``[n, T]`` per token) rescaled to mean 1; None gives ρ ≡ 1."""
+    like = data[0]
+    n = like.shape[0]
+    if weights is None:
+        rho = torch.ones(n, dtype=torch.float32, device=like.device)
+    else:
+        rho = torch.as_tensor(weights, dtype=torch.float32, device=like.device)
+        if rho.shape[0] != n:
+            raise ValueError(f"weights have {rho.shape[0]} rows for {n} data units.")
+    return (rho / rho.mean(), *data)
 
 
 def mode_target(modes: xr.Dataset, mode: int, sign: float = 1.0) -> dict[str, float]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from patterning_core.estimators.intervention import weighted_loss
 from patterning_core.sampling.sgld import LossFn, Run, SamplerConfig, run_sgld, validate_masks
 
 
@@ -28,16 +28,6 @@ class ResponsePoint:
     predicted: float
     measured: float
     measured_se: float
-
-
-def _weighted(plain_loss: LossFn) -> LossFn:
-    """The loss on batches ``(weights, *data)``: each unit's loss times its weight."""
-
-    def loss(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        weights, *rest = batch
-        return plain_loss(params, tuple(rest)) * weights
-
-    return loss
 
 
 def _mean_phi_per_chain(
@@ -58,7 +48,7 @@ def _mean_phi_per_chain(
         sums[:] += losses.reshape(losses.shape[0], -1).double().mean(dim=1).cpu().numpy()
 
     run_sgld(
-        _weighted(plain_loss),
+        weighted_loss(plain_loss),
         params,
         (weights / weights.mean(), *data),
         [Run("response", masks)],
@@ -120,39 +110,3 @@ def linear_response_curve(
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
         points.append(ResponsePoint(float(alpha), predicted, float(diff.mean()), se))
     return points
-
-
-def plot_linear_response(
-    points: Sequence[ResponsePoint],
-    path: str | Path,
-    title: str = "linear response",
-    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-) -> Path:
-    """Measured against predicted change of ⟨φ⟩ over α; ``references = {label: (alphas,
-    changes)}`` adds curves known otherwise (e.g. the exact change of a Gaussian posterior)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    alphas = [p.alpha for p in points]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(alphas, [p.predicted for p in points], "k--", label="predicted nβ·χ·dh")
-    ax.errorbar(
-        alphas,
-        [p.measured for p in points],
-        yerr=[2 * p.measured_se for p in points],
-        fmt="o-",
-        label="measured (±2 SE)",
-    )
-    for label, (xs, ys) in (references or {}).items():
-        ax.plot(xs, ys, "-", alpha=0.7, label=label)
-    ax.set_xlabel("re-weighting strength α")
-    ax.set_ylabel("change of ⟨φ⟩")
-    ax.set_title(title)
-    ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from patterning_core.estimators.linear_response import ResponsePoint
 from patterning_core.report.pyplot import plt, save_figure
 
 
@@ -75,4 +76,31 @@ def plot_prefix_matching(
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_linear_response(
+    points: Sequence[ResponsePoint],
+    path: str | os.PathLike[str],
+    title: str = "linear response",
+    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> Path:
+    """Measured against predicted change of ⟨φ⟩ over α; ``references = {label: (alphas,
+    changes)}`` adds curves known otherwise (e.g. the exact change of a Gaussian posterior)."""
+    alphas = [p.alpha for p in points]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(alphas, [p.predicted for p in points], "k--", label="predicted nβ·χ·dh")
+    ax.errorbar(
+        alphas,
+        [p.measured for p in points],
+        yerr=[2 * p.measured_se for p in points],
+        fmt="o-",
+        label="measured (±2 SE)",
+    )
+    for label, (xs, ys) in (references or {}).items():
+        ax.plot(xs, ys, "-", alpha=0.7, label=label)
+    ax.set_xlabel("re-weighting strength α")
+    ax.set_ylabel("change of ⟨φ⟩")
+    ax.set_title(title)
+    ax.legend()
     return save_figure(fig, path)

@@ -52,6 +52,20 @@ class FlowParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class RetrainingFields(FlowParameters):
+    """Where a demonstration's report and training runs go, and where the runs execute:
+    ``out_dir`` (default under ``$PATTERNING_HOME``), ``runs_root`` (default
+    ``$PATTERNING_HOME/runs``, shared by every flow so equal runs are found again), a Dask
+    cluster at ``dask_address`` or ``n_workers`` local processes (1: one by one, here),
+    ``threads`` torch threads per run."""
+
+    out_dir: str | None = None
+    runs_root: str | None = None
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+
+
 def _check_sampler(sampler: dict) -> None:
     SamplerConfig.from_dict(sampler)
 
@@ -168,7 +182,7 @@ class PipelineParameters(FlowParameters):
         return self
 
 
-class InductionPatterningParameters(FlowParameters):
+class InductionPatterningParameters(RetrainingFields):
     """``induction-patterning`` flow: Induce/Repress weights from χ at ``chi_step`` of
     ``chi_store``, every condition retrained for every seed, and the report.
 
@@ -189,11 +203,6 @@ class InductionPatterningParameters(FlowParameters):
     alpha: float = DEFAULT_ALPHA
     rcond: float = Field(1e-3, ge=0.0, lt=1.0)
     negative: Literal["clip", "shift"] = "clip"
-    out_dir: str | None = None
-    runs_root: str | None = None
-    dask_address: str | None = None
-    n_workers: int = Field(2, ge=1)
-    threads: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> InductionPatterningParameters:
@@ -219,7 +228,7 @@ class InductionPatterningParameters(FlowParameters):
         return self
 
 
-class SpacingParameters(FlowParameters):
+class SpacingParameters(RetrainingFields):
     """``spacing`` flow: the whitespace experiment (``flows/spacing.py``).
 
     ``seeds``: the baseline, Amplify and Suppress runs (the first seed's baseline is the
@@ -238,11 +247,6 @@ class SpacingParameters(FlowParameters):
     sgld_seqs: int = Field(2048, ge=1)
     probe_seqs: int = Field(8, ge=1)
     eval_seqs: int = Field(256, ge=1)
-    out_dir: str | None = None
-    runs_root: str | None = None
-    dask_address: str | None = None
-    n_workers: int = Field(2, ge=1)
-    threads: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> SpacingParameters:
@@ -276,7 +280,8 @@ def describe(error: ValidationError) -> str:
 
 
 def _fields_of(model_name: str) -> list[str]:
-    for model in FlowParameters.__subclasses__():
+    models = [*FlowParameters.__subclasses__(), *RetrainingFields.__subclasses__()]
+    for model in models:
         if model.__name__ == model_name:
             return list(model.model_fields)
     return []

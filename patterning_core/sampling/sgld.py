@@ -47,22 +47,6 @@ from tqdm.auto import tqdm
 
 from patterning_core.sampling.config import ConfigError, SamplerConfig
 
-__all__ = [
-    "ConfigError",
-    "DrawContext",
-    "LaneForward",
-    "LossFn",
-    "Run",
-    "SamplerConfig",
-    "SamplerDivergence",
-    "as_data_tuple",
-    "evaluate_in_chunks",
-    "full_run",
-    "lane_seed",
-    "run_sgld",
-    "validate_masks",
-]
-
 LossFn = Callable[[dict[str, Tensor], tuple[Tensor, ...]], Tensor]
 
 # Run name under which the minibatch streams are keyed: one stream per chain, shared by runs.

@@ -30,7 +30,7 @@ import json
 import os
 import sysconfig
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -405,7 +405,3 @@ def prepare_lm_data(
         },
     )
 
-
-def iter_documents(corpus: Corpus) -> Iterable[str]:
-    """The documents' texts in order."""
-    return (d.text for d in corpus.documents)

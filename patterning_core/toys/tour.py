@@ -35,13 +35,6 @@ class RegressionLLC:
     step_size: float
 
 
-@dataclass(frozen=True)
-class ToyTour:
-    regression: RegressionLLC
-    mlp_llc: LLCResult
-    mlp_chi: xr.DataArray  # (component, unit): "hidden", "readout" × 8 probe examples
-
-
 def regression_llc(progress: bool | None = None) -> RegressionLLC:
     """LLC of linear regression (n = 100, d = 3; ε 2e-3, nβ 10, γ 1, 16 chains × 4,000
     draws after 1,000 burn-in) against its exact answers."""
@@ -96,10 +89,3 @@ def mlp_llc_and_chi(progress: bool | None = None) -> tuple[LLCResult, xr.DataArr
     )
     return result, chi
 
-
-def toy_tour(progress: bool | None = None) -> ToyTour:
-    """Both parts of the tour (seeded: the same numbers every time)."""
-    torch.manual_seed(0)
-    regression = regression_llc(progress)
-    mlp_llc, mlp_chi = mlp_llc_and_chi(progress)
-    return ToyTour(regression, mlp_llc, mlp_chi)

@@ -44,13 +44,14 @@ from torch import Tensor
 from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
 from patterning_core.estimators.linear_response import ResponsePoint, linear_response_curve
 from patterning_core.estimators.llc import estimate_llc
-from patterning_core.estimators.susceptibility import estimate_susceptibilities
+from patterning_core.estimators.susceptibility import chi_from_stats, sample_susceptibility_stats
 from patterning_core.experiments.toy_superposition.model import (
     ToyConfig,
     importances,
     seed_batched_loss,
 )
 from patterning_core.sampling import DrawContext, SamplerConfig, full_run, run_sgld
+from patterning_core.sampling.stats import pool_comoments
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -159,13 +160,43 @@ def column_components(cfg: ToyConfig, K: int) -> dict[str, dict[str, Tensor]]:
 
 def loss_susceptibilities(
     cfg: ToyConfig, x: Tensor, W: Tensor, b: Tensor, sampler: SamplerConfig = DEFAULT_SAMPLER
-) -> xr.DataArray:
-    """χ of the localized loss of each feature's column toward every training sample
-    (``estimate_susceptibilities``; φ on all samples, full batches)."""
+) -> xr.Dataset:
+    """χ of the localized loss of each feature's column toward every training sample.
+
+    One set of restricted runs (and the full run) through the project's estimator
+    (``sample_susceptibility_stats``; φ on all samples, full batches) gives two readings:
+
+    - ``two_run``: the project's estimator (method.md §2), which centres ℓ_z − L by the
+      *full* run's means: E_C[φ(L − ℓ_z)] − E_C[φ]·E_full[L − ℓ_z];
+    - ``restricted``: −Cov_C[φ, ℓ_z − L] under the restricted run alone (pooled over
+      chains), the susceptibility of the restricted posterior, which the fluctuation–
+      dissipation identity ties to the response of that posterior (``loss_linear_response``).
+
+    They differ by E_C[φ]·(E_full[ℓ_z − L] − E_C[ℓ_z − L]); at trained toy models that term
+    flips the sign of the two-run value on some features (see the report).
+    """
     loss_fn = seed_batched_loss(importances(cfg, torch.float64))
     data = _sample_rows(x)
     comps = column_components(cfg, W.shape[0])
-    return estimate_susceptibilities(loss_fn, _params(W, b), data, data, comps, sampler)
+    stats = sample_susceptibility_stats(loss_fn, _params(W, b), data, data, comps, sampler)
+    two_run = chi_from_stats(stats)
+    count, _mean_phi, m2, _mean_x, co = pool_comoments(
+        stats["count"].values,
+        stats["phi_mean"].values,
+        stats["phi_m2"].values,
+        stats["probe_mean"].values,
+        stats["probe_comoment"].values,
+        axis=1,
+    )
+    # L on the fixed batch (all samples) is φ + const, so Cov_C[φ, L] = Var_C[φ]
+    restricted = -(co - m2[:, None]) / count[:, None]
+    return xr.Dataset(
+        {
+            "two_run": two_run,
+            "restricted": (("component", "unit"), restricted),
+        },
+        attrs={"n_beta": sampler.n_beta, "sampler_config": sampler.to_json()},
+    )
 
 
 # ----------------------------------------------------------------------------- weights
@@ -285,7 +316,8 @@ def loss_linear_response(
     sampler: SamplerConfig = DEFAULT_SAMPLER,
 ) -> list[ResponsePoint]:
     """The same check for the localized loss of the feature's column, through the project's
-    ``linear_response_curve`` (direction scaled to max |·| = 1)."""
+    ``linear_response_curve`` (direction scaled to max |·| = 1); ``chi_row``: the
+    ``restricted`` reading of ``loss_susceptibilities``."""
     direction = np.asarray(direction, dtype=np.float64)
     direction = direction - direction.mean()
     direction = direction / np.abs(direction).max()

@@ -51,7 +51,18 @@ change at ~0.5 of the prediction at every α, which the independent χ estimate 
 selection bias (dh aligned with that estimate's noise). The first full run used α = 0.5 for
 the main conditions: χ 74/100 against baseline 44/100 (+0.30, exactly the target), control
 42/100, naive 69/100; the main α was then raised to 1.0 (α = 0.5 stays in the dose sweep,
-its numbers are in the table above)."""
+its numbers are in the table above).
+
+The (k+1)-gon target was tried in development scans (100 seeds each, not rerun by this
+command) and failed. In this setting hexagons are rare (4/100 baseline seeds); χ weights
+for dμ = +1 on every norm, or on the norms of features 4 and 5, at doses 0.07–0.21 left
+the hexagon fraction at 2–4 %, as did their permutations. Sparser data (activation
+probability 0.05) still gave only 8–12 % hexagons. With n = 5 features and activation
+probability 0.2 (equal importances) baseline seeds split 55 % pentagons / 44 % squares,
+but χ weights for dμ = +1 on every norm gave 52 %, 38 % and 58 % pentagons at doses 0.08,
+0.15 and 0.29 (controls 56 %, 56 %, 40 %): raising every norm at the early checkpoint is
+not a proxy for the polygon having room for one more vertex. Only the single-feature
+target is demonstrated here."""
 
 
 class ToySuperpositionParameters(BaseModel):

@@ -14,6 +14,8 @@ from patterning_core.report.pyplot import plt, save_figure
 
 __all__ = ["plot_fractions", "plot_polygons"]
 
+METHOD_COLORS = {"baseline": "0.45", "chi": "C0", "control": "C1", "naive": "C2"}
+
 
 def plot_polygons(
     panels: Mapping[str, Sequence[tuple[np.ndarray, str]]],
@@ -86,7 +88,8 @@ def plot_fractions(
     fractions = np.array([float(b["fraction"]) for b in bars])
     low = np.array([float(b["low"]) for b in bars])
     high = np.array([float(b["high"]) for b in bars])
-    left.bar(names, fractions, color=[f"C{i}" for i in range(len(bars))], alpha=0.8)
+    colors = [METHOD_COLORS.get(name, f"C{3 + i}") for i, name in enumerate(names)]
+    left.bar(names, fractions, color=colors, alpha=0.8)
     left.errorbar(names, fractions, yerr=[fractions - low, high - fractions], fmt="none", c="k")
     left.set_ylim(0, 1.05)
     left.set_ylabel(ylabel)
@@ -99,7 +102,15 @@ def plot_fractions(
         f = np.array([p[1] for p in pts])
         lo = np.array([p[2] for p in pts])
         hi = np.array([p[3] for p in pts])
-        right.errorbar(d, f, yerr=[f - lo, hi - f], fmt="o-", capsize=3, label=name)
+        right.errorbar(
+            d,
+            f,
+            yerr=[f - lo, hi - f],
+            fmt="o-",
+            capsize=3,
+            label=name,
+            color=METHOD_COLORS.get(name),
+        )
     right.set_xlabel("dose mean|ρ − 1|")
     right.set_ylim(0, 1.05)
     right.set_title("fraction against dose")

@@ -349,6 +349,12 @@ def run_spacing(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_toy_superposition(args: argparse.Namespace) -> int:
+    from flows.toy_superposition import main_cli
+
+    return main_cli(args)
+
+
 def run_parentheses(args: argparse.Namespace) -> int:
     from flows.parentheses import check_parentheses_parameters, parentheses
     from flows.server import prefect_api
@@ -462,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     parentheses_arguments(paren)
     paren.add_argument("--out", help="report folder (default under $PATTERNING_HOME)")
     paren.set_defaults(func=run_parentheses)
+
+    toy_sup = sub.add_parser(
+        "toy-superposition",
+        help="demonstration 0: pattern which features a toy model of superposition represents",
+    )
+    from flows.toy_superposition import build_parser as toy_superposition_arguments
+
+    toy_superposition_arguments(toy_sup)
+    toy_sup.set_defaults(func=run_toy_superposition)
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")
     chi.add_argument("action", choices=("show", "export"))

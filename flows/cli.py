@@ -26,7 +26,15 @@ from pydantic import ValidationError
 
 from patterning_core.sampling.config import ConfigError
 
-FLOWS = ("train", "susceptibilities", "decompose", "pipeline", "induction-patterning", "spacing")
+FLOWS = (
+    "train",
+    "susceptibilities",
+    "decompose",
+    "pipeline",
+    "induction-patterning",
+    "spacing",
+    "toy-superposition",
+)
 
 
 # ----------------------------------------------------------------------------- toy
@@ -199,6 +207,10 @@ def flow_and_parameters(name: str):  # -> (prefect.Flow, type[FlowParameters])
         from flows.spacing import spacing as fn
 
         return fn, P.SpacingParameters
+    if name == "toy-superposition":
+        from flows.toy_superposition import toy_superposition as fn
+
+        return fn, P.ToySuperpositionParameters
     from flows.pipeline import pipeline as fn
 
     return fn, P.PipelineParameters
@@ -350,9 +362,26 @@ def run_spacing(args: argparse.Namespace) -> int:
 
 
 def run_toy_superposition(args: argparse.Namespace) -> int:
-    from flows.toy_superposition import main_cli
+    """Demonstration 0 (``flows/toy_superposition.py``); print the headline numbers."""
+    from flows.parameters import ToySuperpositionParameters
+    from flows.server import prefect_api
+    from flows.toy_superposition import toy_superposition
 
-    return main_cli(args)
+    params = ToySuperpositionParameters(
+        seeds=args.seeds, target=args.target, alpha=args.alpha, out_dir=args.out
+    )
+    with prefect_api():
+        result = toy_superposition(params)
+    c, t = result["conditions"], result["targets"]
+    for name, s in c.items():
+        lo, hi = s["wilson95"]
+        print(f"{name:>9}: {s['reached']:>3}/{s['n']} [{lo:.2f}, {hi:.2f}]")
+    print(
+        f"χ rise {t['chi_rise']:+.2f} (target met: {t['chi_target_met']}), control shift "
+        f"{t['control_shift']:+.2f} (target met: {t['control_target_met']}); "
+        f"{t['less_change']}\nreport: {result['report']} ({result['wall_seconds']:.0f} s)"
+    )
+    return 0
 
 
 def run_parentheses(args: argparse.Namespace) -> int:
@@ -473,9 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
         "toy-superposition",
         help="demonstration 0: pattern which features a toy model of superposition represents",
     )
-    from flows.toy_superposition import build_parser as toy_superposition_arguments
-
-    toy_superposition_arguments(toy_sup)
+    toy_sup.add_argument("--seeds", type=int, default=100, help="seeds per condition")
+    toy_sup.add_argument("--target", type=int, default=4, help="feature to represent")
+    toy_sup.add_argument("--alpha", type=float, default=1.0, help="α of the main conditions")
+    toy_sup.add_argument(
+        "--out",
+        default="docs/results/toy_superposition",
+        help="report folder (default docs/results/toy_superposition)",
+    )
     toy_sup.set_defaults(func=run_toy_superposition)
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")

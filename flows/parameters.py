@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from patterning_core.data.lm_data import check_data_spec
 from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
+from patterning_core.experiments.toy_superposition.model import ToyConfig
+from patterning_core.experiments.toy_superposition.patterning import DEFAULT_SAMPLER, LLC_SAMPLER
 from patterning_core.model.checkpoints import read_config
 from patterning_core.recipes import (
     DEMO_CHI_CHECKPOINTS,
@@ -41,6 +43,7 @@ __all__ = [
     "PipelineParameters",
     "SpacingParameters",
     "SusceptibilityParameters",
+    "ToySuperpositionParameters",
     "TrainParameters",
     "describe",
 ]
@@ -259,6 +262,49 @@ class SpacingParameters(RetrainingFields):
             )
         _check_sampler(self.sampler)
         return self
+
+
+class ToySuperpositionParameters(FlowParameters):
+    """``toy-superposition`` flow: demonstration 0 (``flows/toy_superposition.py``);
+    ``out_dir``: report and ``results.json`` (default under ``$PATTERNING_HOME``; the
+    command publishes into ``docs/results/toy_superposition``)."""
+
+    seeds: int = Field(100, ge=2, description="retrained seeds per condition")
+    chunk: int = Field(25, ge=1, description="seeds per training task")
+    target: int = Field(4, ge=0, description="the feature to make the model represent")
+    alpha: float = Field(1.0, gt=0, description="α of the main χ, control, naive conditions")
+    sweep: list[float] = Field(default_factory=lambda: [0.25, 0.5], description="more α")
+    chi_step: int = Field(20, ge=0, description="checkpoint step of χ")
+    chi_seeds: int = Field(16, ge=1, description="seeds of the χ checkpoint")
+    response_alphas: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0])
+    llc_per_configuration: int = Field(2, ge=1)
+    control_seed: int = 0
+    sampler: dict[str, Any] = Field(default_factory=DEFAULT_SAMPLER.to_dict)
+    llc_sampler: dict[str, Any] = Field(default_factory=LLC_SAMPLER.to_dict)
+    toy: dict[str, Any] = Field(default_factory=lambda: ToyConfig().to_dict())
+    out_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ToySuperpositionParameters:
+        cfg = ToyConfig(**self.toy)
+        if self.target >= cfg.n_features:
+            raise ConfigError(f"target {self.target} is not a feature (n = {cfg.n_features})")
+        SamplerConfig.from_dict(self.sampler)
+        SamplerConfig.from_dict(self.llc_sampler)
+        if any(a <= 0 for a in self.sweep) or any(a <= 0 or a > 1 for a in self.response_alphas):
+            raise ConfigError("sweep α must be > 0 and response α in (0, 1] (weights stay ≥ 0)")
+        return self
+
+    def alphas(self) -> list[float]:
+        return sorted({self.alpha, *self.sweep})
+
+
+def check_parameters(params: dict[str, Any]) -> ToySuperpositionParameters:
+    """The validated parameters, or a ``ConfigError`` naming the problem."""
+    try:
+        return ToySuperpositionParameters(**params)
+    except (ValidationError, ValueError) as err:
+        raise ConfigError(f"toy-superposition parameters: {err}") from None
 
 
 def describe(error: ValidationError) -> str:

@@ -218,11 +218,12 @@ def harness():
 
 
 def test_flow_writes_results_and_a_rerun_trains_nothing(harness, tmp_path, monkeypatch):
+    from flows.parameters import ToySuperpositionParameters
     from flows.toy_superposition import toy_superposition
 
     monkeypatch.setenv("PATTERNING_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"
-    first = toy_superposition(TINY, str(out))
+    first = toy_superposition(ToySuperpositionParameters(**TINY, out_dir=str(out)))
     results = json.loads((out / "results.json").read_text())
     assert results["target"] == "represent feature 4"
     assert set(results["conditions"]) == {"baseline", "chi", "control", "naive"}
@@ -233,7 +234,7 @@ def test_flow_writes_results_and_a_rerun_trains_nothing(harness, tmp_path, monke
     seed_files = sorted((tmp_path / "home").rglob("seed_*.json"))
     assert len(seed_files) == 4 * 7  # baseline + 3 methods × 2 α
     stamps = [f.stat().st_mtime_ns for f in seed_files]
-    second = toy_superposition(TINY, str(out))
+    second = toy_superposition(ToySuperpositionParameters(**TINY, out_dir=str(out)))
     assert second["conditions"] == first["conditions"]
     assert [f.stat().st_mtime_ns for f in seed_files] == stamps
 
@@ -251,9 +252,10 @@ def test_full_demonstration_meets_its_targets(harness, tmp_path):
     """The full run (100 seeds per condition): χ raises the fraction of seeds representing
     the target feature by ≥ 0.3 with disjoint Wilson intervals; the permuted control moves
     it by < 0.1."""
+    from flows.parameters import ToySuperpositionParameters
     from flows.toy_superposition import toy_superposition
 
-    result = toy_superposition({}, str(tmp_path / "out"))
+    result = toy_superposition(ToySuperpositionParameters(out_dir=str(tmp_path / "out")))
     t = result["targets"]
     assert result["conditions"]["baseline"]["n"] >= 100
     assert t["chi_rise"] >= 0.3 and t["chi_intervals_disjoint"]

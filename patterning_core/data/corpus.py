@@ -404,4 +404,3 @@ def prepare_lm_data(
             "vocab_size": tok.get_vocab_size(),
         },
     )
-

@@ -88,4 +88,3 @@ def mlp_llc_and_chi(progress: bool | None = None) -> tuple[LLCResult, xr.DataArr
         loss_fn, params, data, probes, components, config, progress=progress
     )
     return result, chi
-

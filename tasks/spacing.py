@@ -22,10 +22,15 @@ from patterning_core.experiments.spacing.science import (
     unit_losses_by_kind,
     whitespace_correlations,
 )
-from patterning_core.model.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint
+from patterning_core.model.checkpoints import (
+    checkpoint_path,
+    final_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from patterning_core.sampling.config import ConfigError
+from patterning_core.store.chi_store import chi_at
 from patterning_core.store.workloads import build_workload
-from tasks.induction_patterning import final_checkpoint, load_chi
 from tasks.retraining import save_weights
 
 # Amplify makes the heads with high spacing scores express their units more (the Induce
@@ -52,7 +57,7 @@ def spacing_weights(
     to ``out_dir/weights.json``) ``{"files": {"induce"|"repress": {"path", "digest"}},
     "spacing": {...numbers for the report}}``.
     """
-    chi, n_beta, ds = load_chi(chi_store, chi_step)
+    chi, n_beta, ds = chi_at(chi_store, chi_step)
     last_step, final = final_checkpoint(reference_run_dir)
     config = final.config
     tokens = load_lm_tokens(data, config)

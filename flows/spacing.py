@@ -7,10 +7,12 @@
    Dask, cached and resumable in ``<out>/chi.zarr``).
 3. Spacing scores of the heads at the reference's last checkpoint; the spacing mode (the χ
    mode whose unit loadings correlate most with whitespace targets); Amplify / Suppress
-   weights along it, extrapolated by spacing class (``tasks/spacing.py``).
+   weights along it, extrapolated by spacing class
+   (``patterning_core.experiments.spacing.weights``).
 4. Baseline, Amplify and Suppress retrained for every seed from the same initialization and
    data order (memoized run folders keyed on the weights' digest: a rerun trains nothing).
-5. Loss on whitespace and other targets, spacing scores, report (Markdown, PNG, artifact).
+5. Loss on whitespace and other targets, spacing scores (one task per run), report
+   (Markdown, PNG, artifact; ``patterning_core.experiments.spacing.report``).
 
     patterning spacing --seeds 0 1 2        # ≈ 10 min on 2 cores
 """
@@ -26,10 +28,11 @@ from flows.induction_patterning import retrain_all, training_jobs
 from flows.parameters import SpacingParameters, SusceptibilityParameters
 from flows.runtime import make_task_runner
 from flows.susceptibilities import susceptibilities
+from patterning_core.experiments.spacing.weights import CONDITION_OF
 from patterning_core.model.transformer import components
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.retraining import retrain_weighted
-from tasks.spacing import CONDITION_OF, spacing_measures, spacing_weights, write_spacing_report
+from tasks.spacing import spacing_measures, spacing_weights, write_spacing_report
 from tasks.training import model_preset, train_model
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from flows.induction_patterning import retrain_all
+from flows.retraining import retrain_all
 from flows.runtime import make_task_runner
 from flows.server import prefect_api
 from patterning_core.experiments.induction.report import run_rows

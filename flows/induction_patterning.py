@@ -3,10 +3,12 @@ re-weighting the training data (method.md §7, demonstration 1).
 
 χ at a checkpoint before the circuit forms (from a χ store the ``pipeline`` flow wrote)
 and the heads' later prefix-matching scores (the reference run's last checkpoint) give the
-Induce and Repress weights (``patterning_core.estimators.mode_weights``); the
+Induce and Repress weights (``patterning_core.experiments.induction.weights``); the
 preset is then retrained from the same initialization and data order (same seed) with
-uniform, Induce and Repress weights for every seed, and a report compares when the circuit
-forms.
+uniform, Induce and Repress weights for every seed, and a report
+(``patterning_core.experiments.induction.report``) compares when the circuit forms.
+
+    weights ──► retrain (baseline, Induce, Repress) × seeds ──► report
 
 Memoized like the rest: each training run lives in a folder named by a digest of its
 settings and weights and resumes from its last checkpoint, so a rerun trains nothing.
@@ -19,56 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.futures import wait
 
 from flows.parameters import InductionPatterningParameters
-from flows.runtime import make_task_runner
-from patterning_core.estimators.mode_weights import CONDITIONS
+from flows.retraining import condition_of, retrain, training_jobs
 from patterning_core.store.chi_store import open_chi
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.induction_patterning import patterning_weights, write_patterning_report
-from tasks.retraining import UNIFORM, retrain_weighted
 from tasks.training import train_model
 
 
-@flow(name="induction-retraining")
-def retrain_all(jobs: list[dict]) -> list[dict]:
-    """Submit every training run; wait for all (a failure does not stop the others)."""
-    futures = [retrain_weighted.submit(**job) for job in jobs]
-    wait(futures)
-    return [f.result() for f in futures]
-
-
-def training_jobs(
-    preset: str,
-    data: dict,
-    train: dict,
-    seeds: list[int],
-    files: dict,
-    runs_root: str,
-    threads: int,
-) -> list[dict]:
-    """Baseline, Induce and Repress for every seed (same seed: same init and data order)."""
-    jobs = []
-    for seed in seeds:
-        for condition in ("baseline", *CONDITIONS):
-            weights = files.get(condition)
-            jobs.append(
-                {
-                    "preset": preset,
-                    "data": data,
-                    "train_settings": {**train, "seed": seed},
-                    "weights_path": weights["path"] if weights else None,
-                    "weights_digest": weights["digest"] if weights else UNIFORM,
-                    "runs_root": runs_root,
-                    "threads": threads,
-                    "label": f"{condition} seed {seed}",
-                }
-            )
-    return jobs
-
-
 def experiment_key(chi_store: str, settings: dict) -> str:
+    """The report folder's name: a digest of the χ store's identity and the settings."""
     store_id = open_chi(chi_store).attrs.get("store_id", str(Path(chi_store).resolve()))
     return settings_digest([store_id, settings])
 
@@ -121,14 +84,8 @@ def induction_patterning(params: InductionPatterningParameters) -> dict:
     logger.info(
         "%d training runs (%d seeds × 3 conditions) under %s", len(jobs), len(seeds), runs_root
     )
-    if p.dask_address or p.n_workers > 1:
-        runner = make_task_runner(p.dask_address, p.n_workers, 1)
-        results = retrain_all.with_options(task_runner=runner)(jobs)
-    else:
-        results = [retrain_weighted(**job) for job in jobs]
-    runs = [
-        {**r, "condition": job["label"].split()[0]} for r, job in zip(results, jobs, strict=True)
-    ]
+    results = retrain(jobs, p.dask_address, p.n_workers)
+    runs = [{**r, "condition": condition_of(job)} for r, job in zip(results, jobs, strict=True)]
     report = write_patterning_report(str(out), settings, weights, runs)
     trained = sum(r["trained_steps"] for r in runs)
     logger.info("report %s; %d optimizer steps trained in this run", report["report"], trained)

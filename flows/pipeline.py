@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
 from flows.parameters import PipelineParameters, SusceptibilityParameters
 from flows.susceptibilities import susceptibilities
-from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
-from patterning_core.report.plots import plot_prefix_matching
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.decomposition import decompose_checkpoint
+from tasks.induction import induction_summary
 from tasks.reporting import write_report
 from tasks.training import train_model
 
@@ -31,27 +30,6 @@ def choose_checkpoints(checkpoints: list[dict], wanted: int | list[int]) -> list
     if missing:
         raise ValueError(f"no checkpoint at steps {missing}; available: {sorted(by_step)}.")
     return [by_step[s] for s in wanted]
-
-
-@task(name="induction-curve")
-def induction_summary(run_dir: str, out_dir: str) -> dict | None:
-    """Prefix-matching scores over the run's checkpoints, with a plot."""
-    curve = induction_curve(run_dir)
-    png = plot_prefix_matching(
-        curve.steps,
-        curve.best,
-        Path(out_dir) / "prefix_matching.png",
-        threshold=curve.threshold,
-        chance=curve.chance,
-    )
-    return {
-        "steps": curve.steps,
-        "best": curve.best,
-        "chance": curve.chance,
-        "threshold": FORMATION_THRESHOLD,
-        "formation_step": curve.formation_step,
-        "png": str(png),
-    }
 
 
 @flow(name="pipeline")

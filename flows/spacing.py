@@ -7,10 +7,12 @@
    Dask, cached and resumable in ``<out>/chi.zarr``).
 3. Spacing scores of the heads at the reference's last checkpoint; the spacing mode (the χ
    mode whose unit loadings correlate most with whitespace targets); Amplify / Suppress
-   weights along it, extrapolated by spacing class (``tasks/spacing.py``).
+   weights along it, extrapolated by spacing class
+   (``patterning_core.experiments.spacing.weights``).
 4. Baseline, Amplify and Suppress retrained for every seed from the same initialization and
    data order (memoized run folders keyed on the weights' digest: a rerun trains nothing).
-5. Loss on whitespace and other targets, spacing scores, report (Markdown, PNG, artifact).
+5. Loss on whitespace and other targets, spacing scores (one task per run), report
+   (Markdown, PNG, artifact; ``patterning_core.experiments.spacing.report``).
 
     patterning spacing --seeds 0 1 2        # ≈ 10 min on 2 cores
 """
@@ -22,14 +24,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.induction_patterning import retrain_all, training_jobs
 from flows.parameters import SpacingParameters, SusceptibilityParameters
-from flows.runtime import make_task_runner
+from flows.retraining import condition_of, retrain, training_jobs
 from flows.susceptibilities import susceptibilities
+from patterning_core.experiments.spacing.weights import CONDITION_OF
 from patterning_core.model.transformer import components
 from patterning_core.workspace import patterning_home, settings_digest
-from tasks.retraining import retrain_weighted
-from tasks.spacing import CONDITION_OF, spacing_measures, spacing_weights, write_spacing_report
+from tasks.spacing import spacing_measures, spacing_weights, write_spacing_report
 from tasks.training import model_preset, train_model
 
 
@@ -90,27 +91,21 @@ def spacing(params: SpacingParameters | None = None) -> dict:
         )
     )
     info = spacing_weights(store, chi_step, reference["run_dir"], data, alpha, eval_seqs, str(out))
-    jobs = training_jobs(preset, data, train, seeds, info["files"], runs_root, threads)
-    for job in jobs:  # induce / repress weights are Amplify / Suppress here
-        condition, rest = job["label"].split(" ", 1)
-        job["label"] = f"{CONDITION_OF.get(condition, condition)} {rest}"
+    # induce / repress weights are Amplify / Suppress here
+    jobs = training_jobs(
+        preset, data, train, seeds, info["files"], runs_root, threads, names=CONDITION_OF
+    )
     logger.info("%d training runs (%d seeds × 3 conditions)", len(jobs), len(seeds))
-    if p.dask_address or p.n_workers > 1:
-        runner = make_task_runner(p.dask_address, p.n_workers, 1)
-        results = retrain_all.with_options(task_runner=runner)(jobs)
-    else:
-        results = [retrain_weighted(**job) for job in jobs]
-    runs = []
-    for job, result in zip(jobs, results, strict=True):
-        measures = spacing_measures(result["run_dir"], data, eval_seqs)
-        runs.append(
-            {
-                "condition": job["label"].split()[0],
-                "seed": job["train_settings"]["seed"],
-                "run_dir": result["run_dir"],
-                **measures,
-            }
-        )
+    results = retrain(jobs, p.dask_address, p.n_workers)
+    runs = [
+        {
+            "condition": condition_of(job),
+            "seed": job["train_settings"]["seed"],
+            "run_dir": result["run_dir"],
+            **spacing_measures(result["run_dir"], data, eval_seqs),
+        }
+        for job, result in zip(jobs, results, strict=True)
+    ]
     numbers = {
         **settings,
         **info["spacing"],

@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from flows.induction_patterning import retrain_all
+from flows.retraining import retrain_all
 from flows.runtime import make_task_runner
 from flows.server import prefect_api
-from tasks.induction_patterning import run_rows
+from patterning_core.experiments.induction.report import run_rows
+from patterning_core.report.markdown import markdown_table
 from tasks.retraining import UNIFORM, continue_from, weighted_run_dir
 
 
@@ -75,16 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_rows(base + extended, args.steps)
     folder = Path(args.results).parent
     stem = f"extension_{args.condition}_{args.steps}"
-    header = list(rows[0])
     lines = [
         f"# {args.condition} continued to {args.steps} steps",
         "",
         "Each run resumed from its 3,000-step checkpoint (same weights, seed and data "
         "order); ratios to the 3,000-step baselines.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows),
+        *markdown_table(rows),
         "",
         *(f"- {r['label']}: `{r['run_dir']}`" for r in extended),
         "",

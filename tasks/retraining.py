@@ -23,6 +23,7 @@ from prefect import get_run_logger, task
 
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
+from patterning_core.experiments.induction.patterning import loss_by_class
 from patterning_core.model.checkpoints import file_sha256, list_checkpoints, load_checkpoint
 from patterning_core.model.training import load_train_log
 from patterning_core.model.transformer import preset as get_preset
@@ -90,21 +91,6 @@ def weighted_run_dir(
     return Path(runs_root) / f"{preset}-w{key}"
 
 
-@torch.no_grad()
-def loss_by_class(run_dir: Path, config, tokens: torch.Tensor, strings: list[str]) -> dict:
-    """Mean unweighted loss per pattern class of ``tokens`` (held-out sequences ``[B, T]``)
-    under the run's last checkpoint."""
-    from patterning_core.experiments.induction.patterning import unit_classes
-    from patterning_core.model.transformer import loss_per_token
-
-    params = load_checkpoint(list_checkpoints(run_dir)[-1][1], expected_config=config).params
-    losses = loss_per_token(params, tokens, config).numpy()  # [B, T - 1]
-    codes, names = unit_classes(tokens, strings)
-    return {
-        names[c]: float(losses[codes == c].mean()) for c in np.unique(codes) if (codes == c).any()
-    }
-
-
 def continue_from(run_dir: str | os.PathLike[str], shorter: str | os.PathLike[str]) -> bool:
     """Seed an empty ``run_dir`` with a copy of ``shorter``: a run with the same settings
     and weights but fewer steps. ``training.train`` then resumes from its last checkpoint
@@ -165,6 +151,7 @@ def retrain_weighted(
     logger.info("%s %s: trained %d steps (from step %d)", label, run_dir, trained, start)
     curve = induction_curve(run_dir, config)
     log = load_train_log(run_dir)
+    final = load_checkpoint(list_checkpoints(run_dir)[-1][1], expected_config=config)
     return {
         "label": label,
         "run_dir": str(run_dir),
@@ -181,6 +168,6 @@ def retrain_weighted(
         "val_loss": log["val_loss"],
         "final_val_loss": log["val_loss"][-1] if log["val_loss"] else None,
         "final_val_loss_by_class": loss_by_class(
-            run_dir, config, tokens.val[:256], tokens.token_strings
+            final.params, config, tokens.val[:256], tokens.token_strings
         ),
     }

@@ -136,13 +136,67 @@ def test_crossing_step_interpolates_between_checkpoints():
 
 
 def test_verdict():
-    from tasks.induction_patterning import verdict
+    from patterning_core.experiments.induction.report import verdict
 
     assert verdict(1000, 500, 2000, 3000) == {"induce": True, "repress": True, "note": ""}
     assert verdict(1000, 501, 1999, 3000)["induce"] is False
     assert verdict(1000, 750, None, 3000)["repress"] is True
     assert verdict(2000, 750, None, 3000)["repress"] is None  # run too short to tell
     assert verdict(None, 500, 500, 3000)["induce"] is None
+
+
+def _run(condition: str, seed: int, best: list[float], formation: int | None) -> dict:
+    return {
+        "seed": seed,
+        "condition": condition,
+        "steps": [0, 100, 200, 300],
+        "best": best,
+        "threshold": 0.3,
+        "formation_step": formation,
+        "final_val_loss": 2.5,
+        "final_val_loss_by_class": {"other": 2.75, "induction": 1.25},
+    }
+
+
+HAND_RUNS = [
+    _run("baseline", 0, [0.0, 0.1, 0.5, 0.6], 200),  # crosses 0.3 at 150
+    _run("induce", 0, [0.0, 0.5, 0.6, 0.7], 100),  # crosses at 60
+    _run("repress", 0, [0.0, 0.0, 0.1, 0.2], None),
+]
+
+
+def test_run_rows_on_hand_built_runs():
+    from patterning_core.experiments.induction.report import run_rows
+
+    base, induce, repress = run_rows(HAND_RUNS, steps=300)
+    assert base == {
+        "seed": 0,
+        "condition": "baseline",
+        "formation step": "200",
+        "÷ baseline": "1.00",
+        "crossing (interp.)": "150",
+        "÷ baseline (interp.)": "1.00",
+        "final best PMS": "0.600",
+        "final val loss": "2.5000",
+        "val loss (induction)": "1.250",
+        "val loss (other)": "2.750",
+    }
+    assert (induce["formation step"], induce["÷ baseline"]) == ("100", "0.50")
+    assert (induce["crossing (interp.)"], induce["÷ baseline (interp.)"]) == ("60", "0.40")
+    assert (repress["formation step"], repress["÷ baseline"]) == ("not formed", "> 1.50")
+    assert (repress["crossing (interp.)"], repress["÷ baseline (interp.)"]) == ("–", "> 2.00")
+    # A run whose seed has no baseline has no ratio.
+    (alone,) = run_rows([{**HAND_RUNS[1], "seed": 5}], steps=300)
+    assert alone["÷ baseline"] == alone["÷ baseline (interp.)"] == "–"
+
+
+def test_seed_verdicts_on_checkpoints_and_crossings():
+    from patterning_core.experiments.induction.report import seed_verdicts
+
+    (v,) = seed_verdicts(HAND_RUNS, steps=300)
+    assert (v["seed"], v["induce"], v["repress"]) == (0, True, None)  # 300 < 2 × 200
+    assert v["note"] == "Repress not formed by step 300 (> 1.50× baseline)"
+    assert (v["interpolated"]["induce"], v["interpolated"]["repress"]) == (True, True)
 
 
 # --------------------------------------------------------------------------- the flow (tiny)

@@ -59,3 +59,71 @@ def test_spacing_scores_need_both_kinds_of_target() -> None:
     tokens = torch.zeros(2, 12, dtype=torch.long)
     with pytest.raises(ValueError, match="both whitespace and other"):
         spacing_scores(init_params(CFG, 0), CFG, tokens, STRINGS)
+
+
+def _numbers() -> dict:
+    """The spacing report's inputs for two heads, two modes and two runs, by hand."""
+    run = {
+        "seed": 0,
+        "losses": {"spacing": 1.23456, "other": 3.0},
+        "spacing_scores": {"L0H0": 0.5, "L0H1": -0.25},
+        "curve": [{"spacing": 2.0, "other": 4.0}, {"spacing": 1.23456, "other": 3.0}],
+    }
+    return {
+        "preset": "demo",
+        "data": {"source": "corpus"},
+        "steps": 40,
+        "seeds": [0],
+        "alpha": 1.0,
+        "seconds_total": 12.3,
+        "scores_step": 40,
+        "reference_spacing_scores": {"L0H1": 0.1, "L0H0": 0.2},
+        "spacing_heads": ["L0H0", "L0H1"],
+        "chi_step": 20,
+        "probe_units": 30,
+        "probe_spacing_units": 7,
+        "mode": 2,
+        "explained_variance": [0.75, 0.25],
+        "alignments": {1: 0.1, 2: -0.9},
+        "whitespace_correlation": {1: 0.05, 2: -0.6},
+        "patterning": {
+            "class_dh_induce": {"whitespace_short": 1e-3},
+            "fit_r2": 0.5,
+            "target_retained": {"cosine": 0.8},
+        },
+        "curve_steps": [0, 40],
+        "results": [{**run, "condition": "baseline"}, {**run, "condition": "amplify"}],
+    }
+
+
+def test_spacing_report_tables(tmp_path) -> None:
+    from patterning_core.experiments.spacing.report import spacing_report
+
+    report = spacing_report(tmp_path, _numbers())
+    assert report.png == tmp_path / "spacing.png" and report.png.stat().st_size > 0
+    lines = report.text.splitlines()
+    modes = lines.index(
+        "| mode | variance | alignment with spacing scores | whitespace correlation |"
+    )
+    assert lines[modes + 1 : modes + 4] == [
+        "|---:|---:|---:|---:|",
+        "| 1 | 75.0 % | +0.10 | +0.05 |",
+        "| 2 | 25.0 % | -0.90 | -0.60 |",
+    ]
+    runs = lines.index(
+        "| condition | seed | loss, whitespace | loss, other | L0H0 | L0H1 | best head |"
+    )
+    assert lines[runs + 1 : runs + 4] == [
+        "|---|---:|---:|---:|---:|---:|---:|",
+        "| baseline | 0 | 1.235 | 3.000 | 0.500 | -0.250 | 0.500 |",
+        "| amplify | 0 | 1.235 | 3.000 | 0.500 | -0.250 | 0.500 |",
+    ]
+    assert "0.200 | 0.100" in report.text  # reference scores, heads sorted by name
+    assert "Spacing mode: **2**" in report.text and "![curves](spacing.png)" in report.text
+    assert report.rows[1] == {
+        "condition": "amplify",
+        "seed": 0,
+        "loss_whitespace": 1.235,
+        "loss_other": 3.0,
+        "best_head_score": 0.5,
+    }

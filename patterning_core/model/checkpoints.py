@@ -235,3 +235,14 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def final_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[int, Checkpoint]:
+    """The last checkpoint of ``run_dir`` and its step (a ``ConfigError`` if there is none)."""
+    from patterning_core.sampling.config import ConfigError
+
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise ConfigError(f"no checkpoints in the run {run_dir}.")
+    step, path = ckpts[-1]
+    return step, load_checkpoint(path)

@@ -307,6 +307,26 @@ def open_chi(store: str | Path, *, use_dask: bool = True) -> xr.Dataset:
     return ds
 
 
+def chi_at(store: str | Path, step: int) -> tuple[xr.DataArray, float, xr.Dataset]:
+    """χ ``(component, unit)`` of checkpoint ``step`` (loaded), the store's nβ, and the lazy
+    store (:func:`open_chi`). A step the store lacks, a χ not assembled yet or a store
+    without ``n_beta`` is a ``ConfigError`` naming the fix."""
+    from patterning_core.sampling.config import ConfigError
+
+    ds = open_chi(store)
+    steps = [int(s) for s in ds.checkpoint.values]
+    if step not in steps:
+        raise ConfigError(f"χ store {store} has checkpoints {steps}, not {step}.")
+    if not bool(ds["chi_complete"].sel(checkpoint=step)):
+        raise ConfigError(
+            f"χ at step {step} in {store} is not assembled: run the susceptibilities "
+            "flow (or `patterning demo`) to completion first."
+        )
+    if "n_beta" not in ds.attrs:
+        raise ConfigError(f"χ store {store} does not record the n_beta it was made with.")
+    return ds["chi"].sel(checkpoint=step).load(), float(ds.attrs["n_beta"]), ds
+
+
 def _open(store: str | Path, *, use_dask: bool = False) -> xr.Dataset:
     """The store as written (no ``chi_complete`` masking), schema checked.
 

@@ -1,7 +1,8 @@
 """The induction experiment's own pieces of patterning: scores of the heads, the pattern
-class of every training unit, and the interpolated formation step. The weights along the
-induction mode are the generic recipe of ``patterning_core.estimators.mode_weights``
-(scores: the heads' later prefix-matching scores; classes: ``data.token_classes``).
+class of every training unit, the loss per class, and the interpolated formation step. The
+weights along the induction mode are the generic recipe of
+``patterning_core.estimators.mode_weights`` (scores: the heads' later prefix-matching
+scores; classes: ``data.token_classes``); ``weights`` applies it to a χ store.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from patterning_core.data.token_classes import PRIMARY_CLASSES, classify, for_units
 from patterning_core.experiments.induction.metrics import prefix_matching_scores
-from patterning_core.model.transformer import TransformerConfig, head_name
+from patterning_core.model.transformer import TransformerConfig, head_name, loss_per_token
 
 
 def head_scores(params: Mapping[str, Tensor], config: TransformerConfig) -> dict[str, float]:
@@ -47,3 +49,19 @@ def unit_classes(tokens: Tensor, token_strings: Sequence[str]) -> tuple[np.ndarr
     """
     codes = for_units(classify(tokens, token_strings).primary())
     return codes.numpy().astype(np.int64), list(PRIMARY_CLASSES)
+
+
+@torch.no_grad()
+def loss_by_class(
+    params: Mapping[str, Tensor],
+    config: TransformerConfig,
+    tokens: Tensor,
+    token_strings: Sequence[str],
+) -> dict[str, float]:
+    """Mean unweighted loss per pattern class (:func:`unit_classes`) of the units of
+    ``tokens int64 [B, T]`` (e.g. held-out sequences), for the classes present."""
+    losses = loss_per_token(params, tokens, config).numpy()  # [B, T - 1]
+    codes, names = unit_classes(tokens, token_strings)
+    return {
+        names[c]: float(losses[codes == c].mean()) for c in np.unique(codes) if (codes == c).any()
+    }

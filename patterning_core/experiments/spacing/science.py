@@ -14,6 +14,8 @@ exact protocol is unknown).
   the head serves whitespace prediction specifically ("heads that count spaces").
 - Spacing mode (:func:`whitespace_correlations`): the correlation, over probe units, of each
   mode's data loadings v_k with the spacing-unit indicator.
+- Measures of a (re)trained run (:func:`run_measures`): validation loss on spacing and other
+  units over its checkpoints, and its heads' spacing scores at the last one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import PRIMARY_CLASSES, classify, for_units
+from patterning_core.model.checkpoints import final_checkpoint, list_checkpoints, load_checkpoint
 from patterning_core.model.transformer import TransformerConfig, head_name, loss_per_token
 
 SHORT_RUN = 4
@@ -94,6 +98,33 @@ def unit_losses_by_kind(
     mask = spacing_units(tokens, token_strings)
     losses = _unit_losses(params, config, tokens)
     return {"spacing": float(losses[mask].mean()), "other": float(losses[~mask].mean())}
+
+
+def run_measures(run_dir: str, data: dict, eval_seqs: int, curve_every: int = 500) -> dict:
+    """Validation loss on whitespace and other targets (final, and every ``curve_every``
+    steps) and the heads' spacing scores at the last checkpoint of ``run_dir``, on the
+    first ``eval_seqs`` validation sequences of ``data``.
+
+    Returns ``{"losses", "spacing_scores", "curve_steps", "curve"}`` (``losses``: the last
+    entry of ``curve``, ``{"spacing", "other"}`` per step of ``curve_steps``).
+    """
+    last, final = final_checkpoint(run_dir)
+    ckpts = dict(list_checkpoints(run_dir))
+    tokens = load_lm_tokens(data, final.config)
+    val, strings = tokens.val[:eval_seqs], tokens.token_strings
+    curve_steps = [s for s in sorted(ckpts) if s % curve_every == 0 or s == last]
+    curve = [
+        unit_losses_by_kind(
+            (final if s == last else load_checkpoint(ckpts[s])).params, final.config, val, strings
+        )
+        for s in curve_steps
+    ]
+    return {
+        "losses": curve[-1],
+        "spacing_scores": spacing_scores(final.params, final.config, val, strings),
+        "curve_steps": curve_steps,
+        "curve": curve,
+    }
 
 
 @torch.no_grad()

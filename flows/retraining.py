@@ -1,0 +1,72 @@
+"""Retraining a preset under several data weightings: the jobs (baseline and the two
+weighted conditions for every seed) and the ``induction-retraining`` subflow that runs them
+on a Dask cluster. Shared by the ``induction-patterning`` and ``spacing`` flows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prefect import flow
+from prefect.futures import wait
+
+from flows.runtime import make_task_runner
+from patterning_core.estimators.mode_weights import CONDITIONS
+from tasks.retraining import UNIFORM, retrain_weighted
+
+
+@flow(name="induction-retraining")
+def retrain_all(jobs: list[dict]) -> list[dict]:
+    """Submit every training run; wait for all (a failure does not stop the others)."""
+    futures = [retrain_weighted.submit(**job) for job in jobs]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def training_jobs(
+    preset: str,
+    data: dict,
+    train: dict,
+    seeds: list[int],
+    files: dict,
+    runs_root: str,
+    threads: int,
+    names: Mapping[str, str] | None = None,
+) -> list[dict]:
+    """Baseline, Induce and Repress for every seed (same seed: same init and data order).
+
+    ``files``: ``{condition: {"path", "digest"}}`` of the weights; ``names``: the
+    experiment's name of a condition in the run labels (``"<name> seed <seed>"``; default:
+    the condition itself).
+    """
+    names = names or {}
+    jobs = []
+    for seed in seeds:
+        for condition in ("baseline", *CONDITIONS):
+            weights = files.get(condition)
+            jobs.append(
+                {
+                    "preset": preset,
+                    "data": data,
+                    "train_settings": {**train, "seed": seed},
+                    "weights_path": weights["path"] if weights else None,
+                    "weights_digest": weights["digest"] if weights else UNIFORM,
+                    "runs_root": runs_root,
+                    "threads": threads,
+                    "label": f"{names.get(condition, condition)} seed {seed}",
+                }
+            )
+    return jobs
+
+
+def condition_of(job: dict) -> str:
+    """The condition a job's label names (its first word)."""
+    return job["label"].split()[0]
+
+
+def retrain(jobs: list[dict], dask_address: str | None, n_workers: int) -> list[dict]:
+    """Run every job: on a Dask cluster (``dask_address``, or ``n_workers`` local processes)
+    through :func:`retrain_all`, or one by one here when ``n_workers <= 1`` and no address."""
+    if dask_address or n_workers > 1:
+        runner = make_task_runner(dask_address, n_workers, 1)
+        return retrain_all.with_options(task_runner=runner)(jobs)
+    return [retrain_weighted(**job) for job in jobs]

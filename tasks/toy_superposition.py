@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from prefect import task
+from safetensors.torch import load_file, save_file
 
 from patterning_core.experiments.toy_superposition.configuration import read_configuration
 from patterning_core.experiments.toy_superposition.model import (
@@ -123,7 +124,9 @@ def susceptibilities(
     check.chi.to_netcdf(out / "chi_norm_independent.nc")
     check.per_chain.to_netcdf(out / "chi_norm_independent_per_chain.nc")
     loss.to_netcdf(out / "chi_loss.nc")
-    torch.save({"W": W.clone(), "b": b.clone()}, out / "checkpoint.pt")
+    save_file(
+        {"W": W.contiguous().clone(), "b": b.contiguous().clone()}, out / "checkpoint.safetensors"
+    )
     trace = norm.norm_trace  # [chain, draw, feature]
     return {
         "chi_norm": str(out / "chi_norm.nc"),
@@ -131,7 +134,7 @@ def susceptibilities(
         "chi_norm_independent": str(out / "chi_norm_independent.nc"),
         "chi_norm_independent_per_chain": str(out / "chi_norm_independent_per_chain.nc"),
         "chi_loss": str(out / "chi_loss.nc"),
-        "checkpoint": str(out / "checkpoint.pt"),
+        "checkpoint": str(out / "checkpoint.safetensors"),
         "checkpoint_norms": W.norm(dim=1).mean(0).tolist(),
         "trace_first_last": [trace[:, :10].mean(), trace[:, -10:].mean()],
     }
@@ -186,7 +189,7 @@ def linear_response(
     torch.set_num_threads(1)
     cfg = ToyConfig(**toy)
     x = make_dataset(cfg)
-    ckpt = torch.load(paths["checkpoint"])
+    ckpt = load_file(paths["checkpoint"])  # safetensors: tensors only, never a pickle
     config = SamplerConfig.from_dict(sampler)
     chi = xr.load_dataarray(paths["chi_norm"]).values[target]
     independent = xr.load_dataarray(paths["chi_norm_independent"]).values[target]

@@ -319,7 +319,7 @@ def open_chi(
     ``use_dask=False`` reads plain numpy arrays instead of dask arrays (χ is then read when
     the store is opened).
     """
-    if not isinstance(store, str | Path):
+    if not isinstance(store, str | os.PathLike):
         from patterning_core.store.runs import open_runs
 
         return open_runs(store, runs=runs, use_dask=use_dask)

@@ -3,6 +3,7 @@ or netCDF."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,12 +64,12 @@ def default_export_path(store: Stores, fmt: str) -> Path:
     """Beside the store: ``chi.zarr`` → ``chi.csv`` / ``chi.nc``; for several stores,
     ``chi-runs.csv`` / ``chi-runs.nc`` beside the first."""
     suffix = ".csv" if fmt == "csv" else ".nc"
-    if isinstance(store, str | Path):
+    if isinstance(store, str | os.PathLike):
         return Path(store).with_suffix(suffix)
     return Path(next(iter(store))).with_name("chi-runs" + suffix)
 
 
 def _open(store: Stores, runs: Sequence[str] | None) -> xr.Dataset:
-    if isinstance(store, str | Path):
+    if isinstance(store, str | os.PathLike):
         return open_chi(store)
     return open_chi(list(store), runs=runs)

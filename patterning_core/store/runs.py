@@ -9,6 +9,7 @@ which are joined (NaN where a run has none).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -216,6 +217,6 @@ def one_or_runs(
 
 def summary(stores: str | Path | Sequence[str | Path], runs: Sequence[str] | None = None) -> str:
     """``store_summary`` of one store, ``runs_summary`` of a list."""
-    if isinstance(stores, str | Path):
+    if isinstance(stores, str | os.PathLike):
         return store_summary(stores)
     return runs_summary(stores, runs)

@@ -4,9 +4,9 @@ patterning demo                     the end-to-end pipeline on the demo preset
 patterning toy                      LLC and χ on toy models with known answers (seconds)
 patterning run FLOW --config FILE   run a flow with parameters from a JSON/YAML file
 patterning server start|stop|status a local Prefect server and Dask cluster (127.0.0.1)
-patterning induce | spacing | parentheses   the patterning demonstrations
-patterning chi show PATH            summary of a χ store
-patterning chi export PATH ...      a selection of χ as CSV or netCDF
+patterning induce | spacing | parentheses | toy-superposition   the demonstrations
+patterning chi show PATH...         summary of χ stores (several: compared as runs)
+patterning chi export PATH... ...   a selection of χ as CSV or netCDF
 
 Each command builds its flow's parameter model (``flows/parameters.py``) from its options
 or config file before anything starts: bad parameters exit with status 2 and one line
@@ -270,14 +270,15 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_chi(args: argparse.Namespace) -> int:
-    from patterning_core.store.chi_store import store_summary
-    from patterning_core.store.export import export_chi
+    from patterning_core.store.export import default_export_path, export_chi
+    from patterning_core.store.runs import one_or_runs, summary
 
+    stores = one_or_runs(args.path, args.run)
     if args.action == "show":
-        print(store_summary(args.path))
+        print(summary(stores, args.run))
         return 0
-    out = args.out or str(Path(args.path).with_suffix(".csv" if args.format == "csv" else ".nc"))
-    path = export_chi(args.path, out, args.format, args.checkpoint, args.component)
+    out = args.out or default_export_path(stores, args.format)
+    path = export_chi(stores, out, args.format, args.checkpoint, args.component, runs=args.run)
     print(f"wrote {path}")
     return 0
 
@@ -514,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")
     chi.add_argument("action", choices=("show", "export"))
-    chi.add_argument("path", help="χ store (path or fsspec URL)")
+    chi.add_argument("path", nargs="+", help="χ store(s) (path or fsspec URL); several: as runs")
+    chi.add_argument("--run", action="append", help="label of each store, in order (several)")
     chi.add_argument("--format", choices=("csv", "netcdf"), default="csv")
     chi.add_argument("--out", help="output file (default beside the store)")
     chi.add_argument("--checkpoint", type=int, action="append", help="select checkpoint steps")

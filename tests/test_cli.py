@@ -75,6 +75,45 @@ def test_chi_export_csv_and_netcdf(store, tmp_path):
         assert list(ds["token_text"].values) == ["x", " y", "(z"]
 
 
+def test_chi_show_and_export_several_stores(tmp_path, capsys):
+    from tests.chi_stores import complete_store, unit_coords
+
+    comps = ["L0H0", "L1H3"]
+    base = complete_store(tmp_path / "base" / "chi.zarr", seed=0, components=comps)
+    seed1 = complete_store(tmp_path / "seed1" / "chi.zarr", seed=1, components=comps[::-1])
+    assert main(["chi", "show", str(base), str(seed1)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("χ store") == 2
+    assert "2 runs ['base', 'seed1']: 24 common probe units, 2 components" in out
+    assert "checkpoint 3000: base: χ mean" in out and "correlation with base" in out
+
+    csv = tmp_path / "runs.csv"
+    argv = ["chi", "export", str(base), str(seed1), "--run", "baseline", "--run", "seed 1"]
+    assert main([*argv, "--out", str(csv), "--checkpoint", "3000", "--component", "L1H3"]) == 0
+    table = pd.read_csv(csv)
+    assert set(table.columns) >= {"run", "checkpoint", "component", "unit", "chi", "token_text"}
+    assert len(table) == 2 * 24 and set(table.run) == {"baseline", "seed 1"}
+    for label, store in (("baseline", base), ("seed 1", seed1)):
+        alone = xr.open_zarr(store, zarr_format=3, consolidated=False)
+        want = alone["chi"].sel(checkpoint=3000, component="L1H3").values
+        np.testing.assert_array_equal(table[table.run == label].chi.values, want)
+    assert main(["chi", "export", str(base), str(seed1), "--format", "netcdf"]) == 0
+    with xr.open_dataset(tmp_path / "base" / "chi-runs.nc") as ds:
+        assert ds["chi"].dims == ("run", "checkpoint", "component", "unit")
+        assert list(ds.run.values) == ["base", "seed1"]
+
+    other = complete_store(
+        tmp_path / "other" / "chi.zarr", components=comps, units=unit_coords(seed=5)
+    )
+    capsys.readouterr()
+    assert main(["chi", "show", str(base), str(other)]) == 0  # each summary, then why not
+    assert "runs not compared: runs 'base' and 'other' were computed on different" in (
+        capsys.readouterr().out
+    )
+    assert main(["chi", "export", str(base), str(other), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "token_id differs at" in capsys.readouterr().err
+
+
 def test_toy_demo_prints_known_answer(capsys):
     torch.set_num_threads(1)
     assert main(["toy", "--quiet"]) == 0

@@ -1,5 +1,6 @@
-"""The χ store (one Zarr group per run, read and written through xarray), its export to
-CSV/netCDF, and workloads (everything a χ shard needs, rebuilt from a small JSON spec).
+"""The χ store (one Zarr group per run, read and written through xarray), several stores
+compared as runs, export to CSV/netCDF, and workloads (everything a χ shard needs, rebuilt
+from a small JSON spec).
 
 May import sampling, estimators, model and data.
 """
@@ -15,6 +16,7 @@ from patterning_core.store.chi_store import (
     store_summary,
     write_shard,
 )
+from patterning_core.store.runs import open_runs
 
 __all__ = [
     "StoreError",
@@ -23,6 +25,7 @@ __all__ = [
     "completed",
     "create_store",
     "open_chi",
+    "open_runs",
     "read_stats",
     "store_summary",
     "write_shard",

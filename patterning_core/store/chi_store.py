@@ -21,10 +21,12 @@ Layout (dimension names in brackets):
   one chunk per checkpoint; ``chi_done`` [checkpoint] holds 1 + a CRC32 of it, written
   after it (0 while a checkpoint's χ is not assembled or being rewritten).
 
-Readers: :func:`open_chi` adds the coordinate ``chi_complete`` [checkpoint] and shows χ
-only where it is complete (NaN elsewhere), so a reader opening the store while shards are
-being written sees either the previous complete χ or NaN with ``chi_complete`` False,
-never partial statistics; :func:`read_stats` and :func:`assemble_chi` name the shards that
+Readers: :func:`open_chi` reads the coordinates into memory (they are what queries select
+on) and keeps χ and the statistics lazy; it adds the coordinate ``chi_complete``
+[checkpoint] and shows χ only where it is complete (NaN elsewhere), so a reader opening the
+store while shards are being written sees either the previous complete χ or NaN with
+``chi_complete`` False, never partial statistics (several stores at once:
+``patterning_core.store.runs``); :func:`read_stats` and :func:`assemble_chi` name the shards that
 are missing, and :func:`store_summary` counts them. Chunk writes are atomic (local
 stores write a temporary file and rename it).
 
@@ -289,18 +291,43 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
             )
 
 
-def open_chi(store: str | Path, *, use_dask: bool = True) -> xr.Dataset:
-    """Open a χ store as a lazy ``xarray.Dataset`` (nothing large is read until indexed).
+def open_chi(
+    store: str | Path | Sequence[str | Path],
+    *,
+    runs: Sequence[str] | None = None,
+    use_dask: bool = True,
+) -> xr.Dataset:
+    """Open a χ store as an ``xarray.Dataset``: coordinates in memory, everything else lazy.
+
+    The coordinates (checkpoint, component, and per unit ``sequence``, ``position``,
+    ``token_id``, ``token_text``, ``pattern_class``) are small and are what queries select
+    on, so they are read when the store is opened: ``chi.where(chi.pattern_class ==
+    "induction", drop=True)``, ``chi.groupby("pattern_class")`` or ``sel(component=...)``
+    need no ``.compute()``. χ and the per-chain statistics stay lazy (dask arrays, one per
+    Zarr chunk) and are read when indexed or computed.
 
     The coordinate ``chi_complete`` [checkpoint] says which checkpoints have their χ
-    assembled from complete, verified shards; ``chi`` is NaN at the others, so statistics
-    being written (or a χ being rewritten) are never shown as χ. Raises ``StoreError`` if
-    there is no store or its schema version is not this code's.
+    assembled from complete, verified shards; ``chi`` is NaN at the others, so a store
+    opened while a run is writing it shows χ only for complete checkpoints, never
+    statistics being written or a χ being rewritten. Raises ``StoreError`` if there is no
+    store or its schema version is not this code's.
+
+    Several stores (a list, even of one): one Dataset with a leading ``run`` dimension, to
+    compare a baseline with retrained models or seeds; see
+    :func:`patterning_core.store.runs.open_runs` (``runs`` labels them).
 
     ``use_dask=False`` reads plain numpy arrays instead of dask arrays (χ is then read when
     the store is opened).
     """
-    ds = _open(store, use_dask=use_dask)
+    if not isinstance(store, str | os.PathLike):
+        from patterning_core.store.runs import open_runs
+
+        return open_runs(store, runs=runs, use_dask=use_dask)
+    if runs is not None:
+        raise TypeError("runs= labels several stores: pass open_chi a list of stores.")
+    ds = _load_coords(_open(store))
+    if use_dask:
+        ds = _chunked_like_store(ds)
     complete = xr.DataArray(_chi_complete(store), dims=("checkpoint",))
     ds = ds.assign_coords(chi_complete=complete)
     ds["chi"] = ds["chi"].where(ds["chi_complete"])
@@ -325,6 +352,21 @@ def chi_at(store: str | Path, step: int) -> tuple[xr.DataArray, float, xr.Datase
     if "n_beta" not in ds.attrs:
         raise ConfigError(f"χ store {store} does not record the n_beta it was made with.")
     return ds["chi"].sel(checkpoint=step).load(), float(ds.attrs["n_beta"]), ds
+
+
+def _load_coords(ds: xr.Dataset) -> xr.Dataset:
+    """Read every coordinate into memory (straight from Zarr: no dask graph)."""
+    lazy = [name for name in ds.coords if name not in ds.indexes]
+    return ds.assign_coords({name: ds[name].variable.load() for name in lazy})
+
+
+def _chunked_like_store(ds: xr.Dataset) -> xr.Dataset:
+    """Data variables as dask arrays with one block per Zarr chunk (coordinates untouched)."""
+    token = uuid.uuid4().hex  # a new graph name per open: stores change between opens
+    for name, var in ds.data_vars.items():
+        chunks = dict(zip(var.dims, var.encoding.get("chunks") or var.shape, strict=True))
+        ds[name] = var.variable.chunk(chunks, name=f"chi-store-{name}-{token}")
+    return ds
 
 
 def _open(store: str | Path, *, use_dask: bool = False) -> xr.Dataset:

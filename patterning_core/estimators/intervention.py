@@ -10,11 +10,19 @@ values below ``rcond · σ_max`` are dropped, and/or a ridge λ replaces 1/σ by
 
 Training weights: ρ_z = 1 + α · dh_z / max|dh| — α is the largest relative change of any
 unit's weight (linear response gives the direction; the useful magnitude lies outside the
-linear regime and is a tuned hyperparameter). Negative weights need a rule:
+linear regime and is a tuned hyperparameter). Negative weights need a rule (``floor`` = 0
+by default; a positive floor keeps every unit in the data):
 
-- ``"clip"``: ρ ← max(ρ, 0), then rescaled so the mean weight stays 1;
-- ``"shift"``: ρ ← ρ − min(ρ) when min(ρ) < 0, then rescaled to mean 1 (keeps the
-  differences between units, moves the mass elsewhere).
+- ``"clip"``: ρ ← max(ρ, floor), then rescaled so the mean weight stays 1;
+- ``"shift"``: ρ ← ρ − (min(ρ) − floor) when min(ρ) < floor, then rescaled to mean 1
+  (keeps the differences between units, moves the mass elsewhere).
+
+When each entry of dh stands for several data units (a group of strings), ``counts`` makes
+the mean that is rescaled to 1 the mean over those units.
+
+The weighted loss: ``weighted_loss(loss_fn)`` on batches ``(ρ, *data)`` (``with_weights``
+builds them) multiplies each unit's loss by its weight, so the mean over all units is
+Σρℓ/Σρ when ρ has mean 1.
 
 Units that were not probes (most training tokens) get a weight predicted from their
 pattern class: the mean dh of the probe units of that class (``extrapolate_by_class``),
@@ -87,19 +95,42 @@ def predicted_response(chi: xr.DataArray, dh: xr.DataArray, n_beta: float) -> xr
 
 
 def weights_from_intervention(
-    dh: np.ndarray | Tensor, alpha: float, negative: NegativePolicy = "clip"
+    dh: np.ndarray | Tensor,
+    alpha: float,
+    negative: NegativePolicy = "clip",
+    *,
+    floor: float = 0.0,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ρ = 1 + α · dh / max|dh|, made non-negative by ``negative`` and rescaled to mean 1."""
+    """ρ = 1 + α · dh / max|dh|, kept ≥ ``floor`` by ``negative`` and rescaled to mean 1.
+
+    Args:
+        dh: the intervention, one entry per unit (or per group of units, see ``counts``).
+        alpha: the largest relative change of any weight before the negative rule.
+        negative: ``"clip"`` (ρ ← max(ρ, floor)) or ``"shift"`` (ρ ← ρ − (min ρ − floor)
+            when min ρ < floor).
+        floor: the smallest weight allowed, ≥ 0 (0: weights are only kept non-negative).
+        counts: data units each entry stands for; the mean rescaled to 1 is then the mean
+            over those units, Σ counts·ρ / Σ counts (None: one unit each).
+    """
+    if not floor >= 0:
+        raise ValueError(f"floor must be ≥ 0, got {floor}.")
     dh = np.asarray(dh, dtype=np.float64)
     scale = np.abs(dh).max()
     rho = 1.0 + alpha * (dh / scale if scale > 0 else dh)
     if negative == "clip":
-        rho = np.clip(rho, 0.0, None)
+        rho = np.clip(rho, floor, None)
     elif negative == "shift":
-        rho = rho - min(rho.min(), 0.0)
+        rho = rho - min(rho.min() - floor, 0.0)
     else:
         raise ValueError(f"negative weights policy must be 'clip' or 'shift', not {negative!r}.")
-    mean = rho.mean()
+    if counts is None:
+        mean = rho.mean()
+    else:
+        counts = np.asarray(counts)
+        if counts.shape != rho.shape or bool((counts < 0).any()) or counts.sum() <= 0:
+            raise ValueError(f"counts must be {rho.shape}, non-negative and not all zero.")
+        mean = (counts / counts.sum()) @ rho
     if mean <= 0:
         raise ValueError("every weight is zero after the negative-weight rule; lower alpha.")
     return rho / mean
@@ -139,20 +170,43 @@ def extrapolate_by_class(
     return ClassExtrapolation(means, float(r2), counts)
 
 
+def weighted_loss(loss_fn: Callable) -> Callable:
+    """The loss on batches ``(ρ, *data)``: each unit's loss times its weight ρ (``[B]``, or
+    ``[B, T]`` for per-token units). With ρ of mean 1 over all units (``with_weights``) the
+    mean over all units is L_ρ = Σρℓ/Σρ, the loss a ρ-weighted model is trained on; with
+    ρ = 1 it is the plain loss."""
+
+    def weighted(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+        rho, *rest = batch
+        return loss_fn(params, tuple(rest)) * rho
+
+    return weighted
+
+
+def with_weights(data: Sequence[Tensor], weights: Tensor | np.ndarray | None) -> tuple:
+    """``(ρ, *data)`` for ``weighted_loss``: ρ = ``weights`` normalized to mean 1 (their
+    dtype kept), or float32 ones when ``weights`` is None."""
+    data = tuple(data)
+    rho = torch.ones(data[0].shape[0]) if weights is None else torch.as_tensor(weights)
+    return (rho / rho.mean(), *data)
+
+
 def reweighted_loss(loss_fn: Callable, weights: Tensor) -> Callable:
     """The loss with unit z's loss multiplied by ``weights[z]`` (normalized to mean 1).
 
     The data tuple gains a leading tensor of unit indices: call the result on
     ``(indices, *data)`` (``indices = torch.arange(n)`` for per-example units; for
-    per-token units ``weights`` is ``[n, T]`` and the indices pick rows).
+    per-token units ``weights`` is ``[n, T]`` and the indices pick rows). The same loss
+    as ``weighted_loss``, with the weights looked up by index.
     """
     normalized = weights / weights.mean()
+    weighted = weighted_loss(loss_fn)
 
-    def weighted(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+    def by_index(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
         index, *rest = batch
-        return loss_fn(params, tuple(rest)) * normalized[index]
+        return weighted(params, (normalized[index], *rest))
 
-    return weighted
+    return by_index
 
 
 def mode_target(modes: xr.Dataset, mode: int, sign: float = 1.0) -> dict[str, float]:

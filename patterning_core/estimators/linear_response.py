@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from patterning_core.estimators.intervention import weighted_loss, with_weights
 from patterning_core.sampling.sgld import LossFn, Run, SamplerConfig, run_sgld, validate_masks
 
 
@@ -28,16 +29,6 @@ class ResponsePoint:
     predicted: float
     measured: float
     measured_se: float
-
-
-def _weighted(plain_loss: LossFn) -> LossFn:
-    """The loss on batches ``(weights, *data)``: each unit's loss times its weight."""
-
-    def loss(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        weights, *rest = batch
-        return plain_loss(params, tuple(rest)) * weights
-
-    return loss
 
 
 def _mean_phi_per_chain(
@@ -58,9 +49,9 @@ def _mean_phi_per_chain(
         sums[:] += losses.reshape(losses.shape[0], -1).double().mean(dim=1).cpu().numpy()
 
     run_sgld(
-        _weighted(plain_loss),
+        weighted_loss(plain_loss),
         params,
-        (weights / weights.mean(), *data),
+        with_weights(data, weights),
         [Run("response", masks)],
         config,
         on_draw=record,

@@ -60,9 +60,10 @@ def train_seed(
     ρ per training string, given exactly when ``condition`` is ``weighted``.
     """
     if condition not in steps.CONDITIONS or (weights is None) != (condition == steps.BASELINE):
+        given = "with" if weights is not None else "without"
         raise ValueError(
-            f"condition {condition!r} with weights {weights is not None} is none of "
-            f"{steps.CONDITIONS} (weights exactly for {steps.WEIGHTED!r})."
+            f"condition must be {steps.BASELINE!r} (no weights) or {steps.WEIGHTED!r} (with "
+            f"weights), got {condition!r} {given} weights."
         )
     record, params = steps.train_seed(
         _setup(data), ParenModelConfig(**model), ParenTrainConfig(**train), seed, weights

@@ -385,18 +385,47 @@ def run_toy_superposition(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_parentheses(args: argparse.Namespace) -> int:
-    from flows.parentheses import check_parentheses_parameters, parentheses
-    from flows.server import prefect_api
-    from tasks.parentheses import settings_from_args
+def add_model_options(parser: argparse.ArgumentParser, model: type) -> argparse.ArgumentParser:
+    """One option per field of the pydantic ``model``: ``--name-with-dashes VALUE``, a bool
+    defaulting to False as ``--name``, one defaulting to True as ``--no-name``. Options not
+    given are left out of the namespace, so the model's defaults apply."""
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        text = field.description or ""
+        if field.annotation is bool:
+            off = field.default is True
+            parser.add_argument(
+                "--no-" + flag[2:] if off else flag,
+                dest=name,
+                action="store_false" if off else "store_true",
+                default=argparse.SUPPRESS,
+                help=f"do not {text}" if off and text else text,
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=field.annotation,
+                default=argparse.SUPPRESS,
+                metavar=field.annotation.__name__.upper(),
+                help=f"{text} (default {field.default})",
+            )
+    return parser
 
-    settings = settings_from_args(args)
-    try:
-        check_parentheses_parameters(settings)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+
+def model_options(args: argparse.Namespace, model: type) -> dict:
+    """The options of ``add_model_options`` that were given, as the model's fields."""
+    return {k: v for k, v in vars(args).items() if k in model.model_fields}
+
+
+def run_parentheses(args: argparse.Namespace) -> int:
+    from flows.parentheses import ParenthesesParameters, parentheses
+    from flows.server import prefect_api
+
+    # A pydantic ValidationError here (main(): exit status 2) comes before any server starts.
+    params = ParenthesesParameters(**model_options(args, ParenthesesParameters))
     with prefect_api():
-        summary = parentheses(settings, args.out)
+        summary = parentheses(params, args.out)
     nested, equal = summary["fraction_nested"], summary["fraction_equal_count"]
     print(
         f"fraction Nested {nested[0]:.2f} -> {nested[1]:.2f}; Equal-Count {equal[0]:.2f} -> "
@@ -493,9 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         "parentheses",
         help="demonstration 2: choose the algorithm in parentheses balancing via the LLC",
     )
-    from tasks.parentheses import add_arguments as parentheses_arguments
+    from flows.parentheses import ParenthesesParameters
 
-    parentheses_arguments(paren)
+    add_model_options(paren, ParenthesesParameters)
     paren.add_argument("--out", help="report folder (default under $PATTERNING_HOME)")
     paren.set_defaults(func=run_parentheses)
 

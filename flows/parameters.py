@@ -17,10 +17,18 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from patterning_core.data.lm_data import check_data_spec
 from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
+from patterning_core.experiments.parentheses.config import ExperimentConfig, build_config
 from patterning_core.experiments.toy_superposition.model import ToyConfig
 from patterning_core.experiments.toy_superposition.patterning import DEFAULT_SAMPLER, LLC_SAMPLER
 from patterning_core.model.checkpoints import read_config
@@ -40,6 +48,7 @@ __all__ = [
     "DecomposeParameters",
     "FlowParameters",
     "InductionPatterningParameters",
+    "ParenthesesParameters",
     "PipelineParameters",
     "SpacingParameters",
     "SusceptibilityParameters",
@@ -307,27 +316,107 @@ def check_parameters(params: dict[str, Any]) -> ToySuperpositionParameters:
         raise ConfigError(f"toy-superposition parameters: {err}") from None
 
 
+class ParenthesesParameters(BaseModel):
+    """``parentheses`` flow: settings of the experiment (the flow takes ``out_dir`` beside);
+    ``experiment_config()`` gives the full ``ExperimentConfig``
+    (``patterning_core.experiments.parentheses.config.build_config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seeds: int = Field(40, description="training seeds 0..seeds−1")
+    analyzed_per_rule: int = Field(
+        4, description="Nested and Equal-Count solutions whose LLC and χ are estimated"
+    )
+    alpha: float = Field(0.5, description="largest relative change of a group weight")
+    floor: float = Field(0.1, description="smallest group weight, before rescaling to mean 1")
+    threshold: float = Field(
+        0.2, description="OOD balanced rate ≤ threshold: Nested; ≥ 1 − threshold: Equal-Count"
+    )
+    never_negative_share: float = Field(
+        0.85, description="share of unbalanced strings whose prefix balance never goes negative"
+    )
+    weight_decay: float = Field(0.1, description="AdamW weight decay")
+    train_steps: int = Field(600, description="optimizer steps per seed")
+    linear_check: bool = Field(True, description="measure Δλ at the reference solutions")
+    quick: bool = Field(False, description="tiny sizes, for a smoke test")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("needs at least 2 (one solution per rule); set seeds ≥ 2")
+        return v
+
+    @field_validator("analyzed_per_rule", "train_steps")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("alpha", "weight_decay")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError("must be a finite number ≥ 0")
+        return v
+
+    @field_validator("floor")
+    @classmethod
+    def _floor(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("must lie in (0, 1], e.g. 0.1 (the default)")
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        if not 0 < v < 0.5:
+            raise ValueError("must lie in (0, 0.5), e.g. 0.2 (the default)")
+        return v
+
+    @field_validator("never_negative_share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError("must lie in [0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _builds(self) -> ParenthesesParameters:
+        self.experiment_config()  # any other inconsistency, as a ValueError naming it
+        return self
+
+    def experiment_config(self) -> ExperimentConfig:
+        return build_config(**self.model_dump())
+
+
 def describe(error: ValidationError) -> str:
-    """One line per problem: the field, what is wrong, and (for an unknown field) the
-    fields the model has. A check of the core reads as its own message."""
-    model = error.title
-    lines = []
-    for problem in error.errors():
-        where = ".".join(str(p) for p in problem["loc"])
+    """One line for a ``ValidationError``: ``invalid <Model>: `` then each problem, its field
+    (with the value given, where it is a plain value), what is wrong and, for an unknown
+    field, the fields the model has. A check of the core reads as its own message."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(p) for p in problem["loc"]) or "parameters"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            fields = _fields_of(model)
-            lines.append(f"unknown parameter {where!r}; the parameters are {fields}.")
-        elif where:
-            lines.append(f"{where}: {message}")
-        else:
-            lines.append(message)
-    return " ".join(lines)
+            fields = _fields_of(error.title)
+            problems.append(f"unknown parameter {where!r}; the parameters are {fields}")
+            continue
+        value = problem.get("input")
+        if value is not None and not isinstance(value, dict | list):
+            where = f"{where} = {value!r}"
+        problems.append(f"{where}: {message}")
+    return f"invalid {error.title}: " + "; ".join(problems)
 
 
 def _fields_of(model_name: str) -> list[str]:
-    models = [*FlowParameters.__subclasses__(), *RetrainingFields.__subclasses__()]
-    for model in models:
+    """The fields of the parameter model named ``model_name`` (any subclass of BaseModel
+    defined for a flow)."""
+    stack = list(BaseModel.__subclasses__())
+    while stack:
+        model = stack.pop()
         if model.__name__ == model_name:
             return list(model.model_fields)
+        stack += model.__subclasses__()
     return []

@@ -262,7 +262,7 @@ def test_store_with_another_schema_version_is_refused_and_left_unchanged(tmp_pat
     [
         (["--chi-step", "1100"], r"chi_step 1100 is not a checkpoint of the recipe .*pick"),
         (["--alpha", "-1"], r"alpha must be a number >= 0"),
-        (["--eval-seqs", "0"], r"eval_seqs: Input should be greater than or equal to 1"),
+        (["--eval-seqs", "0"], r"eval_seqs = 0: Input should be greater than or equal to 1"),
         (["--preset", "tiny"], r"at least 257 tokens, the model has d_vocab=64"),
     ],
     ids=["chi-step", "alpha", "eval-seqs", "vocab"],

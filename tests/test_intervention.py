@@ -72,6 +72,25 @@ def test_weights_policies():
         weights_from_intervention(dh, 1.0, negative="drop")
 
 
+def test_weights_floor_and_counts():
+    dh = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    clipped = weights_from_intervention(dh, alpha=3.0, floor=0.1)
+    raw = np.maximum(1 + 3.0 * dh / 2, 0.1)
+    np.testing.assert_allclose(clipped, raw / raw.mean())
+    shifted = weights_from_intervention(dh, alpha=3.0, negative="shift", floor=0.1)
+    assert shifted.min() / shifted.max() == pytest.approx(0.1 / (0.1 + 6.0))
+    # One entry per group of units: mean 1 over the units, as if each unit had its own entry.
+    counts = np.array([5, 1, 1, 1, 2])
+    grouped = weights_from_intervention(dh, alpha=3.0, floor=0.1, counts=counts)
+    per_unit = weights_from_intervention(np.repeat(dh, counts), alpha=3.0, floor=0.1)
+    np.testing.assert_allclose(np.repeat(grouped, counts), per_unit)
+    assert counts @ grouped == pytest.approx(counts.sum())
+    with pytest.raises(ValueError, match="floor"):
+        weights_from_intervention(dh, 1.0, floor=-0.1)
+    with pytest.raises(ValueError, match="counts"):
+        weights_from_intervention(dh, 1.0, counts=np.ones(3))
+
+
 def test_class_extrapolation_fit():
     chi = random_chi()
     dh = xr.DataArray(
@@ -128,6 +147,17 @@ def test_weighted_loss_scales_each_unit_by_its_normalized_weight():
     # No weights: the plain loss.
     plain = weighted_loss(loss_fn)(params, with_weights((X, y), None))
     np.testing.assert_allclose(plain.numpy(), loss_fn(params, (X, y)).numpy())
+
+
+def test_weighted_loss_takes_weights_with_the_batch():
+    loss_fn, params, (X, y) = make_linear_regression(n=8, d=2)
+    weights = torch.arange(1, 9, dtype=X.dtype)
+    rho, *data = with_weights((X, y), weights)
+    assert rho.dtype == X.dtype and float(rho.mean()) == pytest.approx(1.0)
+    out = weighted_loss(loss_fn)(params, (rho, *data))
+    np.testing.assert_allclose(out.numpy(), (loss_fn(params, (X, y)) * rho).numpy())
+    plain, *_ = with_weights((X, y), None)
+    torch.testing.assert_close(plain, torch.ones(8))
 
 
 def test_sampled_linear_response_matches_prediction_and_exact_change(tmp_path):

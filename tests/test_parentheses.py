@@ -18,18 +18,22 @@ from patterning_core.experiments.parentheses.classifier import (
     make_loss_fn,
     train_classifier,
 )
+from patterning_core.experiments.parentheses.config import ExperimentConfig, build_config
 from patterning_core.experiments.parentheses.selection import (
     EQUAL_COUNT,
     MIXED,
     NESTED,
     UNFIT,
-    ExperimentConfig,
     classify_rule,
     group_susceptibilities,
     llc_intervention,
-    run_experiment,
     sign_test,
     wilson_interval,
+)
+from patterning_core.experiments.parentheses.steps import (
+    params_from_json,
+    params_to_json,
+    run_experiment,
 )
 from patterning_core.sampling.sgld import SamplerConfig
 from patterning_core.toys import known_answers as ka
@@ -221,6 +225,28 @@ def test_llc_intervention_weights():
     floored = llc_intervention(chi_n, chi_e, group_index, n_beta=10.0, alpha=3.0, floor=0.2)
     ratio = floored["group_weights"].min() / floored["group_weights"].max()
     assert ratio == pytest.approx(0.2 / (1 + 3.0 * 1.0))  # the floor and the largest weight
+    # The rule written out: ρ_g = max(1 + α·dh_g/max|dh|, floor), mean 1 over the strings.
+    dh = floored["dh"]
+    rho = np.maximum(1.0 + 3.0 * dh / np.abs(dh).max(), 0.2)
+    np.testing.assert_array_equal(floored["group_weights"], rho / (shares @ rho))
+
+
+def test_solutions_round_trip_through_json_exactly():
+    import json
+
+    params = init_params(MODEL, seed=3)
+    back = params_from_json(json.loads(json.dumps(params_to_json(params))))
+    assert list(back) == list(params)
+    assert all(back[k].dtype == torch.float32 and torch.equal(back[k], params[k]) for k in params)
+
+
+def test_config_round_trips_and_quick_keeps_the_experiment_settings():
+    cfg = build_config(quick=True, seeds=5, alpha=0.3, linear_check=False)
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.seeds, cfg.alpha, cfg.linear_check, cfg.data.n_train) == (5, 0.3, False, 128)
+    assert build_config() == ExperimentConfig()
+    with pytest.raises(ValueError, match="seeds"):
+        build_config(seeds=1)
 
 
 # --- group susceptibility against a Gaussian posterior ----------------------------------------

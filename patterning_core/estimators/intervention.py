@@ -10,11 +10,19 @@ values below ``rcond · σ_max`` are dropped, and/or a ridge λ replaces 1/σ by
 
 Training weights: ρ_z = 1 + α · dh_z / max|dh| — α is the largest relative change of any
 unit's weight (linear response gives the direction; the useful magnitude lies outside the
-linear regime and is a tuned hyperparameter). Negative weights need a rule:
+linear regime and is a tuned hyperparameter). Negative weights need a rule (``floor`` = 0
+by default; a positive floor keeps every unit in the data):
 
-- ``"clip"``: ρ ← max(ρ, 0), then rescaled so the mean weight stays 1;
-- ``"shift"``: ρ ← ρ − min(ρ) when min(ρ) < 0, then rescaled to mean 1 (keeps the
-  differences between units, moves the mass elsewhere).
+- ``"clip"``: ρ ← max(ρ, floor), then rescaled so the mean weight stays 1;
+- ``"shift"``: ρ ← ρ − (min(ρ) − floor) when min(ρ) < floor, then rescaled to mean 1
+  (keeps the differences between units, moves the mass elsewhere).
+
+When each entry of dh stands for several data units (a group of strings), ``counts`` makes
+the mean that is rescaled to 1 the mean over those units.
+
+The weighted loss: ``weighted_loss(loss_fn)`` on batches ``(ρ, *data)`` (``with_weights``
+builds them) multiplies each unit's loss by its weight, so the mean over all units is
+Σρℓ/Σρ when ρ has mean 1.
 
 Units that were not probes (most training tokens) get a weight predicted from their
 pattern class: the mean dh of the probe units of that class (``extrapolate_by_class``),
@@ -98,25 +106,41 @@ def weights_from_intervention(
     dh: np.ndarray | Tensor,
     alpha: float,
     negative: NegativePolicy = "clip",
+    *,
     floor: float = 0.0,
-    share: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """The one rule from an intervention dh to training weights.
 
-    ρ = 1 + α · dh / max|dh| (:func:`raw_weights`), made non-negative by ``negative``
-    (``"clip"``: ρ ← max(ρ, ``floor``); ``"shift"``: ρ ← ρ − min(min ρ, 0)), then rescaled
-    to mean 1. ``share`` (same shape as ``dh``, summing to 1) makes the mean a weighted one:
-    the entries of ``dh`` are then groups of units (e.g. pattern classes), ``share`` the
-    fraction of training units in each, and the result has Σ share·ρ = 1.
+    ρ = 1 + α · dh / max|dh| (:func:`raw_weights`), kept ≥ ``floor`` by ``negative``
+    (``"clip"``: ρ ← max(ρ, floor); ``"shift"``: ρ ← ρ − (min ρ − floor) when
+    min ρ < floor), then rescaled to mean 1.
+
+    Args:
+        dh: the intervention, one entry per unit (or per group of units, see ``counts``).
+        alpha: the largest relative change of any weight before the negative rule.
+        negative: ``"clip"`` or ``"shift"``.
+        floor: the smallest weight allowed, ≥ 0 (0: weights are only kept non-negative).
+        counts: data units each entry stands for (e.g. the training units of each pattern
+            class); the mean rescaled to 1 is then the mean over those units,
+            Σ counts·ρ / Σ counts (None: one unit each).
     """
+    if not floor >= 0:
+        raise ValueError(f"floor must be ≥ 0, got {floor}.")
     rho = raw_weights(dh, alpha)
     if negative == "clip":
         rho = np.maximum(rho, floor)
     elif negative == "shift":
-        rho = rho - min(rho.min(), 0.0)
+        rho = rho - min(rho.min() - floor, 0.0)
     else:
         raise ValueError(f"negative weights policy must be 'clip' or 'shift', not {negative!r}.")
-    mean = rho.mean() if share is None else float((rho * np.asarray(share)).sum())
+    if counts is None:
+        mean = rho.mean()
+    else:
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != rho.shape or bool((counts < 0).any()) or counts.sum() <= 0:
+            raise ValueError(f"counts must be {rho.shape}, non-negative and not all zero.")
+        mean = float((counts / counts.sum()) @ rho)
     if mean <= 0:
         raise ValueError("every weight is zero after the negative-weight rule; lower alpha.")
     return rho / mean

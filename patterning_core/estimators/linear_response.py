@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from patterning_core.estimators.intervention import weighted_loss
+from patterning_core.estimators.intervention import weighted_loss, with_weights
 from patterning_core.sampling.sgld import LossFn, Run, SamplerConfig, run_sgld, validate_masks
 
 
@@ -50,7 +50,7 @@ def _mean_phi_per_chain(
     run_sgld(
         weighted_loss(plain_loss),
         params,
-        (weights / weights.mean(), *data),
+        with_weights(data, weights),
         [Run("response", masks)],
         config,
         on_draw=record,

@@ -141,7 +141,7 @@ def class_weight_table(
     dh = np.array([class_dh.get(c, 0.0) for c in names])
     share = np.array([class_fraction[c] for c in names])
     raw = raw_weights(dh, alpha)
-    rho = weights_from_intervention(dh, alpha, negative, share=share)
+    rho = weights_from_intervention(dh, alpha, negative, counts=share)
     return ClassWeights(
         weights={c: float(r) for c, r in zip(names, rho, strict=True)},
         fraction_clipped=float(share[raw < 0].sum()),

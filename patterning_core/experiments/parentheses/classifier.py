@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -119,9 +120,16 @@ class ParenClassifier(nn.Module):
         return self.readout(h).squeeze(-1)
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def init_params(cfg: ParenModelConfig, seed: int) -> Params:
-    """PyTorch's default initialization of ``ParenClassifier``, seeded (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
+    """PyTorch's default initialization of ``ParenClassifier``, seeded (global RNG untouched).
+
+    The initialization draws from torch's global generator (forked, then restored), so one
+    thread at a time: seeds trained in parallel threads get the same values as in sequence.
+    """
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = ParenClassifier(cfg)
     return {k: v.detach().clone() for k, v in module.named_parameters()}

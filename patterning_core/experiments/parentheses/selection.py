@@ -31,7 +31,8 @@ rule it learned. Then:
    the one-row χ_diff with target −1, then normalized). Weights ρ_g = max(1 + α·dh_g/max|dh|,
    floor), so α is the largest relative change of any group's weight and no group is
    dropped entirely; ρ is then rescaled to mean 1 over the training strings (the training
-   loss Σρℓ/Σρ does not depend on the scale).
+   loss Σρℓ/Σρ does not depend on the scale): ``intervention.weights_from_intervention``
+   with the ``clip`` rule, the floor, and the group sizes as counts.
 4. Retrain the same seeds (same initialization and data order) with ρ and compare the
    fraction that learns Nested.
 
@@ -40,16 +41,16 @@ balanced): Nested if r ≤ threshold, Equal-Count if r ≥ 1 − threshold, mixe
 (default threshold 0.2). Seeds that do not fit the training set (accuracy < ``min_train_acc``)
 are classified ``unfit``.
 
-The driver ``run_experiment`` returns plain dicts and lists (JSON-serializable).
+This module holds the science: statistics, the rule of a seed, group χ and the intervention.
+``steps`` holds the units of work (train one seed, analyze one solution, ...) and the
+plain-Python driver ``run_experiment`` composed of them; ``report`` renders the result.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,22 +58,8 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from patterning_core.estimators.intervention import solve_intervention
-from patterning_core.estimators.llc import LLCResult, estimate_llc
-from patterning_core.experiments.parentheses.classifier import (
-    ParenModelConfig,
-    ParenTrainConfig,
-    make_loss_fn,
-    predict_balanced,
-    train_classifier,
-)
-from patterning_core.experiments.parentheses.strings import (
-    ParenDataConfig,
-    group_units,
-    make_ood_set,
-    make_training_set,
-)
-from patterning_core.sampling.diagnostics import split_rhat
+from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
+from patterning_core.estimators.llc import LLCResult
 from patterning_core.sampling.sgld import (
     DrawContext,
     LossFn,
@@ -224,7 +211,8 @@ def group_susceptibilities(
         config: sampler settings.
         probe_index: units evaluated at the draws (every group needs one); None: all.
         probe_data: what is evaluated for those units, if not ``data[probe_index]`` (e.g.
-            the units with weight 1 when ``data`` carries weights, see ``with_weights``).
+            the units with weight 1 when ``data`` carries weights, see
+            ``intervention.with_weights``).
         run_name: keys the chains' random streams (same name and config: same noise).
         chunk: units evaluated per call at a draw.
     """
@@ -291,25 +279,6 @@ def group_susceptibilities(
 # --- the intervention ------------------------------------------------------------------------
 
 
-def weighted_loss_fn(loss_fn: LossFn) -> LossFn:
-    """Per-unit loss ρ_z·ℓ_z on batches ``(rho, *data)``: with ρ of mean 1 over the n units,
-    the mean over all units is L_ρ = Σρℓ/Σρ, the loss a ρ-weighted model is trained on; with
-    ρ = 1 it is the plain loss."""
-
-    def weighted(params: Mapping[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        rho, *rest = batch
-        return loss_fn(params, tuple(rest)) * rho
-
-    return weighted
-
-
-def with_weights(data: tuple[Tensor, ...], weights: Tensor | None) -> tuple[Tensor, ...]:
-    """``(ρ normalized to mean 1 (or ones), *data)`` for ``weighted_loss_fn``."""
-    n = data[0].shape[0]
-    rho = torch.ones(n) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-    return (rho / rho.mean(), *data)
-
-
 def llc_intervention(
     chi_nested: np.ndarray,
     chi_equal: np.ndarray,
@@ -346,9 +315,8 @@ def llc_intervention(
     dh = solve_intervention(chi, np.array([-1.0]), n_beta=n_beta).values
     norm = np.linalg.norm(dh)
     dh = dh / norm if norm > 0 else dh
-    scale = np.abs(dh).max()
-    group_rho = np.maximum(1.0 + alpha * (dh / scale if scale > 0 else dh), floor)
-    group_rho = group_rho / (shares @ group_rho)  # mean 1 over strings
+    counts = np.bincount(group_index, minlength=chi_diff.size)
+    group_rho = weights_from_intervention(dh, alpha, "clip", floor=floor, counts=counts)
     return {
         "chi_diff": chi_diff,
         "dh": dh,
@@ -357,138 +325,6 @@ def llc_intervention(
         "group_shares": shares,
         "predicted_dllc_diff": float(n_beta**2 * (shares * chi_diff) @ (group_rho - 1.0)),
     }
-
-
-# --- the experiment ----------------------------------------------------------------------------
-
-
-def default_sampler() -> SamplerConfig:
-    """SGLD settings for the LLC of a trained classifier (one set for all solutions).
-
-    nβ = 148 ≈ n/ln n for n = 1024 training strings; γ = 100; ε = 5e-4, chosen so that the
-    loss traces rise above L(w*) and level off within the burn-in and the chains agree
-    (R̂ ≈ 1; at ε = 1e-4 the chains had not equilibrated after 200 steps). The report prints
-    the health numbers of every run.
-    """
-    return SamplerConfig(
-        step_size=5e-4,
-        n_beta=148.0,
-        localization=100.0,
-        num_chains=4,
-        num_draws=200,
-        num_burnin=200,
-        steps_between_draws=1,
-        batch_size=64,
-        seed=0,
-    )
-
-
-def default_chi_sampler() -> SamplerConfig:
-    """The χ runs: the LLC settings (same ε, nβ, γ, burn-in, batch), run 4× longer with a
-    draw every 4 steps (200 draws), since covariances need more nearly independent draws
-    than means, and every draw evaluates all probe strings."""
-    return default_sampler().replace(num_draws=200, steps_between_draws=4)
-
-
-def _default_data() -> ParenDataConfig:
-    return ParenDataConfig(never_negative_share=0.85)
-
-
-def _default_train() -> ParenTrainConfig:
-    return ParenTrainConfig(weight_decay=0.1)
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Settings of ``run_experiment``.
-
-    Attributes:
-        data, model, train: the data set, classifier shape and optimizer.
-        sampler: SGLD settings for the LLCs (one set for every solution).
-        chi_sampler: SGLD settings for the χ runs (same ε, nβ, γ; more draws).
-        probes_per_group: strings per group evaluated at every χ draw (None: all).
-        seeds: training seeds 0..seeds−1 (each: initialization and data order).
-        analyzed_per_rule: at most this many Nested and this many Equal-Count solutions
-            (the lowest seeds of each) get an LLC and χ, before and after.
-        alpha: largest relative change of a group weight; floor: smallest group weight.
-        threshold: OOD balanced rate ≤ threshold → Nested, ≥ 1 − threshold → Equal-Count.
-        min_train_acc: below this training accuracy a seed is ``unfit``.
-        linear_check: also measure, at the reference solutions, the change of λ when the
-            posterior is that of the ρ-weighted loss (w* fixed), against nβ²·Σπχδ.
-    """
-
-    data: ParenDataConfig = field(default_factory=_default_data)
-    model: ParenModelConfig = field(default_factory=ParenModelConfig)
-    train: ParenTrainConfig = field(default_factory=_default_train)
-    sampler: SamplerConfig = field(default_factory=default_sampler)
-    chi_sampler: SamplerConfig = field(default_factory=default_chi_sampler)
-    probes_per_group: int | None = 32
-    seeds: int = 40
-    analyzed_per_rule: int = 4
-    alpha: float = 0.5
-    floor: float = 0.1
-    threshold: float = 0.2
-    min_train_acc: float = 0.99
-    linear_check: bool = True
-
-    def __post_init__(self) -> None:
-        if self.model.seq_len != self.data.seq_len:
-            raise ValueError(
-                f"model.seq_len {self.model.seq_len} must equal data.seq_len {self.data.seq_len}."
-            )
-        if not 0 < self.threshold < 0.5:
-            raise ValueError("threshold must lie in (0, 0.5).")
-        if self.alpha < 0 or not 0 < self.floor < 1:
-            raise ValueError("need alpha ≥ 0 and 0 < floor < 1.")
-        if self.chi_sampler.n_beta != self.sampler.n_beta:
-            raise ValueError("the χ and LLC runs must share nβ.")
-        if self.seeds < 2 or self.analyzed_per_rule < 1:
-            raise ValueError("need seeds ≥ 2 and analyzed_per_rule ≥ 1.")
-
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-Progress = Callable[[str], None]
-
-
-def train_seeds(
-    cfg: ExperimentConfig,
-    data: tuple[Tensor, Tensor],
-    ood_tokens: Tensor,
-    weights: Tensor | None,
-    say: Progress,
-    label: str,
-) -> tuple[list[dict[str, Any]], dict[int, dict[str, Tensor]]]:
-    """Train seeds 0..cfg.seeds−1 (optionally ρ-weighted). Returns per-seed records (train
-    accuracy, unweighted train loss, OOD balanced rate, rule) and the trained parameters."""
-    records, solutions = [], {}
-    labels = data[1].numpy() > 0.5
-    loss_fn = make_loss_fn(cfg.model)
-    for seed in range(cfg.seeds):
-        start = time.perf_counter()
-        params, _ = train_classifier(data, cfg.model, cfg.train, seed, weights=weights)
-        train_acc = float((predict_balanced(params, data[0], cfg.model) == labels).mean())
-        ood_rate = float(predict_balanced(params, ood_tokens, cfg.model).mean())
-        rule = classify_rule(ood_rate, train_acc, cfg.threshold, cfg.min_train_acc)
-        records.append(
-            {
-                "seed": seed,
-                "train_acc": train_acc,
-                "train_loss": float(evaluate_in_chunks(loss_fn, params, data).double().mean()),
-                "ood_balanced_rate": ood_rate,
-                "rule": rule,
-            }
-        )
-        solutions[seed] = params
-        say(
-            f"[{label}] seed {seed}: train acc {train_acc:.3f}, OOD balanced {ood_rate:.3f} "
-            f"-> {rule} ({time.perf_counter() - start:.1f} s)"
-        )
-    return records, solutions
 
 
 def rule_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -541,7 +377,7 @@ def paired_shift(
     }
 
 
-def _llc_record(result: LLCResult) -> dict[str, Any]:
+def llc_record(result: LLCResult) -> dict[str, Any]:
     """LLC with its health numbers: chain spread, R̂, and the level of the loss trace
     (nβ·(mean of the second half − mean of the first half of the draws), ≈ 0 when level)."""
     trace = result.loss_trace
@@ -552,75 +388,6 @@ def _llc_record(result: LLCResult) -> dict[str, Any]:
         "rhat": result.rhat,
         "init_loss": result.init_loss,
         "drift": result.config.n_beta * float(trace[:, half:].mean() - trace[:, :half].mean()),
-    }
-
-
-def analyze_solution(
-    params: Mapping[str, Tensor],
-    loss_fn: LossFn,
-    data: tuple[Tensor, ...],
-    cfg: ExperimentConfig,
-    weights: Tensor | None = None,
-    groups: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """LLC of one solution (``estimate_llc``, ``cfg.sampler``) of the ρ-weighted loss L_ρ
-    (``weights``; None: the plain L_n), with its health numbers. With ``groups = (group
-    index [n], probe index)`` also its group χ at ρ = 1 (``cfg.chi_sampler``)."""
-    wloss = weighted_loss_fn(loss_fn)
-    record = _llc_record(estimate_llc(wloss, params, with_weights(data, weights), cfg.sampler))
-    if groups is None:
-        return record
-    group_index, probe_index = groups
-    gchi = group_susceptibilities(
-        wloss,
-        params,
-        with_weights(data, None),
-        group_index,
-        cfg.chi_sampler,
-        probe_index=probe_index,
-    )
-    record.update(
-        {
-            "chi": gchi.chi.tolist(),
-            "chi_se": gchi.se.tolist(),
-            "chi_run_llc": gchi.llc,
-            "chi_run_rhat": split_rhat(gchi.loss_trace),
-            "chi_run_mean_loss": float(gchi.loss_trace.mean()),
-        }
-    )
-    return record
-
-
-def linear_check(
-    params: Mapping[str, Tensor],
-    loss_fn: LossFn,
-    data: tuple[Tensor, ...],
-    cfg: ExperimentConfig,
-    groups: tuple[np.ndarray, np.ndarray],
-    plan: Mapping[str, Any],
-    row: Mapping[str, Any],
-) -> dict[str, float]:
-    """Measured vs predicted change of λ at a fixed solution w* when the posterior becomes
-    that of the ρ-weighted loss L_ρ: measured nβ·(E_ρ[L_n] − E[L_n]), both from χ runs with
-    the same chains' noise (common random numbers), E[L_n] from ``row``; predicted
-    nβ²·Σ_g π_g χ_g (ρ_g − 1) with the solution's own χ."""
-    group_index, probe_index = groups
-    weights = torch.as_tensor(plan["string_weights"], dtype=torch.float32)
-    unweighted = with_weights(data, None)
-    gchi = group_susceptibilities(
-        weighted_loss_fn(loss_fn),
-        params,
-        with_weights(data, weights),
-        group_index,
-        cfg.chi_sampler,
-        probe_index=probe_index,
-        probe_data=tuple(t[torch.as_tensor(probe_index)] for t in unweighted),
-    )
-    n_beta = cfg.sampler.n_beta
-    shares, rho = plan["group_shares"], plan["group_weights"]
-    return {
-        "measured_dllc": float(n_beta * (gchi.loss_trace.mean() - row["chi_run_mean_loss"])),
-        "predicted_dllc": float(n_beta**2 * (shares * np.asarray(row["chi"])) @ (rho - 1.0)),
     }
 
 
@@ -662,126 +429,7 @@ def chi_diff_se(
     return np.sqrt(sq_se(nested) + sq_se(equal)).tolist()
 
 
-def _summary(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+def mean_se_n(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    """Mean, standard error and count of ``row[key]`` over ``rows``."""
     mean, se = mean_and_se([r[key] for r in rows])
     return {"mean": mean, "se": se, "n": len(rows)}
-
-
-def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """The whole demonstration (module doc, steps 1–4); returns plain data.
-
-    Keys: ``config``; ``groups`` (names, sizes, kinds); ``reference_sets``; ``before`` /
-    ``after`` (per-seed records); ``summary_before`` / ``summary_after`` (``rule_summary``);
-    ``paired_shift``; ``analysis_before`` (per rule: per reference solution LLC, health, χ,
-    linear check) and ``analysis_after`` (per rule: LLC of L_ρ of retrained solutions);
-    ``llc`` (mean ± SE per rule); ``intervention``; ``timing_s``.
-    """
-    say = progress or (lambda _msg: None)
-    t0 = time.perf_counter()
-    train_set, ood_set = make_training_set(cfg.data), make_ood_set(cfg.data)
-    data = train_set.tensors(cfg.data.max_len)
-    ood_tokens, _ = ood_set.tensors(cfg.data.max_len)
-    group_index, group_names = group_units(train_set)
-    groups = (group_index, stratified_probes(group_index, cfg.probes_per_group, cfg.data.seed))
-    loss_fn = make_loss_fn(cfg.model)
-    say(
-        f"data: {len(train_set)} training strings in {len(group_names)} groups, "
-        f"{len(ood_set)} OOD strings"
-    )
-
-    before, solutions = train_seeds(cfg, data, ood_tokens, None, say, "before")
-    nested_seeds, equal_seeds, how = reference_sets(before, cfg.analyzed_per_rule)
-    analysis_before: dict[str, list[dict[str, Any]]] = {}
-    for rule, seeds in ((NESTED, nested_seeds), (EQUAL_COUNT, equal_seeds)):
-        analysis_before[rule] = []
-        for seed in seeds:
-            start = time.perf_counter()
-            row = {
-                "seed": seed,
-                **analyze_solution(solutions[seed], loss_fn, data, cfg, None, groups),
-            }
-            analysis_before[rule].append(row)
-            say(
-                f"[LLC {rule}] seed {seed}: {row['llc']:.2f} ± {row['llc_chain_std']:.2f} "
-                f"(R̂ {row['rhat']:.3f}, drift {row['drift']:+.2f}; "
-                f"χ run {row['chi_run_llc']:.2f}) ({time.perf_counter() - start:.1f} s)"
-            )
-
-    chi_n = np.array([r["chi"] for r in analysis_before[NESTED]])
-    chi_e = np.array([r["chi"] for r in analysis_before[EQUAL_COUNT]])
-    plan = llc_intervention(
-        chi_n,
-        chi_e,
-        group_index,
-        cfg.sampler.n_beta,
-        cfg.alpha,
-        cfg.floor,
-    )
-    say(
-        "group weights: "
-        + ", ".join(f"{n} {w:.2f}" for n, w in zip(group_names, plan["group_weights"], strict=True))
-    )
-    if cfg.linear_check:
-        for rule, rows in analysis_before.items():
-            for row in rows:
-                check = linear_check(solutions[row["seed"]], loss_fn, data, cfg, groups, plan, row)
-                row["linear_check"] = check
-                say(
-                    f"[linear check {rule}] seed {row['seed']}: Δλ measured "
-                    f"{check['measured_dllc']:+.2f}, predicted {check['predicted_dllc']:+.2f}"
-                )
-
-    weights = torch.as_tensor(plan["string_weights"], dtype=torch.float32)
-    after, solutions_after = train_seeds(cfg, data, ood_tokens, weights, say, "after")
-    analysis_after: dict[str, list[dict[str, Any]]] = {}
-    for rule in (NESTED, EQUAL_COUNT):
-        seeds = [r["seed"] for r in after if r["rule"] == rule][: cfg.analyzed_per_rule]
-        analysis_after[rule] = []
-        for seed in seeds:
-            row = {
-                "seed": seed,
-                **analyze_solution(solutions_after[seed], loss_fn, data, cfg, weights),
-            }
-            analysis_after[rule].append(row)
-            say(f"[LLC after, {rule}] seed {seed}: {row['llc']:.2f} (R̂ {row['rhat']:.3f})")
-
-    kinds = {
-        name: sorted(set(train_set.kinds[group_index == g].tolist()))
-        for g, name in enumerate(group_names)
-    }
-    return {
-        "config": cfg.to_dict(),
-        "groups": {
-            "names": group_names,
-            "sizes": np.bincount(group_index, minlength=len(group_names)).tolist(),
-            "kinds": kinds,
-        },
-        "reference_sets": {"nested": nested_seeds, "equal_count": equal_seeds, "how": how},
-        "before": before,
-        "after": after,
-        "summary_before": rule_summary(before),
-        "summary_after": rule_summary(after),
-        "paired_shift": paired_shift(before, after),
-        "analysis_before": analysis_before,
-        "analysis_after": analysis_after,
-        "llc": {
-            "before": {rule: _summary(rows, "llc") for rule, rows in analysis_before.items()},
-            "after_weighted_loss": {
-                rule: _summary(rows, "llc") for rule, rows in analysis_after.items()
-            },
-        },
-        "intervention": {
-            "chi_diff": plan["chi_diff"].tolist(),
-            "chi_diff_se": chi_diff_se(analysis_before[NESTED], analysis_before[EQUAL_COUNT]),
-            "chi_nested_mean": chi_n.mean(axis=0).tolist(),
-            "chi_equal_mean": chi_e.mean(axis=0).tolist(),
-            "dh": plan["dh"].tolist(),
-            "group_weights": plan["group_weights"].tolist(),
-            "group_shares": plan["group_shares"].tolist(),
-            "probes_per_group": cfg.probes_per_group,
-            "predicted_dllc_diff": plan["predicted_dllc_diff"],
-            "alpha": cfg.alpha,
-            "floor": cfg.floor,
-        },
-        "timing_s": time.perf_counter() - t0,
-    }

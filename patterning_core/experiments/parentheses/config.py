@@ -1,0 +1,172 @@
+"""Settings of the parentheses experiment (method.md §7): data, classifier, training, samplers,
+and the intervention's α and floor, with the published defaults and a tiny ``quick`` variant.
+
+``ExperimentConfig`` is plain data (``to_dict`` / ``from_dict`` round-trip through JSON), so
+each unit of work (``steps``) can be handed the parts of it that it depends on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from patterning_core.experiments.parentheses.classifier import ParenModelConfig, ParenTrainConfig
+from patterning_core.experiments.parentheses.strings import ParenDataConfig
+from patterning_core.sampling.sgld import SamplerConfig
+
+
+def default_sampler() -> SamplerConfig:
+    """SGLD settings for the LLC of a trained classifier (one set for all solutions).
+
+    nβ = 148 ≈ n/ln n for n = 1024 training strings; γ = 100; ε = 5e-4, chosen so that the
+    loss traces rise above L(w*) and level off within the burn-in and the chains agree
+    (R̂ ≈ 1; at ε = 1e-4 the chains had not equilibrated after 200 steps). The report prints
+    the health numbers of every run.
+    """
+    return SamplerConfig(
+        step_size=5e-4,
+        n_beta=148.0,
+        localization=100.0,
+        num_chains=4,
+        num_draws=200,
+        num_burnin=200,
+        steps_between_draws=1,
+        batch_size=64,
+        seed=0,
+    )
+
+
+def default_chi_sampler() -> SamplerConfig:
+    """The χ runs: the LLC settings (same ε, nβ, γ, burn-in, batch), run 4× longer with a
+    draw every 4 steps (200 draws), since covariances need more nearly independent draws
+    than means, and every draw evaluates all probe strings."""
+    return default_sampler().replace(num_draws=200, steps_between_draws=4)
+
+
+def _default_data() -> ParenDataConfig:
+    return ParenDataConfig(never_negative_share=0.85)
+
+
+def _default_train() -> ParenTrainConfig:
+    return ParenTrainConfig(weight_decay=0.1)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Settings of the experiment (``steps``, ``run_experiment``).
+
+    Attributes:
+        data, model, train: the data set, classifier shape and optimizer.
+        sampler: SGLD settings for the LLCs (one set for every solution).
+        chi_sampler: SGLD settings for the χ runs (same ε, nβ, γ; more draws).
+        probes_per_group: strings per group evaluated at every χ draw (None: all).
+        seeds: training seeds 0..seeds−1 (each: initialization and data order).
+        analyzed_per_rule: at most this many Nested and this many Equal-Count solutions
+            (the lowest seeds of each) get an LLC and χ, before and after.
+        alpha: largest relative change of a group weight; floor: smallest group weight.
+        threshold: OOD balanced rate ≤ threshold → Nested, ≥ 1 − threshold → Equal-Count.
+        min_train_acc: below this training accuracy a seed is ``unfit``.
+        linear_check: also measure, at the reference solutions, the change of λ when the
+            posterior is that of the ρ-weighted loss (w* fixed), against nβ²·Σπχδ.
+    """
+
+    data: ParenDataConfig = field(default_factory=_default_data)
+    model: ParenModelConfig = field(default_factory=ParenModelConfig)
+    train: ParenTrainConfig = field(default_factory=_default_train)
+    sampler: SamplerConfig = field(default_factory=default_sampler)
+    chi_sampler: SamplerConfig = field(default_factory=default_chi_sampler)
+    probes_per_group: int | None = 32
+    seeds: int = 40
+    analyzed_per_rule: int = 4
+    alpha: float = 0.5
+    floor: float = 0.1
+    threshold: float = 0.2
+    min_train_acc: float = 0.99
+    linear_check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model.seq_len != self.data.seq_len:
+            raise ValueError(
+                f"model.seq_len {self.model.seq_len} must equal data.seq_len {self.data.seq_len}."
+            )
+        if not 0 < self.threshold < 0.5:
+            raise ValueError("threshold must lie in (0, 0.5).")
+        if self.alpha < 0 or not 0 < self.floor <= 1:
+            raise ValueError("need alpha ≥ 0 and 0 < floor ≤ 1.")
+        if self.chi_sampler.n_beta != self.sampler.n_beta:
+            raise ValueError("the χ and LLC runs must share nβ.")
+        if self.seeds < 2 or self.analyzed_per_rule < 1:
+            raise ValueError("need seeds ≥ 2 and analyzed_per_rule ≥ 1.")
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """Inverse of ``to_dict`` (JSON lists become tuples where the fields hold tuples)."""
+        values = dict(values)
+        return cls(
+            data=data_config(values.pop("data")),
+            model=ParenModelConfig(**values.pop("model")),
+            train=ParenTrainConfig(**values.pop("train")),
+            sampler=SamplerConfig.from_dict(values.pop("sampler")),
+            chi_sampler=SamplerConfig.from_dict(values.pop("chi_sampler")),
+            **values,
+        )
+
+
+def data_config(values: dict[str, Any]) -> ParenDataConfig:
+    """``ParenDataConfig`` from its ``to_dict`` form (``count_gaps`` a list in JSON)."""
+    return ParenDataConfig(**{**values, "count_gaps": tuple(values["count_gaps"])})
+
+
+def build_config(
+    *,
+    seeds: int = 40,
+    analyzed_per_rule: int = 4,
+    alpha: float = 0.5,
+    floor: float = 0.1,
+    threshold: float = 0.2,
+    never_negative_share: float = 0.85,
+    weight_decay: float = 0.1,
+    train_steps: int = 600,
+    linear_check: bool = True,
+    quick: bool = False,
+) -> ExperimentConfig:
+    """The ``ExperimentConfig`` of the experiment's settings (the command line's options).
+
+    ``quick``: tiny sizes for a smoke test (128 strings of length 4–8, d_model 8, 60 steps,
+    10 draws); it replaces the data, model, training and sampler settings, keeping ``seeds``,
+    ``analyzed_per_rule``, ``alpha``, ``floor``, ``threshold`` and ``linear_check``.
+    """
+    cfg = ExperimentConfig()
+    data = cfg.data.replace(never_negative_share=never_negative_share)
+    train = cfg.train.replace(weight_decay=weight_decay, steps=train_steps)
+    cfg = cfg.replace(
+        data=data,
+        train=train,
+        seeds=seeds,
+        analyzed_per_rule=analyzed_per_rule,
+        alpha=alpha,
+        floor=floor,
+        threshold=threshold,
+        linear_check=linear_check,
+    )
+    if quick:
+        data = ParenDataConfig(
+            min_len=4, max_len=8, n_train=128, n_ood=64, never_negative_share=0.85
+        )
+        cfg = cfg.replace(
+            data=data,
+            model=cfg.model.replace(seq_len=data.seq_len, d_model=8, d_mlp=16),
+            train=ParenTrainConfig(steps=60, batch_size=32, lr=1e-2, weight_decay=0.1),
+            sampler=cfg.sampler.replace(num_draws=10, num_burnin=5, n_beta=30.0),
+            chi_sampler=cfg.chi_sampler.replace(num_draws=10, num_burnin=5, n_beta=30.0),
+            probes_per_group=4,
+            min_train_acc=0.0,
+        )
+    return cfg

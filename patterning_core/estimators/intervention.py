@@ -198,13 +198,14 @@ def weighted_loss(loss_fn: Callable) -> Callable:
 
 def with_weights(data: tuple[Tensor, ...], weights: Tensor | np.ndarray | None) -> tuple:
     """``(ρ, *data)`` for :func:`weighted_loss`: ``weights`` (one per unit along dim 0 of
-    ``data``, or ``[n, T]`` per token) rescaled to mean 1; None gives ρ ≡ 1."""
+    ``data``, or ``[n, T]`` per token; their dtype kept) rescaled to mean 1; None gives
+    float32 ones."""
     like = data[0]
     n = like.shape[0]
     if weights is None:
         rho = torch.ones(n, dtype=torch.float32, device=like.device)
     else:
-        rho = torch.as_tensor(weights, dtype=torch.float32, device=like.device)
+        rho = torch.as_tensor(weights, device=like.device)
         if rho.shape[0] != n:
             raise ValueError(f"weights have {rho.shape[0]} rows for {n} data units.")
     return (rho / rho.mean(), *data)

@@ -156,6 +156,7 @@ def _runtime(args: argparse.Namespace) -> dict:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.pipeline import pipeline
     from flows.server import prefect_api
     from patterning_core.workspace import patterning_home
@@ -164,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with prefect_api() as api, StoreProgress(out / "chi.zarr", not args.quiet):
         print(f"Prefect API {api}; results in {out}")
-        summary = pipeline(preset="demo", out_dir=str(out), **_runtime(args))
+        summary = run_tracked(pipeline, preset="demo", out_dir=str(out), **_runtime(args))
     print_pipeline_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -243,6 +244,7 @@ def check_flow_config(name: str, config: object) -> None:
 
 
 def run_flow(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.server import prefect_api
 
     config = load_config(args.config) if args.config else {}
@@ -251,7 +253,7 @@ def run_flow(args: argparse.Namespace) -> int:
     if args.flow in ("susceptibilities", "pipeline"):
         config = {**_runtime(args), **config}
     with prefect_api():
-        result = fn(**config)
+        result = run_tracked(fn, **config)
     if args.flow == "pipeline":
         print_pipeline_summary(result, 0.0)
     else:
@@ -263,7 +265,7 @@ def run_flow(args: argparse.Namespace) -> int:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from flows.server import start_services, status, stop_services
+    from flows.server import print_status, print_stop, start_services
 
     if args.action == "start":
         state = start_services(n_workers=args.workers, with_dask=not args.no_dask)
@@ -272,12 +274,9 @@ def run_server(args: argparse.Namespace) -> int:
             print(f"Dask         {state.get('dask_address')}")
         print(f"\nexport PREFECT_API_URL={state.get('api_url')}")
     elif args.action == "stop":
-        stopped = stop_services()
-        print("stopped" if stopped else "nothing was running")
+        print_stop()
     else:
-        state = status()
-        print(f"Prefect server: {'up at ' + state['api_url'] if state['prefect_ok'] else 'down'}")
-        print(f"Dask cluster:   {'up at ' + state['dask_address'] if state['dask_ok'] else 'down'}")
+        print_status()
     return 0
 
 
@@ -310,6 +309,7 @@ def run_spacing(args: argparse.Namespace) -> int:
 
 
 def run_parentheses(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.parentheses import check_parentheses_parameters, parentheses
     from flows.server import prefect_api
     from tasks.parentheses import settings_from_args
@@ -320,7 +320,7 @@ def run_parentheses(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     with prefect_api():
-        summary = parentheses(settings, args.out)
+        summary = run_tracked(parentheses, settings, args.out)
     nested, equal = summary["fraction_nested"], summary["fraction_equal_count"]
     print(
         f"fraction Nested {nested[0]:.2f} -> {nested[1]:.2f}; Equal-Count {equal[0]:.2f} -> "
@@ -404,16 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.command_runs import interrupted_message, stop_signals
     from patterning_core.model.checkpoints import CheckpointError
     from patterning_core.sampling.sgld import ConfigError
     from patterning_core.store.chi_store import StoreError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished shards are kept; run the same command to resume.")
-        return 130
+        with stop_signals(argv):  # SIGTERM and SIGHUP end the command as Ctrl-C does
+            return args.func(args)
+    except KeyboardInterrupt as err:
+        print(f"\n{interrupted_message(err)}")
+        return 128 + getattr(err, "signum", 2)
     except (ConfigError, CheckpointError, StoreError, FileNotFoundError) as err:
         print(f"patterning: error: {err}", file=sys.stderr)
         return 2

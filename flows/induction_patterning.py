@@ -275,6 +275,7 @@ def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> Non
 def main_cli(args: argparse.Namespace) -> int:
     """Run the flow from parsed :func:`build_parser` arguments (Prefect server as the
     ``patterning`` command gets one) and print the formation table."""
+    from flows.command_runs import run_tracked
     from flows.server import prefect_api
 
     train = default_train()
@@ -297,6 +298,6 @@ def main_cli(args: argparse.Namespace) -> int:
     }
     check_induction_patterning_parameters(**params)
     with prefect_api():
-        result = induction_patterning(**params)
+        result = run_tracked(induction_patterning, **params)
     print_run_table(result)
     return 0

@@ -238,11 +238,12 @@ def params_from_args(args: argparse.Namespace) -> dict:
 
 def main_cli(args: argparse.Namespace) -> int:
     """Run the flow from parsed :func:`build_parser` arguments and print its table."""
+    from flows.command_runs import run_tracked
     from flows.server import prefect_api
 
     params = params_from_args(args)
     check_spacing_parameters(**params)
     with prefect_api():
-        result = spacing(**params)
+        result = run_tracked(spacing, **params)
     print_run_table(result)
     return 0

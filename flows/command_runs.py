@@ -44,7 +44,7 @@ from patterning_core.workspace import patterning_home, settings_digest
 
 RUNTIME_PARAMETERS = ("dask_address", "n_workers", "threads_per_worker")
 RESUMED_TAG = "resumed-from:"
-KEEP_SETTLED_S = 30 * 24 * 3600
+KEEP_S = 30 * 24 * 3600  # entries of commands gone this long are dropped
 RESUME_HINT = "finished shards are kept; run the same command to resume."
 
 
@@ -177,25 +177,52 @@ def _settle(client: Any, path: Path, entry: dict, message: str) -> dict:
     return entry
 
 
+def _claim(path: Path) -> Path | None:
+    """Take the entry at ``path`` for this process (None: another one took it first)."""
+    claimed = path.with_name(f"{path.name}.{os.getpid()}.claim")
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return None
+    return claimed
+
+
+def _release_abandoned_claims() -> None:
+    """Entries claimed by a command that died before it put them back."""
+    for claimed in ledger_dir().glob("*.json.*.claim"):
+        pid = int(claimed.name.split(".")[-2])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 0)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(claimed, claimed.with_name(claimed.name.split(".json.")[0] + ".json"))
+
+
 def settle_ended_commands(database: str | None) -> list[dict]:
     """Mark Crashed the runs that commands now gone left unfinished in ``database`` (their
-    flow run trees: see ``crash_run_tree``); print one line per run marked. Entries settled
-    long ago are removed. Returns the entries settled now."""
+    flow run trees: see ``crash_run_tree``); print one line per command whose runs were
+    marked. Entries older than ``KEEP_S`` whose command is gone are removed. Returns the
+    entries settled now."""
     from prefect.client.orchestration import get_client
 
+    _release_abandoned_claims()
     pending = []
     for path, entry in _entries():
-        if entry.get("settled"):
-            if time.time() - entry["settled"] > KEEP_SETTLED_S:
-                path.unlink(missing_ok=True)
+        if not _ended(entry):
             continue
-        if entry.get("database") == database and _ended(entry):
-            pending.append((path, entry))
+        if time.time() - entry.get("started", 0.0) > KEEP_S:
+            path.unlink(missing_ok=True)
+        elif not entry.get("settled") and entry.get("database") == database:
+            pending.append(path)
     if not pending:
         return []
     settled = []
     with get_client(sync_client=True) as client:
-        for path, entry in pending:
+        for path in pending:
+            claimed = _claim(path)
+            entry = _read(claimed) if claimed else None
+            if entry is None:  # another command is settling it
+                continue
             message = (
                 f"The command that ran this flow ({entry.get('command')}, pid "
                 f"{entry['process'].partition(':')[0]} on {entry['host']}) ended without "
@@ -203,7 +230,12 @@ def settle_ended_commands(database: str | None) -> list[dict]:
                 "marked Crashed when the next command started. Run the same command again "
                 "to resume: finished shards are kept."
             )
-            entry = _settle(client, path, entry, message)
+            try:
+                entry = _settle(client, path, entry, message)
+            except BaseException:
+                os.replace(claimed, path)  # unsettled: the next command tries again
+                raise
+            claimed.unlink(missing_ok=True)
             settled.append(entry)
             if entry["marked"]:
                 print(
@@ -216,16 +248,20 @@ def settle_ended_commands(database: str | None) -> list[dict]:
 
 def _take_resumable(database: str | None, key: str) -> dict | None:
     """The newest run of an ended command of the same flow and parameters; its entry
-    (and those of older ones) leave the ledger: this command takes over."""
+    (and those of older ones) leave the ledger: this command takes over (of two commands
+    started at once, the one that removes an entry first)."""
     same = [
         (path, entry)
         for path, entry in _entries()
         if entry.get("database") == database and entry.get("key") == key and _ended(entry)
     ]
     same.sort(key=lambda pe: pe[1].get("started", 0.0))
-    for path, _ in same:
-        path.unlink(missing_ok=True)
-    runs = [entry for _, entry in same if entry.get("flow_run_id")]
+    taken = []
+    for path, entry in same:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            taken.append(entry)
+    runs = [entry for entry in taken if entry.get("flow_run_id")]
     return runs[-1] if runs else None
 
 

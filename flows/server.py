@@ -279,6 +279,14 @@ def _home_of(proc: psutil.Process) -> Path | None:
     return (Path(proc.cwd()) / env["PATTERNING_HOME"]).resolve()
 
 
+def _runs_a_service(pid: int) -> bool:
+    """Whether ``pid`` still runs a Prefect server or Dask command (not a reused pid)."""
+    try:
+        return _alive(pid) and _service_kind(psutil.Process(pid).cmdline()) is not None
+    except psutil.Error:
+        return False
+
+
 def find_services() -> list[dict]:
     """Every Prefect server and Dask scheduler/worker command of this user running for this
     project home, each with ``kind``, ``pid``, ``pgid``, ``address`` and ``role``:
@@ -387,7 +395,7 @@ def stop_services() -> dict:
         ("prefect_pid", "Prefect server"),
     ):
         pid = state.get(key)
-        if pid and pid not in known and _alive(pid):  # not found by its command line
+        if pid and pid not in known and _runs_a_service(pid):  # started by an older version
             _kill(pid)
             address = (
                 state.get("api_url") if kind == "Prefect server" else state.get("dask_address")

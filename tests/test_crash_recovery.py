@@ -299,6 +299,47 @@ def test_status_reports_services_left_behind_and_stop_ends_them(tmp_path, monkey
                 proc.wait()
 
 
+# ----------------------------------------------------------------------------- the ledger
+
+
+def test_the_ledger_resumes_the_newest_ended_run_and_forgets_old_entries(monkeypatch):
+    """Which entry a rerun takes over, and the ledger's housekeeping (no Prefect needed)."""
+    import socket
+
+    from flows import command_runs as cr
+    from flows.server import _process_key
+
+    monkeypatch.setattr(cr, "ledger_dir", lambda: Path(os.environ["PATTERNING_HOME"]) / "led")
+    gone, alive = "1:0.00", _process_key(os.getpid())  # pid 1 did not start at time 0
+    key = cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "x", "n_workers": 2})
+    assert key == cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "x", "n_workers": 4})
+    assert key != cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "y", "n_workers": 2})
+    now = time.time()
+
+    def entry(name: str, process: str, started: float, **more) -> Path:
+        path = cr.ledger_dir() / f"{name}.json"
+        record = {"host": socket.gethostname(), "process": process, "database": "db"}
+        cr._write(path, record | {"key": key, "started": started, "flow_run_id": name} | more)
+        return path
+
+    older, newer = entry("older", gone, now - 20), entry("newer", gone, now - 10)
+    running = entry("running", alive, now)
+    other_db = entry("other-db", gone, now - 5, database="elsewhere")
+    failed_here = entry("failed", alive, now - 1, key="other", ended=True)
+    ancient = entry("ancient", gone, now - cr.KEEP_S - 1, database="elsewhere")
+    claimed = entry("claimed", gone, now - 1, database="elsewhere")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    claimed.rename(claimed.with_name(f"claimed.json.{ended.pid}.claim"))  # by a command gone
+
+    assert cr._take_resumable("db", key)["flow_run_id"] == "newer"
+    assert not older.exists() and not newer.exists() and running.exists() and other_db.exists()
+    assert cr._take_resumable("db", "other")["flow_run_id"] == "failed"
+    assert not failed_here.exists()
+    assert cr.settle_ended_commands("nothing to settle") == []  # never reaches Prefect
+    assert not ancient.exists() and claimed.exists() and other_db.exists()
+
+
 # ----------------------------------------------------------------------------- runs
 
 

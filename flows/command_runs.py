@@ -296,7 +296,7 @@ def run_tracked(flow: Any, /, *args: Any, **kwargs: Any) -> Any:
         state = previous.get("state") or "unfinished"
         print(
             f"resuming flow run {previous.get('flow_run_name')} ({previous['flow_run_id']}, "
-            f"{state}); its flow run is tagged {RESUMED_TAG}{previous['flow_run_id']}"
+            f"{state}); this run is tagged {RESUMED_TAG}{previous['flow_run_id']}"
         )
         extra_tags.append(f"{RESUMED_TAG}{previous['flow_run_id']}")
     session = uuid.uuid4().hex[:12]

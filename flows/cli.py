@@ -134,6 +134,7 @@ def dask_address(args: argparse.Namespace) -> str | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.parameters import PipelineParameters
     from flows.pipeline import pipeline
     from flows.server import prefect_api
@@ -146,7 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with prefect_api() as api, StoreProgress(out / "chi.zarr", not args.quiet):
         print(f"Prefect API {api}; results in {out}")
-        summary = pipeline(params)
+        summary = run_tracked(pipeline, params)
     print_pipeline_summary(summary, time.perf_counter() - started)
     return 0
 
@@ -229,6 +230,7 @@ def with_runtime(model: type, config: dict, args: argparse.Namespace) -> dict:
 
 
 def run_flow(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.server import prefect_api
 
     config = load_config(args.config) if args.config else {}
@@ -237,7 +239,7 @@ def run_flow(args: argparse.Namespace) -> int:
     fn, model = flow_and_parameters(args.flow)
     params = model.model_validate(with_runtime(model, config, args))  # before any server
     with prefect_api():
-        result = fn(params)
+        result = run_tracked(fn, params)
     if args.flow == "pipeline":
         print_pipeline_summary(result, 0.0)
     elif "rows" in result:
@@ -251,7 +253,7 @@ def run_flow(args: argparse.Namespace) -> int:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from flows.server import start_services, status, stop_services
+    from flows.server import print_status, print_stop, start_services
 
     if args.action == "start":
         state = start_services(n_workers=args.workers, with_dask=not args.no_dask)
@@ -260,12 +262,9 @@ def run_server(args: argparse.Namespace) -> int:
             print(f"Dask         {state.get('dask_address')}")
         print(f"\nexport PREFECT_API_URL={state.get('api_url')}")
     elif args.action == "stop":
-        stopped = stop_services()
-        print("stopped" if stopped else "nothing was running")
+        print_stop()
     else:
-        state = status()
-        print(f"Prefect server: {'up at ' + state['api_url'] if state['prefect_ok'] else 'down'}")
-        print(f"Dask cluster:   {'up at ' + state['dask_address'] if state['dask_ok'] else 'down'}")
+        print_status()
     return 0
 
 
@@ -295,6 +294,7 @@ def print_run_table(result: dict) -> None:
 
 
 def run_induce(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.induction_patterning import induction_patterning
     from flows.parameters import InductionPatterningParameters
     from flows.server import prefect_api
@@ -319,7 +319,7 @@ def run_induce(args: argparse.Namespace) -> int:
         n_workers=args.workers,
     )
     with prefect_api():
-        result = induction_patterning(params)
+        result = run_tracked(induction_patterning, params)
     print_run_table(result)
     return 0
 
@@ -352,18 +352,20 @@ def spacing_parameters(args: argparse.Namespace):  # -> SpacingParameters
 
 
 def run_spacing(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.server import prefect_api
     from flows.spacing import spacing
 
     params = spacing_parameters(args)
     with prefect_api():
-        result = spacing(params)
+        result = run_tracked(spacing, params)
     print_run_table(result)
     return 0
 
 
 def run_toy_superposition(args: argparse.Namespace) -> int:
     """Demonstration 0 (``flows/toy_superposition.py``); print the headline numbers."""
+    from flows.command_runs import run_tracked
     from flows.parameters import ToySuperpositionParameters
     from flows.server import prefect_api
     from flows.toy_superposition import toy_superposition
@@ -372,7 +374,7 @@ def run_toy_superposition(args: argparse.Namespace) -> int:
         seeds=args.seeds, target=args.target, alpha=args.alpha, out_dir=args.out
     )
     with prefect_api():
-        result = toy_superposition(params)
+        result = run_tracked(toy_superposition, params)
     c, t = result["conditions"], result["targets"]
     for name, s in c.items():
         lo, hi = s["wilson95"]
@@ -419,13 +421,14 @@ def model_options(args: argparse.Namespace, model: type) -> dict:
 
 
 def run_parentheses(args: argparse.Namespace) -> int:
+    from flows.command_runs import run_tracked
     from flows.parentheses import ParenthesesParameters, parentheses
     from flows.server import prefect_api
 
     # A pydantic ValidationError here (main(): exit status 2) comes before any server starts.
     params = ParenthesesParameters(**model_options(args, ParenthesesParameters))
     with prefect_api():
-        summary = parentheses(params, args.out)
+        summary = run_tracked(parentheses, params, args.out)
     nested, equal = summary["fraction_nested"], summary["fraction_equal_count"]
     print(
         f"fraction Nested {nested[0]:.2f} -> {nested[1]:.2f}; Equal-Count {equal[0]:.2f} -> "
@@ -555,16 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.command_runs import interrupted_message, stop_signals
     from flows.parameters import describe
     from patterning_core.model.checkpoints import CheckpointError
     from patterning_core.store.chi_store import StoreError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished shards are kept; run the same command to resume.")
-        return 130
+        with stop_signals(argv):  # SIGTERM and SIGHUP end the command as Ctrl-C does
+            return args.func(args)
+    except KeyboardInterrupt as err:
+        print(f"\n{interrupted_message(err)}")
+        return 128 + getattr(err, "signum", 2)
     except ValidationError as err:
         print(f"patterning: error: {describe(err)}", file=sys.stderr)
         return 2

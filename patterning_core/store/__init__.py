@@ -1,9 +1,11 @@
-"""The χ store (one Zarr group per run, read and written through xarray), its export to
-CSV/netCDF, and workloads (everything a χ shard needs, rebuilt from a small JSON spec).
+"""The χ store (one Zarr group per run, read and written through xarray), its map (readouts
+written back next to χ: ``chi_map``), its export to CSV/netCDF, and workloads (everything a
+χ shard needs, rebuilt from a small JSON spec).
 
 May import sampling, estimators, model and data.
 """
 
+from patterning_core.store.chi_map import open_chi_map, write_chi_map
 from patterning_core.store.chi_store import (
     StoreError,
     StoreMissingError,
@@ -13,6 +15,7 @@ from patterning_core.store.chi_store import (
     open_chi,
     read_stats,
     store_summary,
+    write_chi,
     write_shard,
 )
 
@@ -23,7 +26,10 @@ __all__ = [
     "completed",
     "create_store",
     "open_chi",
+    "open_chi_map",
     "read_stats",
     "store_summary",
+    "write_chi",
+    "write_chi_map",
     "write_shard",
 ]

@@ -7,6 +7,7 @@ patterning server start|stop|status a local Prefect server and Dask cluster (127
 patterning induce | spacing | parentheses   the patterning demonstrations
 patterning chi show PATH            summary of a χ store
 patterning chi export PATH ...      a selection of χ as CSV or netCDF
+patterning chi map PATH --out DIR   the map of a χ store: modes, spectra, token embeddings
 
 Each command builds its flow's parameter model (``flows/parameters.py``) from its options
 or config file before anything starts: bad parameters exit with status 2 and one line
@@ -264,9 +265,29 @@ def run_chi(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(store_summary(args.path))
         return 0
+    if args.action == "map":
+        return run_chi_map(args)
     out = args.out or str(Path(args.path).with_suffix(".csv" if args.format == "csv" else ".nc"))
     path = export_chi(args.path, out, args.format, args.checkpoint, args.component)
     print(f"wrote {path}")
+    return 0
+
+
+def run_chi_map(args: argparse.Namespace) -> int:
+    """``patterning chi map``: the ``chi-map`` flow's work in this process (no server)."""
+    from flows.chi_map import map_here
+    from flows.parameters import ChiMapParameters
+
+    out = args.out or str(Path(args.path).with_suffix("")) + "-map"
+    params = ChiMapParameters(
+        store=args.path,
+        out_dir=out,
+        checkpoints=args.checkpoint,
+        color_by=args.color_by or [],
+        umap=not args.no_umap,
+    )
+    result = map_here(params)
+    print(f"map of {result['checkpoints']} written to {args.path}; page {result['page']}")
     return 0
 
 
@@ -464,12 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     paren.set_defaults(func=run_parentheses)
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")
-    chi.add_argument("action", choices=("show", "export"))
+    chi.add_argument("action", choices=("show", "export", "map"))
     chi.add_argument("path", help="χ store (path or fsspec URL)")
     chi.add_argument("--format", choices=("csv", "netcdf"), default="csv")
-    chi.add_argument("--out", help="output file (default beside the store)")
+    chi.add_argument("--out", help="output file, or the map's folder (default beside the store)")
     chi.add_argument("--checkpoint", type=int, action="append", help="select checkpoint steps")
     chi.add_argument("--component", action="append", help="select components")
+    chi.add_argument("--color-by", action="append", help="map: colour tokens by this coordinate")
+    chi.add_argument("--no-umap", action="store_true", help="map: PCA only, no UMAP")
     chi.set_defaults(func=run_chi)
     return parser
 

@@ -20,6 +20,7 @@ from patterning_core.store.chi_map import (
     PARTS_GROUP,
     compute_checkpoint_map,
     open_chi_map,
+    read_checkpoint_chi,
     write_chi_map,
 )
 from patterning_core.store.chi_store import StoreError, create_store, open_chi, write_chi
@@ -69,7 +70,10 @@ def store(tmp_path):
 
 
 def chi_of(store, step: int) -> xr.DataArray:
-    return open_chi(store, use_dask=False)["chi"].sel(checkpoint=step).load()
+    chi, record = read_checkpoint_chi(store, step)
+    assert record != 0
+    np.testing.assert_array_equal(chi.values, open_chi(store)["chi"].sel(checkpoint=step).values)
+    return chi
 
 
 def test_layers_group_heads_and_keep_other_components_apart():

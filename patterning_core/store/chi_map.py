@@ -86,11 +86,19 @@ def read_checkpoint_chi(store: str | Path, step: int) -> tuple[xr.DataArray, int
             f"χ of checkpoint {step} in {store} is not assembled: run the susceptibilities "
             "flow to finish it (or leave the checkpoint out)."
         )
-    ds = open_chi(store, use_dask=False)
-    chi = ds["chi"].sel(checkpoint=step).drop_vars(["checkpoint", "chi_complete"]).load()
+    group = _group(store)  # one chunk of χ, whatever else the store holds
+    ci = [int(s) for s in np.asarray(group["checkpoint"][:])].index(int(step))
+    chi = xr.DataArray(
+        np.asarray(group["chi"][ci], dtype=np.float64),
+        dims=("component", "unit"),
+        coords={
+            "component": [str(c) for c in np.asarray(group["component"][:])],
+            "unit": np.asarray(group["unit"][:]),
+        },
+    )
     if chi_records(store)[step] != before[step]:
         raise StoreError(f"χ of checkpoint {step} in {store} changed while being read; retry.")
-    return chi.transpose("component", "unit"), before[step]
+    return chi, before[step]
 
 
 def part_name(step: int, settings: ChiMapSettings, record: int) -> str:

@@ -203,6 +203,9 @@ def test_map_is_written_next_to_chi_and_read_back(store):
     tracked = read["tracked_loading"].sel(checkpoint=0).values
     own = read["component_loading"].sel(checkpoint=0).values[read["matched_mode"][0].values - 1]
     np.testing.assert_allclose(tracked, own * read["matched_sign"][0].values[:, None])
+    # the generic readout the spacing fin metric builds on: ρ per checkpoint and mode
+    rho = coordinate_correlation(read["unit_loading"], "position", read["pattern_class"] == "space")
+    assert rho.dims == ("checkpoint", "mode") and np.isfinite(rho.values).all()
     # the readout is what a checkpoint's own computation gives
     alone = checkpoint_readout(chi_of(store, 50), settings)
     np.testing.assert_allclose(read["umap"].sel(checkpoint=50), alone["umap"])

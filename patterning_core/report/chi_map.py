@@ -147,7 +147,12 @@ def plot_trajectories(ds: xr.Dataset, path: str | os.PathLike[str], n_tracks: in
     k = min(n_tracks, ds.sizes["track"])
     steps = [int(s) for s in ds.checkpoint.values]
     names = [str(c) for c in ds.component.values]
-    fig, axes = plt.subplots(1, k + 1, figsize=(3.8 + 3.4 * k, 0.9 + max(2.4, 0.32 * len(steps))))
+    fig, axes = plt.subplots(
+        1,
+        k + 1,
+        figsize=(3.8 + 3.6 * k, 1.4 + max(2.4, 0.32 * len(steps))),
+        layout="constrained",
+    )
     ev = ds["tracked_explained_variance"]
     for track in ds.track.values[: max(k, min(8, ds.sizes["track"]))]:
         axes[0].plot(steps, ev.sel(track=track).values, "o-", ms=3, label=f"T{int(track)}")
@@ -166,20 +171,26 @@ def plot_trajectories(ds: xr.Dataset, path: str | os.PathLike[str], n_tracks: in
             vmax=lim,
             interpolation="nearest",
         )
-        labels = [
-            f"{s}: PC{int(m)}{'+' if sg > 0 else '−'} ({c:.2f})"
-            for s, m, sg, c in zip(
-                steps,
-                at["matched_mode"].values,
-                at["matched_sign"].values,
-                at["match_cosine"].values,
-                strict=True,
+        matches = zip(
+            at["matched_mode"].values,
+            at["matched_sign"].values,
+            at["match_cosine"].values,
+            strict=True,
+        )
+        for row, (mode, sign, cosine) in enumerate(matches):
+            ax.text(
+                len(names) - 0.6,
+                row,
+                f"PC{int(mode)}{'+' if sign > 0 else '−'} |cos| {cosine:.2f}",
+                ha="right",
+                va="center",
+                fontsize=6,
+                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1},
             )
-        ]
-        ax.set_yticks(range(len(steps)), labels, fontsize=6)
+        ax.set_yticks(range(len(steps)), [str(s) for s in steps], fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         ax.set_title(f"T{int(track)} component loadings", fontsize=9)
-    axes[1].set_ylabel("step: own mode, sign (|cos|)", fontsize=7)
+    axes[1].set_ylabel("step (box: own mode, sign, |cos|)", fontsize=7)
     fig.colorbar(image, ax=axes[1:].tolist(), fraction=0.02)
     fig.suptitle(
         f"modes over training (T j = mode j at step {ds.attrs.get('reference_checkpoint')})"

@@ -262,3 +262,23 @@ def test_cli_writes_the_page(store, tmp_path, capsys):
     assert "umap" not in open_chi_map(store)
     assert main(["chi", "map", str(store), "--color-by", "nonsense"]) == 2
     assert "no unit coordinate ['nonsense']" in capsys.readouterr().err
+
+
+def test_map_of_a_store_at_an_fsspec_url():
+    url = "memory://chi-map-test/chi.zarr"
+    create_store(
+        url,
+        checkpoints=[0, 1],
+        components=["L0H0", "L0H1", "embed"],
+        num_chains=1,
+        num_draws=2,
+        unit_coords={"position": np.arange(12)},
+        attrs={},
+    )
+    rng = np.random.default_rng(0)
+    for step in (0, 1):
+        write_chi(url, step, rng.normal(size=(3, 12)))
+    write_chi_map(url, ChiMapSettings(n_modes=2, umap=False))
+    ds = open_chi_map(url)
+    assert ds.sizes["checkpoint"] == 2 and ds["map_current"].all()
+    assert list(ds["position"].values) == list(range(12))

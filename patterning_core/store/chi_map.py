@@ -141,7 +141,11 @@ def _write_group(store: str | Path, name: str, ds: xr.Dataset) -> None:
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
             if target.exists():
                 os.rename(target, old)
-            os.rename(staging, target)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another writer put its complete group there first: keep it
+                if _open_group(store, name) is None:
+                    raise
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

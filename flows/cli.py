@@ -7,6 +7,7 @@ patterning server start|stop|status a local Prefect server and Dask cluster (127
 patterning induce | spacing | parentheses | toy-superposition   the demonstrations
 patterning chi show PATH...         summary of χ stores (several: compared as runs)
 patterning chi export PATH... ...   a selection of χ as CSV or netCDF
+patterning chi map PATH --out DIR   the map of a χ store: modes, spectra, token embeddings
 
 Each command builds its flow's parameter model (``flows/parameters.py``) from its options
 or config file before anything starts: bad parameters exit with status 2 and one line
@@ -272,6 +273,8 @@ def run_chi(args: argparse.Namespace) -> int:
     from patterning_core.store.export import default_export_path, export_chi
     from patterning_core.store.runs import one_or_runs, summary
 
+    if args.action == "map":
+        return run_chi_map(args)
     stores = one_or_runs(args.path, args.run)
     if args.action == "show":
         print(summary(stores, args.run))
@@ -279,6 +282,27 @@ def run_chi(args: argparse.Namespace) -> int:
     out = args.out or default_export_path(stores, args.format)
     path = export_chi(stores, out, args.format, args.checkpoint, args.component, runs=args.run)
     print(f"wrote {path}")
+    return 0
+
+
+def run_chi_map(args: argparse.Namespace) -> int:
+    """``patterning chi map``: the ``chi-map`` flow's work in this process (no server)."""
+    from flows.chi_map import map_here
+    from flows.parameters import ChiMapParameters
+
+    if len(args.path) != 1:
+        raise ConfigError("chi map draws one store at a time: give one path.")
+    (store,) = args.path
+    out = args.out or str(Path(store).with_suffix("")) + "-map"
+    params = ChiMapParameters(
+        store=store,
+        out_dir=out,
+        checkpoints=args.checkpoint,
+        color_by=args.color_by or [],
+        umap=not args.no_umap,
+    )
+    result = map_here(params)
+    print(f"map of {result['checkpoints']} written to {store}; page {result['page']}")
     return 0
 
 
@@ -546,13 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
     toy_sup.set_defaults(func=run_toy_superposition)
 
     chi = sub.add_parser("chi", help="inspect and export χ stores")
-    chi.add_argument("action", choices=("show", "export"))
+    chi.add_argument("action", choices=("show", "export", "map"))
     chi.add_argument("path", nargs="+", help="χ store(s) (path or fsspec URL); several: as runs")
     chi.add_argument("--run", action="append", help="label of each store, in order (several)")
     chi.add_argument("--format", choices=("csv", "netcdf"), default="csv")
-    chi.add_argument("--out", help="output file (default beside the store)")
+    chi.add_argument("--out", help="output file, or the map's folder (default beside the store)")
     chi.add_argument("--checkpoint", type=int, action="append", help="select checkpoint steps")
     chi.add_argument("--component", action="append", help="select components")
+    chi.add_argument("--color-by", action="append", help="map: colour tokens by this coordinate")
+    chi.add_argument("--no-umap", action="store_true", help="map: PCA only, no UMAP")
     chi.set_defaults(func=run_chi)
     return parser
 

@@ -45,6 +45,7 @@ from patterning_core.store.workloads import workload_kinds
 from tasks.training import check_training_inputs
 
 __all__ = [
+    "ChiMapParameters",
     "DecomposeParameters",
     "FlowParameters",
     "InductionPatterningParameters",
@@ -420,3 +421,65 @@ def _fields_of(model_name: str) -> list[str]:
             return list(model.model_fields)
         stack += model.__subclasses__()
     return []
+
+
+class ChiMapParameters(FlowParameters):
+    """``chi-map`` flow: readouts of the χ store ``store`` (``patterning_core.store.chi_map``)
+    written back next to χ, and their page in ``out_dir``.
+
+    ``checkpoints``: steps to map (default: every assembled one); ``reference``: the step
+    whose modes name the tracked modes (default: the last); ``color_by``: unit coordinates
+    to colour the token embeddings by (besides ``pattern_class``); ``n_modes``, ``umap``,
+    ``umap_neighbors``, ``umap_min_dist``, ``seed``: what is computed
+    (``estimators.chi_map.ChiMapSettings``); ``dask_address`` or ``n_workers`` local
+    processes for the checkpoints (1: one by one, here).
+    """
+
+    store: str
+    out_dir: str
+    checkpoints: list[int] | None = None
+    reference: int | None = None
+    color_by: list[str] = Field(default_factory=list)
+    n_modes: int = Field(8, ge=1)
+    umap: bool = True
+    umap_neighbors: int = Field(15, ge=2)
+    umap_min_dist: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int = 0
+    dask_address: str | None = None
+    n_workers: int = Field(1, ge=1)
+
+    def settings(self):  # -> ChiMapSettings
+        from patterning_core.estimators.chi_map import ChiMapSettings
+
+        return ChiMapSettings(
+            n_modes=self.n_modes,
+            umap=self.umap,
+            umap_neighbors=self.umap_neighbors,
+            umap_min_dist=self.umap_min_dist,
+            seed=self.seed,
+        )
+
+    @model_validator(mode="after")
+    def _check(self) -> ChiMapParameters:
+        from patterning_core.store.chi_map import complete_checkpoints
+        from patterning_core.store.chi_store import StoreError, open_chi
+
+        try:
+            ds = open_chi(self.store)
+            assembled = complete_checkpoints(self.store)
+        except StoreError as err:
+            raise ConfigError(f"store: {err}") from err
+        names = [str(n) for n, c in ds.coords.items() if c.dims == ("unit",) and n != "unit"]
+        unknown = [c for c in self.color_by if c not in names and c != "unit"]
+        if unknown:
+            raise ConfigError(f"color_by: no unit coordinate {unknown}; the store has {names}.")
+        steps = self.checkpoints if self.checkpoints is not None else assembled
+        missing = [s for s in steps if s not in assembled]
+        if missing or not steps:
+            raise ConfigError(
+                f"checkpoints: χ is not assembled at {missing or 'any checkpoint'} (assembled: "
+                f"{assembled}); run the susceptibilities flow first, or pick from those."
+            )
+        if self.reference is not None and self.reference not in steps:
+            raise ConfigError(f"reference {self.reference} is not among the checkpoints {steps}.")
+        return self

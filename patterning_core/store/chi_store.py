@@ -549,6 +549,25 @@ def assemble_chi(store: str | Path, checkpoint: int) -> xr.DataArray:
     return chi
 
 
+def write_chi(store: str | Path, checkpoint: int, chi: np.ndarray | xr.DataArray) -> None:
+    """Write an already assembled χ ``[component, unit]`` of ``checkpoint`` (χ computed
+    elsewhere, or a synthetic one for tests and benchmarks), recorded complete as
+    :func:`assemble_chi` records it. A DataArray is put in the store's component order."""
+    ds = _open(store)
+    if isinstance(chi, xr.DataArray):
+        chi = chi.transpose("component", "unit").sel(component=ds.component.values).values
+    values = np.asarray(chi, dtype=np.float64)
+    shape = (ds.sizes["component"], ds.sizes["unit"])
+    if values.shape != shape or not np.isfinite(values).all():
+        raise StoreError(f"χ to write must be finite with shape {shape}, got {values.shape}.")
+    group = _group(store, mode="r+")
+    ci = _index([int(c) for c in ds.checkpoint.values], [int(checkpoint)], "checkpoint")[0]
+    with _disk_full_is_clear(store, f"χ of checkpoint {int(checkpoint)}"):
+        group["chi_done"][ci] = 0
+        group["chi"][ci] = values
+        group["chi_done"][ci] = _checksum(values)
+
+
 def store_summary(store: str | Path) -> str:
     """A human-readable summary: layout, completion, and χ statistics per checkpoint."""
     ds = open_chi(store, use_dask=False)

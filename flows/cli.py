@@ -35,6 +35,7 @@ FLOWS = (
     "induction-patterning",
     "spacing",
     "toy-superposition",
+    "chi-map",
 )
 
 
@@ -213,6 +214,10 @@ def flow_and_parameters(name: str):  # -> (prefect.Flow, type[FlowParameters])
         from flows.toy_superposition import toy_superposition as fn
 
         return fn, P.ToySuperpositionParameters
+    if name == "chi-map":
+        from flows.chi_map import chi_map as fn
+
+        return fn, P.ChiMapParameters
     from flows.pipeline import pipeline as fn
 
     return fn, P.PipelineParameters

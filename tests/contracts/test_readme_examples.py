@@ -34,7 +34,7 @@ import pytest
 
 from tests.chi_stores import demo_stores
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
 NOT_RUN = re.compile(r"^\s*<!--\s*not run:\s*(?P<reason>.*?)\s*-->\s*$")
@@ -90,7 +90,7 @@ def test_every_block_is_run_or_says_why_not():
         where = f"README.md:{block.line} ({block.section})"
         assert block.language in LANGUAGES, (
             f"{where}: a ```{block.language} block is neither run nor checked; write it as "
-            "```python or ```bash (or extend tests/test_readme_examples.py)"
+            "```python or ```bash (or extend tests/contracts/test_readme_examples.py)"
         )
         if block.not_run is not None:
             assert block.not_run, f"{where}: <!-- not run: --> needs a reason"

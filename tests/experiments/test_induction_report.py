@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_demo_report(tmp_path) -> None:
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "induction_report.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "induction_report.py"
     spec = importlib.util.spec_from_file_location("induction_report", script)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "patterning_core"
 
 FORBIDDEN_IN_CORE = ("prefect", "prefect_dask", "dask", "distributed", "flows", "tasks")

@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from patterning_core.store.chi_store import completed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from patterning_core.model.checkpoints import (
 from patterning_core.model.training import TrainConfig, train
 from patterning_core.model.transformer import TransformerConfig, init_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = TransformerConfig(n_layers=1, n_heads=2, d_model=8, d_head=4, n_ctx=6, d_vocab=11)
 REFUSED = r"not a readable safetensors checkpoint .*never loads pickled files"
 

@@ -115,9 +115,24 @@ def _spawn(args: list[str], log: Path, env: dict | None = None, owned: bool = Fa
     return proc.pid
 
 
+def _start_ticks(pid: int) -> str | None:
+    """A process's start time in clock ticks after boot (``/proc/PID/stat``, field 22), or
+    None where there is no ``/proc``. Unlike ``create_time()`` (boot time read from the wall
+    clock plus these ticks) it never drifts while the process runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
 def _process_key(pid: int) -> str:
-    """``pid:start time``: names one process, even after its pid is reused."""
-    return f"{pid}:{psutil.Process(pid).create_time():.2f}"
+    """``pid:start``: names one process, even after its pid is reused (start: clock ticks
+    after boot on Linux, else the creation time in seconds with two decimals)."""
+    ticks = _start_ticks(pid)
+    return (
+        f"{pid}:{ticks}" if ticks is not None else f"{pid}:{psutil.Process(pid).create_time():.2f}"
+    )
 
 
 def process_running(key: str) -> bool:
@@ -125,10 +140,11 @@ def process_running(key: str) -> bool:
     pid, _, started = key.partition(":")
     try:
         proc = psutil.Process(int(pid))
-        return (
-            abs(proc.create_time() - float(started)) < 0.05
-            and proc.status() != psutil.STATUS_ZOMBIE
-        )
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if "." not in started:
+            return _start_ticks(int(pid)) == started
+        return abs(proc.create_time() - float(started)) < 0.05
     except (psutil.NoSuchProcess, ValueError):
         return False
     except psutil.AccessDenied:

@@ -95,7 +95,7 @@ def test_every_block_is_run_or_says_why_not():
         if block.not_run is not None:
             assert block.not_run, f"{where}: <!-- not run: --> needs a reason"
     queries = [b for b in RUN if b.section == "Querying χ"]
-    assert [b.language for b in queries] == ["python", "python", "bash"], queries
+    assert [b.language for b in queries] == ["python", "python", "bash", "bash", "python"], queries
 
 
 @pytest.fixture(scope="module")

@@ -224,9 +224,12 @@ def fake_service(tmp_path: Path, argv: list[str], env: dict) -> subprocess.Popen
     """A process whose command line reads ``ARGV[0] ARGV[1:]`` (e.g. ``prefect server
     start``), as a leftover service's would."""
     script = tmp_path / "bin" / argv[0]
-    script.parent.mkdir(exist_ok=True)
-    script.write_text("#!/bin/sh\nsleep 600\n")
-    script.chmod(0o755)
+    if not script.exists():  # never rewritten: a shell starting on it would read it empty
+        script.parent.mkdir(exist_ok=True)
+        partial = script.with_suffix(".partial")
+        partial.write_text("#!/bin/sh\nsleep 600\n")
+        partial.chmod(0o755)
+        partial.replace(script)
     return subprocess.Popen(
         [str(script), *argv[1:]], env={**os.environ, **env}, start_new_session=True
     )

@@ -27,16 +27,26 @@ from pydantic import ValidationError
 
 from patterning_core.sampling.config import ConfigError
 
-FLOWS = (
-    "train",
-    "susceptibilities",
-    "decompose",
-    "pipeline",
-    "induction-patterning",
-    "spacing",
-    "toy-superposition",
-    "chi-map",
-)
+# `patterning run NAME`: the module and function of each flow, and its parameter model
+# (flows/parameters.py). Flows are imported only when run (Prefect is slow to import).
+FLOWS = {
+    "train": ("flows.train", "train_flow", "TrainParameters"),
+    "susceptibilities": ("flows.susceptibilities", "susceptibilities", "SusceptibilityParameters"),
+    "decompose": ("flows.decompose", "decompose_flow", "DecomposeParameters"),
+    "pipeline": ("flows.pipeline", "pipeline", "PipelineParameters"),
+    "induction-patterning": (
+        "flows.induction_patterning",
+        "induction_patterning",
+        "InductionPatterningParameters",
+    ),
+    "spacing": ("flows.spacing", "spacing", "SpacingParameters"),
+    "toy-superposition": (
+        "flows.toy_superposition",
+        "toy_superposition",
+        "ToySuperpositionParameters",
+    ),
+    "chi-map": ("flows.chi_map", "chi_map", "ChiMapParameters"),
+}
 
 
 # ----------------------------------------------------------------------------- toy
@@ -187,40 +197,13 @@ def load_config(path: str) -> dict:
 
 
 def flow_and_parameters(name: str):  # -> (prefect.Flow, type[FlowParameters])
-    """The flow ``name`` (one of ``FLOWS``) and its parameter model."""
-    from flows import parameters as P
+    """The flow ``name`` (a key of ``FLOWS``) and its parameter model."""
+    import importlib
 
-    if name == "train":
-        from flows.train import train_flow as fn
+    from flows import parameters
 
-        return fn, P.TrainParameters
-    if name == "susceptibilities":
-        from flows.susceptibilities import susceptibilities as fn
-
-        return fn, P.SusceptibilityParameters
-    if name == "decompose":
-        from flows.decompose import decompose_flow as fn
-
-        return fn, P.DecomposeParameters
-    if name == "induction-patterning":
-        from flows.induction_patterning import induction_patterning as fn
-
-        return fn, P.InductionPatterningParameters
-    if name == "spacing":
-        from flows.spacing import spacing as fn
-
-        return fn, P.SpacingParameters
-    if name == "toy-superposition":
-        from flows.toy_superposition import toy_superposition as fn
-
-        return fn, P.ToySuperpositionParameters
-    if name == "chi-map":
-        from flows.chi_map import chi_map as fn
-
-        return fn, P.ChiMapParameters
-    from flows.pipeline import pipeline as fn
-
-    return fn, P.PipelineParameters
+    module, function, model = FLOWS[name]
+    return getattr(importlib.import_module(module), function), getattr(parameters, model)
 
 
 def with_runtime(model: type, config: dict, args: argparse.Namespace) -> dict:
@@ -524,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.set_defaults(func=run_toy)
 
     run = sub.add_parser("run", help="run one flow with parameters from a JSON/YAML file")
-    run.add_argument("flow", choices=FLOWS)
+    run.add_argument("flow", choices=list(FLOWS))
     run.add_argument("--config", help="JSON or YAML file of the flow's parameters")
     run.add_argument("--dask-address", help="run on this Dask scheduler")
     run.add_argument("--workers", type=int, default=None, help="local Dask workers (default 2)")

@@ -41,9 +41,14 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
+from patterning_core.estimators.intervention import (
+    solve_intervention,
+    weighted_loss,
+    weights_from_intervention,
+)
 from patterning_core.estimators.linear_response import ResponsePoint, linear_response_curve
 from patterning_core.estimators.llc import estimate_llc
+from patterning_core.estimators.statistics import wilson_interval
 from patterning_core.estimators.susceptibility import chi_from_stats, sample_susceptibility_stats
 from patterning_core.experiments.toy_superposition.model import (
     ToyConfig,
@@ -238,16 +243,6 @@ def naive_weights(active: np.ndarray, target_dose: float) -> np.ndarray:
     return (1 + c * a) / (1 + c * f)
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 # ----------------------------------------------------------------------------- linear response
 
 
@@ -267,11 +262,7 @@ def norm_linear_response(
     (direction centred; weights must stay ≥ 0). Every α uses the same random streams as
     the unweighted run (common random numbers), so the noise cancels in the difference."""
     n, N = cfg.n_features, x.shape[0]
-    base = seed_batched_loss(importances(cfg, torch.float64))
-
-    def weighted(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        w, xb, kind = batch
-        return base(params, (xb, kind)) * w
+    weighted = weighted_loss(seed_batched_loss(importances(cfg, torch.float64)))
 
     params = _params(W, b)
     xs, kind = _sample_rows(x)
@@ -363,7 +354,7 @@ def condition_summary(reached: Sequence[bool]) -> dict[str, float | int | list[f
         "reached": k,
         "n": n,
         "fraction": k / n if n else 0.0,
-        "wilson95": list(wilson_interval(k, n)),
+        "wilson95": list(wilson_interval(k, n, z=1.96)),
     }
 
 

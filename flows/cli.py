@@ -325,10 +325,7 @@ def run_induce(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         rcond=args.rcond,
         negative=args.negative,
-        out_dir=args.out,
-        runs_root=args.runs_root,
-        dask_address=args.dask_address,
-        n_workers=args.workers,
+        **output_and_workers(args),
     )
     with prefect_api():
         result = run_tracked(induction_patterning, params)
@@ -356,10 +353,7 @@ def spacing_parameters(args: argparse.Namespace):  # -> SpacingParameters
         alpha=args.alpha,
         sampler=sampler,
         eval_seqs=args.eval_seqs,
-        out_dir=args.out,
-        runs_root=args.runs_root,
-        dask_address=args.dask_address,
-        n_workers=args.workers,
+        **output_and_workers(args),
     )
 
 
@@ -451,6 +445,16 @@ def run_parentheses(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+
+
+def output_and_workers(args: argparse.Namespace) -> dict:
+    """The fields of ``RetrainingFields`` that :func:`add_output_and_workers` set."""
+    return {
+        "out_dir": args.out,
+        "runs_root": args.runs_root,
+        "dask_address": args.dask_address,
+        "n_workers": args.workers,
+    }
 
 
 def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> None:

@@ -308,6 +308,9 @@ class ToySuperpositionParameters(FlowParameters):
     def alphas(self) -> list[float]:
         return sorted({self.alpha, *self.sweep})
 
+    def toy_config(self) -> ToyConfig:
+        return ToyConfig(**self.toy)
+
 
 def check_parameters(params: dict[str, Any]) -> ToySuperpositionParameters:
     """The validated parameters, or a ``ConfigError`` naming the problem."""

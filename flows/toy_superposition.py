@@ -5,6 +5,8 @@ superposition where the structure a seed learns is read off its weights exactly.
       → χ, control and naive weights at every α            (intervention_weights)
       → baseline and every weighted condition, per chunk   (train_chunk × conditions × chunks)
       → SGLD linear response at the checkpoint             (linear_response)
+      → χ re-estimated on the χ seeds retrained under the  (chi_after_retraining ×
+        main conditions, at the checkpoint step and the end  conditions × 2 steps)
       → LLC of the commonest configurations                (configuration_llcs)
       → report.md, results.json, plots                     (write_report)
 
@@ -26,6 +28,7 @@ from flows.parameters import ToySuperpositionParameters
 from patterning_core.experiments.toy_superposition.report import summarize
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.toy_superposition import (
+    chi_after_retraining,
     configuration_llcs,
     intervention_weights,
     linear_response,
@@ -99,9 +102,27 @@ def toy_superposition(params: ToySuperpositionParameters | None = None) -> dict[
     response = linear_response(p.toy, chi, weights["dh"], p.target, p.response_alphas, p.sampler)[
         "points"
     ]
+    after = []
+    for name in ("baseline", "chi", "control", "naive"):
+        w = None if name == "baseline" else conditions[f"{name}@{p.alpha:g}"]
+        for step in (p.chi_step, p.toy_config().steps):
+            file = work / "chi_after" / f"{name}_step{step}.nc"
+            measured = chi_after_retraining.with_options(
+                name=f"χ after retraining {name} step {step}",
+                refresh_cache=not file.is_file(),  # never trust a record whose χ is gone
+            )(p.toy, w, chi_seeds, step, p.sampler, str(file))
+            after.append({"condition": name, "step": step, **measured})
     llc = configuration_llcs(p.toy, runs["baseline"], p.llc_per_configuration, p.llc_sampler)
     numbers = summarize(
-        settings, runs, weights, response, llc, chi, time.perf_counter() - started, TRIED_NOTE
+        settings,
+        runs,
+        weights,
+        response,
+        llc,
+        chi,
+        after,
+        time.perf_counter() - started,
+        TRIED_NOTE,
     )
     paths = write_report(str(out), numbers, runs)
     logger.info("report %s", paths["report"])

@@ -24,6 +24,7 @@ import torch
 from prefect import task
 from safetensors.torch import load_file, save_file
 
+from patterning_core.experiments.toy_superposition.after_retraining import retrained_chi
 from patterning_core.experiments.toy_superposition.configuration import read_configuration
 from patterning_core.experiments.toy_superposition.model import (
     ToyConfig,
@@ -137,6 +138,36 @@ def susceptibilities(
         "checkpoint": str(out / "checkpoint.safetensors"),
         "checkpoint_norms": W.norm(dim=1).mean(0).tolist(),
         "trace_first_last": [trace[:, :10].mean(), trace[:, -10:].mean()],
+    }
+
+
+@task(name="toy-chi-after-retraining", **CACHED)
+def chi_after_retraining(
+    toy: dict[str, Any],
+    weights: list[float] | None,
+    chi_seeds: list[int],
+    step: int,
+    sampler: dict,
+    out_file: str,
+) -> dict[str, Any]:
+    """Retrain the χ seeds ``step`` updates under ``weights`` and re-estimate χ of the norms
+    there (``after_retraining.retrained_chi``); χ to ``out_file`` (NetCDF), and the small
+    numbers returned: ``{"chi_norm": path, "posterior": [chain][feature], "seed_norms":
+    [seed][feature]}``."""
+    torch.set_num_threads(1)
+    cfg = ToyConfig(**toy)
+    x = make_dataset(cfg)
+    rho = None if weights is None else np.asarray(weights)
+    result, seed_norms = retrained_chi(
+        cfg, x, chi_seeds, rho, step, SamplerConfig.from_dict(sampler)
+    )
+    path = Path(out_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.chi.to_netcdf(path)
+    return {
+        "chi_norm": str(path),
+        "posterior": result.norm_trace.mean(axis=1).tolist(),
+        "seed_norms": seed_norms.tolist(),
     }
 
 

@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from patterning_core.experiments.toy_superposition.after_retraining import (
+    after_retraining_rows,
+    after_targets,
+)
 from patterning_core.experiments.toy_superposition.configuration import read_configuration
 from patterning_core.experiments.toy_superposition.model import (
     ToyConfig,
@@ -192,6 +196,62 @@ def test_chi_signs_toward_a_features_own_samples():
     assert res.per_chain.sizes["chain"] == 2
 
 
+def _after_inputs(chi_change: float, control_change: float, spread: float):
+    """Hand-made re-measurements: 2 features (target 1), 3 units, 2 steps, 4 chains, 5
+    seeds; χ after equals χ before but for the χ condition at step 9, whose target row is
+    orthogonal to the original."""
+    before = np.array([[1.0, 0.0, -1.0], [2.0, -1.0, -1.0]])
+    weights = {"chi": np.array([1.5, 0.75, 0.75]), "control": np.array([0.75, 1.5, 0.75])}
+    chain_noise = np.array([0.01, -0.01, 0.02, -0.02])
+    seed_noise = spread * np.array([1.0, -1.0, 0.5, -0.5, 0.0])
+    measured = {}
+    for step in (1, 9):
+        for name, change in (("baseline", 0.0), ("chi", chi_change), ("control", control_change)):
+            post = np.full((4, 2), 0.5)
+            post[:, 1] += change + (chain_noise if name != "baseline" else 0.0)
+            norms = np.full((5, 2), 0.5)
+            norms[:, 1] += change + (seed_noise if name != "baseline" else 0.0)
+            chi = before.copy()
+            if name == "chi" and step == 9:
+                chi[1] = [0.0, 1.0, -1.0]  # ⟂ [2, −1, −1]
+            measured[(name, step)] = {"posterior": post, "seed_norms": norms, "chi": chi}
+    return before, weights, measured
+
+
+def test_after_retraining_rows_against_hand_computed_values():
+    before, weights, measured = _after_inputs(0.2, 0.01, spread=0.05)
+    rows = after_retraining_rows(before, 10.0, weights, measured, target=1)
+    by = {(r["condition"], r["step"]): r for r in rows}
+    chi = by[("chi", 1)]
+    assert chi["change"] == pytest.approx(0.2)  # chain noise has mean 0
+    assert chi["change_se_chains"] == pytest.approx(np.std([0.01, -0.01, 0.02, -0.02], ddof=1) / 2)
+    assert chi["change_se_seeds"] == pytest.approx(
+        0.05 * np.std([1, -1, 0.5, -0.5, 0], ddof=1) / np.sqrt(5)
+    )
+    # nβ·χ·(ρ − 1)/N = 10 · (2·0.5 + (−1)(−0.25) + (−1)(−0.25)) / 3 = 5
+    assert chi["predicted_linear"] == pytest.approx(5.0)
+    assert chi["response_after"] == pytest.approx(5.0) and chi["chi_row_cosine"] == pytest.approx(1)
+    assert by[("chi", 9)]["chi_row_cosine"] == pytest.approx(0.0, abs=1e-12)
+    assert by[("chi", 9)]["response_after"] == pytest.approx(0.0, abs=1e-12)  # ρ − 1 ∝ before
+    assert by[("baseline", 9)]["change"] == 0 and by[("baseline", 9)]["predicted_linear"] == 0
+    assert by[("control", 1)]["change_others"] == {"0": 0.0}
+    assert after_targets(rows)["met"]
+
+
+@pytest.mark.parametrize(
+    ("chi_change", "control_change", "spread"),
+    [
+        (0.2, 0.06, 0.05),  # the control moves the target by 0.3 of χ's rise
+        (-0.2, 0.0, 0.05),  # χ moves it the wrong way
+        (0.02, 0.0, 0.05),  # χ's rise is within 3 standard errors of the seeds' spread
+    ],
+)
+def test_after_retraining_check_can_fail(chi_change, control_change, spread):
+    before, weights, measured = _after_inputs(chi_change, control_change, spread)
+    rows = after_retraining_rows(before, 10.0, weights, measured, target=1)
+    assert not after_targets(rows)["met"]
+
+
 # ------------------------------------------------------------------------------ flow
 
 TINY = {
@@ -229,6 +289,12 @@ def test_flow_writes_results_and_a_rerun_trains_nothing(harness, tmp_path, monke
     assert set(results["conditions"]) == {"baseline", "chi", "control", "naive"}
     assert all(c["n"] == 4 for c in results["conditions"].values())
     assert {"alpha", "predicted", "measured"} <= set(results["linear_response"][0])
+    after = results["chi_after_retraining"]["rows"]
+    assert {(r["condition"], r["step"]) for r in after} == {
+        (c, s) for c in ("baseline", "chi", "control", "naive") for s in (10, 80)
+    }
+    assert all(r["change"] == 0 for r in after if r["condition"] == "baseline")
+    assert sorted((tmp_path / "home").rglob("chi_after/*.nc"))  # χ written next to the run
     for name in ("report.md", "polygons.png", "fractions.png", "linear_response.png"):
         assert (out / name).is_file()
     seed_files = sorted((tmp_path / "home").rglob("seed_*.json"))
@@ -260,4 +326,5 @@ def test_full_demonstration_meets_its_targets(harness, tmp_path):
     assert result["conditions"]["baseline"]["n"] >= 100
     assert t["chi_rise"] >= 0.3 and t["chi_intervals_disjoint"]
     assert abs(t["control_shift"]) < 0.1
+    assert t["chi_after_retraining_met"]
     assert result["wall_seconds"] < 600

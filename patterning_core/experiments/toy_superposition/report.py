@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from patterning_core.experiments.toy_superposition.after_retraining import (
+    CONTROL_SHARE,
+    MIN_Z,
+    after_retraining_rows,
+    after_targets,
+)
 from patterning_core.experiments.toy_superposition.model import ToyConfig, make_dataset
 
 
@@ -281,6 +287,7 @@ def _report_lines(nb: dict[str, Any]) -> list[str]:
         f"{lin['retraining_linear_up_to_alpha']} and falls beyond as the norms saturate at "
         "≈ 1 (and the fraction at 1).",
     ]
+    lines += _after_lines(nb)
     lines += ["", "## LLC of the configurations", ""]
     lines += markdown_table(
         [
@@ -295,6 +302,47 @@ def _report_lines(nb: dict[str, Any]) -> list[str]:
         ]
     )
     lines += ["", nb["llc_note"], "", "## What was tried", "", nb["tried_note"], ""]
+    return lines
+
+
+def _after_lines(nb: dict[str, Any]) -> list[str]:
+    from patterning_core.report.markdown import markdown_table
+
+    j = nb["target_feature"]
+    after = nb["chi_after_retraining"]
+    lines = ["", "## χ measured again after retraining", "", AFTER_NOTE, ""]
+    lines += markdown_table(
+        [
+            {
+                "condition": r["condition"],
+                "step": str(r["step"]),
+                f"⟨‖W_{j}‖⟩": f"{r['posterior']:.3f}",
+                "change ± SE (seeds)": f"{r['change']:+.3f} ± {r['change_se_seeds']:.3f}",
+                "SE (chains)": f"{r['change_se_chains']:.1e}",
+                "other norms' changes": ", ".join(
+                    f"{k}: {v:+.2f}" for k, v in r["change_others"].items()
+                ),
+                "nβ·χ·(ρ−1)/N before": f"{r['predicted_linear']:+.1e}",
+                "… with χ after": f"{r['response_after']:+.1e}",
+                "cos(χ row after, before)": f"{r['chi_row_cosine']:.2f}",
+            }
+            for r in after["rows"]
+        ],
+        align=["l"] + ["r"] * 8,
+    )
+    verdict = "met" if after["check"]["met"] else "NOT met"
+    lines += [
+        "",
+        f"Check ({verdict}): at every step, the χ weights raise ⟨‖W_{j}‖⟩ (the direction "
+        f"nβ·χ·(ρ−1)/N predicts) by more than {MIN_Z:g} standard errors, and the control "
+        f"moves it by less than {CONTROL_SHARE:g} of that: "
+        + "; ".join(
+            f"step {p['step']}: χ {p['chi_change']:+.3f} (z = {p['chi_z']:.1f}), control "
+            f"{p['control_change']:+.3f} ({p['control_share']:.2f} of χ's)"
+            for p in after["check"]["per_step"]
+        )
+        + ".",
+    ]
     return lines
 
 
@@ -338,6 +386,20 @@ against the independent χ is the fair check. The localized loss of column j
 (`linear_response_curve`, restricted run) is checked the same way, predicted from the
 restricted-run covariance reading of its χ (dh is not derived from it)."""
 
+AFTER_NOTE = """\
+The χ seeds (the initializations of the χ checkpoint, disjoint from the retrained
+seeds) were trained again under each main condition's weights, and SGLD re-estimated χ of
+the norms at the χ checkpoint step and at the end of training (unweighted loss, the same
+sampler and sampler seed as the original χ, so the chains share their random numbers across
+conditions). Changes are against the baseline at the same step; "SE (seeds)" is the spread
+of the paired change of ‖W‖ over those seeds, "SE (chains)" the SGLD noise of the
+posterior change. The linear prediction nβ·χ·(ρ−1)/N is the response of the posterior at
+the fixed checkpoint; training compounds it over every step, so it predicts the direction,
+not the size (its size is checked under SGLD in the section above). The last two columns:
+the response the re-estimated χ predicts for the same weights, and how much of the
+target's χ row survived retraining."""
+
+
 LLC_NOTE = """\
 λ̂ = nβ·(E[L] − L(w*)) by SGLD (nβ = 100, γ = 100, ε = 1e-4, 4 chains) at trained baseline
 seeds. Chen et al. (2023) derive the LLCs of the k-gons for the infinite-data potential with
@@ -352,10 +414,13 @@ def summarize(
     response: list[dict[str, Any]],
     llc: list[dict[str, Any]],
     chi_paths: dict[str, Any],
+    after: list[dict[str, Any]],
     wall_seconds: float,
     tried_note: str,
 ) -> dict[str, Any]:
-    """The numbers of ``results.json`` (and the report) from the flow's outputs."""
+    """The numbers of ``results.json`` (and the report) from the flow's outputs; ``after``:
+    one record per (condition, step) of χ re-estimated on the retrained χ seeds
+    (``tasks.toy_superposition.chi_after_retraining``)."""
     import xarray as xr
 
     from patterning_core.experiments.toy_superposition.patterning import (
@@ -528,6 +593,22 @@ def summarize(
         }
         for p in response
     ]
+    after_rows = after_retraining_rows(
+        xr.load_dataarray(chi_paths["chi_norm"]).values,
+        float(settings["sampler"]["n_beta"]),
+        {m: np.asarray(cond[main[m]]["weights"]) for m in ("chi", "control", "naive")},
+        {
+            (r["condition"], r["step"]): {
+                "posterior": r["posterior"],
+                "seed_norms": r["seed_norms"],
+                "chi": xr.load_dataarray(r["chi_norm"]).values,
+            }
+            for r in after
+        },
+        j,
+    )
+    after_check = after_targets(after_rows)
+    targets["chi_after_retraining_met"] = after_check["met"]
     return {
         "target": f"represent feature {j}",
         "target_feature": j,
@@ -544,6 +625,7 @@ def summarize(
         "retraining_response": retraining,
         "linearity": linearity,
         "llc": llc,
+        "chi_after_retraining": {"rows": after_rows, "check": after_check},
         "chi_summary": chi_summary,
         "configurations": configurations,
         "toy": settings["toy"],

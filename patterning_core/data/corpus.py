@@ -213,11 +213,23 @@ def _cache_key(**parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _new_tokenizer(vocab_size: int, min_frequency: int):  # -> (Tokenizer, BpeTrainer)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+WHITESPACE_MODES = ("merged", "split")
+
+
+def _new_tokenizer(
+    vocab_size: int, min_frequency: int, whitespace: str = "merged"
+):  # -> (Tokenizer, BpeTrainer)
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if whitespace == "split":
+        # every whitespace character its own pre-token, so no merge can join two of them
+        # (a run of n spaces is n tokens) or a space and a word
+        isolate = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([isolate, byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -235,12 +247,20 @@ def train_tokenizer(
     min_frequency: int = 2,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    whitespace: str = "merged",
 ):
     """A byte-level BPE ``tokenizers.Tokenizer`` with at most ``vocab_size`` tokens.
 
     ``<|endoftext|>`` has id 0, the 256 byte symbols come next, then merges. Cached as JSON in
     ``cache_dir`` (default ``$PATTERNING_HOME/tokenizers``) keyed by corpus digest and settings.
+
+    ``whitespace``: ``"merged"`` (GPT-2's byte-level rule: a run of spaces, or a newline and
+    the indentation after it, becomes one token) or ``"split"`` (every whitespace character
+    is a token of its own, so a run of n spaces is n tokens and a token's position within
+    its run can be read; what the spacing fin lives on).
     """
+    if whitespace not in WHITESPACE_MODES:
+        raise ValueError(f"whitespace must be one of {WHITESPACE_MODES}, got {whitespace!r}")
     from tokenizers import Tokenizer
 
     if vocab_size < 257:
@@ -249,11 +269,14 @@ def train_tokenizer(
             "plus <|endoftext|>; use vocab_size >= 257"
         )
     cache = Path(cache_dir) if cache_dir is not None else patterning_home() / "tokenizers"
-    key = _cache_key(corpus=corpus.digest, vocab_size=vocab_size, min_frequency=min_frequency)
+    settings = {"vocab_size": vocab_size, "min_frequency": min_frequency}
+    if whitespace != "merged":  # the default keeps the cache keys it always had
+        settings["whitespace"] = whitespace
+    key = _cache_key(corpus=corpus.digest, **settings)
     path = cache / f"bpe-{key}.json"
     if use_cache and path.is_file():
         return Tokenizer.from_file(str(path))
-    tok, trainer = _new_tokenizer(vocab_size, min_frequency)
+    tok, trainer = _new_tokenizer(vocab_size, min_frequency, whitespace)
     texts = [d.text for d in corpus.documents]
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     if use_cache:
@@ -380,14 +403,16 @@ def prepare_lm_data(
     split_seed: int = 0,
     max_contexts: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    whitespace: str = "merged",
 ) -> LMData:
     """Corpus -> cached tokenizer -> cached token stream -> contexts -> split (module docs).
 
-    ``cache_dir`` (default ``$PATTERNING_HOME``) gets ``tokenizers/`` and ``corpora/``.
+    ``cache_dir`` (default ``$PATTERNING_HOME``) gets ``tokenizers/`` and ``corpora/``;
+    ``whitespace``: see :func:`train_tokenizer`.
     """
     corpus = load_corpus(paths, suffixes)
     root = Path(cache_dir) if cache_dir is not None else patterning_home()
-    tok = train_tokenizer(corpus, vocab_size, cache_dir=root / "tokenizers")
+    tok = train_tokenizer(corpus, vocab_size, cache_dir=root / "tokenizers", whitespace=whitespace)
     stream = encode_corpus(corpus, tok, cache_dir=root / "corpora")
     contexts = make_contexts(stream, n_ctx, max_contexts)
     train, val = split_contexts(contexts, val_fraction, split_seed)

@@ -9,7 +9,9 @@ A data spec is one of
   model's vocabulary size and context length (``corpus.py``). Optional
   ``"in_context_bigrams": f`` (``0 <= f < 1``, default 0) makes a fraction ``f`` of the
   training sequences synthetic in-context-bigram sequences (:func:`mix_in_context_bigrams`);
-  validation stays pure corpus.
+  validation stays pure corpus. Optional ``"whitespace": "split"`` tokenizes every
+  whitespace character as a token of its own (default ``"merged"``: runs are merged, see
+  ``corpus.train_tokenizer``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class LMTokens:
 
 DATA_SPEC_KEYS = {
     "synthetic": {"source", "preset", "n_seqs", "seed"},
-    "corpus": {"source", "paths", "max_contexts", "in_context_bigrams"},
+    "corpus": {"source", "paths", "max_contexts", "in_context_bigrams", "whitespace"},
 }
 
 
@@ -113,6 +115,13 @@ def _check_corpus(spec: Mapping, config: TransformerConfig) -> None:
         raise ConfigError(
             f"data.in_context_bigrams must be a fraction in [0, 1), got {fraction!r}."
         )
+    from patterning_core.data.corpus import WHITESPACE_MODES
+
+    if spec.get("whitespace", "merged") not in WHITESPACE_MODES:
+        raise ConfigError(
+            f"data.whitespace must be one of {list(WHITESPACE_MODES)}, got "
+            f"{spec['whitespace']!r}: 'split' makes every whitespace character a token."
+        )
     max_contexts = spec.get("max_contexts")
     if max_contexts is not None and (
         isinstance(max_contexts, bool) or not isinstance(max_contexts, int) or max_contexts < 1
@@ -149,6 +158,7 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
         config.d_vocab,
         paths=spec.get("paths"),
         max_contexts=spec.get("max_contexts"),
+        whitespace=spec.get("whitespace", "merged"),
     )
     train = mix_in_context_bigrams(data.train, float(spec.get("in_context_bigrams", 0.0)), config)
     return LMTokens(train, data.val, data.token_strings)

@@ -82,6 +82,28 @@ def test_tokenizer_training_cache_and_determinism(text_dir, tmp_path) -> None:
         train_tokenizer(corpus, 100, cache_dir=cache)
 
 
+def test_split_whitespace_keeps_runs_as_runs_of_tokens(text_dir, tmp_path) -> None:
+    """The merged default turns the 8-space indentation of TEXT_B into one token (the
+    corpus repeats it 40 times, far above min_frequency); ``whitespace="split"`` gives
+    every whitespace character its own token, so a run of n spaces is n tokens."""
+    corpus = load_corpus([text_dir])
+    cache = tmp_path / "cache"
+    merged = train_tokenizer(corpus, 300, cache_dir=cache)
+    split = train_tokenizer(corpus, 300, cache_dir=cache, whitespace="split")
+    assert len(list(cache.glob("bpe-*.json"))) == 2  # its own cache key
+    line = "\n        return self.gamma\n"
+    for tok in (merged, split):
+        assert tok.decode(tok.encode(line).ids) == line  # still a lossless byte-level BPE
+    merged_ws = [s for s in token_strings(merged) if s and not s.strip()]
+    split_ws = [s for s in token_strings(split) if s and not s.strip()]
+    assert max(map(len, merged_ws)) > 1
+    assert max(map(len, split_ws)) == 1
+    pieces = [split.decode([i]) for i in split.encode(line).ids]
+    assert pieces[:9] == ["\n"] + [" "] * 8
+    with pytest.raises(ValueError, match="whitespace must be one of"):
+        train_tokenizer(corpus, 300, cache_dir=cache, whitespace="runs")
+
+
 def test_stream_contexts_and_split(text_dir, tmp_path) -> None:
     corpus = load_corpus([text_dir])
     tok = train_tokenizer(corpus, 300, cache_dir=tmp_path)

@@ -40,6 +40,12 @@ def test_bad_mixing_fraction_is_named(bad) -> None:
         check_data_spec({"source": "corpus", "in_context_bigrams": bad}, DEMO)
 
 
+def test_bad_whitespace_mode_is_named_with_the_valid_ones() -> None:
+    check_data_spec({"source": "corpus", "whitespace": "split"}, DEMO)
+    with pytest.raises(ConfigError, match=r"whitespace must be one of \['merged', 'split'\]"):
+        check_data_spec({"source": "corpus", "whitespace": "runs"}, DEMO)
+
+
 def test_misspelled_data_key_is_named_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown data key\(s\) \['path'\].*'paths'"):
         check_data_spec({"source": "corpus", "path": ["somewhere"]}, DEMO)

@@ -1,0 +1,72 @@
+"""The spacing fin's pieces: run positions of the units, and the fin metric on constructed
+loadings whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from patterning_core.experiments.spacing.fin import fin_metric, null_level, run_positions
+
+STRINGS = ["<eot>", " ", "\n", "def", "x"]
+
+
+def test_run_positions_count_spaces_after_a_non_space_and_skip_truncated_runs():
+    #          t: 0    1    2    3     4    5    6    7
+    tokens = torch.tensor([[1, 1, 3, 2, 1, 1, 1, 4], [3, 1, 4, 1, 1, 2, 1, 3]])
+    pos = run_positions(tokens, STRINGS)
+    assert pos.shape == (2, 7)  # unit t predicts token t + 1
+    nan = np.nan
+    # row 0: the run at t = 0..1 reaches the start (unknown); "\n" is not a space
+    np.testing.assert_array_equal(pos[0], [nan, nan, nan, 1, 2, 3, nan])
+    np.testing.assert_array_equal(pos[1], [1, nan, 1, 2, nan, 1, nan])
+
+
+def _loadings(positions: np.ndarray, fin_mode: int, sign: float, seed: int = 0) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    n_modes, n = 4, positions.size
+    values = rng.normal(size=(n_modes, n))
+    inside = np.isfinite(positions)
+    values[fin_mode - 1, inside] = sign * positions[inside] ** 2  # monotone in the position
+    return xr.DataArray(values, dims=("mode", "unit"), coords={"mode": np.arange(1, n_modes + 1)})
+
+
+@pytest.mark.parametrize(("fin_mode", "sign"), [(2, 1.0), (3, -1.0)])
+def test_fin_metric_finds_the_mode_that_orders_spaces_by_depth(fin_mode, sign):
+    rng = np.random.default_rng(1)
+    positions = np.where(rng.random(600) < 0.5, rng.integers(1, 9, 600).astype(float), np.nan)
+    fin = fin_metric(_loadings(positions, fin_mode, sign), positions)
+    assert fin["mode"] == fin_mode
+    assert fin["metric"] == pytest.approx(1.0)  # a monotone function: Spearman's ρ = ±1
+    assert np.sign(fin["rho"]) == sign
+    # the other modes are noise: within a few null levels of 0
+    others = [abs(r) for m, r in fin["per_mode"].items() if m != fin_mode]
+    assert max(others) < 3 * fin["null"]
+    assert fin["space_units"] == int(np.isfinite(positions).sum())
+
+
+def test_fin_metric_of_pure_noise_stays_near_its_null_level():
+    """The null level √(2 ln(2k)/m) bounds the largest |ρ| of k unrelated modes: over 50
+    draws, the mean of the maximum must lie below it and above a third of it."""
+    rng = np.random.default_rng(2)
+    positions = rng.integers(1, 9, 1000).astype(float)
+    maxima = []
+    for seed in range(50):
+        noise = xr.DataArray(
+            np.random.default_rng(seed).normal(size=(8, 1000)),
+            dims=("mode", "unit"),
+            coords={"mode": np.arange(1, 9)},
+        )
+        maxima.append(fin_metric(noise, positions)["metric"])
+    level = null_level(1000, 8)
+    assert level / 3 < np.mean(maxima) < level
+
+
+def test_fin_metric_refuses_probes_without_runs():
+    loadings = xr.DataArray(np.zeros((2, 5)), dims=("mode", "unit"), coords={"mode": [1, 2]})
+    with pytest.raises(ValueError, match="whitespace='split'"):
+        fin_metric(loadings, np.full(5, np.nan))
+    with pytest.raises(ValueError, match="one per unit"):
+        fin_metric(loadings, np.ones(4))

@@ -11,7 +11,9 @@ A data spec is one of
   training sequences synthetic in-context-bigram sequences (:func:`mix_in_context_bigrams`);
   validation stays pure corpus. Optional ``"whitespace": "split"`` tokenizes every
   whitespace character as a token of its own (default ``"merged"``: runs are merged, see
-  ``corpus.train_tokenizer``).
+  ``corpus.train_tokenizer``). Optional ``"collapse_spaces": true`` is the spacing
+  fin's data edit: in the *training* sequences every run of space tokens is cut to its
+  first space (:func:`collapse_space_runs`); validation keeps the text as it is.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ class LMTokens:
 
 DATA_SPEC_KEYS = {
     "synthetic": {"source", "preset", "n_seqs", "seed"},
-    "corpus": {"source", "paths", "max_contexts", "in_context_bigrams", "whitespace"},
+    "corpus": {
+        "source",
+        "paths",
+        "max_contexts",
+        "in_context_bigrams",
+        "whitespace",
+        "collapse_spaces",
+    },
 }
 
 
@@ -117,6 +126,11 @@ def _check_corpus(spec: Mapping, config: TransformerConfig) -> None:
         )
     from patterning_core.data.corpus import WHITESPACE_MODES
 
+    if spec.get("collapse_spaces", False) and spec.get("whitespace") != "split":
+        raise ConfigError(
+            "data.collapse_spaces needs runs of spaces kept as runs of tokens: add "
+            "'whitespace': 'split' to the data spec."
+        )
     if spec.get("whitespace", "merged") not in WHITESPACE_MODES:
         raise ConfigError(
             f"data.whitespace must be one of {list(WHITESPACE_MODES)}, got "
@@ -160,8 +174,30 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
         max_contexts=spec.get("max_contexts"),
         whitespace=spec.get("whitespace", "merged"),
     )
-    train = mix_in_context_bigrams(data.train, float(spec.get("in_context_bigrams", 0.0)), config)
+    train = data.train
+    if spec.get("collapse_spaces", False):
+        train = collapse_space_runs(train, data.token_strings)
+    train = mix_in_context_bigrams(train, float(spec.get("in_context_bigrams", 0.0)), config)
     return LMTokens(train, data.val, data.token_strings)
+
+
+def collapse_space_runs(train: Tensor, strings: list[str]) -> Tensor:
+    """``train [N, T]`` with every run of space tokens (``" "``) cut to its first space:
+    the sequences are read as one stream (they keep stream order), the repeated spaces
+    dropped, and the stream cut again into ``[N', T]`` windows (``N' < N``; the remainder
+    dropped). Needs a tokenizer that keeps spaces apart (``whitespace="split"``)."""
+    space = [i for i, s in enumerate(strings) if s == " "]
+    if len(space) != 1:
+        raise ConfigError(
+            "collapse_spaces needs exactly one token for a single space; tokenize with "
+            "{'whitespace': 'split'}."
+        )
+    stream = train.reshape(-1)
+    is_space = stream == space[0]
+    repeated = is_space & torch.cat([torch.zeros(1, dtype=torch.bool), is_space[:-1]])
+    kept = stream[~repeated]
+    T = train.shape[1]
+    return kept[: len(kept) // T * T].view(-1, T).clone()
 
 
 def mix_in_context_bigrams(

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patterning_core.data.lm_data import check_data_spec, mix_in_context_bigrams
+from patterning_core.data.lm_data import (
+    check_data_spec,
+    collapse_space_runs,
+    mix_in_context_bigrams,
+)
 from patterning_core.data.synthetic import synthetic_like
 from patterning_core.model.transformer import preset
 from patterning_core.sampling.sgld import ConfigError
@@ -44,6 +48,18 @@ def test_bad_whitespace_mode_is_named_with_the_valid_ones() -> None:
     check_data_spec({"source": "corpus", "whitespace": "split"}, DEMO)
     with pytest.raises(ConfigError, match=r"whitespace must be one of \['merged', 'split'\]"):
         check_data_spec({"source": "corpus", "whitespace": "runs"}, DEMO)
+
+
+def test_collapse_space_runs_keeps_the_first_space_of_every_run() -> None:
+    strings = ["<eot>", " ", "\n", "def", "x"]
+    train = torch.tensor([[3, 1, 1, 1], [4, 2, 1, 1], [1, 3, 1, 4]])
+    # stream 3 1 1 1 | 4 2 1 1 | 1 3 1 4: the run across the 2nd/3rd rows is one run
+    out = collapse_space_runs(train, strings)
+    assert out.tolist() == [[3, 1, 4, 2], [1, 3, 1, 4]]
+    with pytest.raises(ConfigError, match="whitespace"):
+        collapse_space_runs(train, ["<eot>", "  ", "\n", "def", "x"])
+    with pytest.raises(ConfigError, match="'whitespace': 'split'"):
+        check_data_spec({"source": "corpus", "collapse_spaces": True}, DEMO)
 
 
 def test_misspelled_data_key_is_named_with_the_valid_ones() -> None:

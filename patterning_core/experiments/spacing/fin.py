@@ -41,17 +41,9 @@ def run_positions(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
     every token id."""
     ids = tokens.numpy()
     is_space = np.array([s == SPACE for s in strings])[ids]  # [B, T]
-    B, T = ids.shape
-    position = np.full((B, T), np.nan)
-    for b in range(B):
-        run, known = 0, False  # a run starting at t = 0 has an unknown true position
-        for t in range(T):
-            if is_space[b, t]:
-                run += 1
-                if known:
-                    position[b, t] = run
-            else:
-                run, known = 0, True
+    t = np.arange(ids.shape[1])
+    last_other = np.maximum.accumulate(np.where(is_space, -1, t), axis=1)  # −1: none yet
+    position = np.where(is_space & (last_other >= 0), t - last_other, np.nan)
     return position[:, 1:]
 
 

@@ -1,0 +1,145 @@
+"""Training weights that act on the spacing fin: χ-derived suppression and its same-dose
+control (``fin`` defines the fin, its mode and its metric).
+
+**χ suppress.** On the per-component standardized χ̃ ``(component, unit)`` (rows centred
+and scaled, ``decomposition.standardize``: the δ-localization scales each row by an unknown
+factor), the fin mode k has χ̃ v_k = σ_k u_k. The target dμ = −s·σ_k·u_k, with s the sign of
+the fin's ρ (run position against v_k), gives (``intervention.solve_intervention``)
+
+    dh = (1/nβ)·χ̃†·dμ = −s·v_k / nβ,
+
+the re-weighting that moves weight away from the units at the fin's deep end (large s·v_k:
+spaces deep in their runs) toward its other end; nβ (the store's ``n_beta``) enters only
+here. dh is known on the probe units; every training unit gets the mean dh of its *fin
+class* over the probes (:func:`fin_classes`: a space at run position 1, 2, …, capped, or of
+unknown position; otherwise its pattern class), and ρ = 1 + α·dh/max|dh| (clipped at 0,
+mean 1: ``intervention.weights_from_intervention``). R² of the class fit says how much of
+the probe dh the classes keep.
+
+**Control at the same dose.** Every whitespace unit (target token whitespace only) is
+scaled by one factor c and the rest kept, so that the whitespace units' share of the total
+weight equals their share under the χ weights: the same change of whitespace's total
+weight, without χ's choice of which whitespace units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from torch import Tensor
+
+from patterning_core.data.token_classes import PRIMARY_CLASSES, classify
+from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.estimators.intervention import (
+    extrapolate_by_class,
+    solve_intervention,
+    weights_from_intervention,
+)
+from patterning_core.experiments.spacing.fin import run_positions
+
+__all__ = ["MAX_POSITION", "FinWeights", "control_like", "fin_classes", "fin_weights"]
+
+MAX_POSITION = 12  # run positions beyond this share one class
+
+
+def fin_classes(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
+    """Class label of each unit ``[B, T − 1]`` (str): ``"space@k"`` for a space at run
+    position k (k ≥ ``MAX_POSITION`` as ``"space@12+"``), ``"space@?"`` for a space whose run
+    reaches the start of the sequence, else the unit's primary pattern class."""
+    primary = classify(tokens, strings).for_units().primary().numpy()
+    labels = np.array(PRIMARY_CLASSES, dtype=object)[primary]
+    positions = run_positions(tokens, strings)
+    is_space = np.array([s == " " for s in strings])[tokens[:, 1:].numpy()]
+    labels[is_space] = "space@?"
+    known = np.isfinite(positions)
+    capped = np.minimum(np.nan_to_num(positions, nan=0), MAX_POSITION).astype(int)
+    for k in range(1, MAX_POSITION + 1):
+        name = f"space@{k}+" if k == MAX_POSITION else f"space@{k}"
+        labels[known & (capped == k)] = name
+    return labels
+
+
+def whitespace_units(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
+    """``bool [B, T − 1]``: the unit's target token is whitespace only."""
+    return classify(tokens, strings).for_units().whitespace.numpy()
+
+
+@dataclass
+class FinWeights:
+    """``weights``: ρ ``float32 [N, T − 1]`` (mean 1) for ``"chi_suppress"`` and
+    ``"control_dose"``; ``summary``: JSON-able numbers for the report."""
+
+    weights: dict[str, np.ndarray]
+    summary: dict
+
+
+def control_like(rho: np.ndarray, whitespace: np.ndarray) -> np.ndarray:
+    """ρ_c = c on whitespace units, 1 elsewhere, rescaled to mean 1, with c such that the
+    whitespace share of Σρ_c equals that of Σρ (see the module docstring)."""
+    rho = np.asarray(rho, dtype=np.float64)
+    ws = np.asarray(whitespace, dtype=bool)
+    f = ws.mean()
+    share = rho[ws].sum() / rho.sum()
+    if not 0 < f < 1:
+        raise ValueError("the training units must hold whitespace and other targets")
+    c = share * (1 - f) / (f * (1 - share))
+    out = np.where(ws, c, 1.0)
+    return out / out.mean()
+
+
+def fin_weights(
+    chi: xr.DataArray,
+    n_beta: float,
+    fin: dict,
+    probe_tokens: Tensor,
+    train_tokens: Tensor,
+    strings: Sequence[str],
+    alpha: float = 1.0,
+) -> FinWeights:
+    """χ-suppress and control weights for every training unit (module docstring).
+
+    ``chi``: ``(component, unit)`` at the checkpoint, as stored (no nβ factor), units in the
+    order of ``probe_tokens`` ``[P, T]`` flattened; ``fin``: :func:`fin.fin_metric` of that
+    checkpoint (its ``mode`` and the sign of its ``rho``); ``train_tokens`` ``[N, T]``.
+    """
+    chi = chi.transpose("component", "unit")
+    k, s = int(fin["mode"]), float(np.sign(fin["rho"]))
+    modes = decompose(chi, "component")
+    u = modes["component_loading"].sel(mode=k).values
+    sigma = float(modes["singular_value"].sel(mode=k))
+    z = standardize(chi, "component")
+    dh = solve_intervention(z, -s * sigma * u, n_beta, rcond=1e-6)
+    probe_classes = fin_classes(probe_tokens, strings).ravel()
+    fit = extrapolate_by_class(dh.assign_coords(fin_class=("unit", probe_classes)), "fin_class")
+    train_classes = fin_classes(train_tokens, strings)
+    names, index = np.unique(train_classes, return_inverse=True)
+    per_class = np.array([fit.class_means.get(c, 0.0) for c in names])
+    dh_train = per_class[index].reshape(train_classes.shape)
+    rho = weights_from_intervention(dh_train, alpha, negative="clip")
+    ws = whitespace_units(train_tokens, strings)
+    control = control_like(rho, ws)
+    dose = {"chi_suppress": float(np.abs(rho - 1).mean())}
+    dose["control_dose"] = float(np.abs(control - 1).mean())
+    summary = {
+        "mode": k,
+        "rho_sign": s,
+        "fit_r2": fit.r2,
+        "class_dh": fit.class_means,
+        "class_counts": fit.counts,
+        "class_weight": {
+            c: float(rho[train_classes == c].mean()) for c in np.unique(train_classes)
+        },
+        "whitespace_share": {
+            "uniform": float(ws.mean()),
+            "chi_suppress": float(rho[ws].sum() / rho.sum()),
+            "control_dose": float(control[ws].sum() / control.sum()),
+        },
+        "dose": dose,
+        "zero_weights": int((rho == 0).sum()),
+        "max_weight": float(rho.max()),
+    }
+    weights = {"chi_suppress": rho.astype(np.float32), "control_dose": control.astype(np.float32)}
+    return FinWeights(weights, summary)

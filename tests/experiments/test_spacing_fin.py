@@ -8,7 +8,9 @@ import pytest
 import torch
 import xarray as xr
 
+from patterning_core.estimators.decomposition import decompose
 from patterning_core.experiments.spacing.fin import fin_metric, null_level, run_positions
+from patterning_core.experiments.spacing.fin_weights import control_like, fin_weights
 
 STRINGS = ["<eot>", " ", "\n", "def", "x"]
 
@@ -70,3 +72,48 @@ def test_fin_metric_refuses_probes_without_runs():
         fin_metric(loadings, np.full(5, np.nan))
     with pytest.raises(ValueError, match="one per unit"):
         fin_metric(loadings, np.ones(4))
+
+
+def test_control_keeps_the_whitespace_share_of_the_chi_weights():
+    rng = np.random.default_rng(3)
+    ws = rng.random(1000) < 0.4
+    rho = rng.gamma(2.0, 0.5, 1000)
+    rho = rho / rho.mean()
+    control = control_like(rho, ws)
+    assert control.mean() == pytest.approx(1.0)
+    assert control[ws].sum() / control.sum() == pytest.approx(rho[ws].sum() / rho.sum())
+    assert np.unique(control[ws]).size == 1 and np.unique(control[~ws]).size == 1
+
+
+def test_suppress_weights_take_weight_from_the_deep_end_of_the_fin():
+    """χ built with a fin: every component's row is a_c·(run position) on space units plus
+    noise, so the fin mode's unit loadings order spaces by depth. The χ-suppress weights
+    (dh = −s·v_k/nβ, extrapolated by run-position class) must fall with run position, and
+    the probe dh must equal −s·v_k/nβ exactly (the pseudo-inverse of a singular vector)."""
+    rng = np.random.default_rng(4)
+    row = [3, 2] + [1] * 8 + [4, 2, 1, 1, 1, 1, 3, 4]  # def \n 8 spaces x \n 4 spaces def x
+    probe = torch.tensor([row] * 6)
+    train = torch.tensor([row] * 10)
+    positions = run_positions(probe, STRINGS).ravel()
+    depth = np.nan_to_num(positions, nan=0.0)
+    loadings = np.array([1.0, 0.8, -0.5, 0.3])
+    chi = loadings[:, None] * depth[None] + 0.01 * rng.normal(size=(4, depth.size))
+    chi = xr.DataArray(chi, dims=("component", "unit"), coords={"component": ["a", "b", "c", "d"]})
+    modes = decompose(chi, "component")
+    fin = fin_metric(modes["unit_loading"], positions)
+    assert fin["mode"] == 1 and fin["metric"] > 0.9
+    result = fin_weights(chi, 30.0, fin, probe, train, STRINGS, alpha=1.0)
+    rho = result.weights["chi_suppress"]
+    assert rho.shape == (10, 17) and rho.mean() == pytest.approx(1.0, rel=1e-6)
+    deep = [result.summary["class_weight"][f"space@{k}"] for k in (1, 2, 4, 8)]
+    assert deep == sorted(deep, reverse=True) and deep[0] > deep[-1]
+    # the probe dh of the solver is −s·v_k/nβ
+    from patterning_core.estimators.decomposition import standardize
+    from patterning_core.estimators.intervention import solve_intervention
+
+    s = np.sign(fin["rho"])
+    u = modes["component_loading"].sel(mode=1).values
+    sigma = float(modes["singular_value"].sel(mode=1))
+    dh = solve_intervention(standardize(chi, "component"), -s * sigma * u, 30.0, rcond=1e-6)
+    v = modes["unit_loading"].sel(mode=1).values
+    np.testing.assert_allclose(dh.values, -s * v / 30.0, atol=1e-9)

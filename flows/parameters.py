@@ -38,6 +38,7 @@ from patterning_core.recipes import (
     demo_data,
     demo_sampler,
     demo_train,
+    fin_data,
     spacing_train,
 )
 from patterning_core.sampling.config import ConfigError, SamplerConfig
@@ -270,6 +271,49 @@ class SpacingParameters(RetrainingFields):
                 f"chi_step {self.chi_step} is not a checkpoint of the recipe ({schedule}); "
                 "pick one of them or add it to train.checkpoint_steps."
             )
+        _check_sampler(self.sampler)
+        return self
+
+
+class SpacingFinParameters(RetrainingFields):
+    """``spacing-fin`` flow: the spacing fin grown and erased (``flows/spacing_fin.py``).
+
+    ``seeds``: the retrained seeds (the first one's baseline is the reference);
+    ``chi_checkpoints``: steps of the reference where χ and the fin metric are read;
+    ``weights_step``: the one whose χ gives the suppress weights; ``sgld_seqs``,
+    ``probe_seqs``: the χ workload's SGLD data and probe sequences (probe units =
+    probe_seqs × (n_ctx − 1)); ``eval_seqs``: validation sequences for the losses.
+    """
+
+    preset: str = "demo"
+    data: dict = Field(default_factory=fin_data)
+    train: dict = Field(default_factory=spacing_train)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    chi_checkpoints: list[int] = Field(default_factory=lambda: [500, 1000, 2000, 3000])
+    weights_step: int = 1000
+    alpha: float = 1.0
+    sampler: dict = Field(default_factory=demo_sampler)
+    sgld_seqs: int = Field(1024, ge=1)
+    probe_seqs: int = Field(32, ge=1)
+    eval_seqs: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpacingFinParameters:
+        schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
+        _check_seeds_and_alpha(self.seeds, self.alpha)
+        if self.data.get("whitespace") != "split":
+            raise ConfigError(
+                "the spacing fin needs runs of spaces kept as runs of tokens: set "
+                "data.whitespace = 'split'."
+            )
+        missing = [s for s in [*self.chi_checkpoints, self.weights_step] if s not in schedule]
+        if missing or not self.chi_checkpoints:
+            raise ConfigError(
+                f"chi_checkpoints and weights_step must be checkpoints of the recipe "
+                f"({schedule}); {missing} are not."
+            )
+        if self.weights_step not in self.chi_checkpoints:
+            raise ConfigError("weights_step must be one of chi_checkpoints.")
         _check_sampler(self.sampler)
         return self
 

@@ -63,6 +63,12 @@ def corpus_data() -> dict:
     return {"source": "corpus"}
 
 
+def fin_data() -> dict:
+    """The offline corpus with every whitespace character a token of its own (runs of
+    spaces stay runs of tokens: what the spacing fin lives on)."""
+    return {**corpus_data(), "whitespace": "split"}
+
+
 def spacing_train() -> dict:
     """:func:`demo_train` with the fused readout (faster on the corpus's vocabulary)."""
     return {**demo_train(), "fused": True}

@@ -1,0 +1,141 @@
+"""The ``spacing-fin`` flow: the spacing fin grown (χ over training) and erased (three
+interventions, χ measured again on every retrained model).
+
+1. The reference (seed ``seeds[0]``) trains on the corpus tokenized with every whitespace
+   character a token (``recipes.fin_data``), memoized like every run.
+2. χ of every head, the embedding and the unembedding at ``chi_checkpoints``
+   (``susceptibilities`` subflow: shards on Dask, Zarr store, resumable), and the fin
+   metric at each (``experiments/spacing/fin.py``).
+3. From χ at ``weights_step``: χ-suppress weights along the fin mode and the same-dose
+   whitespace control (``fin_weights``).
+4. For every seed, from the same initialization and data order: baseline, the data edit
+   that collapses runs of spaces, χ-suppress, control (``flows.retraining``).
+5. χ again at the last checkpoint of every retrained model (its own store; the same
+   workload on the unedited data, so every model is probed on the same tokens), the fin
+   metric read off it, and the validation losses on whitespace and other targets.
+6. Report, plot and ``results.json`` (``fin_report``).
+
+    patterning run spacing-fin     # ≈ 1.5 h on 2 cores; a rerun recomputes nothing
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.parameters import SpacingFinParameters, SusceptibilityParameters
+from flows.retraining import retrain
+from flows.susceptibilities import susceptibilities
+from patterning_core.experiments.spacing.fin_report import summarize_fin
+from patterning_core.model.checkpoints import list_checkpoints
+from patterning_core.workspace import patterning_home, settings_digest
+from tasks.retraining import UNIFORM
+from tasks.spacing import spacing_measures
+from tasks.spacing_fin import fin_of_store, fin_suppress_weights, write_fin_report
+from tasks.training import train_model
+
+CONDITIONS = ("baseline", "collapse_whitespace", "chi_suppress", "control_dose")
+
+
+def _jobs(p: SpacingFinParameters, files: dict, runs_root: str) -> list[dict]:
+    """One training job per seed and condition (the collapse edit is a data spec)."""
+    jobs = []
+    for seed in p.seeds:
+        for condition in CONDITIONS:
+            edit = condition == "collapse_whitespace"
+            data = {**p.data, "collapse_spaces": True} if edit else p.data
+            weights = files.get(condition)
+            jobs.append(
+                {
+                    "preset": p.preset,
+                    "data": data,
+                    "train_settings": {**p.train, "seed": seed},
+                    "weights_path": weights["path"] if weights else None,
+                    "weights_digest": weights["digest"] if weights else UNIFORM,
+                    "runs_root": runs_root,
+                    "threads": p.threads,
+                    "label": f"{condition} seed {seed}",
+                }
+            )
+    return jobs
+
+
+@flow(name="spacing-fin")
+def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
+    """Run the experiment (module docstring; fields and defaults:
+    :class:`flows.parameters.SpacingFinParameters`) into ``params.out_dir`` (default
+    ``$PATTERNING_HOME/spacing_fin/<digest of the parameters>``). Returns ``{"report",
+    "results", "targets"}``."""
+    started = time.perf_counter()
+    p = params or SpacingFinParameters()
+    logger = get_run_logger()
+    home = patterning_home()
+    runs_root = p.runs_root or str(home / "runs")
+    settings = p.model_dump(exclude={"out_dir", "runs_root", "dask_address", "n_workers"})
+    out = Path(p.out_dir) if p.out_dir else home / "spacing_fin" / settings_digest(settings)
+    out.mkdir(parents=True, exist_ok=True)
+
+    reference = train_model(p.preset, p.data, {**p.train, "seed": p.seeds[0]}, runs_root, p.threads)
+    checkpoints = [c for c in reference["checkpoints"] if c["step"] in p.chi_checkpoints]
+    workload = {
+        "kind": "transformer",
+        "data": p.data,
+        "sgld_seqs": p.sgld_seqs,
+        "probe_seqs": p.probe_seqs,
+    }
+
+    def chi_store(store: Path, ckpts: list[dict]) -> str:
+        susceptibilities(
+            SusceptibilityParameters(
+                store=str(store),
+                workload=workload,
+                checkpoints=ckpts,
+                sampler=p.sampler,
+                dask_address=p.dask_address,
+                n_workers=p.n_workers,
+            )
+        )
+        return str(store)
+
+    reference_store = chi_store(out / "chi.zarr", checkpoints)
+    growth = [fin_of_store(reference_store, c["step"], p.preset, "reference") for c in checkpoints]
+    at_weights = next(f for f in growth if f["step"] == p.weights_step)
+    weights = fin_suppress_weights(
+        reference_store, p.weights_step, at_weights, p.data, p.preset, p.alpha, str(out)
+    )
+    jobs = _jobs(p, weights["files"], runs_root)
+    logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 4)
+    results = retrain(jobs, p.dask_address, p.n_workers)
+    runs = []
+    for job, result in zip(jobs, results, strict=True):
+        condition, seed = job["label"].split()[0], job["train_settings"]["seed"]
+        last, path = list_checkpoints(result["run_dir"])[-1]
+        if job["label"] == f"baseline seed {p.seeds[0]}" and last in p.chi_checkpoints:
+            store = reference_store  # the reference is this run: its χ is there already
+        else:
+            store = chi_store(
+                out / "retrained" / f"{condition}_seed{seed}.zarr",
+                [{"step": last, "path": str(path)}],
+            )
+        fin = fin_of_store(store, last, p.preset, job["label"])
+        losses = spacing_measures(result["run_dir"], p.data, p.eval_seqs)["losses"]
+        runs.append(
+            {
+                "seed": seed,
+                "condition": condition,
+                "run_dir": result["run_dir"],
+                "step": last,
+                "fin_metric": fin["metric"],
+                "fin": fin,
+                "loss_whitespace": losses["spacing"],
+                "loss_other": losses["other"],
+            }
+        )
+    numbers = summarize_fin(
+        settings, growth, weights["summary"], runs, time.perf_counter() - started
+    )
+    paths = write_fin_report(str(out), numbers)
+    logger.info("report %s", paths["report"])
+    return {**paths, "targets": numbers["targets"]}

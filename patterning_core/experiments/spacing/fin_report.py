@@ -1,0 +1,178 @@
+"""The spacing-fin experiment's numbers (``summarize_fin``: what ``results.json`` holds,
+with the targets met or missed) and its report (``fin_report``: Markdown and one figure,
+pyplot through ``patterning_core.report.pyplot``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CONTROL_MAX_CUT", "REMOVED_NULLS", "SUPPRESS_MIN_CUT", "fin_report", "summarize_fin"]
+
+SUPPRESS_MIN_CUT = 0.5  # χ-suppress must cut the fin metric by at least half, every seed
+CONTROL_MAX_CUT = 0.25  # the control must cut it by less than a quarter
+REMOVED_NULLS = 2.0  # "removed": the metric within this many null levels of no structure
+
+FIN_NOTE = """\
+Fin metric: over the probe units whose target is a space inside a run (its position k = 1,
+2, … counted from the first space after a non-space token; runs reaching back to the start
+of the sequence left out), Spearman's ρ between k and each of the 8 leading modes' unit
+loadings of the per-component standardized χ; the fin mode is the mode with the largest
+|ρ| and the metric is that |ρ|. "null" is √(2 ln 16 / m) for m such units: about the
+largest |ρ| of 8 modes unrelated to run position."""
+
+
+def summarize_fin(
+    settings: Mapping[str, Any],
+    growth: Sequence[Mapping[str, Any]],
+    weights: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """``results.json``: the fin over the reference's training (``growth``, one fin per χ
+    checkpoint), the weights' summary, one row per retrained run, and the targets per seed
+    (cut = 1 − metric / the same seed's baseline metric)."""
+    base = {r["seed"]: r for r in runs if r["condition"] == "baseline"}
+    rows = []
+    for r in runs:
+        b = base.get(r["seed"])
+        cut = 1 - r["fin_metric"] / b["fin_metric"] if b and b["fin_metric"] > 0 else None
+        rows.append(
+            {
+                "seed": r["seed"],
+                "condition": r["condition"],
+                "fin_metric": r["fin_metric"],
+                "fin_mode": r["fin"]["mode"],
+                "fin_null": r["fin"]["null"],
+                "cut": cut,
+                "loss_whitespace": r["loss_whitespace"],
+                "loss_other": r["loss_other"],
+                "step": r["step"],
+            }
+        )
+
+    def per(condition: str) -> list[dict]:
+        return [r for r in rows if r["condition"] == condition]
+
+    suppress, control = per("chi_suppress"), per("control_dose")
+    collapse = per("collapse_whitespace")
+    s_cuts, c_cuts = [r["cut"] for r in suppress], [r["cut"] for r in control]
+    targets = {
+        "reference_fin_at_least_0.6": bool(growth[-1]["metric"] >= 0.6),
+        "suppress_halves_every_seed": bool(
+            s_cuts and all(c is not None and c >= SUPPRESS_MIN_CUT for c in s_cuts)
+        ),
+        "control_cuts_less_than_a_quarter": bool(
+            c_cuts and all(c is not None and c < CONTROL_MAX_CUT for c in c_cuts)
+        ),
+        "collapse_removes_the_fin": bool(
+            collapse and all(r["fin_metric"] <= REMOVED_NULLS * r["fin_null"] for r in collapse)
+        ),
+    }
+    return {
+        "fin_metric_reference": growth[-1]["metric"],
+        "probe_tokens": growth[-1]["probe_units"],
+        "space_units": growth[-1]["space_units"],
+        "checkpoints": [g["step"] for g in growth],
+        "growth": [dict(g) for g in growth],
+        "weights_step": settings["weights_step"],
+        "weights": dict(weights),
+        "runs": rows,
+        "targets": targets,
+        "wall_seconds": wall_seconds,
+        "settings": dict(settings),
+        "fin_note": FIN_NOTE,
+    }
+
+
+def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
+    from patterning_core.report.pyplot import plt, save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    g = numbers["growth"]
+    a.plot([x["step"] for x in g], [x["metric"] for x in g], "o-", label="fin metric")
+    a.plot([x["step"] for x in g], [x["null"] for x in g], "k:", label="null level")
+    a.set_xlabel("training step (reference)")
+    a.set_ylabel("|Spearman ρ|")
+    a.set_ylim(0, 1)
+    a.legend()
+    a.set_title("the fin over training")
+    conditions = ["baseline", "collapse_whitespace", "chi_suppress", "control_dose"]
+    for i, c in enumerate(conditions):
+        values = [r["fin_metric"] for r in numbers["runs"] if r["condition"] == c]
+        b.scatter([i] * len(values), values, s=30)
+        if values:
+            b.hlines(np.mean(values), i - 0.25, i + 0.25, color="k")
+    b.set_xticks(range(len(conditions)), conditions, rotation=15)
+    b.set_ylim(0, 1)
+    b.set_title("fin metric of χ on each retrained model")
+    path = out / "fin.png"
+    save_figure(fig, path)
+    return path.name
+
+
+def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
+    """The Markdown report (and ``fin.png`` beside it)."""
+    from patterning_core.report.markdown import markdown_table
+
+    figure = _plot(Path(out), numbers)
+    w = numbers["weights"]
+    lines = [
+        "# The spacing fin, grown and erased",
+        "",
+        f"Written by the `spacing-fin` flow in {numbers['wall_seconds']:.0f} s (cached runs and "
+        f"χ are not recomputed). χ over {numbers['probe_tokens']} probe units, "
+        f"{numbers['space_units']} of them spaces inside runs.",
+        "",
+        numbers["fin_note"],
+        "",
+        "## The fin over the reference's training",
+        "",
+    ]
+    lines += markdown_table(
+        [
+            {
+                "step": str(g["step"]),
+                "fin metric": f"{g['metric']:.3f}",
+                "ρ": f"{g['rho']:+.3f}",
+                "fin mode": str(g["mode"]),
+                "its variance": f"{100 * g['explained_variance']:.1f} %",
+                "null": f"{g['null']:.3f}",
+            }
+            for g in numbers["growth"]
+        ],
+        align=["r"] * 6,
+    )
+    lines += [
+        "",
+        f"![fin]({figure})",
+        "",
+        "## Interventions",
+        "",
+        f"χ-suppress weights from χ at step {numbers['weights_step']} (fin mode {w['mode']}); "
+        f"class fit R² {w['fit_r2']:.3f}; dose mean|ρ − 1|: χ {w['dose']['chi_suppress']:.3f}, "
+        f"control {w['dose']['control_dose']:.3f}; whitespace share of the weight: uniform "
+        f"{w['whitespace_share']['uniform']:.3f}, χ {w['whitespace_share']['chi_suppress']:.3f}, "
+        f"control {w['whitespace_share']['control_dose']:.3f}.",
+        "",
+    ]
+    lines += markdown_table(
+        [
+            {
+                "seed": str(r["seed"]),
+                "condition": r["condition"],
+                "fin metric": f"{r['fin_metric']:.3f}",
+                "cut vs baseline": "–" if r["cut"] is None else f"{r['cut']:+.2f}",
+                "loss, whitespace": f"{r['loss_whitespace']:.3f}",
+                "loss, other": f"{r['loss_other']:.3f}",
+            }
+            for r in numbers["runs"]
+        ],
+        align=["r", "l", "r", "r", "r", "r"],
+    )
+    lines += ["", "## Targets", ""]
+    lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in numbers["targets"].items()]
+    return "\n".join(lines) + "\n"

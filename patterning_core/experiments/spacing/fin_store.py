@@ -1,0 +1,51 @@
+"""The fin read off a χ store the pipeline wrote: the probe tokens rebuilt from the store's
+workload, the modes of a checkpoint's standardized χ, and the fin metric (``fin``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import Tensor
+
+from patterning_core.data.lm_data import load_lm_tokens, select_sequences
+from patterning_core.estimators.decomposition import decompose
+from patterning_core.experiments.spacing.fin import fin_metric, run_positions
+from patterning_core.model.transformer import TransformerConfig
+from patterning_core.store.chi_store import chi_at
+
+__all__ = ["N_MODES", "fin_at", "probe_tokens"]
+
+N_MODES = 8  # leading modes searched for the fin
+
+
+def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, list[str]]:
+    """The probe sequences ``[P, T]`` of a transformer workload (as ``store.workloads``
+    selects them: ``probe_seqs`` validation sequences, seed ``probe_seed``) and the token
+    strings."""
+    tokens = load_lm_tokens(workload["data"], config)
+    probes = select_sequences(
+        tokens.val, int(workload.get("probe_seqs", 8)), seed=int(workload.get("probe_seed", 0))
+    )
+    return probes, tokens.token_strings
+
+
+def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
+    """The fin of checkpoint ``step`` of ``store``: :func:`fin.fin_metric` over the leading
+    ``N_MODES`` modes, plus ``explained_variance`` of the fin mode, ``n_beta`` and
+    ``probe_units``."""
+    chi, n_beta, ds = chi_at(store, step)
+    probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
+    positions = run_positions(probes, strings).ravel()
+    if positions.size != chi.sizes["unit"]:
+        raise ValueError(
+            f"{chi.sizes['unit']} χ units but {positions.size} probe units were rebuilt: the "
+            "store's data or probes changed since χ was written."
+        )
+    modes = decompose(chi.transpose("component", "unit"), "component", N_MODES)
+    fin = fin_metric(modes["unit_loading"], positions)
+    fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
+    fin["n_beta"] = float(n_beta)
+    fin["probe_units"] = int(positions.size)
+    fin["step"] = int(step)
+    return fin

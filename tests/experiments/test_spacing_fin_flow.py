@@ -1,0 +1,90 @@
+"""The ``spacing-fin`` flow end to end on tiny sizes: a small Python corpus (the standard
+library's ``json`` package) tokenized with every whitespace character a token, the
+``demo`` preset for 40 steps, χ at two checkpoints through the sharded flow, the fin, the
+weights, four conditions retrained, χ on each, report; a rerun recomputes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAIN = {
+    "steps": 40,
+    "batch_size": 8,
+    "lr": 3e-3,
+    "warmup_steps": 4,
+    "seed": 0,
+    "checkpoint_steps": [0, 20, 40],
+}
+SAMPLER = {
+    "step_size": 1e-4,
+    "n_beta": 10.0,
+    "localization": 100.0,
+    "num_chains": 2,
+    "num_draws": 4,
+    "batch_size": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.mark.timeout(900)
+def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
+    from flows.parameters import SpacingFinParameters
+    from flows.spacing_fin import spacing_fin
+
+    data = {"source": "corpus", "paths": [str(Path(json.__file__).parent)], "whitespace": "split"}
+    params = SpacingFinParameters(
+        preset="demo",
+        data=data,
+        train=TRAIN,
+        seeds=[0],
+        chi_checkpoints=[20, 40],
+        weights_step=20,
+        sampler=SAMPLER,
+        sgld_seqs=32,
+        probe_seqs=4,
+        eval_seqs=8,
+        out_dir=str(tmp_path / "out"),
+        runs_root=str(tmp_path / "runs"),
+        n_workers=1,
+    )
+    first = spacing_fin(params)
+    results = json.loads(Path(first["results"]).read_text())
+    assert results["checkpoints"] == [20, 40]
+    assert results["probe_tokens"] == 4 * 63
+    assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
+        ("baseline", 0),
+        ("collapse_whitespace", 0),
+        ("chi_suppress", 0),
+        ("control_dose", 0),
+    ]
+    for r in results["runs"]:
+        assert 0 <= r["fin_metric"] <= 1 and np.isfinite(r["loss_whitespace"])
+    assert results["runs"][0]["cut"] == 0.0  # the baseline against itself
+    assert set(results["targets"]) == {
+        "reference_fin_at_least_0.6",
+        "suppress_halves_every_seed",
+        "control_cuts_less_than_a_quarter",
+        "collapse_removes_the_fin",
+    }
+    # the seed-0 baseline's χ is the reference store's; the other three have their own
+    assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 3
+    shares = results["weights"]["whitespace_share"]
+    assert shares["control_dose"] == pytest.approx(shares["chi_suppress"], rel=1e-5)
+    assert "## Targets" in Path(first["report"]).read_text()
+    assert (tmp_path / "out" / "fin.png").is_file()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    again = spacing_fin(params)
+    assert again["targets"] == first["targets"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps

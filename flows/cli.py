@@ -40,6 +40,7 @@ FLOWS = {
         "InductionPatterningParameters",
     ),
     "spacing": ("flows.spacing", "spacing", "SpacingParameters"),
+    "spacing-fin": ("flows.spacing_fin", "spacing_fin", "SpacingFinParameters"),
     "toy-superposition": (
         "flows.toy_superposition",
         "toy_superposition",

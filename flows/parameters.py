@@ -282,7 +282,9 @@ class SpacingFinParameters(RetrainingFields):
     ``chi_checkpoints``: steps of the reference where χ and the fin metric are read;
     ``weights_step``: the one whose χ gives the suppress weights; ``sgld_seqs``,
     ``probe_seqs``: the χ workload's SGLD data and probe sequences (probe units =
-    probe_seqs × (n_ctx − 1)); ``eval_seqs``: validation sequences for the losses.
+    probe_seqs × (n_ctx − 1)); ``eval_seqs``: validation sequences for the losses;
+    ``report_dir``: where the report, plot and ``results.json`` go (default ``out_dir``,
+    which holds the χ stores and weights).
     """
 
     preset: str = "demo"
@@ -296,6 +298,7 @@ class SpacingFinParameters(RetrainingFields):
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(32, ge=1)
     eval_seqs: int = Field(256, ge=1)
+    report_dir: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SpacingFinParameters:

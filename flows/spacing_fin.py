@@ -73,7 +73,8 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     logger = get_run_logger()
     home = patterning_home()
     runs_root = p.runs_root or str(home / "runs")
-    settings = p.model_dump(exclude={"out_dir", "runs_root", "dask_address", "n_workers"})
+    where = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
+    settings = p.model_dump(exclude=where)
     out = Path(p.out_dir) if p.out_dir else home / "spacing_fin" / settings_digest(settings)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -136,6 +137,6 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     numbers = summarize_fin(
         settings, growth, weights["summary"], runs, time.perf_counter() - started
     )
-    paths = write_fin_report(str(out), numbers)
+    paths = write_fin_report(p.report_dir or str(out), numbers)
     logger.info("report %s", paths["report"])
     return {**paths, "targets": numbers["targets"]}

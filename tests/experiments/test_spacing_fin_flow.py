@@ -1,6 +1,6 @@
 """The ``spacing-fin`` flow end to end on tiny sizes: a small Python corpus (the standard
 library's ``json`` package) tokenized with every whitespace character a token, the
-``demo`` preset for 40 steps, χ at two checkpoints through the sharded flow, the fin, the
+``demo`` preset for 40 steps, χ at its last checkpoint through the sharded flow, the fin, the
 weights, four conditions retrained, χ on each, report; a rerun recomputes nothing."""
 
 from __future__ import annotations
@@ -11,30 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TRAIN = {
-    "steps": 40,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "warmup_steps": 4,
-    "seed": 0,
-    "checkpoint_steps": [0, 20, 40],
-}
-SAMPLER = {
-    "step_size": 1e-4,
-    "n_beta": 10.0,
-    "localization": 100.0,
-    "num_chains": 2,
-    "num_draws": 4,
-    "batch_size": 8,
-}
+from tests.experiments.test_spacing_flow import SAMPLER, TRAIN, prefect_server
 
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+__all__ = ["prefect_server"]  # the module's Prefect test server, shared with the spacing flow
 
 
 @pytest.mark.timeout(900)
@@ -48,8 +27,8 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
         data=data,
         train=TRAIN,
         seeds=[0],
-        chi_checkpoints=[20, 40],
-        weights_step=20,
+        chi_checkpoints=[40],
+        weights_step=40,
         sampler=SAMPLER,
         sgld_seqs=32,
         probe_seqs=4,
@@ -60,7 +39,7 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     )
     first = spacing_fin(params)
     results = json.loads(Path(first["results"]).read_text())
-    assert results["checkpoints"] == [20, 40]
+    assert results["checkpoints"] == [40]
     assert results["probe_tokens"] == 4 * 63
     assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
         ("baseline", 0),

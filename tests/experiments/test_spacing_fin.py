@@ -117,3 +117,59 @@ def test_suppress_weights_take_weight_from_the_deep_end_of_the_fin():
     dh = solve_intervention(standardize(chi, "component"), -s * sigma * u, 30.0, rcond=1e-6)
     v = modes["unit_loading"].sel(mode=1).values
     np.testing.assert_allclose(dh.values, -s * v / 30.0, atol=1e-9)
+
+
+def test_loss_controlled_reading_removes_an_ordering_made_by_the_loss_alone():
+    """Loadings that depend on the loss only (which itself falls along the run) give a
+    raw |ρ| far above the null but a partial ρ given the loss near 0; loadings that depend
+    on the position beyond the loss keep a large partial ρ."""
+    rng = np.random.default_rng(5)
+    positions = rng.integers(1, 9, 2000).astype(float)
+    loss = -positions + rng.normal(0, 1.0, 2000)
+    via_loss = loss**3 + rng.normal(0, 0.01, 2000)  # monotone in the loss alone
+    direct = positions + rng.normal(0, 0.5, 2000)
+    loadings = xr.DataArray(
+        np.stack([via_loss, direct]), dims=("mode", "unit"), coords={"mode": [1, 2]}
+    )
+    fin = fin_metric(loadings, positions, control=loss)
+    assert abs(fin["per_mode"][1]) > 0.8  # the raw reading is fooled
+    assert abs(fin["partial_per_mode"][1]) < 3 / np.sqrt(2000)  # within 3 SE of 0
+    assert fin["partial_mode"] == 2 and fin["partial_metric"] > 0.5
+    assert fin["control_rho"] < -0.8
+
+
+def _run(seed, condition, metric, partial, null=0.08):
+    fin = {"metric": metric, "mode": 1, "null": null, "partial_metric": partial}
+    return {
+        "seed": seed,
+        "condition": condition,
+        "fin_metric": metric,
+        "fin": fin,
+        "loss_whitespace": 1.0,
+        "loss_other": 2.0,
+        "step": 40,
+    }
+
+
+def test_targets_per_seed_against_that_seeds_baseline():
+    from patterning_core.experiments.spacing.fin_report import summarize_fin
+
+    growth = [{"step": 40, "metric": 0.7, "probe_units": 100, "space_units": 50, "null": 0.1}]
+    runs = []
+    for seed, (b, s, c, e) in enumerate([(0.6, 0.2, 0.5, 0.1), (0.4, 0.1, 0.35, 0.2)]):
+        runs += [
+            _run(seed, "baseline", b, b),
+            _run(seed, "chi_suppress", s, b),  # loss-controlled: not cut at all
+            _run(seed, "control_dose", c, c),
+            _run(seed, "collapse_whitespace", e, e),
+        ]
+    numbers = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)
+    cuts = {(r["seed"], r["condition"]): r["cut"] for r in numbers["runs"]}
+    assert cuts[(0, "chi_suppress")] == pytest.approx(1 - 0.2 / 0.6)
+    assert cuts[(1, "control_dose")] == pytest.approx(1 - 0.35 / 0.4)
+    t = numbers["targets"]
+    assert t["reference_fin_at_least_0.6"] and t["suppress_halves_every_seed"]
+    assert t["control_cuts_less_than_a_quarter"]
+    assert not t["collapse_removes_the_fin"]  # 0.2 > 2 × 0.08 on seed 1
+    controlled = numbers["targets_loss_controlled"]
+    assert not controlled["suppress_halves_every_seed"]

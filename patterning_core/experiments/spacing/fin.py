@@ -18,6 +18,13 @@ mode orders the space tokens exactly by their depth in the run). The maximum ove
 ``n_modes`` modes is biased upward under no structure: for m independent units its null
 is about √(2 ln(2·n_modes)/m) (≈ 0.08 for 8 modes and 1,000 space units), which the report
 quotes beside the value.
+
+Loss-controlled reading (``control`` in :func:`fin_metric`): a unit's susceptibilities
+scale with how well it is predicted, and how well a space is predicted changes along its
+run, so run position can order the loadings through the loss level alone. The partial
+Spearman ρ of run position and loadings given the unit's posterior mean loss (ranks of
+both regressed on the rank of the loss) removes that path; ``partial_metric`` is its
+largest |ρ| over the modes.
 """
 
 from __future__ import annotations
@@ -47,13 +54,34 @@ def run_positions(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
     return position[:, 1:]
 
 
-def fin_metric(unit_loading: xr.DataArray, positions: np.ndarray) -> dict:
+def partial_spearman(x: np.ndarray, y: np.ndarray, control: np.ndarray) -> float:
+    """Spearman's ρ of ``x`` and ``y`` given ``control``: the correlation of their ranks'
+    residuals after a least-squares fit on the rank of ``control``."""
+    from scipy.stats import rankdata
+
+    basis = np.c_[np.ones(len(control)), rankdata(control)]
+
+    def residual(v: np.ndarray) -> np.ndarray:
+        r = rankdata(v)
+        return r - basis @ np.linalg.lstsq(basis, r, rcond=None)[0]
+
+    ex, ey = residual(x), residual(y)
+    denom = float(np.sqrt((ex @ ex) * (ey @ ey)))
+    return float(ex @ ey / denom) if denom > 0 else float("nan")
+
+
+def fin_metric(
+    unit_loading: xr.DataArray, positions: np.ndarray, control: np.ndarray | None = None
+) -> dict:
     """The fin mode and metric of one checkpoint.
 
     ``unit_loading``: ``(mode, unit)`` of the standardized χ (a readout's
     ``unit_loading``); ``positions``: run position per unit, flattened in the units' order
-    (NaN outside runs). Returns ``{"mode", "rho" (signed, of the fin mode), "metric" (|ρ|),
-    "per_mode" {mode: ρ}, "space_units", "null"}``.
+    (NaN outside runs); ``control``: a per-unit value to control for (the posterior mean
+    loss), or None. Returns ``{"mode", "rho" (signed, of the fin mode), "metric" (|ρ|),
+    "per_mode" {mode: ρ}, "space_units", "null"}``, and with ``control`` also
+    ``"partial_per_mode"``, ``"partial_mode"``, ``"partial_metric"`` and
+    ``"control_rho"`` (Spearman ρ of position and the control itself).
     """
     pos = np.asarray(positions, dtype=np.float64).ravel()
     if pos.shape != (unit_loading.sizes["unit"],):
@@ -69,7 +97,7 @@ def fin_metric(unit_loading: xr.DataArray, positions: np.ndarray) -> dict:
     rho = coordinate_correlation(unit_loading, pos)
     values = np.nan_to_num(np.abs(rho.values), nan=-1.0)
     best = int(np.argmax(values))
-    return {
+    result = {
         "mode": int(rho.mode.values[best]),
         "rho": float(rho.values[best]),
         "metric": float(abs(rho.values[best])),
@@ -77,6 +105,24 @@ def fin_metric(unit_loading: xr.DataArray, positions: np.ndarray) -> dict:
         "space_units": n_space,
         "null": null_level(n_space, unit_loading.sizes["mode"]),
     }
+    if control is not None:
+        from scipy.stats import spearmanr
+
+        keep = np.isfinite(pos)
+        c = np.asarray(control, dtype=np.float64).ravel()[keep]
+        loadings = unit_loading.transpose("mode", "unit").values[:, keep]
+        partial = {
+            int(m): partial_spearman(pos[keep], row, c)
+            for m, row in zip(unit_loading.mode.values, loadings, strict=True)
+        }
+        top = max(partial, key=lambda m: np.nan_to_num(abs(partial[m]), nan=-1.0))
+        result.update(
+            partial_per_mode=partial,
+            partial_mode=top,
+            partial_metric=float(abs(partial[top])),
+            control_rho=float(spearmanr(pos[keep], c)[0]),
+        )
+    return result
 
 
 def null_level(space_units: int, n_modes: int) -> float:

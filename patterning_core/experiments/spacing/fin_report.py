@@ -22,7 +22,9 @@ Fin metric: over the probe units whose target is a space inside a run (its posit
 of the sequence left out), Spearman's ρ between k and each of the 8 leading modes' unit
 loadings of the per-component standardized χ; the fin mode is the mode with the largest
 |ρ| and the metric is that |ρ|. "null" is √(2 ln 16 / m) for m such units: about the
-largest |ρ| of 8 modes unrelated to run position."""
+largest |ρ| of 8 modes unrelated to run position. Loss-controlled: the same with the partial
+Spearman ρ given each unit's posterior mean loss (how well a space is predicted changes
+along its run, and susceptibilities scale with it; see `experiments/spacing/fin.py`)."""
 
 
 def summarize_fin(
@@ -40,6 +42,8 @@ def summarize_fin(
     for r in runs:
         b = base.get(r["seed"])
         cut = 1 - r["fin_metric"] / b["fin_metric"] if b and b["fin_metric"] > 0 else None
+        partial, b_partial = r["fin"].get("partial_metric"), b and b["fin"].get("partial_metric")
+        partial_cut = 1 - partial / b_partial if partial is not None and b_partial else None
         rows.append(
             {
                 "seed": r["seed"],
@@ -48,6 +52,8 @@ def summarize_fin(
                 "fin_mode": r["fin"]["mode"],
                 "fin_null": r["fin"]["null"],
                 "cut": cut,
+                "fin_metric_loss_controlled": partial,
+                "cut_loss_controlled": partial_cut,
                 "loss_whitespace": r["loss_whitespace"],
                 "loss_other": r["loss_other"],
                 "step": r["step"],
@@ -72,6 +78,25 @@ def summarize_fin(
             collapse and all(r["fin_metric"] <= REMOVED_NULLS * r["fin_null"] for r in collapse)
         ),
     }
+    controlled = {}
+    if all(r["fin_metric_loss_controlled"] is not None for r in rows):
+        sp = [r["cut_loss_controlled"] for r in suppress]
+        cp = [r["cut_loss_controlled"] for r in control]
+        controlled = {
+            "suppress_halves_every_seed": bool(
+                sp and all(c is not None and c >= SUPPRESS_MIN_CUT for c in sp)
+            ),
+            "control_cuts_less_than_a_quarter": bool(
+                cp and all(c is not None and c < CONTROL_MAX_CUT for c in cp)
+            ),
+            "collapse_removes_the_fin": bool(
+                collapse
+                and all(
+                    r["fin_metric_loss_controlled"] <= REMOVED_NULLS * r["fin_null"]
+                    for r in collapse
+                )
+            ),
+        }
     return {
         "fin_metric_reference": growth[-1]["metric"],
         "probe_tokens": growth[-1]["probe_units"],
@@ -82,6 +107,7 @@ def summarize_fin(
         "weights": dict(weights),
         "runs": rows,
         "targets": targets,
+        "targets_loss_controlled": controlled,
         "wall_seconds": wall_seconds,
         "settings": dict(settings),
         "fin_note": FIN_NOTE,
@@ -114,6 +140,12 @@ def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     return path.name
 
 
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" if signed else f"{value:.3f}"
+
+
 def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
     """The Markdown report (and ``fin.png`` beside it)."""
     from patterning_core.report.markdown import markdown_table
@@ -141,10 +173,12 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "fin mode": str(g["mode"]),
                 "its variance": f"{100 * g['explained_variance']:.1f} %",
                 "null": f"{g['null']:.3f}",
+                "loss-controlled": _fmt(g.get("partial_metric")),
+                "ρ(position, loss)": _fmt(g.get("control_rho"), signed=True),
             }
             for g in numbers["growth"]
         ],
-        align=["r"] * 6,
+        align=["r"] * 8,
     )
     lines += [
         "",
@@ -165,14 +199,20 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "seed": str(r["seed"]),
                 "condition": r["condition"],
                 "fin metric": f"{r['fin_metric']:.3f}",
-                "cut vs baseline": "–" if r["cut"] is None else f"{r['cut']:+.2f}",
+                "cut vs baseline": _fmt(r["cut"], signed=True),
+                "loss-controlled": _fmt(r["fin_metric_loss_controlled"]),
+                "its cut": _fmt(r["cut_loss_controlled"], signed=True),
                 "loss, whitespace": f"{r['loss_whitespace']:.3f}",
                 "loss, other": f"{r['loss_other']:.3f}",
             }
             for r in numbers["runs"]
         ],
-        align=["r", "l", "r", "r", "r", "r"],
+        align=["r", "l", "r", "r", "r", "r", "r", "r"],
     )
     lines += ["", "## Targets", ""]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in numbers["targets"].items()]
+    controlled = numbers.get("targets_loss_controlled") or {}
+    lines += [
+        f"- {k} (loss-controlled): {'met' if v else 'NOT met'}" for k, v in controlled.items()
+    ]
     return "\n".join(lines) + "\n"

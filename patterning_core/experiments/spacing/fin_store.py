@@ -32,8 +32,9 @@ def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, lis
 
 def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
     """The fin of checkpoint ``step`` of ``store``: :func:`fin.fin_metric` over the leading
-    ``N_MODES`` modes, plus ``explained_variance`` of the fin mode, ``n_beta`` and
-    ``probe_units``."""
+    ``N_MODES`` modes, controlled for each unit's posterior mean loss (the full run's
+    ``full_probe_mean``, averaged over chains), plus ``explained_variance`` of the fin mode,
+    ``n_beta`` and ``probe_units``."""
     chi, n_beta, ds = chi_at(store, step)
     probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
     positions = run_positions(probes, strings).ravel()
@@ -43,7 +44,8 @@ def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
             "store's data or probes changed since χ was written."
         )
     modes = decompose(chi.transpose("component", "unit"), "component", N_MODES)
-    fin = fin_metric(modes["unit_loading"], positions)
+    loss = ds["full_probe_mean"].sel(checkpoint=step).values.mean(axis=0)  # E[ℓ_z], [unit]
+    fin = fin_metric(modes["unit_loading"], positions, control=loss)
     fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
     fin["n_beta"] = float(n_beta)
     fin["probe_units"] = int(positions.size)

@@ -360,9 +360,14 @@ def load_hooked_transformer(
         if n in state and tuple(state[n].shape) != tuple(p.shape)
     ]
     if missing or unexpected or shapes:
+
+        def few(names: list[str]) -> str:
+            return str(names[:4])[:-1] + (f", … ({len(names)} in all)]" if len(names) > 4 else "]")
+
         raise ConfigError(
-            f"{path} does not fit the HookedTransformer of this config: missing {missing}, "
-            f"unexpected {unexpected}, other shapes {shapes}; check the config's fields."
+            f"{path} does not fit the HookedTransformer of this config: missing "
+            f"{few(missing)}, unexpected {few(unexpected)}, other shapes {few(shapes)}; "
+            "check the config's fields."
         )
     with torch.no_grad():
         for n, p in own.items():

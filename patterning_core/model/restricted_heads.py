@@ -74,7 +74,8 @@ class CachedLaneForward:
 
     The activation at ``site`` (``BlockModel`` sites; ``-1``: none, the whole model) is
     computed once per batch at w*, chain by chain on the same ``[B, T]`` shapes the
-    uncached forward uses, so a lane's losses equal the whole model's bit for bit. Worth
+    uncached forward uses (so for the built-in model a lane's losses equal the whole
+    model's bit for bit; ``BlockModel.activation_at``). Worth
     it over ``vmap`` for a few lanes (the full run: one lane per chain), where the fused
     attention and readout loss (about 3× and 2.6× faster) outweigh the loop.
     """

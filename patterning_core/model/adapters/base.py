@@ -144,8 +144,8 @@ class BlockModel(ModelAdapter):
 
     @abstractmethod
     def activation_at(self, params: Mapping[str, Tensor], tokens: Tensor, site: int) -> Tensor:
-        """Residual at ``site >= 0`` for ``tokens``, computed as :meth:`loss_from` from an
-        earlier site would (so a cached activation equals the uncached forward bit for bit)."""
+        """Residual at ``site >= 0`` for ``tokens``, as :meth:`loss_from` from an earlier
+        site computes it (the built-in model: bit for bit; others: up to float rounding)."""
 
     @abstractmethod
     def loss_from(

@@ -10,8 +10,11 @@ assert 1e-9 relative.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("transformer_lens", reason="the optional extra 'tl' is not installed")
 
@@ -26,6 +29,7 @@ from patterning_core.model.adapters.tl import load_hooked_transformer
 from patterning_core.sampling.sgld import SamplerConfig
 from patterning_core.store.chi_store import StoreError, open_chi
 
+EXAMPLE = Path(__file__).parents[2] / "docs/examples/transformer_lens_susceptibilities.yaml"
 CONFIG = {
     "n_layers": 2,
     "d_model": 16,
@@ -84,10 +88,13 @@ def test_a_transformer_lens_model_through_the_flow(tmp_path, prefect_server):
         "components": COMPONENTS,
     }
     store = str(tmp_path / "chi.zarr")
+    # The documented example config, on this tiny model: its fields are the flow's.
+    example = yaml.safe_load(EXAMPLE.read_text())
+    example["model"].update(model, sgld_seqs=None)
+    example.update(store=store, sampler=SAMPLER, n_workers=1)
 
     def run() -> dict:
-        params = SusceptibilityParameters(store=store, sampler=SAMPLER, model=model, n_workers=1)
-        return susceptibilities(params)
+        return susceptibilities(SusceptibilityParameters(**example))
 
     first = run()
     # (heads of block 0, L1MLP, unembed, full run) × 2 chains × 2 checkpoints

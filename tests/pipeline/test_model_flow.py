@@ -135,3 +135,78 @@ def test_a_transformer_lens_model_through_the_flow(tmp_path, prefect_server):
     assert changed.read_bytes() != model_bytes
     with pytest.raises(StoreError, match="changed since"):
         run()
+
+
+def _complete_shards(store: str) -> int:
+    from patterning_core.store.chi_store import completed
+
+    try:
+        state = completed(store, 10)
+    except Exception:  # the store is not created yet
+        return 0
+    return int(state["restricted"].sum() + state["full"].sum())
+
+
+@pytest.mark.slow  # about 4 minutes on 2 shared cores: three flow runs, each its own cluster
+def test_a_killed_transformer_lens_run_resumes(tmp_path, prefect_server):
+    """SIGKILL the flow's process group mid-run: the rerun computes only the missing shards
+    and χ equals an uninterrupted run's, bit for bit (as for the built-in model)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    _write_model(tmp_path, 10)
+    gen = torch.Generator().manual_seed(1)
+    tokens = tmp_path / "tokens.safetensors"
+    train = torch.randint(0, 24, (32, 12), generator=gen)
+    probes = torch.randint(0, 24, (3, 12), generator=gen)
+    save_file({"train": train, "probes": probes}, str(tokens))
+    sampler = SamplerConfig.from_dict(SAMPLER).replace(num_chains=4, num_draws=150).to_dict()
+    model = {
+        "kind": "transformer_lens",
+        "config": CONFIG,
+        "dtype": "float64",
+        "checkpoint_files": [str(tmp_path / "step_00000010.safetensors")],
+        "tokens": str(tokens),
+        "components": ["L0H0", "L1MLP", "unembed"],  # one component per shard: counted below
+    }
+    total = 4 * 4  # (L0H0, L1MLP, unembed, full run) × 4 chains
+
+    def params(store: str) -> dict:
+        return {"store": store, "sampler": sampler, "model": model, "n_workers": 2}
+
+    store = str(tmp_path / "killed.zarr")
+    code = (
+        "import json, sys; from flows.susceptibilities import susceptibilities;"
+        "from flows.parameters import SusceptibilityParameters as P;"
+        "susceptibilities(P(**json.loads(sys.argv[1])))"
+    )
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(params(store))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while _complete_shards(store) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)  # let the killed workers' last writes (if any) settle
+    done_before = _complete_shards(store)
+    assert 2 <= done_before < total, "the kill must land mid-run for this test to mean much"
+
+    resumed = susceptibilities(SusceptibilityParameters(**params(store)))
+    assert resumed["computed"] == total - done_before
+    assert resumed["already_complete"] == done_before
+    reference = str(tmp_path / "uninterrupted.zarr")
+    whole = susceptibilities(SusceptibilityParameters(**params(reference)))
+    assert whole["computed"] == total
+    assert bool((open_chi(store)["chi"] == open_chi(reference)["chi"]).all())

@@ -14,6 +14,7 @@ before any server starts.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ __all__ = [
     "DecomposeParameters",
     "FlowParameters",
     "InductionPatterningParameters",
+    "ModelSpec",
     "ParenthesesParameters",
     "PipelineParameters",
     "SpacingParameters",
@@ -107,20 +109,92 @@ class TrainParameters(FlowParameters):
         return self
 
 
+class ModelSpec(FlowParameters):
+    """A model of one's own for the ``susceptibilities`` flow (``model.adapters.spec``).
+
+    ``kind``: ``"builtin"`` (checkpoints of the project's transformer) or
+    ``"transformer_lens"`` (a ``HookedTransformer`` built offline from ``config``, its
+    ``HookedTransformerConfig`` fields, with ``dtype`` ``"float32"`` or ``"float64"``);
+    checkpoints: every ``*.safetensors`` file of ``checkpoint_dir`` (its step is the last
+    number in its name, e.g. ``step_00001000.safetensors``) or the files
+    ``checkpoint_files``; ``tokens``: a safetensors file of int64 ``train [N, T]`` (SGLD
+    data) and ``probes [M, T]`` token ids, of which the first ``sgld_seqs`` and
+    ``probe_seqs`` rows are used (None: all); ``components``: the rows of χ (None: every
+    head, MLP, ``embed`` and ``unembed``).
+    """
+
+    kind: str
+    config: dict | None = None
+    dtype: Literal["float32", "float64"] | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_files: list[str] | None = None
+    tokens: str
+    sgld_seqs: int | None = Field(None, ge=1)
+    probe_seqs: int | None = Field(None, ge=1)
+    components: list[str] | None = None
+
+    def checkpoints(self) -> list[dict]:
+        """``[{"step": int, "path": str}, ...]`` in step order."""
+        if (self.checkpoint_dir is None) == (self.checkpoint_files is None):
+            raise ConfigError("model: give checkpoint_dir or checkpoint_files (one of them).")
+        if self.checkpoint_dir is not None:
+            folder = Path(self.checkpoint_dir)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"model.checkpoint_dir {folder} is not a folder.")
+            files = sorted(folder.glob("*.safetensors"))
+            if not files:
+                raise ConfigError(f"model.checkpoint_dir {folder} holds no *.safetensors file.")
+        else:
+            files = [Path(f) for f in self.checkpoint_files or []]
+            if not files:
+                raise ConfigError("model.checkpoint_files is empty: list checkpoint files.")
+        steps: dict[int, str] = {}
+        for file in files:
+            numbers = re.findall(r"\d+", file.stem)
+            if not numbers:
+                raise ConfigError(
+                    f"checkpoint {file}: no step in its name; name it step_<N>.safetensors."
+                )
+            step = int(numbers[-1])
+            if step in steps:
+                raise ConfigError(f"checkpoints {steps[step]} and {file} both name step {step}.")
+            steps[step] = str(file)
+        return [{"step": step, "path": steps[step]} for step in sorted(steps)]
+
+    def workload(self) -> dict:
+        """The ``"model"`` workload spec (``patterning_core.store.workloads``)."""
+        model: dict[str, Any] = {"kind": self.kind}
+        if self.config is not None:
+            model["config"] = self.config
+        if self.dtype is not None:
+            model["dtype"] = self.dtype
+        return {
+            "kind": "model",
+            "model": model,
+            "tokens": self.tokens,
+            "sgld_seqs": self.sgld_seqs,
+            "probe_seqs": self.probe_seqs,
+            "components": self.components,
+        }
+
+
 class SusceptibilityParameters(FlowParameters):
     """``susceptibilities`` flow: χ at every checkpoint into the Zarr store ``store``.
 
-    ``workload``: a workload spec (``patterning_core.store.workloads``); ``checkpoints``:
-    ``[{"step": int, "path": str | None}, ...]``; ``sampler``: ``SamplerConfig`` fields;
-    ``max_lanes``: cap on component × chain lanes per shard (None: one group per set of
-    moving parameters); ``dask_address`` or a local cluster of ``n_workers`` processes of
-    ``threads_per_worker`` threads.
+    The model and data: a ``model`` (:class:`ModelSpec`: a model of one's own, its
+    checkpoints and tokenized data), or a ``workload`` spec
+    (``patterning_core.store.workloads``) with its ``checkpoints``
+    ``[{"step": int, "path": str | None}, ...]`` (a given ``model`` fills both in);
+    ``sampler``: ``SamplerConfig`` fields; ``max_lanes``: cap on component × chain lanes
+    per shard (None: one group per set of moving parameters); ``dask_address`` or a local
+    cluster of ``n_workers`` processes of ``threads_per_worker`` threads.
     """
 
     store: str
-    workload: dict
-    checkpoints: list[dict]
     sampler: dict
+    workload: dict | None = None
+    checkpoints: list[dict] | None = None
+    model: ModelSpec | None = None
     max_lanes: int | None = Field(None, ge=1)
     dask_address: str | None = None
     n_workers: int = Field(2, ge=1)
@@ -129,6 +203,24 @@ class SusceptibilityParameters(FlowParameters):
     @model_validator(mode="after")
     def _check(self) -> SusceptibilityParameters:
         _check_sampler(self.sampler)
+        if self.model is not None:
+            checkpoints, workload = self.model.checkpoints(), self.model.workload()
+            # Validated again (Prefect checks a flow's parameters itself): the filled-in
+            # values are the model's own then.
+            if self.workload not in (None, workload) or self.checkpoints not in (
+                None,
+                checkpoints,
+            ):
+                raise ConfigError(
+                    "give a model, or a workload with its checkpoints, not both: a model "
+                    "fills in its own workload and checkpoints."
+                )
+            self.checkpoints, self.workload = checkpoints, workload
+        if self.workload is None or self.checkpoints is None:
+            raise ConfigError(
+                "say what to sample: a model ({kind, checkpoint_dir, tokens, ...}), or a "
+                "workload with its checkpoints."
+            )
         kind = self.workload.get("kind")
         if kind not in workload_kinds():
             raise ConfigError(
@@ -148,7 +240,22 @@ class SusceptibilityParameters(FlowParameters):
             if self.checkpoints[0].get("path") is None or "data" not in self.workload:
                 raise ConfigError("a transformer workload needs `data` and checkpoint paths.")
             check_data_spec(self.workload["data"], read_config(self.checkpoints[0]["path"]))
+        if kind == "model":
+            _check_model_workload(self.workload, self.checkpoints)
         return self
+
+
+def _check_model_workload(workload: dict, checkpoints: list[dict]) -> None:
+    """Build the model at the first checkpoint and evaluate its loss on two sequences of
+    the data and of the probes: every spec error shows here, before any server starts."""
+    from patterning_core.model.adapters.spec import check_model_spec
+    from patterning_core.store.workloads import build_workload
+
+    for ckpt in checkpoints:
+        check_model_spec({**workload.get("model", {}), "checkpoint": ckpt.get("path")})
+    work = build_workload(workload, checkpoints[0].get("path"))
+    work.loss_fn.check(work.data)
+    work.loss_fn.check(work.probes)
 
 
 class DecomposeParameters(FlowParameters):

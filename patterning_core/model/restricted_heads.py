@@ -1,30 +1,39 @@
 """Restricted SGLD runs of single attention heads, without recomputing what they cannot change.
 
-In the restricted run of head h of layer l only that head's weights move (method.md §2);
+Written once against the adapter interface (``adapters.base.BlockModel``): the built-in
+transformer and the TransformerLens adapter both take it.
+
+In the restricted run of head h of block l only that head's weights move (method.md §2);
 every other weight stays at the checkpoint w*. So, for a given batch,
 
-- the residual stream entering layer l is fixed, and so is LN_l of it;
-- the outputs of the other heads of layer l are fixed; the residual leaving layer l is
-  ``R*_l + out_h(θ) − out_h(θ*)`` with ``R*_l`` the residual leaving layer l at w*;
-- the layers above l and the unembedding keep their weights (their inputs still change).
+- the residual stream entering block l is fixed, and so is its LayerNorm;
+- the outputs of the other heads of block l are fixed; the residual after block l's
+  attention is ``R*_l + out_h(θ) − out_h(θ*)`` with ``R*_l`` that residual at w*;
+- the rest of block l (its MLP, if any), the blocks above and the unembedding keep their
+  weights (their inputs still change).
 
 ``HeadLaneForward`` computes the fixed parts once per distinct batch (once per chain for
 SGLD minibatches, since chain c of every run sees the same batches; once per run for the
 fixed evaluation batch, which never changes) and, per lane, only its own head (1/H of the
 layer, in one batched matmul over lanes with the lane's head weights gathered from the
-flat buffer) and the layers above. Gradients reach only the lane's head. The arithmetic is
-that of ``transformer.loss_per_token`` regrouped, equal up to float rounding (tested).
+flat buffer) and the forward after the attention (``BlockModel.loss_from``). Gradients
+reach only the lane's head. The arithmetic is the model's own regrouped, equal up to float
+rounding (tested).
 
-For heads of the last layer the readout itself is regrouped: the residual entering the final
-LayerNorm is the batch's fixed part plus the head's rank-d_head write, so the logits are a
-cached ``[tokens × V]`` matrix plus a low-rank update and a per-token scale
+When only the readout follows the heads (the last block of an attention-only model,
+``BlockModel.lowrank_readout``) the readout itself is regrouped: the residual entering the
+final LayerNorm is the batch's fixed part plus the head's rank-d_head write, so the logits
+are a cached ``[tokens × V]`` matrix plus a low-rank update and a per-token scale
 (``lowrank_readout``), formed without the ``d_model × V`` matmul per lane.
 
-``TransformerLoss`` is the transformer's ``loss_fn`` with this forward attached as
-``lane_forward``, the hook the sampler looks for (``sampling.make_lane_forward``). Any
-other set of runs (the full run, the embedding, heads of different layers stepped
-together) gets ``LoopLaneForward``: the whole model lane by lane with the same fused
-kernels, faster than the generic vmapped path for the few lanes these runs have.
+Any other set of runs (the full run, the embedding, the unembedding, an MLP, heads of
+different blocks stepped together) gets ``CachedLaneForward``: the activation at the
+earliest site the runs move, computed once per batch at w*, and per lane the forward from
+there with the model's fused kernels (the whole model lane by lane when that site is the
+embedding: ``LoopLaneForward``).
+
+``TransformerLoss`` is the built-in transformer's ``loss_fn``, its adapter
+(``adapters.builtin.BuiltinTransformer``) with the config as the only argument.
 """
 
 from __future__ import annotations
@@ -35,93 +44,86 @@ import torch
 from torch import Tensor
 
 from patterning_core.model import cpu_kernels
+from patterning_core.model.adapters.base import BlockModel
+from patterning_core.model.adapters.builtin import TransformerLoss
 from patterning_core.model.lowrank_readout import lowrank_cross_entropy
-from patterning_core.model.transformer import (
-    HEAD_WEIGHTS,
-    TransformerConfig,
-    attention_layer,
-    causal_attention,
-    layer_norm,
-    loss_per_token,
-    next_token_loss,
-    residual_before,
-)
+from patterning_core.model.transformer import TransformerConfig, causal_attention
 from patterning_core.sampling.sgld import Run
 
-__all__ = ["HeadLaneForward", "LoopLaneForward", "TransformerLoss", "head_of_run"]
+__all__ = [
+    "CachedLaneForward",
+    "HeadLaneForward",
+    "LoopLaneForward",
+    "TransformerLoss",
+    "head_of_run",
+]
 
 
-def head_of_run(run: Run, config: TransformerConfig) -> tuple[int, int] | None:
+def _model(model: BlockModel | TransformerConfig) -> BlockModel:
+    """The adapter of ``model`` (a built-in config stands for the built-in adapter)."""
+    return TransformerLoss(model) if isinstance(model, TransformerConfig) else model
+
+
+def head_of_run(run: Run, model: BlockModel | TransformerConfig) -> tuple[int, int] | None:
     """``(layer, head)`` if ``run`` moves exactly one head's weights, else None."""
-    moving = {name for name, mask in run.masks.items() if bool(mask.any())}
-    for layer in range(config.n_layers):
-        names = {f"blocks.{layer}.attn.{w}" for w in HEAD_WEIGHTS}
-        if moving != names:
-            continue
-        first = run.masks[f"blocks.{layer}.attn.W_Q"]
-        heads = first.reshape(config.n_heads, -1).any(dim=1).nonzero().flatten().tolist()
-        if len(heads) != 1:
-            return None
-        head = heads[0]
-        for name in names:
-            mask = run.masks[name]
-            if not (bool(mask[head].all()) and int(mask.sum()) == mask[head].numel()):
-                return None
-        return layer, head
-    return None
+    return _model(model).head_of_run(run)
 
 
-class TransformerLoss:
-    """``loss_fn(params, (tokens,)) -> [B, T - 1]`` with the restricted-head fast path.
+class CachedLaneForward:
+    """``LaneForward`` for any runs: lane by lane, the forward from ``site`` on.
 
-    Calling it is ``transformer.loss_per_token``; ``lane_forward`` is the sampler hook.
+    The activation at ``site`` (``BlockModel`` sites; ``-1``: none, the whole model) is
+    computed once per batch at w*, chain by chain on the same ``[B, T]`` shapes the
+    uncached forward uses (so for the built-in model a lane's losses equal the whole
+    model's bit for bit; ``BlockModel.activation_at``). Worth
+    it over ``vmap`` for a few lanes (the full run: one lane per chain), where the fused
+    attention and readout loss (about 3× and 2.6× faster) outweigh the loop.
     """
 
-    def __init__(self, config: TransformerConfig):
-        self.config = config
-
-    def __call__(self, params: Mapping[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
-        (tokens,) = batch
-        return loss_per_token(params, tokens, self.config)
-
-    def lane_forward(
-        self, params: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
-    ) -> HeadLaneForward | LoopLaneForward:
-        """``HeadLaneForward`` if every run is one head of the same layer, else a loop over
-        lanes of the fused forward (the full run, the embedding, the unembedding)."""
-        heads = [head_of_run(run, self.config) for run in runs]
-        if not heads or any(h is None for h in heads) or len({h[0] for h in heads}) != 1:
-            return LoopLaneForward(params, self.config)
-        layer = heads[0][0]
-        lane_heads = torch.tensor([h[1] for h in heads]).repeat_interleave(num_chains)
-        return HeadLaneForward(params, self.config, layer, lane_heads)
-
-
-class LoopLaneForward:
-    """``LaneForward`` for any runs: lane by lane, the whole model with fused kernels.
-
-    Worth it over ``vmap`` for a few lanes (the full run: one lane per chain), where the
-    fused attention and readout loss (about 3× and 2.6× faster) outweigh the loop.
-    """
-
-    def __init__(self, params: Mapping[str, Tensor], config: TransformerConfig):
+    def __init__(
+        self, params: Mapping[str, Tensor], model: BlockModel | TransformerConfig, site: int = -1
+    ):
         self.params = {k: v.detach() for k, v in params.items()}
-        self.config = config
+        self.model, self.site = _model(model), site
+        self._shared: tuple[Tensor, Tensor] | None = None
+
+    def _activations(self, tokens: Tensor, chains: Sequence[int] | None) -> dict[int, Tensor]:
+        """``{chain: activation}`` of ``tokens [chains, B, T]`` (``chains`` None: one shared
+        batch ``[B, T]``, key -1, kept across calls while the tokens are equal)."""
+        with torch.no_grad():
+            if chains is not None:
+                return {
+                    c: self.model.activation_at(self.params, tokens[c], self.site) for c in chains
+                }
+            if self._shared is not None:
+                held, act = self._shared
+                if held is tokens or (held.shape == tokens.shape and bool((held == tokens).all())):
+                    return {-1: act}
+            act = self.model.activation_at(self.params, tokens, self.site)
+            self._shared = (tokens, act)
+            return {-1: act}
 
     def __call__(
         self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
     ) -> Tensor:
         (tokens,) = batch
         lanes = next(iter(views.values())).shape[0]
+        chains = None if chain_of_lane is None else chain_of_lane.tolist()
+        cached = None
+        if self.site >= 0:
+            cached = self._activations(tokens, None if chains is None else sorted(set(chains)))
         out = []
         for lane in range(lanes):
             params = {**self.params, **{k: v[lane] for k, v in views.items()}}
-            lane_tokens = tokens if chain_of_lane is None else tokens[chain_of_lane[lane]]
-            resid = residual_before(params, lane_tokens, 0, self.config)
-            for layer in range(self.config.n_layers):
-                resid = attention_layer(params, layer, resid, self.config, fused=True)
-            out.append(next_token_loss(params, resid, lane_tokens, self.config))
+            chain = -1 if chains is None else chains[lane]
+            lane_tokens = tokens if chains is None else tokens[chain]
+            resid = None if cached is None else cached[chain]
+            out.append(self.model.loss_from(params, resid, self.site, lane_tokens))
         return torch.stack(out)
+
+
+# The lane loop over the whole model (site -1): the name the built-in path has always used.
+LoopLaneForward = CachedLaneForward
 
 
 class _BatchCache:
@@ -132,12 +134,14 @@ class _BatchCache:
 
     Attributes:
         tokens: ``[lanes, B, T]`` each lane's tokens.
-        x: ``[lanes, B, T, D]`` LN_l of the residual entering layer l.
-        base: ``[lanes, B, T, D]`` residual leaving layer l at w* minus the lane's head's
-            write to it: the lane's residual is ``base + out_h(θ)``.
+        x: ``[lanes, B, T, D]`` what block l's heads read (its LayerNorm of the residual
+            entering block l).
+        base: ``[lanes, B, T, D]`` residual after block l's attention at w* minus the lane's
+            head's write to it: the lane's residual is ``base + out_h(θ)``.
 
-    With ``readout`` (the ``[heads, d, V]`` readout of each head's write at w*, given for
-    the last layer), also the terms of ``lowrank_readout`` for rows ``t < T - 1``, with
+    With ``readout`` (the ``[heads, d, V]`` readout of each head's write at w*, given when
+    only the readout follows the attention), also the terms of ``lowrank_readout`` for rows
+    ``t < T - 1``, with
     ``N = B·(T − 1)``: ``targets [lanes, N]``; ``A`` and ``a_index`` (the centred, gained
     residual leaving the layer at w* times W_U, per batch: ``[n, N, V]``); ``Z2 [lanes, N, d]``
     and ``C2 [lanes, d, V]``, minus the lane's head's write at w* in those terms; with
@@ -150,34 +154,36 @@ class _BatchCache:
         params: Mapping[str, Tensor],
         tokens: Tensor,
         layer: int,
-        config: TransformerConfig,
+        model: BlockModel,
         which: Tensor,
         heads: Tensor,
         readout: Tensor | None = None,
         per_lane_A: bool = False,
     ):
-        p = f"blocks.{layer}."
+        names = model.head_param_names(layer)
         with torch.no_grad():
-            resid = residual_before(params, tokens, layer, config)
-            x = layer_norm(resid, params[p + "ln.w"], params[p + "ln.b"], config.ln_eps)
+            resid = model.residual_before(params, tokens, layer)
+            x = model.attention_input(params, layer, resid)
             z = _head_values(
                 x.unsqueeze(1),
-                params[p + "attn.W_Q"][:, None],
-                params[p + "attn.W_K"][:, None],
-                params[p + "attn.W_V"][:, None],
-                params[p + "attn.b_Q"][:, None, None],
-                params[p + "attn.b_K"][:, None, None],
-                params[p + "attn.b_V"][:, None, None],
+                params[names["W_Q"]][:, None],
+                params[names["W_K"]][:, None],
+                params[names["W_V"]][:, None],
+                params[names["b_Q"]][:, None, None],
+                params[names["b_K"]][:, None, None],
+                params[names["b_V"]][:, None, None],
             )  # [N, H, B, T, d]
-            head_out = z @ params[p + "attn.W_O"][:, None]  # [N, H, B, T, D]
-            resid_out = resid + head_out.sum(dim=1) + params[p + "attn.b_O"]
+            head_out = z @ params[names["W_O"]][:, None]  # [N, H, B, T, D]
+            resid_out = resid + head_out.sum(dim=1) + params[model.out_bias_name(layer)]
             self.tokens = tokens[which]
             self.x = x[which]
             self.base = resid_out[which] - head_out[which, heads]
             if readout is not None:
                 lanes = len(which)
                 self.targets = self.tokens[..., 1:].reshape(lanes, -1)
-                A = _centred(resid_out[..., :-1, :]) * params["ln_final.w"] @ params["unembed.W_U"]
+                ro = model.lowrank_readout(layer)
+                assert ro is not None
+                A = _centred(resid_out[..., :-1, :]) * params[ro.ln_w] @ params[ro.weight]
                 A = A.reshape(A.shape[0], -1, A.shape[-1])  # [n, N, V]
                 z_star = z[which, heads][..., :-1, :].reshape(lanes, -1, z.shape[-1])
                 C_star = -readout[heads]  # [lanes, d, V]
@@ -207,7 +213,8 @@ def _head_values(
 
     Weights broadcast against ``x``'s leading dims: ``W_*: [..., 1, D, d]``,
     ``b_*: [..., 1, 1, d]``. Causal softmax attention scaled by 1/√d, as in
-    ``transformer.attention_layer``, through the fused kernel.
+    ``transformer.attention_layer`` (and ``BlockModel.supports_head_path``), through the
+    fused kernel.
     """
     q = x @ W_Q + b_Q
     k = x @ W_K + b_K
@@ -216,42 +223,46 @@ def _head_values(
 
 
 class HeadLaneForward:
-    """``LaneForward`` for lanes that each move one head of the same layer ``layer``.
+    """``LaneForward`` for lanes that each move one head of the same block ``layer``.
 
     Args:
         params: the checkpoint w*.
-        config: the transformer's shape.
-        layer: the layer of every lane's head.
+        model: the adapter (``BlockModel``; a built-in ``TransformerConfig`` stands for the
+            built-in transformer).
+        layer: the block of every lane's head.
         lane_heads: ``[lanes]`` the head each lane moves.
-        lowrank: for last-layer heads, whether to take the low-rank readout
-            (``_last_layer_loss``). Default: where its compiled kernel runs (float32 on the
-            CPU, ``cpu_kernels``); in plain torch the dense readout is faster.
+        lowrank: where only the readout follows the heads (``model.lowrank_readout``),
+            whether to take the low-rank readout (``_last_layer_loss``). Default: where its
+            compiled kernel runs (float32 on the CPU, ``cpu_kernels``); in plain torch the
+            dense readout is faster.
     """
 
     def __init__(
         self,
         params: Mapping[str, Tensor],
-        config: TransformerConfig,
+        model: BlockModel | TransformerConfig,
         layer: int,
         lane_heads: Tensor,
         lowrank: bool | None = None,
     ):
         self.params = {k: v.detach() for k, v in params.items()}
-        self.config, self.layer = config, layer
+        self.model, self.layer = _model(model), layer
+        self.names = self.model.head_param_names(layer)
         device = next(iter(self.params.values())).device
         self.lane_heads = lane_heads.to(device)
         self.lanes = torch.arange(len(lane_heads), device=device)
         self._shared: tuple[Tensor, _BatchCache] | None = None
         self.readout: Tensor | None = None  # [H, d, V] for _last_layer_loss
-        W_U = self.params["unembed.W_U"]
-        if lowrank is None:
-            lowrank = cpu_kernels.for_tensors(W_U) is not None
-        if layer == config.n_layers - 1 and lowrank:
-            p = f"blocks.{layer}.attn."
-            self.readout = head_write_readout(
-                self.params[p + "W_O"], self.params["ln_final.w"], W_U
-            )
-            self.readout_bias = self.params["ln_final.b"] @ W_U + self.params["unembed.b_U"]
+        ro = self.readout_names = self.model.lowrank_readout(layer)
+        if ro is not None:
+            W_U = self.params[ro.weight]
+            if lowrank is None:
+                lowrank = cpu_kernels.for_tensors(W_U) is not None
+            if lowrank:
+                self.readout = head_write_readout(
+                    self.params[self.names["W_O"]], self.params[ro.ln_w], W_U
+                )
+                self.readout_bias = self.params[ro.ln_b] @ W_U + self.params[ro.bias]
 
     def _cache(self, tokens: Tensor, chain_of_lane: Tensor | None) -> _BatchCache:
         """Fixed activations of a batch; a shared batch (``chain_of_lane`` None, the fixed
@@ -261,7 +272,7 @@ class HeadLaneForward:
                 self.params,
                 tokens,
                 self.layer,
-                self.config,
+                self.model,
                 chain_of_lane,
                 self.lane_heads,
                 self.readout,
@@ -274,7 +285,7 @@ class HeadLaneForward:
             self.params,
             tokens.unsqueeze(0),
             self.layer,
-            self.config,
+            self.model,
             torch.zeros_like(self.lanes),
             self.lane_heads,
             self.readout,
@@ -288,10 +299,9 @@ class HeadLaneForward:
     ) -> Tensor:
         (tokens,) = batch
         cache = self._cache(tokens, chain_of_lane)
-        p = f"blocks.{self.layer}.attn."
 
         def lane_slice(name: str) -> Tensor:  # [lanes, ...] this lane's head of the parameter
-            return views[p + name][self.lanes, self.lane_heads]
+            return views[self.names[name]][self.lanes, self.lane_heads]
 
         z = _head_values(
             cache.x,  # [lanes, B, T, D]
@@ -306,9 +316,7 @@ class HeadLaneForward:
         resid = cache.base + z @ W_O[:, None]  # [lanes, B, T, D]
         if self.readout is not None:
             return self._last_layer_loss(cache, z, W_O, resid)
-        for later in range(self.layer + 1, self.config.n_layers):
-            resid = attention_layer(self.params, later, resid, self.config, fused=True)
-        return next_token_loss(self.params, resid, cache.tokens, self.config)
+        return self.model.loss_from(self.params, resid, 2 * self.layer + 1, cache.tokens)
 
     def _last_layer_loss(self, cache: _BatchCache, z: Tensor, W_O: Tensor, resid: Tensor):
         """``next_token_loss`` of the residual ``resid = base + z·W_O``, regrouped: the final
@@ -317,13 +325,15 @@ class HeadLaneForward:
         lanes, batch, length, d = z.shape
         resid = resid[..., :-1, :]
         centred = _centred(resid)
-        scale = torch.rsqrt((centred * centred).mean(dim=-1) + self.config.ln_eps)
-        W_U = self.params["unembed.W_U"]
+        ro = self.readout_names
+        assert ro is not None
+        scale = torch.rsqrt((centred * centred).mean(dim=-1) + ro.eps)
+        W_U = self.params[ro.weight]
         loss = lowrank_cross_entropy(
             cache.A,
             cache.a_index,
             z[..., :-1, :].reshape(lanes, -1, d),
-            head_write_readout(W_O, self.params["ln_final.w"], W_U),
+            head_write_readout(W_O, self.params[ro.ln_w], W_U),
             cache.Z2,
             cache.C2,
             scale.reshape(lanes, -1),

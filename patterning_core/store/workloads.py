@@ -7,7 +7,9 @@ A spec is ``{"kind": NAME, ...settings}``; kinds are registered with ``register`
 
 - ``"toy-mlp"``: the small MLP of ``toy_models.make_mlp_regression`` (components
   ``hidden``, ``readout``); used by tests and examples;
-- ``"transformer"``: an attention-only transformer checkpoint on its LM data.
+- ``"transformer"``: an attention-only transformer checkpoint on its LM data;
+- ``"model"``: any model spec (``model.adapters.spec``: the built-in transformer or a
+  TransformerLens ``HookedTransformer``) on tokenized data from a safetensors file.
 """
 
 from __future__ import annotations
@@ -165,3 +167,65 @@ def _lm_tokens(data_spec: str, model_config: str):  # -> lm_data.LMTokens
     return load_lm_tokens(
         json.loads(data_spec), TransformerConfig.from_dict(json.loads(model_config))
     )
+
+
+@register("model")
+def _model(spec: Mapping, checkpoint: Path | None) -> Workload:
+    """A model spec's checkpoint on tokenized data.
+
+    Spec: ``{"kind": "model", "model": MODEL_SPEC (``adapters.spec``, without its
+    checkpoint: the shard's checkpoint is given), "tokens": FILE, "sgld_seqs": None,
+    "probe_seqs": None, "components": None or [names]}``. ``FILE`` is a safetensors file
+    of int64 token ids ``train [N, T]`` (the SGLD data) and ``probes [M, T]`` (the probe
+    sequences); the first ``sgld_seqs`` / ``probe_seqs`` rows are used (None: all). Units
+    are probe tokens, labelled by ``sequence``, ``position`` (t + 1) and ``token_id``.
+    """
+    from patterning_core.model.adapters.spec import load_adapter, select_components
+
+    model = dict(spec.get("model") or {})
+    if model.get("kind") == "module":
+        raise ConfigError(
+            "a 'module' model runs through the library API (ModuleAdapter); the pipeline "
+            "rebuilds its model in every worker from a spec: use 'builtin' or "
+            "'transformer_lens'."
+        )
+    adapter = load_adapter(model, checkpoint)
+    train, probes = load_token_file(spec.get("tokens"))
+    sgld_seqs, probe_seqs = spec.get("sgld_seqs"), spec.get("probe_seqs")
+    data = train if sgld_seqs is None else train[: int(sgld_seqs)]
+    probes = probes if probe_seqs is None else probes[: int(probe_seqs)]
+    comps = select_components(adapter.components(), spec.get("components"))
+    target = probes[:, 1:]
+    seq, pos = np.meshgrid(
+        np.arange(target.shape[0]), np.arange(1, target.shape[1] + 1), indexing="ij"
+    )
+    coords = {"sequence": seq.ravel(), "position": pos.ravel(), "token_id": target.numpy().ravel()}
+    return Workload(adapter, adapter.params(), (data,), (probes,), comps, coords)
+
+
+def load_token_file(path: str | Path | None) -> tuple[Tensor, Tensor]:
+    """``(train [N, T], probes [M, T])`` int64 token ids from a safetensors file; a missing
+    file, a missing tensor or another dtype or rank is a ``ConfigError`` naming the fix."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if path is None or not Path(path).is_file():
+        raise ConfigError(
+            f"token file {path} does not exist; write one with safetensors.torch.save_file("
+            "{'train': LongTensor[N, T], 'probes': LongTensor[M, T]}, PATH)."
+        )
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise ConfigError(f"token file {path} is not a safetensors file ({err}).") from None
+    out = []
+    for name in ("train", "probes"):
+        t = tensors.get(name)
+        if t is None or t.dim() != 2 or t.dtype != torch.int64 or t.shape[0] == 0:
+            got = None if t is None else f"{t.dtype} {tuple(t.shape)}"
+            raise ConfigError(
+                f"token file {path}: '{name}' must be a non-empty int64 tensor [sequences, "
+                f"tokens], got {got}."
+            )
+        out.append(t)
+    return out[0], out[1]

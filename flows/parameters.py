@@ -343,8 +343,13 @@ class ParenthesesParameters(BaseModel):
     weight_decay: float = Field(0.1, description="AdamW weight decay")
     train_steps: int = Field(600, description="optimizer steps per seed")
     linear_check: bool = Field(True, description="measure Δλ at the reference solutions")
-    retrain: Literal["if_validated", "always", "never"] = Field(
-        "if_validated", description="retrain with the weights: only if the lever's check passes"
+    retrain: str = Field(
+        "if_validated",
+        description="retrain with the weights: if_validated (only if the lever's check "
+        "passes), always, never",
+    )
+    lever_pairs: int = Field(
+        0, ge=0, description="the lever at only the first this many reference pairs (0: all)"
     )
     quick: bool = Field(False, description="tiny sizes, for a smoke test")
 
@@ -360,6 +365,13 @@ class ParenthesesParameters(BaseModel):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("retrain")
+    @classmethod
+    def _retrain(cls, v: str) -> str:
+        if v not in ("if_validated", "always", "never"):
+            raise ValueError("must be if_validated, always or never")
         return v
 
     @field_validator("alpha")
@@ -403,7 +415,8 @@ class ParenthesesParameters(BaseModel):
         return self
 
     def experiment_config(self) -> ExperimentConfig:
-        return build_config(**self.model_dump())
+        values = self.model_dump()
+        return build_config(**{**values, "lever_pairs": values["lever_pairs"] or None})
 
 
 def describe(error: ValidationError) -> str:

@@ -88,6 +88,8 @@ class ExperimentConfig:
         linear_check: run the lever's linear check at the reference solutions.
         retrain: ``if_validated`` (retrain only when the linear check passes the gate),
             ``always`` or ``never``.
+        lever_pairs: the lever (per-string χ, direction, check) at only the first this many
+            reference solutions of each rule (None: all ``analyzed_per_rule``); a cheaper run.
     """
 
     data: ParenDataConfig = field(default_factory=_default_data)
@@ -105,6 +107,7 @@ class ExperimentConfig:
     min_train_acc: float = 0.99
     linear_check: bool = True
     retrain: str = "if_validated"
+    lever_pairs: int | None = None
 
     def __post_init__(self) -> None:
         if self.model.seq_len != self.data.seq_len:
@@ -121,6 +124,8 @@ class ExperimentConfig:
             raise ValueError("retrain must be 'if_validated', 'always' or 'never'.")
         if not 0 < self.alpha < 1:
             raise ValueError("alpha must lie in (0, 1) (string weights 1 ± α stay positive).")
+        if self.lever_pairs is not None and self.lever_pairs < 1:
+            raise ValueError("lever_pairs must be ≥ 1 (or None: every reference pair).")
         if self.seeds < 2 or self.analyzed_per_rule < 1:
             raise ValueError("need seeds ≥ 2 and analyzed_per_rule ≥ 1.")
 
@@ -162,6 +167,7 @@ def build_config(
     train_steps: int = 600,
     linear_check: bool = True,
     retrain: str = "if_validated",
+    lever_pairs: int | None = None,
     quick: bool = False,
 ) -> ExperimentConfig:
     """The ``ExperimentConfig`` of the experiment's settings (the command line's options).
@@ -169,7 +175,7 @@ def build_config(
     ``quick``: tiny sizes for a smoke test (128 strings of length 4–8, d_model 8, 60 steps,
     10 draws; the lever 2 + 3 chains, 12 draws, α 0.1); it replaces the data, model, training
     and sampler settings, keeping ``seeds``, ``analyzed_per_rule``, ``alpha``, ``floor``,
-    ``threshold``, ``linear_check`` and ``retrain``.
+    ``threshold``, ``linear_check``, ``retrain`` and ``lever_pairs``.
     """
     cfg = ExperimentConfig()
     data = cfg.data.replace(never_negative_share=never_negative_share)
@@ -184,6 +190,7 @@ def build_config(
         threshold=threshold,
         linear_check=linear_check,
         retrain=retrain,
+        lever_pairs=lever_pairs,
     )
     if quick:
         data = ParenDataConfig(

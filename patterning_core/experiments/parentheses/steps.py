@@ -448,7 +448,8 @@ def assemble_result(
     retraining), ``paired_sign_test_p``, ``linear_check`` (``linear_check_table``). More:
     ``gate``, ``retrained``, ``config``, ``reference_sets``, ``before`` / ``after`` (per-seed
     records), ``summary_before`` / ``summary_after``, ``paired_shift``, ``lever_baselines``
-    (per reference solution: λ of L_n ± SE, health; no per-string arrays), ``lever_checks``
+    (per reference solution with the lever, ``lever_solutions`` of each rule: λ of L_n ± SE,
+    health; no per-string arrays), ``lever_checks``
     (per solution and α), ``llc`` (λ of L_n at the references; λ of L_ρ at the retrained
     solutions, mean ± SE per rule), ``weights`` (the distribution per α, and the per-string
     ``chi_diff``, ``dh`` and ρ at the retraining α), ``timing_s``.
@@ -477,7 +478,8 @@ def assemble_result(
         "alpha": cfg.alpha,
         "alpha_fixed_before_retraining": True,
         "seeds": cfg.seeds,
-        "reference_solutions": {rule: len(baselines[rule]) for rule in (NESTED, EQUAL_COUNT)},
+        "reference_solutions": {rule: len(reference_seeds[rule]) for rule in (NESTED, EQUAL_COUNT)},
+        "lever_solutions": {rule: len(baselines[rule]) for rule in (NESTED, EQUAL_COUNT)},
         "nested_before": count[NESTED]["before"],
         "nested_after": count[NESTED]["after"],
         "equal_count_before": count[EQUAL_COUNT]["before"],

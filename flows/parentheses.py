@@ -40,6 +40,7 @@ from tasks.parentheses import (
     lever_baseline,
     lever_check,
     lever_plan,
+    lever_temperature,
     parentheses_report,
     train_seed,
 )
@@ -97,9 +98,15 @@ def parentheses(
         ]
         for rule in (RULES if cfg.linear_check else ())
     }
+    temperature_futures = [
+        lever_temperature.submit(data, model, lever, baseline[b["seed"]], b)
+        for rule in (RULES if cfg.linear_check else ())
+        for b in baselines[rule]
+    ]
     checks = {
         rule: [[f.result() for f in per] for per in rows] for rule, rows in check_futures.items()
     }
+    temperature = [f.result() for f in temperature_futures]
     gate = lever_gate(linear_check_table(checks, cfg.lever.alphas) if checks else [])
     logger.info(describe_gate(gate))
 
@@ -123,5 +130,5 @@ def parentheses(
         }
         analysis_after = {rule: [f.result() for f in fs] for rule, fs in futures.items()}
     return parentheses_report(
-        c, before, after, refs, baselines, plan, checks, analysis_after, out_dir
+        c, before, after, refs, baselines, plan, checks, analysis_after, temperature, out_dir
     )

@@ -8,6 +8,7 @@ Each task loads its inputs, makes one call into ``patterning_core.experiments.pa
 - ``lever-baseline``: the unweighted lever run of one reference solution (per-string χ);
 - ``lever-plan``: per-string weights at every α from the reference solutions' χ;
 - ``lever-check``: measured against predicted Δλ at one reference solution and one α;
+- ``lever-temperature``: the sampler's fluctuation–dissipation check for nβ at one solution;
 - ``analyze-solution``: LLC of one (retrained) solution under the ρ-weighted loss;
 - ``parentheses-report``: ``results.json``, ``report.md`` and the PNG plots in ``out_dir``.
 
@@ -170,6 +171,29 @@ def lever_check(
     return row
 
 
+@task(
+    name="lever-temperature",
+    task_run_name="lever-temperature-{solution[seed]}",
+    **MEMOIZED,
+)
+def lever_temperature(
+    data: dict[str, Any],
+    model: dict[str, Any],
+    lever: dict[str, Any],
+    solution: dict[str, Any],
+    baseline: dict[str, Any],
+) -> dict[str, Any]:
+    """The sampler's fluctuation–dissipation check for nβ at one reference solution
+    (``steps.lever_temperature``)."""
+    return steps.lever_temperature(
+        _setup(data),
+        ParenModelConfig(**model),
+        LeverConfig.from_dict(lever),
+        steps.params_from_json(solution["params"]),
+        baseline,
+    )
+
+
 @task(name="parentheses-report")
 def parentheses_report(
     config: dict[str, Any],
@@ -180,6 +204,7 @@ def parentheses_report(
     plan: dict[str, Any],
     checks: dict[str, list[list[dict[str, Any]]]],
     analysis_after: dict[str, list[dict[str, Any]]] | None,
+    temperature: list[dict[str, Any]],
     out_dir: str,
 ) -> dict[str, Any]:
     """``results.json`` (``steps.assemble_result``), the plots and ``report.md`` in
@@ -193,6 +218,7 @@ def parentheses_report(
         plan,
         checks,
         analysis_after,
+        temperature,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

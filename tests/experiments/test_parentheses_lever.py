@@ -121,3 +121,24 @@ def test_reweighted_run_measures_the_exact_change(setting):
     # common random numbers: the paired difference is far more precise than either mean
     assert row["measured_se"] < 0.5 * base["llc_se"]
     assert row["drift_se"] > 0 and abs(row["drift"]) < 4 * row["drift_se"] + 0.05
+
+
+def test_temperature_check_is_exact_on_the_gaussian(setting):
+    """Raising nβ by 10 %: measured Δ(nβ⟨L_n⟩) ≈ exact; prediction −nβ·Δnβ·Var(L_n) ≈ the
+    exact first order; the fluctuation ratio nβ²Var(L_n)/λ is 1 for a Gaussian posterior
+    only when γ = 0, so here it is only checked to be of order 1."""
+    loss_fn, params, data, cfg, base, X, y, w_star = setting
+    row = lever.temperature_check(loss_fn, params, data, cfg, base, factor=1.1)
+    n, d = X.shape
+
+    def mean_loss(n_beta: float) -> float:
+        A = n_beta * X.T @ X / n + GAMMA * np.eye(d)
+        cov = np.linalg.inv(A)
+        r = y - X @ w_star
+        return float(0.5 * np.mean(r**2 + np.einsum("zi,ij,zj->z", X, cov, X)))
+
+    exact = N_BETA * (mean_loss(1.1 * N_BETA) - mean_loss(N_BETA))
+    slope = N_BETA * (mean_loss(N_BETA * (1 + 1e-4)) - mean_loss(N_BETA * (1 - 1e-4))) / 2e-4
+    assert abs(row["measured"] - exact) < 4 * row["measured_se"] + 0.03 * abs(exact), (row, exact)
+    assert row["predicted"] == pytest.approx(0.1 * slope, rel=0.15), (row, slope)
+    assert 0.3 < base["fluctuation_ratio"] < 1.5

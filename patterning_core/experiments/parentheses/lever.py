@@ -77,6 +77,7 @@ class LeverConfig:
         check_chains: chains of the check (ids d..d+c−1): the prediction's χ, the baseline
             ⟨L_n⟩, and the re-weighted runs.
         alphas: the α of the check (largest relative change of a string's weight).
+        temperature_factor: nβ' / nβ of the temperature check (``temperature_check``).
         chunk: strings evaluated per call at a draw.
     """
 
@@ -84,6 +85,7 @@ class LeverConfig:
     direction_chains: int = 8
     check_chains: int = 16
     alphas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    temperature_factor: float = 1.05
     chunk: int = 1024
 
     def __post_init__(self) -> None:
@@ -197,8 +199,11 @@ def baseline_run(
     ``chi_check [n]`` and ``chi_check_per_chain [check_chains, n]`` (check chains),
     ``init_loss`` L_n(w*), ``mean_loss`` ⟨L_n⟩ and ``chain_mean_loss [check_chains]`` over the
     check chains, ``llc`` nβ·(⟨L_n⟩ − L_n(w*)) and ``llc_se`` (check chains),
-    ``llc_direction`` (direction chains), and the check trace's ``rhat``, ``drift``,
-    ``drift_se``.
+    ``llc_direction`` (direction chains), ``var_loss`` Var(L_n) over the check chains' draws,
+    ``fluctuation_ratio`` = nβ²·Var(L_n)/λ (for a Gibbs posterior of order 1: exactly 1 for a
+    regular model, where nβ·(L_n − L_n(w*)) is Gamma(λ, 1)-distributed; far above 1, the
+    sampler's fluctuations are not the posterior's), and the check trace's ``rhat``,
+    ``drift``, ``drift_se``.
     """
     plain = with_weights(tuple(data), None)
     loss = weighted_loss(loss_fn)
@@ -222,6 +227,8 @@ def baseline_run(
         "llc": float(chain_llc.mean()),
         "llc_se": float(chain_llc.std(ddof=1) / np.sqrt(chain_llc.size)),
         "llc_direction": float(nb * (losses[:d].mean() - init)),
+        "var_loss": float(trace.reshape(-1).var(ddof=1)),
+        "fluctuation_ratio": float(nb**2 * trace.reshape(-1).var(ddof=1) / chain_llc.mean()),
         **trace_health(trace, nb),
     }
 
@@ -292,4 +299,44 @@ def reweighted_run(
         "predicted_se": float(per_chain_pred.std(ddof=1) / np.sqrt(per_chain_pred.size)),
         "perturbation_sd": float(nb * np.sqrt(delta.var(axis=1, ddof=1).mean())),
         **trace_health(trace, nb),
+    }
+
+
+def temperature_check(
+    loss_fn: LossFn,
+    params: Mapping[str, Tensor],
+    data: Sequence[Tensor],
+    cfg: LeverConfig,
+    baseline: Mapping[str, Any],
+    factor: float | None = None,
+) -> dict[str, Any]:
+    """Fluctuation–dissipation for nβ itself, a check of the sampler that no data direction
+    enters: re-sample the check chains at nβ' = factor·nβ (common random numbers) and compare
+    the measured Δ(nβ·⟨L_n⟩) with its first-order prediction −nβ·(nβ' − nβ)·Var(L_n) from the
+    unweighted draws (``baseline["var_loss"]``). Raising nβ is re-weighting every string by
+    the same factor, so if this fails the per-string prediction cannot hold either. Also
+    ``lambda_fixed``: the change λ·(1/factor − 1) if λ did not depend on nβ.
+
+    Returns ``measured``, ``measured_se`` (over chains, paired), ``predicted``,
+    ``lambda_fixed``, ``factor``.
+    """
+    factor = cfg.temperature_factor if factor is None else factor
+    plain = with_weights(tuple(data), None)
+    nb = cfg.sampler.n_beta
+    losses = string_losses_at_draws(
+        weighted_loss(loss_fn),
+        params,
+        plain,
+        plain,
+        cfg.sampler.replace(n_beta=nb * factor),
+        cfg.check_ids,
+        chunk=cfg.chunk,
+    )
+    paired = nb * (losses.mean(axis=2).mean(axis=1) - np.asarray(baseline["chain_mean_loss"]))
+    return {
+        "factor": factor,
+        "measured": float(paired.mean()),
+        "measured_se": float(paired.std(ddof=1) / np.sqrt(paired.size)),
+        "predicted": float(-nb * (factor - 1) * nb * baseline["var_loss"]),
+        "lambda_fixed": float(baseline["llc"] * (1 / factor - 1)),
     }

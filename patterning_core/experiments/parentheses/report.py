@@ -178,6 +178,35 @@ def markdown(result: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
             *markdown_table(_solution_rows(result), align="rrrrrrrr"),
             "",
         ]
+        temp = result.get("temperature_checks") or []
+        if temp:
+            base = {
+                b["seed"]: b
+                for rule in (NESTED, EQUAL_COUNT)
+                for b in result["lever_baselines"][rule]
+            }
+            lines += [
+                "**The sampler's own check** (no data direction): nβ raised by the factor "
+                f"{temp[0]['factor']} at the same w* (common random numbers). Fluctuation–"
+                'dissipation predicts Δ(nβ·⟨L_n⟩) = −nβ·Δnβ·Var(L_n); "λ fixed" is '
+                "λ·(1/factor − 1). The fluctuation ratio nβ²·Var(L_n)/λ is of order 1 for "
+                "a posterior (1 for a regular model).",
+                "",
+                *markdown_table(
+                    [
+                        {
+                            "seed": f"{t['seed']}",
+                            "nβ²·Var(L_n)/λ": f"{base[t['seed']]['fluctuation_ratio']:.1f}",
+                            "predicted Δ(nβ⟨L_n⟩)": f"{t['predicted']:+.1f}",
+                            "measured": f"{t['measured']:+.1f} ± {t['measured_se']:.1f}",
+                            "λ fixed": f"{t['lambda_fixed']:+.1f}",
+                        }
+                        for t in temp
+                    ],
+                    align="rrrrr",
+                ),
+                "",
+            ]
     else:
         lines += ["(The linear check was not run.)", ""]
     lines += [

@@ -371,6 +371,20 @@ def lever_check(
     return {"seed": baseline["seed"], "alpha": alpha, **row, "seconds": time.perf_counter() - start}
 
 
+def lever_temperature(
+    setup: Setup,
+    model: ParenModelConfig,
+    cfg: LeverConfig,
+    params: Mapping[str, Tensor],
+    baseline: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The sampler's own fluctuation–dissipation check at one reference solution: nβ raised
+    by ``cfg.temperature_factor`` (``lever.temperature_check``)."""
+    start = time.perf_counter()
+    row = lever.temperature_check(make_loss_fn(model), params, setup.data, cfg, baseline)
+    return {"seed": baseline["seed"], **row, "seconds": time.perf_counter() - start}
+
+
 def linear_check_table(
     checks: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], alphas: Sequence[float]
 ) -> list[dict[str, Any]]:
@@ -439,6 +453,7 @@ def assemble_result(
     plan: Mapping[str, Any],
     checks: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
     analysis_after: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+    temperature: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The experiment's result, plain data (``results.json``).
 
@@ -452,7 +467,8 @@ def assemble_result(
     health; no per-string arrays), ``lever_checks``
     (per solution and α), ``llc`` (λ of L_n at the references; λ of L_ρ at the retrained
     solutions, mean ± SE per rule), ``weights`` (the distribution per α, and the per-string
-    ``chi_diff``, ``dh`` and ρ at the retraining α), ``timing_s``.
+    ``chi_diff``, ``dh`` and ρ at the retraining α), ``temperature_checks`` (per lever
+    solution: the sampler's fluctuation–dissipation check for nβ), ``timing_s``.
     """
     table = linear_check_table(checks, cfg.lever.alphas) if checks else []
     gate = lever_gate(table)
@@ -465,6 +481,7 @@ def assemble_result(
         *(after or []),
         *[b for rows in baselines.values() for b in rows],
         *slim_checks,
+        *temperature,
         *[a for rows in (analysis_after or {}).values() for a in rows],
     ]
     count = {
@@ -497,6 +514,7 @@ def assemble_result(
         "paired_shift": shift,
         "lever_baselines": {rule: [_slim(r) for r in rows] for rule, rows in baselines.items()},
         "lever_checks": slim_checks,
+        "temperature_checks": list(temperature),
         "llc": {
             "references_plain_loss": {
                 rule: mean_se_n(rows, "llc") for rule, rows in baselines.items()
@@ -570,6 +588,13 @@ def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> d
             ]
             for rule, rows in baselines.items()
         }
+    temperature = []
+    if cfg.linear_check:
+        temperature = [
+            lever_temperature(setup, cfg.model, cfg.lever, solutions[b["seed"]], b)
+            for rule in RULES
+            for b in baselines[rule]
+        ]
     gate = lever_gate(linear_check_table(checks, cfg.lever.alphas) if checks else [])
     say(describe_gate(gate))
     after = analysis_after = None
@@ -583,7 +608,9 @@ def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> d
             ]
             for rule, seeds in retrained_references(after, cfg.analyzed_per_rule).items()
         }
-    return assemble_result(cfg, before, after, refs, baselines, plan, checks, analysis_after)
+    return assemble_result(
+        cfg, before, after, refs, baselines, plan, checks, analysis_after, temperature
+    )
 
 
 # --- progress lines -----------------------------------------------------------------------------

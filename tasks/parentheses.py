@@ -223,7 +223,12 @@ def parentheses_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    text = report.markdown(result, report.plots(result, out))
+    notes = []
+    if (out / "diagnosis.md").is_file():
+        notes.append(
+            "Why, and what was tried: [diagnosis.md](diagnosis.md) (kept beside the report)."
+        )
+    text = report.markdown(result, report.plots(result, out), notes)
     path = out / "report.md"
     path.write_text(text)
     create_markdown_artifact(text, key="parentheses-report", description="parentheses experiment")

@@ -140,3 +140,34 @@ def test_cli_refuses_bad_parameters_before_a_server_starts(
     assert err.startswith("patterning: error: invalid ParenthesesParameters:")
     assert f"{field} = " in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_the_published_run_reproduces(harness, tmp_path: Path) -> None:
+    """The flow at the settings of ``docs/results/parentheses/results.json`` gives its
+    numbers again (every unit is seeded; compute times aside), and those numbers say what
+    the report says: 8 reference solutions of each rule, the check at every α of every
+    lever pair, predictions linear in α, and no retraining unless the gate passed."""
+    published = json.loads(
+        (Path(__file__).parents[2] / "docs/results/parentheses/results.json").read_text()
+    )
+    cfg = published["config"]
+    params = ParenthesesParameters(lever_pairs=cfg["lever_pairs"] or 0, retrain=cfg["retrain"])
+    parentheses(params, str(tmp_path / "paren"))
+    result = json.loads((tmp_path / "paren" / "results.json").read_text())
+    assert _numbers(result) == _numbers(published)
+    assert result["reference_solutions"] == {"nested": 8, "equal_count": 8}
+    alphas = cfg["lever"]["alphas"]
+    pairs = result["lever_solutions"]["nested"]
+    assert sorted((r["alpha"], r["pair"]) for r in result["linear_check"]) == sorted(
+        (a, p) for a in alphas for p in range(pairs)
+    )
+    for p in range(pairs):
+        rows = sorted(
+            (r for r in result["linear_check"] if r["pair"] == p), key=lambda r: r["alpha"]
+        )
+        for r in rows:
+            assert r["predicted"] / r["alpha"] == pytest.approx(
+                rows[0]["predicted"] / rows[0]["alpha"], rel=1e-6
+            )
+    assert result["retrained"] == (result["gate"]["passes"] or cfg["retrain"] == "always")

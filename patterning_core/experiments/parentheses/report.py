@@ -116,9 +116,12 @@ def _solution_rows(result: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def markdown(result: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
+def markdown(
+    result: Mapping[str, Any], plots: Sequence[str] = (), notes: Sequence[str] = ()
+) -> str:
     """The text of ``report.md``: the lever's validation (the gate), the weights, the
-    retraining (if the gate allowed it), the setting, and links to ``plots``."""
+    retraining (if the gate allowed it), the setting, and links to ``plots``; ``notes``:
+    Markdown paragraphs placed after the gate (e.g. a link to a diagnosis)."""
     cfg, gate, refs = result["config"], result["gate"], result["reference_sets"]
     lever_cfg = cfg["lever"]
     sam = lever_cfg["sampler"]
@@ -152,6 +155,7 @@ def markdown(result: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
         "",
         f"**Gate** ({gate['criterion']}): **{'passed' if gate['passes'] else 'not passed'}**.",
         "",
+        *[line for note in notes for line in (note, "")],
     ]
     gate_rows = [
         {

@@ -1,12 +1,13 @@
 """The parentheses experiment as units of work, each a plain function with JSON-able results.
 
-The experiment (``selection`` has the method) is the composition
+The experiment (``selection`` has the statistics, ``lever`` the per-string method) is
 
-    train_seed (each seed, plain loss)  →  classify_seeds  →  reference_sets
-    →  analyze_solution (each reference solution: LLC and group χ)
-    →  intervention_plan  →  linear_check (each reference solution)
-    →  train_seed (each seed, ρ-weighted)  →  classify_seeds
-    →  analyze_solution (first retrained solutions of each rule: LLC of L_ρ)
+    train_seed (each seed, plain loss)  →  classify_seeds  →  references (by OOD behaviour)
+    →  lever_baseline (each reference solution: per-string χ, λ)  →  lever_plan (weights)
+    →  lever_check (each reference solution and α)  +  lever_temperature (each solution)
+    →  linear_check_table  →  lever_gate
+    →  only if ``should_retrain``: train_seed (each seed, ρ-weighted)  →  classify_seeds
+       →  analyze_solution (first retrained solutions of each rule: λ of L_ρ)
     →  assemble_result
 
 Every unit depends only on its arguments (settings, a seed, a trained solution, the weights),

@@ -436,12 +436,17 @@ def run_parentheses(args: argparse.Namespace) -> int:
     params = ParenthesesParameters(**model_options(args, ParenthesesParameters))
     with prefect_api():
         summary = run_tracked(parentheses, params, args.out)
-    nested, equal = summary["fraction_nested"], summary["fraction_equal_count"]
-    print(
-        f"fraction Nested {nested[0]:.2f} -> {nested[1]:.2f}; Equal-Count {equal[0]:.2f} -> "
-        f"{equal[1]:.2f}; paired shift toward Equal-Count {summary['paired_shift']:+.3f} "
-        f"(sign test p = {summary['sign_test_p']:.3g})\nreport: {summary['report']}"
-    )
+    gate = "passed" if summary["gate_passed"] else "not passed"
+    line = f"lever gate {gate}"
+    if summary["retrained"]:
+        nested, equal = summary["nested"], summary["equal_count"]
+        line += (
+            f"; Nested {nested[0]} -> {nested[1]}, Equal-Count {equal[0]} -> {equal[1]} "
+            f"(paired sign test p = {summary['paired_sign_test_p']:.3g})"
+        )
+    else:
+        line += "; not retrained"
+    print(f"{line}\nreport: {summary['report']}")
     return 0
 
 

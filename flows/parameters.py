@@ -481,11 +481,15 @@ class ParenthesesParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seeds: int = Field(40, description="training seeds 0..seeds−1")
+    seeds: int = Field(48, description="training seeds 0..seeds−1")
     analyzed_per_rule: int = Field(
-        4, description="Nested and Equal-Count solutions whose LLC and χ are estimated"
+        8, description="Nested and Equal-Count reference solutions (per-string χ, the check)"
     )
-    alpha: float = Field(0.5, description="largest relative change of a group weight")
+    alpha: float = Field(
+        0.5,
+        description="α of the retraining: largest relative change of a string's weight, "
+        "in (0, 1), fixed before any retraining",
+    )
     floor: float = Field(0.1, description="smallest group weight, before rescaling to mean 1")
     threshold: float = Field(
         0.2, description="OOD balanced rate ≤ threshold: Nested; ≥ 1 − threshold: Equal-Count"
@@ -496,6 +500,14 @@ class ParenthesesParameters(BaseModel):
     weight_decay: float = Field(0.1, description="AdamW weight decay")
     train_steps: int = Field(600, description="optimizer steps per seed")
     linear_check: bool = Field(True, description="measure Δλ at the reference solutions")
+    retrain: str = Field(
+        "if_validated",
+        description="retrain with the weights: if_validated (only if the lever's check "
+        "passes), always, never",
+    )
+    lever_pairs: int = Field(
+        0, ge=0, description="the lever at only the first this many reference pairs (0: all)"
+    )
     quick: bool = Field(False, description="tiny sizes, for a smoke test")
 
     @field_validator("seeds")
@@ -512,7 +524,21 @@ class ParenthesesParameters(BaseModel):
             raise ValueError("must be at least 1")
         return v
 
-    @field_validator("alpha", "weight_decay")
+    @field_validator("retrain")
+    @classmethod
+    def _retrain(cls, v: str) -> str:
+        if v not in ("if_validated", "always", "never"):
+            raise ValueError("must be if_validated, always or never")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError("must lie in (0, 1), e.g. 0.5 (the default)")
+        return v
+
+    @field_validator("weight_decay")
     @classmethod
     def _non_negative(cls, v: float) -> float:
         if not (math.isfinite(v) and v >= 0):
@@ -546,7 +572,8 @@ class ParenthesesParameters(BaseModel):
         return self
 
     def experiment_config(self) -> ExperimentConfig:
-        return build_config(**self.model_dump())
+        values = self.model_dump()
+        return build_config(**{**values, "lever_pairs": values["lever_pairs"] or None})
 
 
 def describe(error: ValidationError) -> str:

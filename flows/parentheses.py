@@ -1,9 +1,12 @@
 """The ``parentheses`` flow: algorithm selection in parentheses balancing (method.md §7).
 
 Trains many classifiers whose training data both rules (Nested, Equal-Count) explain,
-estimates the LLC and group susceptibilities of each kind of solution, re-weights the
-data groups to lower λ(Nested) relative to λ(Equal-Count), retrains, and reports the
-fraction of seeds learning each rule before and after. One task per unit of work
+picks reference solutions of each rule by their OOD answers, estimates per-string
+susceptibilities of each one's LLC, and validates the lever before using it: the measured
+change of λ(Nested) − λ(Equal-Count) at fixed solutions under ρ-weighted re-sampling against
+the first-order prediction, at small α. Only if that gate passes (``retrain``) are the seeds
+retrained with the weights at the α fixed in the settings, and the fraction learning each
+rule compared before and after. One task per unit of work
 (``tasks/parentheses.py``), each cached on its inputs: a killed run, started again, trains
 and samples only what it had not finished (per seed, per solution).
 
@@ -24,15 +27,21 @@ from patterning_core.experiments.parentheses.selection import EQUAL_COUNT, NESTE
 from patterning_core.experiments.parentheses.steps import (
     WEIGHTED,
     classify_seeds,
+    describe_gate,
+    lever_gate,
+    linear_check_table,
     references,
     retrained_references,
+    should_retrain,
 )
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.parentheses import (
     analyze_solution,
-    linear_check,
+    lever_baseline,
+    lever_check,
+    lever_plan,
+    lever_temperature,
     parentheses_report,
-    parentheses_weights,
     train_seed,
 )
 
@@ -64,64 +73,62 @@ def parentheses(
     refs = references(before, cfg.analyzed_per_rule)
     logger.info("reference solutions: %s", refs)
 
-    # LLC and group χ of the reference solutions of each rule.
-    analyzed = {
+    # The lever at the reference solutions: per-string χ, weights, and its linear check.
+    lever = c["lever"]
+    base_futures = {
         rule: [
-            analyze_solution.submit(
-                data,
-                model,
-                c["sampler"],
-                baseline[s],
-                chi_sampler=c["chi_sampler"],
-                probes_per_group=cfg.probes_per_group,
-            )
-            for s in refs[rule]
+            lever_baseline.submit(data, model, lever, baseline[s])
+            for s in refs[rule][: cfg.lever_pairs]
         ]
         for rule in RULES
     }
-    rows = {rule: [f.result() for f in futures] for rule, futures in analyzed.items()}
-
-    # The weights that lower λ(Nested) − λ(Equal-Count).
-    plan = parentheses_weights(
-        data, rows[NESTED], rows[EQUAL_COUNT], cfg.sampler.n_beta, cfg.alpha, cfg.floor
+    baselines = {rule: [f.result() for f in fs] for rule, fs in base_futures.items()}
+    plan = lever_plan(
+        data, baselines[NESTED], baselines[EQUAL_COUNT], list(cfg.lever.alphas), cfg.alpha
     )
-
-    # Linear check at the reference solutions, while every seed retrains with the weights.
-    checks = {
+    check_futures = {
         rule: [
-            linear_check.submit(
-                data,
-                model,
-                c["chi_sampler"],
-                cfg.probes_per_group,
-                baseline[r["seed"]],
-                plan,
-                r,
-            )
-            for r in rows[rule]
+            [
+                lever_check.submit(
+                    data, model, lever, baseline[b["seed"]], plan["weights"][str(a)], b, a
+                )
+                for a in cfg.lever.alphas
+            ]
+            for b in baselines[rule]
         ]
         for rule in (RULES if cfg.linear_check else ())
     }
-    weights = plan["string_weights"]
-    weighted = {s: train_seed.submit(data, model, c["train"], s, WEIGHTED, weights) for s in seeds}
-    after = classify_seeds(
-        [weighted[s].result()["record"] for s in seeds], cfg.threshold, cfg.min_train_acc
-    )
-
-    # LLC of the weighted loss at the first retrained solutions of each rule.
-    analyzed_after = {
-        rule: [
-            analyze_solution.submit(data, model, c["sampler"], weighted[s], weights)
-            for s in retrained
-        ]
-        for rule, retrained in retrained_references(after, cfg.analyzed_per_rule).items()
+    temperature_futures = [
+        lever_temperature.submit(data, model, lever, baseline[b["seed"]], b)
+        for rule in (RULES if cfg.linear_check else ())
+        for b in baselines[rule]
+    ]
+    checks = {
+        rule: [[f.result() for f in per] for per in rows] for rule, rows in check_futures.items()
     }
-    analysis_before = {rule: list(rows[rule]) for rule in RULES}
-    for rule, futures in checks.items():
-        analysis_before[rule] = [
-            {**r, "linear_check": f.result()} for r, f in zip(rows[rule], futures, strict=True)
-        ]
-    analysis_after = {rule: [f.result() for f in fs] for rule, fs in analyzed_after.items()}
+    temperature = [f.result() for f in temperature_futures]
+    gate = lever_gate(linear_check_table(checks, cfg.lever.alphas) if checks else [])
+    logger.info(describe_gate(gate))
+
+    # Retrain every seed with the weights at the α fixed in the settings, only as allowed.
+    after = analysis_after = None
+    if should_retrain(cfg.retrain, gate):
+        weights = plan["weights"][str(cfg.alpha)]
+        weighted = {
+            s: train_seed.submit(data, model, c["train"], s, WEIGHTED, weights) for s in seeds
+        }
+        after = classify_seeds(
+            [weighted[s].result()["record"] for s in seeds], cfg.threshold, cfg.min_train_acc
+        )
+        # λ of the weighted loss at the first retrained solutions of each rule.
+        futures = {
+            rule: [
+                analyze_solution.submit(data, model, c["sampler"], weighted[s], weights)
+                for s in retrained
+            ]
+            for rule, retrained in retrained_references(after, cfg.analyzed_per_rule).items()
+        }
+        analysis_after = {rule: [f.result() for f in fs] for rule, fs in futures.items()}
     return parentheses_report(
-        c, before, after, refs, analysis_before, analysis_after, plan, out_dir
+        c, before, after, refs, baselines, plan, checks, analysis_after, temperature, out_dir
     )

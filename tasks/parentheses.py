@@ -5,10 +5,12 @@ Each task loads its inputs, makes one call into ``patterning_core.experiments.pa
 
 - ``train-seed``: one seed under one condition (``baseline``: the plain loss; ``weighted``:
   the string weights ρ) → its record and the trained parameters (as JSON, exact);
-- ``analyze-solution``: LLC of one solution, and its group χ for a reference solution;
-- ``parentheses-weights``: group and string weights from the reference solutions' χ;
-- ``linear-check``: measured against predicted Δλ at one reference solution;
-- ``parentheses-report``: ``result.json``, ``report.md`` and the PNG plots in ``out_dir``.
+- ``lever-baseline``: the unweighted lever run of one reference solution (per-string χ);
+- ``lever-plan``: per-string weights at every α from the reference solutions' χ;
+- ``lever-check``: measured against predicted Δλ at one reference solution and one α;
+- ``lever-temperature``: the sampler's fluctuation–dissipation check for nβ at one solution;
+- ``analyze-solution``: LLC of one (retrained) solution under the ρ-weighted loss;
+- ``parentheses-report``: ``results.json``, ``report.md`` and the PNG plots in ``out_dir``.
 
 Training and sampling are memoized on their inputs and source (``tasks.caching``), results
 stored as JSON: a killed run, started again, trains and samples only the units it had not
@@ -28,7 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from patterning_core.experiments.parentheses import report, steps
 from patterning_core.experiments.parentheses.classifier import ParenModelConfig, ParenTrainConfig
 from patterning_core.experiments.parentheses.config import ExperimentConfig, data_config
-from patterning_core.experiments.parentheses.selection import EQUAL_COUNT, NESTED
+from patterning_core.experiments.parentheses.lever import LeverConfig
 from patterning_core.sampling.sgld import SamplerConfig
 from tasks.caching import expensive_task_policy, result_storage
 
@@ -107,88 +109,136 @@ def analyze_solution(
     return row
 
 
-@task(name="parentheses-weights")
-def parentheses_weights(
+@task(
+    name="lever-baseline",
+    task_run_name="lever-baseline-{solution[seed]}",
+    **MEMOIZED,
+)
+def lever_baseline(
+    data: dict[str, Any], model: dict[str, Any], lever: dict[str, Any], solution: dict[str, Any]
+) -> dict[str, Any]:
+    """The unweighted lever run of one reference solution: per-string χ (direction and
+    check chains), λ ± SE and health (``steps.lever_baseline``)."""
+    row = steps.lever_baseline(
+        _setup(data),
+        ParenModelConfig(**model),
+        LeverConfig.from_dict(lever),
+        solution["seed"],
+        steps.params_from_json(solution["params"]),
+    )
+    get_run_logger().info(steps.describe_baseline(row))
+    return row
+
+
+@task(name="lever-plan")
+def lever_plan(
     data: dict[str, Any],
     nested_rows: list[dict[str, Any]],
     equal_rows: list[dict[str, Any]],
-    n_beta: float,
-    alpha: float,
-    floor: float,
+    alphas: list[float],
+    retrain_alpha: float,
 ) -> dict[str, Any]:
-    """Group and string weights ρ from the χ of the reference solutions
-    (``steps.intervention_plan``)."""
-    setup = _setup(data)
-    plan = steps.intervention_plan(setup, nested_rows, equal_rows, n_beta, alpha, floor)
-    get_run_logger().info(steps.describe_plan(plan, setup.group_names))
-    return plan
+    """Per-string weights at every α from the direction chains' χ (``steps.lever_plan``)."""
+    return steps.lever_plan(_setup(data), nested_rows, equal_rows, alphas, retrain_alpha)
 
 
 @task(
-    name="linear-check",
-    task_run_name="linear-check-{solution[seed]}",
+    name="lever-check",
+    task_run_name="lever-check-{solution[seed]}-alpha{alpha}",
     **MEMOIZED,
 )
-def linear_check(
+def lever_check(
     data: dict[str, Any],
     model: dict[str, Any],
-    chi_sampler: dict[str, Any],
-    probes_per_group: int | None,
+    lever: dict[str, Any],
     solution: dict[str, Any],
-    plan: dict[str, Any],
-    row: dict[str, Any],
-) -> dict[str, float]:
-    """Measured against predicted Δλ at a reference solution (``steps.linear_check``);
-    ``row``: its ``analyze-solution`` result."""
-    check = steps.linear_check(
+    weights: list[float],
+    baseline: dict[str, Any],
+    alpha: float,
+) -> dict[str, Any]:
+    """Measured against predicted Δλ at one reference solution and one α
+    (``steps.lever_check``); ``baseline``: its ``lever-baseline`` result."""
+    row = steps.lever_check(
         _setup(data),
         ParenModelConfig(**model),
-        SamplerConfig.from_dict(chi_sampler),
-        probes_per_group,
+        LeverConfig.from_dict(lever),
         steps.params_from_json(solution["params"]),
-        plan,
-        row,
+        weights,
+        baseline,
+        alpha,
     )
-    get_run_logger().info(steps.describe_check({**row, "linear_check": check}))
-    return check
+    get_run_logger().info(steps.describe_lever_check(row))
+    return row
+
+
+@task(
+    name="lever-temperature",
+    task_run_name="lever-temperature-{solution[seed]}",
+    **MEMOIZED,
+)
+def lever_temperature(
+    data: dict[str, Any],
+    model: dict[str, Any],
+    lever: dict[str, Any],
+    solution: dict[str, Any],
+    baseline: dict[str, Any],
+) -> dict[str, Any]:
+    """The sampler's fluctuation–dissipation check for nβ at one reference solution
+    (``steps.lever_temperature``)."""
+    return steps.lever_temperature(
+        _setup(data),
+        ParenModelConfig(**model),
+        LeverConfig.from_dict(lever),
+        steps.params_from_json(solution["params"]),
+        baseline,
+    )
 
 
 @task(name="parentheses-report")
 def parentheses_report(
     config: dict[str, Any],
     before: list[dict[str, Any]],
-    after: list[dict[str, Any]],
+    after: list[dict[str, Any]] | None,
     reference_seeds: dict[str, Any],
-    analysis_before: dict[str, list[dict[str, Any]]],
-    analysis_after: dict[str, list[dict[str, Any]]],
+    baselines: dict[str, list[dict[str, Any]]],
     plan: dict[str, Any],
+    checks: dict[str, list[list[dict[str, Any]]]],
+    analysis_after: dict[str, list[dict[str, Any]]] | None,
+    temperature: list[dict[str, Any]],
     out_dir: str,
 ) -> dict[str, Any]:
-    """``result.json`` (``steps.assemble_result``), the plots and ``report.md`` in
+    """``results.json`` (``steps.assemble_result``), the plots and ``report.md`` in
     ``out_dir``; the report is also a Prefect artifact. Returns a summary."""
     result = steps.assemble_result(
         ExperimentConfig.from_dict(config),
         before,
         after,
         reference_seeds,
-        analysis_before,
-        analysis_after,
+        baselines,
         plan,
+        checks,
+        analysis_after,
+        temperature,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    text = report.markdown(result, report.plots(result, out))
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    notes = []
+    if (out / "diagnosis.md").is_file():
+        notes.append(
+            "Why, and what was tried: [diagnosis.md](diagnosis.md) (kept beside the report)."
+        )
+    text = report.markdown(result, report.plots(result, out), notes)
     path = out / "report.md"
     path.write_text(text)
     create_markdown_artifact(text, key="parentheses-report", description="parentheses experiment")
-    b, a = result["summary_before"], result["summary_after"]
     return {
         "report": str(path),
-        "result": str(out / "result.json"),
+        "result": str(out / "results.json"),
         "timing_s": result["timing_s"],
-        "fraction_nested": [b[NESTED]["fraction"], a[NESTED]["fraction"]],
-        "fraction_equal_count": [b[EQUAL_COUNT]["fraction"], a[EQUAL_COUNT]["fraction"]],
-        "paired_shift": result["paired_shift"]["mean"],
-        "sign_test_p": result["paired_shift"]["sign_test_p"],
+        "gate_passed": result["gate"]["passes"],
+        "retrained": result["retrained"],
+        "nested": [result["nested_before"], result["nested_after"]],
+        "equal_count": [result["equal_count_before"], result["equal_count_after"]],
+        "paired_sign_test_p": result["paired_sign_test_p"],
     }

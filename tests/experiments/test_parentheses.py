@@ -19,6 +19,7 @@ from patterning_core.experiments.parentheses.classifier import (
     train_classifier,
 )
 from patterning_core.experiments.parentheses.config import ExperimentConfig, build_config
+from patterning_core.experiments.parentheses.lever import LeverConfig
 from patterning_core.experiments.parentheses.selection import (
     EQUAL_COUNT,
     MIXED,
@@ -333,35 +334,29 @@ def test_reweighting_groups_responds_as_n_beta_pi_chi():
 
 
 def test_tiny_experiment_runs_end_to_end():
+    tiny = SamplerConfig(
+        step_size=1e-4,
+        n_beta=20.0,
+        localization=100.0,
+        num_chains=2,
+        num_draws=8,
+        num_burnin=4,
+        batch_size=32,
+        seed=0,
+    )
     cfg = ExperimentConfig(
         data=SMALL,
         model=MODEL,
         train=ParenTrainConfig(steps=40, batch_size=32, lr=1e-2),
-        sampler=SamplerConfig(
-            step_size=1e-4,
-            n_beta=20.0,
-            localization=100.0,
-            num_chains=2,
-            num_draws=8,
-            num_burnin=4,
-            batch_size=32,
-            seed=0,
-        ),
-        chi_sampler=SamplerConfig(
-            step_size=1e-4,
-            n_beta=20.0,
-            localization=100.0,
-            num_chains=2,
-            num_draws=8,
-            num_burnin=4,
-            batch_size=32,
-            seed=0,
-        ),
+        sampler=tiny,
+        chi_sampler=tiny,
+        lever=LeverConfig(sampler=tiny, direction_chains=2, check_chains=2, alphas=(0.1, 0.2)),
         probes_per_group=4,
         seeds=4,
         analyzed_per_rule=1,
         alpha=0.5,
         min_train_acc=0.0,
+        retrain="always",
     )
     messages: list[str] = []
     out = run_experiment(cfg, progress=messages.append)
@@ -371,17 +366,18 @@ def test_tiny_experiment_runs_end_to_end():
         assert sum(summary[r]["count"] for r in (NESTED, EQUAL_COUNT, MIXED, UNFIT)) == 4
         lo, hi = summary[NESTED]["ci95"]
         assert 0 <= lo <= summary[NESTED]["fraction"] <= hi <= 1
-    groups = len(out["groups"]["names"])
-    assert len(out["intervention"]["group_weights"]) == groups
-    assert np.all(np.array(out["intervention"]["group_weights"]) > 0)
-    for rows in out["analysis_before"].values():
-        assert len(rows) == 1
-        row = rows[0]
-        assert len(row["chi"]) == groups
-        values = [row["llc"], row["chi_run_llc"], *row["chi"], *row["linear_check"].values()]
-        assert all(math.isfinite(v) for v in values)
-    assert math.isfinite(out["intervention"]["predicted_dllc_diff"])
-    assert math.isfinite(out["paired_shift"]["mean"])
+    assert out["reference_solutions"] == {NESTED: 1, EQUAL_COUNT: 1}
+    assert [(r["alpha"], r["pair"]) for r in out["linear_check"]] == [(0.1, 0), (0.2, 0)]
+    # ρ − 1 is α·dh/max|dh|, so the prediction is linear in α
+    low, high = (r["predicted"] for r in out["linear_check"])
+    assert high == pytest.approx(2 * low, rel=1e-9, abs=1e-12)
+    rho = np.array(out["weights"]["retrain_weights"])
+    assert rho.shape == (SMALL.n_train,) and rho.mean() == pytest.approx(1.0)
+    assert np.abs(rho - 1).max() == pytest.approx(0.5)
+    values = [v for r in out["linear_check"] for v in (r["predicted"], r["measured"])]
+    assert all(math.isfinite(v) for v in values)
+    assert out["retrained"] and math.isfinite(out["paired_shift"]["mean"])
+    assert set(out["gate"]["per_alpha"]) == {"0.1", "0.2"}
     import json
 
     json.dumps(out)  # plain data

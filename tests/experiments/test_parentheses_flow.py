@@ -16,7 +16,7 @@ from flows.parentheses import ParenthesesParameters, parentheses
 from patterning_core.experiments.parentheses import steps
 from patterning_core.experiments.parentheses.steps import run_experiment
 
-QUICK = ParenthesesParameters(quick=True, seeds=4, analyzed_per_rule=1, linear_check=False)
+QUICK = ParenthesesParameters(quick=True, seeds=4, analyzed_per_rule=1, retrain="always")
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,17 @@ def test_flow_gives_the_drivers_numbers_and_a_rerun_trains_nothing(
     out = tmp_path / "paren"
     first = parentheses(QUICK, str(out))
     report = Path(first["report"])
-    assert report.is_file() and (out / "result.json").is_file()
-    assert {p.name for p in out.glob("*.png")} == {"ood_hist.png", "group_weights.png", "llc.png"}
-    assert "fraction nested" in report.read_text()
-    for before_after in (first["fraction_nested"], first["fraction_equal_count"]):
-        assert len(before_after) == 2 and all(0.0 <= f <= 1.0 for f in before_after)
-    result = json.loads((out / "result.json").read_text())
+    assert report.is_file() and (out / "results.json").is_file()
+    plots = {"ood_hist.png", "linear_check.png", "weights.png"}
+    assert {p.name for p in out.glob("*.png")} == plots
+    assert "fraction nested" in report.read_text() and "## The lever at fixed solutions" in (
+        report.read_text()
+    )
+    for before_after in (first["nested"], first["equal_count"]):
+        assert len(before_after) == 2 and all(0 <= k <= QUICK.seeds for k in before_after)
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["alpha"], r["pair"]) for r in result["linear_check"]] == [(0.1, 0)]
+    assert result["alpha_fixed_before_retraining"] and result["retrained"]
     expected = json.loads(json.dumps(run_experiment(QUICK.experiment_config())))
     assert _numbers(result) == _numbers(expected)
 
@@ -70,7 +75,7 @@ def test_flow_gives_the_drivers_numbers_and_a_rerun_trains_nothing(
     second = parentheses(QUICK.model_dump(), str(out))  # a dict is validated into the model
     assert trained == [], "every seed came from the cache"
     assert json.dumps(second, sort_keys=True) == json.dumps(first, sort_keys=True)
-    assert json.loads((out / "result.json").read_text()) == result
+    assert json.loads((out / "results.json").read_text()) == result
 
 
 def test_a_failed_run_resumes_per_seed(harness, tmp_path: Path, trained, monkeypatch) -> None:
@@ -104,7 +109,7 @@ def test_a_failed_run_resumes_per_seed(harness, tmp_path: Path, trained, monkeyp
 
 
 def test_the_flow_refuses_bad_parameters(harness, tmp_path: Path, trained) -> None:
-    for bad in ({"seeds": 1}, {"floor": 0.0}, {"no_linear_check": True}):
+    for bad in ({"seeds": 1}, {"floor": 0.0}, {"alpha": 1.0}, {"retrain": "maybe"}):
         with pytest.raises(ParameterTypeError):
             parentheses(bad, str(tmp_path / "x"))
     assert trained == [] and not (tmp_path / "x").exists()
@@ -115,6 +120,7 @@ def test_the_flow_refuses_bad_parameters(harness, tmp_path: Path, trained) -> No
     [
         (["--seeds", "1"], "seeds"),
         (["--floor", "1.5"], "floor"),
+        (["--alpha", "1.5"], "alpha"),
         (["--threshold", "0.5"], "threshold"),
         (["--analyzed-per-rule", "0"], "analyzed_per_rule"),
     ],
@@ -134,3 +140,34 @@ def test_cli_refuses_bad_parameters_before_a_server_starts(
     assert err.startswith("patterning: error: invalid ParenthesesParameters:")
     assert f"{field} = " in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_the_published_run_reproduces(harness, tmp_path: Path) -> None:
+    """The flow at the settings of ``docs/results/parentheses/results.json`` gives its
+    numbers again (every unit is seeded; compute times aside), and those numbers say what
+    the report says: 8 reference solutions of each rule, the check at every α of every
+    lever pair, predictions linear in α, and no retraining unless the gate passed."""
+    published = json.loads(
+        (Path(__file__).parents[2] / "docs/results/parentheses/results.json").read_text()
+    )
+    cfg = published["config"]
+    params = ParenthesesParameters(lever_pairs=cfg["lever_pairs"] or 0, retrain=cfg["retrain"])
+    parentheses(params, str(tmp_path / "paren"))
+    result = json.loads((tmp_path / "paren" / "results.json").read_text())
+    assert _numbers(result) == _numbers(published)
+    assert result["reference_solutions"] == {"nested": 8, "equal_count": 8}
+    alphas = cfg["lever"]["alphas"]
+    pairs = result["lever_solutions"]["nested"]
+    assert sorted((r["alpha"], r["pair"]) for r in result["linear_check"]) == sorted(
+        (a, p) for a in alphas for p in range(pairs)
+    )
+    for p in range(pairs):
+        rows = sorted(
+            (r for r in result["linear_check"] if r["pair"] == p), key=lambda r: r["alpha"]
+        )
+        for r in rows:
+            assert r["predicted"] / r["alpha"] == pytest.approx(
+                rows[0]["predicted"] / rows[0]["alpha"], rel=1e-6
+            )
+    assert result["retrained"] == (result["gate"]["passes"] or cfg["retrain"] == "always")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patterning_core.experiments.parentheses.classifier import ParenModelConfig, ParenTrainConfig
+from patterning_core.experiments.parentheses.lever import LeverConfig
 from patterning_core.experiments.parentheses.strings import ParenDataConfig
 from patterning_core.sampling.sgld import SamplerConfig
 
@@ -44,6 +45,19 @@ def default_chi_sampler() -> SamplerConfig:
     return default_sampler().replace(num_draws=200, steps_between_draws=4)
 
 
+def default_lever() -> LeverConfig:
+    """The lever's validation (``lever``): the LLC's ε, nβ, γ and batch; 8 direction chains
+    and 16 check chains; a burn-in of 300 steps and 30 draws 8 steps apart (every draw
+    evaluates all n strings); α = 0.05, 0.1, 0.2. The report prints the drift of every
+    trace (nβ·(second half − first half)) with its SE."""
+    return LeverConfig(
+        sampler=default_sampler().replace(num_burnin=300, num_draws=30, steps_between_draws=8),
+        direction_chains=8,
+        check_chains=16,
+        alphas=(0.05, 0.1, 0.2),
+    )
+
+
 def _default_data() -> ParenDataConfig:
     return ParenDataConfig(never_negative_share=0.85)
 
@@ -59,16 +73,23 @@ class ExperimentConfig:
     Attributes:
         data, model, train: the data set, classifier shape and optimizer.
         sampler: SGLD settings for the LLCs (one set for every solution).
-        chi_sampler: SGLD settings for the χ runs (same ε, nβ, γ; more draws).
+        chi_sampler: SGLD settings for the group-χ runs (``selection.group_susceptibilities``;
+            not used by the per-string lever).
+        lever: the per-string χ and the linear check of the lever (``lever.LeverConfig``).
         probes_per_group: strings per group evaluated at every χ draw (None: all).
         seeds: training seeds 0..seeds−1 (each: initialization and data order).
         analyzed_per_rule: at most this many Nested and this many Equal-Count solutions
             (the lowest seeds of each) get an LLC and χ, before and after.
-        alpha: largest relative change of a group weight; floor: smallest group weight.
+        alpha: α of the retraining (largest relative change of a string's weight), fixed
+            before any retraining; floor: smallest group weight of the group intervention
+            (``selection.llc_intervention``; the per-string weights are ≥ 1 − α > 0).
         threshold: OOD balanced rate ≤ threshold → Nested, ≥ 1 − threshold → Equal-Count.
         min_train_acc: below this training accuracy a seed is ``unfit``.
-        linear_check: also measure, at the reference solutions, the change of λ when the
-            posterior is that of the ρ-weighted loss (w* fixed), against nβ²·Σπχδ.
+        linear_check: run the lever's linear check at the reference solutions.
+        retrain: ``if_validated`` (retrain only when the linear check passes the gate),
+            ``always`` or ``never``.
+        lever_pairs: the lever (per-string χ, direction, check) at only the first this many
+            reference solutions of each rule (None: all ``analyzed_per_rule``); a cheaper run.
     """
 
     data: ParenDataConfig = field(default_factory=_default_data)
@@ -76,14 +97,17 @@ class ExperimentConfig:
     train: ParenTrainConfig = field(default_factory=_default_train)
     sampler: SamplerConfig = field(default_factory=default_sampler)
     chi_sampler: SamplerConfig = field(default_factory=default_chi_sampler)
+    lever: LeverConfig = field(default_factory=default_lever)
     probes_per_group: int | None = 32
-    seeds: int = 40
-    analyzed_per_rule: int = 4
+    seeds: int = 48
+    analyzed_per_rule: int = 8
     alpha: float = 0.5
     floor: float = 0.1
     threshold: float = 0.2
     min_train_acc: float = 0.99
     linear_check: bool = True
+    retrain: str = "if_validated"
+    lever_pairs: int | None = None
 
     def __post_init__(self) -> None:
         if self.model.seq_len != self.data.seq_len:
@@ -96,6 +120,12 @@ class ExperimentConfig:
             raise ValueError("need alpha ≥ 0 and 0 < floor ≤ 1.")
         if self.chi_sampler.n_beta != self.sampler.n_beta:
             raise ValueError("the χ and LLC runs must share nβ.")
+        if self.retrain not in ("if_validated", "always", "never"):
+            raise ValueError("retrain must be 'if_validated', 'always' or 'never'.")
+        if not 0 < self.alpha < 1:
+            raise ValueError("alpha must lie in (0, 1) (string weights 1 ± α stay positive).")
+        if self.lever_pairs is not None and self.lever_pairs < 1:
+            raise ValueError("lever_pairs must be ≥ 1 (or None: every reference pair).")
         if self.seeds < 2 or self.analyzed_per_rule < 1:
             raise ValueError("need seeds ≥ 2 and analyzed_per_rule ≥ 1.")
 
@@ -103,7 +133,7 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "lever": self.lever.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -115,6 +145,7 @@ class ExperimentConfig:
             train=ParenTrainConfig(**values.pop("train")),
             sampler=SamplerConfig.from_dict(values.pop("sampler")),
             chi_sampler=SamplerConfig.from_dict(values.pop("chi_sampler")),
+            lever=LeverConfig.from_dict(values.pop("lever")),
             **values,
         )
 
@@ -126,8 +157,8 @@ def data_config(values: dict[str, Any]) -> ParenDataConfig:
 
 def build_config(
     *,
-    seeds: int = 40,
-    analyzed_per_rule: int = 4,
+    seeds: int = 48,
+    analyzed_per_rule: int = 8,
     alpha: float = 0.5,
     floor: float = 0.1,
     threshold: float = 0.2,
@@ -135,13 +166,16 @@ def build_config(
     weight_decay: float = 0.1,
     train_steps: int = 600,
     linear_check: bool = True,
+    retrain: str = "if_validated",
+    lever_pairs: int | None = None,
     quick: bool = False,
 ) -> ExperimentConfig:
     """The ``ExperimentConfig`` of the experiment's settings (the command line's options).
 
     ``quick``: tiny sizes for a smoke test (128 strings of length 4–8, d_model 8, 60 steps,
-    10 draws); it replaces the data, model, training and sampler settings, keeping ``seeds``,
-    ``analyzed_per_rule``, ``alpha``, ``floor``, ``threshold`` and ``linear_check``.
+    10 draws; the lever 2 + 3 chains, 12 draws, α 0.1); it replaces the data, model, training
+    and sampler settings, keeping ``seeds``, ``analyzed_per_rule``, ``alpha``, ``floor``,
+    ``threshold``, ``linear_check``, ``retrain`` and ``lever_pairs``.
     """
     cfg = ExperimentConfig()
     data = cfg.data.replace(never_negative_share=never_negative_share)
@@ -155,6 +189,8 @@ def build_config(
         floor=floor,
         threshold=threshold,
         linear_check=linear_check,
+        retrain=retrain,
+        lever_pairs=lever_pairs,
     )
     if quick:
         data = ParenDataConfig(
@@ -166,6 +202,13 @@ def build_config(
             train=ParenTrainConfig(steps=60, batch_size=32, lr=1e-2, weight_decay=0.1),
             sampler=cfg.sampler.replace(num_draws=10, num_burnin=5, n_beta=30.0),
             chi_sampler=cfg.chi_sampler.replace(num_draws=10, num_burnin=5, n_beta=30.0),
+            lever=LeverConfig(
+                sampler=cfg.sampler.replace(num_draws=12, num_burnin=20, n_beta=30.0),
+                direction_chains=2,
+                check_chains=3,
+                alphas=(0.1,),
+                chunk=128,
+            ),
             probes_per_group=4,
             min_train_acc=0.0,
         )

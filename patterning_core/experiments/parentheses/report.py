@@ -1,7 +1,7 @@
 """The report of the parentheses experiment: Markdown and PNG plots of ``assemble_result``'s
 output (``steps``), rendered through ``patterning_core.report``.
 
-``plots(result, out_dir)`` writes ``ood_hist.png``, ``group_weights.png`` and ``llc.png``;
+``plots(result, out_dir)`` writes ``ood_hist.png``, ``linear_check.png`` and ``weights.png``;
 ``markdown(result, plots)`` is the text of ``report.md``.
 """
 
@@ -57,139 +57,225 @@ def _llc_cell(entry: Mapping[str, float]) -> str:
     return f"{_fmt(entry['mean'])} ± {_fmt(entry['se'])} (n = {entry['n']})"
 
 
-def _health(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "–"
-    rhat = [r["rhat"] for r in rows]
-    drift = [r["drift"] for r in rows]
-    std = [r["llc_chain_std"] for r in rows]
-    return (
-        f"R̂ {min(rhat):.3f}–{max(rhat):.3f}; chain sd {min(std):.1f}–{max(std):.1f}; "
-        f"drift {min(drift):+.1f} to {max(drift):+.1f}"
-    )
+LI_ET_AL_NOTE = """\
+**Against the setting it comes from.** The task is that of Li, Kaufmann, Wattenberg,
+Alvarez-Melis and Saphra, "Can Interpretation Predict Behavior on Unseen Data?" (arXiv
+2507.06445): a population of independently trained Transformer classifiers ("hundreds")
+on a synthetic bracket-balancing task whose training data several rules explain, the
+seeds splitting into distinct OOD generalization rules (Nested, i.e. hierarchical, and
+Equal-Count among them). What the stored copies of the paper that this project can read
+show is its abstract and opening; its exact classifier size, training-set size and
+training length could not be read from them, so they are not claimed here. Ours, and why:
+a 2-layer, 2-head causal transformer with d_model 16 and MLP width 32 (4,865 parameters)
+reading its answer at EOS; 1,024 training strings of even length 8–16 (half nested, half
+with unequal counts, 85 % of those never going negative), 512 OOD strings (equal counts,
+not nested); AdamW, learning rate 3e-3, weight decay 0.1, batch 64, 600 steps (about 37
+epochs, to training accuracy 1.0 on nearly every seed). The model and data are small so
+that every LLC and per-string χ (all 1,024 strings at every draw of 24 chains) fits one
+CPU core in minutes per solution; the data mixture and weight decay were chosen (below)
+for an even split between the rules, which the selection question needs and which a
+larger model (d_model 32) lost (it favoured Nested). A population this small and this
+briefly trained may differ from the paper's in which rules occur and how often.
+"""
 
 
-def markdown(result: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
-    """The text of ``report.md``: outcome before and after, the intervention, the linear
-    check, the setting, and links to ``plots`` (file names beside the report)."""
-    cfg = result["config"]
-    before, after = _rule_cells(result["summary_before"]), _rule_cells(result["summary_after"])
-    shift, inter, groups = result["paired_shift"], result["intervention"], result["groups"]
-    llc, analysis = result["llc"], result["analysis_before"]
-    outcome = [
-        {"": f"fraction {rule}", "before": before[rule], "after (ρ-weighted)": after[rule]}
-        for rule in RULES
-    ]
-    outcome.append(
-        {
-            "": "OOD balanced rate (mean ± SE over seeds)",
-            "before": before["ood"],
-            "after (ρ-weighted)": after["ood"],
-        }
-    )
-    for rule, name in ((NESTED, "Nested"), (EQUAL_COUNT, "Equal-Count")):
-        outcome.append(
+def _lever_rows(result: Mapping[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for r in result["linear_check"]:
+        ratio = r["measured"] / r["predicted"] if r["predicted"] else float("nan")
+        rows.append(
             {
-                "": f"LLC of {name} solutions (mean ± SE)",
-                "before": _llc_cell(llc["before"][rule]),
-                "after (ρ-weighted)": _llc_cell(llc["after_weighted_loss"][rule]),
+                "α": f"{r['alpha']}",
+                "pair": f"{r['pair']}",
+                "seeds (N, EC)": f"{r['seeds'][0]}, {r['seeds'][1]}",
+                "predicted Δ(λ_N − λ_EC)": f"{r['predicted']:+.2f} ± {r['predicted_se']:.2f}",
+                "measured Δ(λ_N − λ_EC)": f"{r['measured']:+.2f} ± {r['measured_se']:.2f}",
+                "ratio": _fmt(ratio),
             }
         )
-    for rule, name in ((NESTED, "Nested"), (EQUAL_COUNT, "Equal-Count")):
-        outcome.append(
+    return rows
+
+
+def _solution_rows(result: Mapping[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    base = {b["seed"]: b for rule in (NESTED, EQUAL_COUNT) for b in result["lever_baselines"][rule]}
+    for c in result["lever_checks"]:
+        b = base[c["seed"]]
+        rows.append(
             {
-                "": f"LLC health, {name}",
-                "before": _health(analysis[rule]),
-                "after (ρ-weighted)": _health(result["analysis_after"][rule]),
+                "seed": f"{c['seed']}",
+                "α": f"{c['alpha']}",
+                "λ (L_n)": f"{b['llc']:.1f} ± {b['llc_se']:.1f}",
+                "drift, plain": f"{b['drift']:+.2f} ± {b['drift_se']:.2f}",
+                "drift, ρ": f"{c['drift']:+.2f} ± {c['drift_se']:.2f}",
+                "nβ·SD(L_ρ − L_n)": f"{c['perturbation_sd']:.2f}",
+                "predicted Δλ": f"{c['predicted']:+.2f} ± {c['predicted_se']:.2f}",
+                "measured Δλ": f"{c['measured']:+.2f} ± {c['measured_se']:.2f}",
             }
         )
-    refs = result["reference_sets"]
+    return rows
+
+
+def markdown(
+    result: Mapping[str, Any], plots: Sequence[str] = (), notes: Sequence[str] = ()
+) -> str:
+    """The text of ``report.md``: the lever's validation (the gate), the weights, the
+    retraining (if the gate allowed it), the setting, and links to ``plots``; ``notes``:
+    Markdown paragraphs placed after the gate (e.g. a link to a diagnosis)."""
+    cfg, gate, refs = result["config"], result["gate"], result["reference_sets"]
+    lever_cfg = cfg["lever"]
+    sam = lever_cfg["sampler"]
+    llc = result["llc"]
     lines = [
-        "# Algorithm selection in parentheses balancing: LLC-targeted patterning",
+        "# Algorithm selection in parentheses balancing: the LLC lever, validated first",
         "",
-        f"Compute time {result['timing_s'] / 60:.1f} min (training and sampling, one torch "
-        f"thread per unit of work). Seeds 0–{cfg['seeds'] - 1}; "
-        f"a seed is **Nested** if it calls ≤ {cfg['threshold']:.2f} of the OOD strings "
-        f"(equal counts, not nested) balanced, **Equal-Count** if ≥ "
-        f"{1 - cfg['threshold']:.2f}, **mixed** otherwise, **unfit** if its training accuracy "
-        f"is below {cfg['min_train_acc']}. Intervals: Wilson 95 %.",
+        f"Compute time {result['timing_s'] / 60:.1f} min (one torch thread per unit). Seeds "
+        f"0–{cfg['seeds'] - 1}; a seed is **Nested** if it calls ≤ {cfg['threshold']:.2f} of the "
+        f"OOD strings (equal counts, not nested) balanced, **Equal-Count** if ≥ "
+        f"{1 - cfg['threshold']:.2f}. Reference solutions (by OOD behaviour, "
+        f"`{refs['how']}`): Nested {refs[NESTED]}, Equal-Count {refs[EQUAL_COUNT]}; pair i is "
+        "the i-th of each.",
         "",
-        "## Outcome",
+        "## The lever at fixed solutions (the gate)",
         "",
-        *markdown_table(outcome),
+        "Observable, fixed: φ(w) = L_n(w), the unweighted training loss, so λ = nβ·(⟨L_n⟩ − "
+        "L_n(w*)). Per-string susceptibility χ_z = −Cov[L_n, ℓ_z − L_n] (no nβ; χ_z > 0: "
+        "up-weighting string z raises λ). Prediction for weights ρ (mean 1): Δλ = "
+        "nβ²·(1/n)·Σ_z χ_z (ρ_z − 1). Measurement: SGLD re-sampled under the ρ-weighted loss "
+        "at the same w*, same chains' noise and minibatches (common random numbers), Δλ = "
+        "nβ·(⟨L_n⟩_ρ − ⟨L_n⟩) — the expectation of the same fixed observable under the "
+        "re-weighted posterior. Direction: dh = −χ_diff/‖χ_diff‖, χ_diff = mean χ(Nested) − "
+        "mean χ(Equal-Count) from "
+        f"{lever_cfg['direction_chains']} *direction* chains per solution; ρ = 1 + α·dh/max|dh|."
+        f" Prediction and measurement use {lever_cfg['check_chains']} other *check* chains "
+        "(so the noise that chose the direction does not inflate the prediction). Sampler: "
+        f"ε {sam['step_size']}, nβ {sam['n_beta']}, γ {sam['localization']}, batch "
+        f"{sam['batch_size']}, burn-in {sam['num_burnin']}, {sam['num_draws']} draws every "
+        f"{sam['steps_between_draws']} steps. SEs: over chains (pair SEs in quadrature).",
         "",
-        f"Paired by seed (same initialization and data order), the OOD balanced rate changed by "
-        f"{_fmt(shift['mean'], 3)} ± {_fmt(shift['se'], 3)} (after − before); "
-        f"{shift['toward_nested']} seeds moved toward Nested, {shift['toward_equal']} toward "
-        f"Equal-Count (sign test p = {shift['sign_test_p']:.3g}). Rule transitions: "
-        + ", ".join(f"{k} {v}" for k, v in shift["transitions"].items())
-        + ".",
+        f"**Gate** ({gate['criterion']}): **{'passed' if gate['passes'] else 'not passed'}**.",
         "",
-        "LLC before: λ̂ = nβ·(E[L_n] − L_n(w*)) of the plain training loss at the reference "
-        f"solutions (seeds {refs[NESTED]} Nested, {refs[EQUAL_COUNT]} Equal-Count, chosen "
-        f"by `{refs['how']}`). LLC after: of the ρ-weighted loss "
-        "L_ρ = Σρℓ/Σρ that the retrained models minimized, at the first retrained solutions "
-        "of each rule. Health: split-R̂ of the loss trace; chain sd = spread of the per-chain "
-        "λ̂; drift = nβ·(mean of the second half − first half of the draws), ≈ 0 when level.",
-        "",
-        "## The intervention",
-        "",
-        "χ_g = −Cov[L_n, L_g − L_n] (no nβ; χ_g > 0: up-weighting group g raises ⟨L_n⟩, "
-        "i.e. the LLC); χ_diff = mean χ over Nested solutions − mean over Equal-Count "
-        "solutions; dh = −χ_diff/‖χ_diff‖; ρ_g = max(1 + α·dh_g/max|dh|, floor), then "
-        f"rescaled to mean 1 over strings. α = {inter['alpha']}, floor = {inter['floor']}. "
-        f"χ from {cfg['probes_per_group']} probe strings per group at each draw. "
-        "Linear response at the reference solutions predicts Δ(λ_N − λ_EC) = "
-        f"nβ²·Σ_g π_g·χ_diff,g·(ρ_g − 1) = **{inter['predicted_dllc_diff']:+.1f}** "
-        "(first order only; see the linear check).",
-        "",
+        *[line for note in notes for line in (note, "")],
     ]
-    group_rows = [
+    gate_rows = [
         {
-            "group": name,
-            "strings": groups["sizes"][g],
-            "χ Nested (×1e4)": f"{1e4 * inter['chi_nested_mean'][g]:.1f}",
-            "χ Equal-Count (×1e4)": f"{1e4 * inter['chi_equal_mean'][g]:.1f}",
-            "χ_diff ± SE (×1e4)": (
-                f"{1e4 * inter['chi_diff'][g]:.1f} ± {1e4 * inter['chi_diff_se'][g]:.1f}"
-            ),
-            "dh": f"{inter['dh'][g]:+.3f}",
-            "ρ_g": f"{inter['group_weights'][g]:.3f}",
+            "α": a,
+            "pairs": v["pairs"],
+            "sign right": v["sign_agree"],
+            "ratio in [0.5, 2]": v["ratio_in_range"],
+            "median ratio": _fmt(v["median_ratio"]),
         }
-        for g, name in enumerate(groups["names"])
+        for a, v in gate["per_alpha"].items()
     ]
-    lines += markdown_table(group_rows, align="lrrrrrr")
-    checks = [(rule, r) for rule in (NESTED, EQUAL_COUNT) for r in analysis[rule]]
-    if checks and "linear_check" in checks[0][1]:
+    if gate_rows:
         lines += [
+            *markdown_table(gate_rows, align="rrrrr"),
             "",
-            "## Linear check at fixed solutions",
-            "",
-            "Change of λ at the reference solution w* when the posterior becomes that of the "
-            "ρ-weighted loss (observable: the plain L_n; common random numbers): measured "
-            "nβ·(E_ρ[L_n] − E[L_n]) against the first-order prediction nβ²·Σ π_g χ_g (ρ_g − 1) "
-            "from that solution's own χ.",
+            *markdown_table(_lever_rows(result), align="rrrrrr"),
             "",
         ]
-        check_rows = [
-            {
-                "rule": rule,
-                "seed": r["seed"],
-                "λ̂": f"{r['llc']:.1f}",
-                "measured Δλ": f"{r['linear_check']['measured_dllc']:+.1f}",
-                "predicted Δλ": f"{r['linear_check']['predicted_dllc']:+.1f}",
+        lines += [
+            "Per solution (drift = nβ·(second half − first half of the draws) of the check "
+            "chains' L_n trace; nβ·SD(L_ρ − L_n) is the size of the log-density change, which "
+            "first order needs well below 1):",
+            "",
+            *markdown_table(_solution_rows(result), align="rrrrrrrr"),
+            "",
+        ]
+        temp = result.get("temperature_checks") or []
+        if temp:
+            base = {
+                b["seed"]: b
+                for rule in (NESTED, EQUAL_COUNT)
+                for b in result["lever_baselines"][rule]
             }
-            for rule, r in checks
-        ]
-        lines += markdown_table(check_rows, align="lrrrr")
-        for rule in (NESTED, EQUAL_COUNT):
-            vals = [r["linear_check"]["measured_dllc"] for r in analysis[rule]]
-            if vals:
-                lines.append(f"\nMean measured Δλ, {rule}: {np.mean(vals):+.2f}.")
+            lines += [
+                "**The sampler's own check** (no data direction): nβ raised by the factor "
+                f"{temp[0]['factor']} at the same w* (common random numbers). Fluctuation–"
+                'dissipation predicts Δ(nβ·⟨L_n⟩) = −nβ·Δnβ·Var(L_n); "λ fixed" is '
+                "λ·(1/factor − 1). The fluctuation ratio nβ²·Var(L_n)/λ is of order 1 for "
+                "a posterior (1 for a regular model).",
+                "",
+                *markdown_table(
+                    [
+                        {
+                            "seed": f"{t['seed']}",
+                            "nβ²·Var(L_n)/λ": f"{base[t['seed']]['fluctuation_ratio']:.1f}",
+                            "predicted Δ(nβ⟨L_n⟩)": f"{t['predicted']:+.1f}",
+                            "measured": f"{t['measured']:+.1f} ± {t['measured_se']:.1f}",
+                            "λ fixed": f"{t['lambda_fixed']:+.1f}",
+                        }
+                        for t in temp
+                    ],
+                    align="rrrrr",
+                ),
+                "",
+            ]
+    else:
+        lines += ["(The linear check was not run.)", ""]
     lines += [
+        f"λ of the plain loss at the references (check chains): Nested "
+        f"{_llc_cell(llc['references_plain_loss'][NESTED])}, Equal-Count "
+        f"{_llc_cell(llc['references_plain_loss'][EQUAL_COUNT])}.",
         "",
+        '## The weights ("high-gap samples")',
+        "",
+        "Per-string ρ from the direction chains' χ of all reference solutions. Quantiles of ρ "
+        "and the mean ρ of each kind of training string, per α:",
+        "",
+    ]
+    dist_rows = []
+    for a, d in result["weights"]["distribution"].items():
+        q = d["quantiles"]
+        dist_rows.append(
+            {
+                "α": a,
+                "min / 5 % / 25 % / 50 % / 75 % / 95 % / max": " / ".join(
+                    f"{q[k]:.3f}" for k in ("0.0", "0.05", "0.25", "0.5", "0.75", "0.95", "1.0")
+                ),
+                **{f"mean ρ, {k}": f"{v:.3f}" for k, v in d["mean_by_kind"].items()},
+            }
+        )
+    lines += [*markdown_table(dist_rows), ""]
+    lines += [
+        "## Retraining",
+        "",
+        f"α of the retraining, fixed in the settings before any retraining: **{cfg['alpha']}** "
+        f"(retrain: `{cfg['retrain']}`).",
+        "",
+    ]
+    if result["retrained"]:
+        before, after = _rule_cells(result["summary_before"]), _rule_cells(result["summary_after"])
+        shift = result["paired_shift"]
+        outcome = [
+            {"": f"fraction {rule}", "before": before[rule], "after (ρ-weighted)": after[rule]}
+            for rule in RULES
+        ]
+        outcome.append(
+            {"": "OOD balanced rate", "before": before["ood"], "after (ρ-weighted)": after["ood"]}
+        )
+        lines += [
+            *markdown_table(outcome),
+            "",
+            f"Paired by seed: {_fmt(shift['mean'], 3)} ± {_fmt(shift['se'], 3)}; "
+            f"{shift['toward_nested']} toward Nested, {shift['toward_equal']} toward "
+            f"Equal-Count (sign test p = {shift['sign_test_p']:.3g}).",
+            "",
+            "λ of the ρ-weighted loss at the retrained solutions (like with like): Nested "
+            f"{_llc_cell(llc['retrained_weighted_loss'][NESTED])}, Equal-Count "
+            f"{_llc_cell(llc['retrained_weighted_loss'][EQUAL_COUNT])}.",
+            "",
+        ]
+    else:
+        lines += [
+            "Not retrained: the lever did not pass its gate, so a retraining could not be "
+            "read as a test of it.",
+            "",
+        ]
+    lines += [
         "## Setting",
         "",
+        LI_ET_AL_NOTE,
         SETTING_NOTE,
         "```json",
         json.dumps(cfg, indent=1, default=str),
@@ -206,46 +292,56 @@ def markdown(result: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
 def plots(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[str]:
     """Write the plots into ``out_dir``; their file names."""
     out_dir = Path(out_dir)
+    names = []
     thr = result["config"]["threshold"]
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0, 1, 21)
     for key, color in (("before", "tab:blue"), ("after", "tab:orange")):
-        rates = [r["ood_balanced_rate"] for r in result[key]]
-        ax.hist(rates, bins=bins, alpha=0.55, label=f"{key} (n = {len(rates)})", color=color)
+        if result[key]:
+            rates = [r["ood_balanced_rate"] for r in result[key]]
+            ax.hist(rates, bins=bins, alpha=0.55, label=f"{key} (n = {len(rates)})", color=color)
     for x in (thr, 1 - thr):
         ax.axvline(x, color="k", ls="--", lw=1)
     ax.set_xlabel("fraction of OOD strings called balanced (0 = Nested, 1 = Equal-Count)")
     ax.set_ylabel("seeds")
-    ax.set_title("OOD behaviour of each seed, before and after re-weighting")
     ax.legend()
     save_figure(fig, out_dir / "ood_hist.png", dpi=120)
+    names.append("ood_hist.png")
 
-    inter, groups = result["intervention"], result["groups"]["names"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    y = np.arange(len(groups))
-    axes[0].barh(
-        y,
-        1e4 * np.array(inter["chi_diff"]),
-        xerr=1e4 * np.array(inter["chi_diff_se"]),
-        color="tab:purple",
-    )
-    axes[0].axvline(0, color="k", lw=0.8)
-    axes[0].set_xlabel("χ_diff = χ(Nested) − χ(Equal-Count)  (×1e4)")
-    axes[1].barh(y, inter["group_weights"], color="tab:green")
-    axes[1].axvline(1, color="k", lw=0.8, ls="--")
-    axes[1].set_xlabel(f"group weight ρ_g (α = {inter['alpha']}, floor {inter['floor']})")
-    axes[0].set_yticks(y, groups)
-    fig.suptitle("LLC-targeted intervention: susceptibilities and group weights")
-    save_figure(fig, out_dir / "group_weights.png", dpi=120)
+    table = result["linear_check"]
+    if table:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        alphas = sorted({r["alpha"] for r in table})
+        for a, color in zip(
+            alphas, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False
+        ):
+            rows = [r for r in table if r["alpha"] == a]
+            ax.errorbar(
+                [r["predicted"] for r in rows],
+                [r["measured"] for r in rows],
+                xerr=[r["predicted_se"] for r in rows],
+                yerr=[r["measured_se"] for r in rows],
+                fmt="o",
+                color=color,
+                label=f"α = {a}",
+            )
+        lim = max(1e-9, *(abs(r[k]) for r in table for k in ("predicted", "measured")))
+        xs = np.linspace(-lim, lim, 3)
+        ax.plot(xs, xs, "k-", lw=0.8)
+        ax.fill_between(xs, 0.5 * xs, 2 * xs, color="0.85", label="ratio in [0.5, 2]")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set_xlabel("predicted Δ(λ_N − λ_EC)")
+        ax.set_ylabel("measured Δ(λ_N − λ_EC)")
+        ax.legend()
+        save_figure(fig, out_dir / "linear_check.png", dpi=120)
+        names.append("linear_check.png")
 
+    w = np.asarray(result["weights"]["retrain_weights"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, key in enumerate(("analysis_before", "analysis_after")):
-        for j, rule in enumerate((NESTED, EQUAL_COUNT)):
-            vals = [r["llc"] for r in result[key][rule]]
-            x = np.full(len(vals), 2 * i + j, dtype=float)
-            ax.plot(x, vals, "o", color=("tab:red" if rule == NESTED else "tab:blue"), alpha=0.7)
-    ax.set_xticks(range(4), ["Nested\nbefore", "EC\nbefore", "Nested\nafter (L_ρ)", "EC\nafter"])
-    ax.set_ylabel("LLC λ̂")
-    ax.set_title("LLC per solution")
-    save_figure(fig, out_dir / "llc.png", dpi=120)
-    return ["ood_hist.png", "group_weights.png", "llc.png"]
+    ax.hist(w, bins=40, color="tab:green")
+    ax.set_xlabel(f"string weight ρ (α = {result['alpha']})")
+    ax.set_ylabel("training strings")
+    save_figure(fig, out_dir / "weights.png", dpi=120)
+    names.append("weights.png")
+    return names

@@ -1,12 +1,13 @@
 """The parentheses experiment as units of work, each a plain function with JSON-able results.
 
-The experiment (``selection`` has the method) is the composition
+The experiment (``selection`` has the statistics, ``lever`` the per-string method) is
 
-    train_seed (each seed, plain loss)  →  classify_seeds  →  reference_sets
-    →  analyze_solution (each reference solution: LLC and group χ)
-    →  intervention_plan  →  linear_check (each reference solution)
-    →  train_seed (each seed, ρ-weighted)  →  classify_seeds
-    →  analyze_solution (first retrained solutions of each rule: LLC of L_ρ)
+    train_seed (each seed, plain loss)  →  classify_seeds  →  references (by OOD behaviour)
+    →  lever_baseline (each reference solution: per-string χ, λ)  →  lever_plan (weights)
+    →  lever_check (each reference solution and α)  +  lever_temperature (each solution)
+    →  linear_check_table  →  lever_gate
+    →  only if ``should_retrain``: train_seed (each seed, ρ-weighted)  →  classify_seeds
+       →  analyze_solution (first retrained solutions of each rule: λ of L_ρ)
     →  assemble_result
 
 Every unit depends only on its arguments (settings, a seed, a trained solution, the weights),
@@ -19,6 +20,7 @@ tests). Both give the same numbers: a trained solution passes between units as J
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from patterning_core.estimators.intervention import weighted_loss, with_weights
 from patterning_core.estimators.llc import estimate_llc
+from patterning_core.experiments.parentheses import lever
 from patterning_core.experiments.parentheses.classifier import (
     Params,
     ParenModelConfig,
@@ -39,6 +42,7 @@ from patterning_core.experiments.parentheses.classifier import (
     train_classifier,
 )
 from patterning_core.experiments.parentheses.config import ExperimentConfig
+from patterning_core.experiments.parentheses.lever import LeverConfig
 from patterning_core.experiments.parentheses.selection import (
     EQUAL_COUNT,
     NESTED,
@@ -64,6 +68,7 @@ from patterning_core.sampling.diagnostics import split_rhat
 from patterning_core.sampling.sgld import SamplerConfig, evaluate_in_chunks
 
 BASELINE, WEIGHTED = "baseline", "weighted"
+RULES = (NESTED, EQUAL_COUNT)
 CONDITIONS = (BASELINE, WEIGHTED)
 
 Progress = Callable[[str], None]
@@ -297,61 +302,238 @@ def linear_check(
     }
 
 
+# --- the lever: per-string χ and its linear check ---------------------------------------------
+
+# Keys of a lever baseline that are per-string or per-chain arrays (kept out of the result).
+_BULKY = ("chi_direction", "chi_check", "chi_check_per_chain", "chain_mean_loss")
+
+
+def lever_baseline(
+    setup: Setup,
+    model: ParenModelConfig,
+    cfg: LeverConfig,
+    seed: int,
+    params: Mapping[str, Tensor],
+) -> dict[str, Any]:
+    """The unweighted lever run of one reference solution (``lever.baseline_run``): per-string
+    χ from the direction and the check chains, ⟨L_n⟩ and λ with SE, and trace health."""
+    start = time.perf_counter()
+    row = lever.baseline_run(make_loss_fn(model), params, setup.data, cfg)
+    return {"seed": seed, **row, "seconds": time.perf_counter() - start}
+
+
+def lever_plan(
+    setup: Setup,
+    nested_rows: Sequence[Mapping[str, Any]],
+    equal_rows: Sequence[Mapping[str, Any]],
+    alphas: Sequence[float],
+    retrain_alpha: float,
+) -> dict[str, Any]:
+    """String weights from the direction chains' χ of all reference solutions
+    (``lever.lever_weights``), at every α of the check and at the retraining α.
+
+    Returns ``chi_diff [n]``, ``dh [n]``, ``weights``: ``{str(α): [n]}``, and
+    ``distribution``: per α, quantiles of ρ and the mean ρ of each kind of string
+    (``nested``, ``never_negative``, ``arrangement``).
+    """
+    chi_n = np.array([r["chi_direction"] for r in nested_rows])
+    chi_e = np.array([r["chi_direction"] for r in equal_rows])
+    out: dict[str, Any] = {"weights": {}, "distribution": {}}
+    kinds = setup.train_set.kinds
+    for alpha in sorted({*alphas, retrain_alpha}):
+        plan = lever.lever_weights(chi_n, chi_e, alpha)
+        rho = plan["weights"]
+        out["chi_diff"], out["dh"] = plan["chi_diff"].tolist(), plan["dh"].tolist()
+        out["weights"][str(alpha)] = rho.tolist()
+        out["distribution"][str(alpha)] = {
+            "quantiles": {
+                str(q): float(np.quantile(rho, q)) for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+            },
+            "mean_by_kind": {str(k): float(rho[kinds == k].mean()) for k in np.unique(kinds)},
+        }
+    return out
+
+
+def lever_check(
+    setup: Setup,
+    model: ParenModelConfig,
+    cfg: LeverConfig,
+    params: Mapping[str, Tensor],
+    weights: Sequence[float],
+    baseline: Mapping[str, Any],
+    alpha: float,
+) -> dict[str, Any]:
+    """Re-sample one reference solution under the ρ-weighted loss (check chains, common
+    random numbers) and compare with the prediction (``lever.reweighted_run``)."""
+    start = time.perf_counter()
+    row = lever.reweighted_run(
+        make_loss_fn(model), params, setup.data, np.asarray(weights), cfg, baseline
+    )
+    return {"seed": baseline["seed"], "alpha": alpha, **row, "seconds": time.perf_counter() - start}
+
+
+def lever_temperature(
+    setup: Setup,
+    model: ParenModelConfig,
+    cfg: LeverConfig,
+    params: Mapping[str, Tensor],
+    baseline: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The sampler's own fluctuation–dissipation check at one reference solution: nβ raised
+    by ``cfg.temperature_factor`` (``lever.temperature_check``)."""
+    start = time.perf_counter()
+    row = lever.temperature_check(make_loss_fn(model), params, setup.data, cfg, baseline)
+    return {"seed": baseline["seed"], **row, "seconds": time.perf_counter() - start}
+
+
+def linear_check_table(
+    checks: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], alphas: Sequence[float]
+) -> list[dict[str, Any]]:
+    """One row per (α, pair): pair i = (i-th Nested, i-th Equal-Count reference); the
+    predicted and measured change of λ(Nested) − λ(Equal-Count), each with its SE (the two
+    solutions' SEs in quadrature), and the seeds. ``checks[rule][i][k]``: solution i, α k."""
+    rows = []
+    pairs = min(len(checks[NESTED]), len(checks[EQUAL_COUNT]))
+    for k, alpha in enumerate(alphas):
+        for i in range(pairs):
+            a, b = checks[NESTED][i][k], checks[EQUAL_COUNT][i][k]
+            rows.append(
+                {
+                    "alpha": alpha,
+                    "pair": i,
+                    "predicted": a["predicted"] - b["predicted"],
+                    "measured": a["measured"] - b["measured"],
+                    "predicted_se": math.hypot(a["predicted_se"], b["predicted_se"]),
+                    "measured_se": math.hypot(a["measured_se"], b["measured_se"]),
+                    "seeds": [a["seed"], b["seed"]],
+                }
+            )
+    return rows
+
+
+def lever_gate(
+    table: Sequence[Mapping[str, Any]], lo: float = 0.5, hi: float = 2.0, share: float = 0.75
+) -> dict[str, Any]:
+    """The gate: at every α, measured/predicted within [lo, hi] (so the sign right too) on at
+    least ``share`` of the pairs (6 of 8). Returns per α the pairs, the sign agreements, the
+    ratios in range and the median ratio, and ``passes``."""
+    per_alpha: dict[str, Any] = {}
+    for alpha in sorted({r["alpha"] for r in table}):
+        rows = [r for r in table if r["alpha"] == alpha]
+        ratios = [r["measured"] / r["predicted"] if r["predicted"] else math.nan for r in rows]
+        in_range = sum(lo <= x <= hi for x in ratios)
+        per_alpha[str(alpha)] = {
+            "pairs": len(rows),
+            "sign_agree": sum(x > 0 for x in ratios),
+            "ratio_in_range": in_range,
+            "median_ratio": float(np.nanmedian(ratios)) if rows else math.nan,
+            "passes": bool(rows) and in_range >= math.ceil(share * len(rows)),
+        }
+    return {
+        "criterion": f"measured/predicted in [{lo}, {hi}] on ≥ {share:.0%} of pairs, every α",
+        "per_alpha": per_alpha,
+        "passes": bool(per_alpha) and all(v["passes"] for v in per_alpha.values()),
+    }
+
+
+def should_retrain(mode: str, gate: Mapping[str, Any]) -> bool:
+    """``always``; ``never``; ``if_validated``: only when the gate passed."""
+    return mode == "always" or (mode == "if_validated" and bool(gate["passes"]))
+
+
+def _slim(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in _BULKY}
+
+
 def assemble_result(
     cfg: ExperimentConfig,
     before: Sequence[Mapping[str, Any]],
-    after: Sequence[Mapping[str, Any]],
+    after: Sequence[Mapping[str, Any]] | None,
     reference_seeds: Mapping[str, Any],
-    analysis_before: Mapping[str, Sequence[Mapping[str, Any]]],
-    analysis_after: Mapping[str, Sequence[Mapping[str, Any]]],
+    baselines: Mapping[str, Sequence[Mapping[str, Any]]],
     plan: Mapping[str, Any],
+    checks: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    analysis_after: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+    temperature: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The experiment's result, plain data.
+    """The experiment's result, plain data (``results.json``).
 
-    Keys: ``config``; ``groups`` (names, sizes, kinds); ``reference_sets``; ``before`` /
-    ``after`` (per-seed records, classified); ``summary_before`` / ``summary_after``
-    (``rule_summary``); ``paired_shift``; ``analysis_before`` (per rule: per reference
-    solution LLC, health, χ, linear check) and ``analysis_after`` (per rule: LLC of L_ρ of
-    retrained solutions); ``llc`` (mean ± SE per rule); ``intervention`` (the plan without
-    the per-string weights, and ``probes_per_group``); ``timing_s``: compute time of the
-    units (training and sampling, one torch thread each).
+    The keys of the issue's form: ``alpha`` (of the retraining), ``alpha_fixed_before_
+    retraining``, ``seeds``, ``reference_solutions`` (counts), ``nested_before`` /
+    ``nested_after`` / ``equal_count_before`` / ``equal_count_after`` (None without
+    retraining), ``paired_sign_test_p``, ``linear_check`` (``linear_check_table``). More:
+    ``gate``, ``retrained``, ``config``, ``reference_sets``, ``before`` / ``after`` (per-seed
+    records), ``summary_before`` / ``summary_after``, ``paired_shift``, ``lever_baselines``
+    (per reference solution with the lever, ``lever_solutions`` of each rule: λ of L_n ± SE,
+    health; no per-string arrays), ``lever_checks``
+    (per solution and α), ``llc`` (λ of L_n at the references; λ of L_ρ at the retrained
+    solutions, mean ± SE per rule), ``weights`` (the distribution per α, and the per-string
+    ``chi_diff``, ``dh`` and ρ at the retraining α), ``temperature_checks`` (per lever
+    solution: the sampler's fluctuation–dissipation check for nβ), ``timing_s``.
     """
-    setup = prepare(cfg.data)
-    group_index, names = setup.group_index, setup.group_names
-    kinds = {
-        name: sorted(set(setup.train_set.kinds[group_index == g].tolist()))
-        for g, name in enumerate(names)
+    table = linear_check_table(checks, cfg.lever.alphas) if checks else []
+    gate = lever_gate(table)
+    summary_before = rule_summary(before)
+    summary_after = rule_summary(after) if after else None
+    shift = paired_shift(before, after) if after else None
+    slim_checks = [_slim(c) for rows in checks.values() for per in rows for c in per]
+    units = [
+        *before,
+        *(after or []),
+        *[b for rows in baselines.values() for b in rows],
+        *slim_checks,
+        *temperature,
+        *[a for rows in (analysis_after or {}).values() for a in rows],
+    ]
+    count = {
+        rule: {
+            "before": summary_before[rule]["count"],
+            "after": summary_after[rule]["count"] if summary_after else None,
+        }
+        for rule in (NESTED, EQUAL_COUNT)
     }
-    analyses = [r for a in (analysis_before, analysis_after) for rows in a.values() for r in rows]
-    checks = [r["linear_check"] for r in analyses if "linear_check" in r]
-    seconds = sum(u.get("seconds", 0.0) for u in (*before, *after, *analyses, *checks))
-    intervention = {k: v for k, v in plan.items() if k != "string_weights"}
     return {
+        "alpha": cfg.alpha,
+        "alpha_fixed_before_retraining": True,
+        "seeds": cfg.seeds,
+        "reference_solutions": {rule: len(reference_seeds[rule]) for rule in (NESTED, EQUAL_COUNT)},
+        "lever_solutions": {rule: len(baselines[rule]) for rule in (NESTED, EQUAL_COUNT)},
+        "nested_before": count[NESTED]["before"],
+        "nested_after": count[NESTED]["after"],
+        "equal_count_before": count[EQUAL_COUNT]["before"],
+        "equal_count_after": count[EQUAL_COUNT]["after"],
+        "paired_sign_test_p": shift["sign_test_p"] if shift else None,
+        "linear_check": table,
+        "gate": gate,
+        "retrained": after is not None,
         "config": cfg.to_dict(),
-        "groups": {
-            "names": names,
-            "sizes": np.bincount(group_index, minlength=len(names)).tolist(),
-            "kinds": kinds,
-        },
         "reference_sets": dict(reference_seeds),
         "before": list(before),
-        "after": list(after),
-        "summary_before": rule_summary(before),
-        "summary_after": rule_summary(after),
-        "paired_shift": paired_shift(before, after),
-        "analysis_before": {rule: list(rows) for rule, rows in analysis_before.items()},
-        "analysis_after": {rule: list(rows) for rule, rows in analysis_after.items()},
+        "after": list(after) if after else None,
+        "summary_before": summary_before,
+        "summary_after": summary_after,
+        "paired_shift": shift,
+        "lever_baselines": {rule: [_slim(r) for r in rows] for rule, rows in baselines.items()},
+        "lever_checks": slim_checks,
+        "temperature_checks": list(temperature),
         "llc": {
-            "before": {rule: mean_se_n(rows, "llc") for rule, rows in analysis_before.items()},
-            "after_weighted_loss": {
-                rule: mean_se_n(rows, "llc") for rule, rows in analysis_after.items()
+            "references_plain_loss": {
+                rule: mean_se_n(rows, "llc") for rule, rows in baselines.items()
             },
+            "retrained_weighted_loss": (
+                {rule: mean_se_n(rows, "llc") for rule, rows in analysis_after.items()}
+                if analysis_after
+                else None
+            ),
         },
-        "intervention": {
-            **intervention,
-            "probes_per_group": cfg.probes_per_group,
+        "analysis_after": {r: list(v) for r, v in (analysis_after or {}).items()} or None,
+        "weights": {
+            "distribution": plan["distribution"],
+            "chi_diff": plan["chi_diff"],
+            "dh": plan["dh"],
+            "retrain_weights": plan["weights"][str(cfg.alpha)],
         },
-        "timing_s": float(seconds),
+        "timing_s": float(sum(u.get("seconds", 0.0) for u in units)),
     }
 
 
@@ -359,16 +541,15 @@ def assemble_result(
 
 
 def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """The whole experiment in sequence, in this process (``assemble_result`` has the keys).
+    """The whole experiment in sequence, in this process (``assemble_result`` has the keys):
+    train every seed, pick the reference solutions, validate the lever at them, and retrain
+    with the lever's weights only as ``cfg.retrain`` says.
 
     The Prefect flow ``parentheses`` runs the same units as separate, cached tasks.
     """
     say = progress or (lambda _msg: None)
     setup = prepare(cfg.data)
-    say(
-        f"data: {len(setup.train_set)} training strings in {len(setup.group_names)} groups, "
-        f"{len(setup.ood_set)} OOD strings"
-    )
+    say(f"data: {len(setup.train_set)} training strings, {len(setup.ood_set)} OOD strings")
 
     def train_all(weights: Any, label: str) -> tuple[list[dict[str, Any]], dict[int, Params]]:
         records, solutions = [], {}
@@ -380,57 +561,57 @@ def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> d
 
     before, solutions = train_all(None, BASELINE)
     refs = references(before, cfg.analyzed_per_rule)
-    analysis_before = {
-        rule: [
-            analyze_solution(
-                setup,
-                cfg.model,
-                cfg.sampler,
-                seed,
-                solutions[seed],
-                chi_sampler=cfg.chi_sampler,
-                probes_per_group=cfg.probes_per_group,
-            )
-            for seed in refs[rule]
-        ]
-        for rule in (NESTED, EQUAL_COUNT)
+    baselines = {
+        rule: [lever_baseline(setup, cfg.model, cfg.lever, s, solutions[s]) for s in refs[rule]]
+        for rule in RULES
     }
-    for rule, rows in analysis_before.items():
+    for rule, rows in baselines.items():
         for row in rows:
-            say(f"[LLC {rule}] {describe_analysis(row)}")
-    plan = intervention_plan(
-        setup,
-        analysis_before[NESTED],
-        analysis_before[EQUAL_COUNT],
-        cfg.sampler.n_beta,
-        cfg.alpha,
-        cfg.floor,
-    )
-    say(describe_plan(plan, setup.group_names))
+            say(f"[lever {rule}] {describe_baseline(row)}")
+    plan = lever_plan(setup, baselines[NESTED], baselines[EQUAL_COUNT], cfg.lever.alphas, cfg.alpha)
+    checks: dict[str, list[list[dict[str, Any]]]] = {}
     if cfg.linear_check:
-        for rule, rows in analysis_before.items():
-            for row in rows:
-                row["linear_check"] = linear_check(
-                    setup,
-                    cfg.model,
-                    cfg.chi_sampler,
-                    cfg.probes_per_group,
-                    solutions[row["seed"]],
-                    plan,
-                    row,
-                )
-                say(f"[linear check {rule}] {describe_check(row)}")
-    after, solutions_after = train_all(plan["string_weights"], WEIGHTED)
-    analysis_after = {
-        rule: [
-            analyze_solution(
-                setup, cfg.model, cfg.sampler, seed, solutions_after[seed], plan["string_weights"]
-            )
-            for seed in seeds
+        checks = {
+            rule: [
+                [
+                    lever_check(
+                        setup,
+                        cfg.model,
+                        cfg.lever,
+                        solutions[b["seed"]],
+                        plan["weights"][str(a)],
+                        b,
+                        a,
+                    )
+                    for a in cfg.lever.alphas
+                ]
+                for b in rows
+            ]
+            for rule, rows in baselines.items()
+        }
+    temperature = []
+    if cfg.linear_check:
+        temperature = [
+            lever_temperature(setup, cfg.model, cfg.lever, solutions[b["seed"]], b)
+            for rule in RULES
+            for b in baselines[rule]
         ]
-        for rule, seeds in retrained_references(after, cfg.analyzed_per_rule).items()
-    }
-    return assemble_result(cfg, before, after, refs, analysis_before, analysis_after, plan)
+    gate = lever_gate(linear_check_table(checks, cfg.lever.alphas) if checks else [])
+    say(describe_gate(gate))
+    after = analysis_after = None
+    if should_retrain(cfg.retrain, gate):
+        weights = plan["weights"][str(cfg.alpha)]
+        after, solutions_after = train_all(weights, WEIGHTED)
+        analysis_after = {
+            rule: [
+                analyze_solution(setup, cfg.model, cfg.sampler, s, solutions_after[s], weights)
+                for s in seeds
+            ]
+            for rule, seeds in retrained_references(after, cfg.analyzed_per_rule).items()
+        }
+    return assemble_result(
+        cfg, before, after, refs, baselines, plan, checks, analysis_after, temperature
+    )
 
 
 # --- progress lines -----------------------------------------------------------------------------
@@ -449,6 +630,29 @@ def describe_analysis(row: Mapping[str, Any]) -> str:
     if "chi_run_llc" in row:
         text += f"; χ run {row['chi_run_llc']:.2f}"
     return text + f") ({row['seconds']:.1f} s)"
+
+
+def describe_baseline(row: Mapping[str, Any]) -> str:
+    return (
+        f"seed {row['seed']}: λ {row['llc']:.2f} ± {row['llc_se']:.2f} (R̂ {row['rhat']:.3f}, "
+        f"drift {row['drift']:+.2f} ± {row['drift_se']:.2f}) ({row['seconds']:.1f} s)"
+    )
+
+
+def describe_lever_check(row: Mapping[str, Any]) -> str:
+    return (
+        f"seed {row['seed']} α {row['alpha']}: Δλ measured {row['measured']:+.2f} ± "
+        f"{row['measured_se']:.2f}, predicted {row['predicted']:+.2f} ± "
+        f"{row['predicted_se']:.2f} ({row['seconds']:.1f} s)"
+    )
+
+
+def describe_gate(gate: Mapping[str, Any]) -> str:
+    parts = [
+        f"α {a}: {v['ratio_in_range']}/{v['pairs']} in range, {v['sign_agree']} signs right"
+        for a, v in gate["per_alpha"].items()
+    ]
+    return f"lever gate {'passed' if gate['passes'] else 'not passed'}: " + "; ".join(parts)
 
 
 def describe_plan(plan: Mapping[str, Any], names: Sequence[str]) -> str:

@@ -43,6 +43,7 @@ from patterning_core.experiments.toy_superposition.patterning import (
     naive_weights,
     norm_linear_response,
     norm_susceptibilities,
+    unit_direction,
 )
 from patterning_core.experiments.toy_superposition.report import render_report
 from patterning_core.sampling import SamplerConfig
@@ -234,8 +235,7 @@ def linear_response(
     loss_points = loss_linear_response(
         cfg, x, ckpt["W"], ckpt["b"], loss_chi, direction, target, alphas, config
     )
-    centred = direction - direction.mean()
-    centred = centred / np.abs(centred).max()
+    centred = unit_direction(direction)
     n = len(direction)
     rows = []
     for p, q in zip(norm_points, loss_points, strict=True):

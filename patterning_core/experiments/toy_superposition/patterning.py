@@ -70,6 +70,7 @@ __all__ = [
     "naive_weights",
     "norm_linear_response",
     "norm_susceptibilities",
+    "unit_direction",
     "wilson_interval",
 ]
 
@@ -246,6 +247,13 @@ def naive_weights(active: np.ndarray, target_dose: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- linear response
 
 
+def unit_direction(direction: np.ndarray) -> np.ndarray:
+    """The re-weighting direction centred (Σ = 0: a pure re-distribution of weight) and
+    scaled to max |·| = 1, so that ρ = 1 + α·direction changes no weight by more than α."""
+    centred = np.asarray(direction, dtype=np.float64) - np.mean(direction)
+    return centred / np.abs(centred).max()
+
+
 def norm_linear_response(
     cfg: ToyConfig,
     x: Tensor,
@@ -268,9 +276,7 @@ def norm_linear_response(
     xs, kind = _sample_rows(x)
     probe = (torch.ones(1, dtype=torch.float64), torch.zeros(1, n, dtype=torch.float64))
     probe = (*probe, torch.tensor([feature]))
-    direction = np.asarray(direction, dtype=np.float64)
-    direction = direction - direction.mean()
-    direction = direction / np.abs(direction).max()
+    direction = unit_direction(direction)
 
     def mean_norm(rho: np.ndarray) -> np.ndarray:
         sums = np.zeros(sampler.num_chains)
@@ -309,9 +315,7 @@ def loss_linear_response(
     """The same check for the localized loss of the feature's column, through the project's
     ``linear_response_curve`` (direction scaled to max |·| = 1); ``chi_row``: the
     ``restricted`` reading of ``loss_susceptibilities``."""
-    direction = np.asarray(direction, dtype=np.float64)
-    direction = direction - direction.mean()
-    direction = direction / np.abs(direction).max()
+    direction = unit_direction(direction)
     comp = column_components(cfg, W.shape[0])[f"loss{feature}"]
     loss_fn = seed_batched_loss(importances(cfg, torch.float64))
     return linear_response_curve(

@@ -4,7 +4,7 @@ on a Dask cluster. Shared by the ``induction-patterning`` and ``spacing`` flows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prefect import flow
 from prefect.futures import wait
@@ -31,22 +31,27 @@ def training_jobs(
     runs_root: str,
     threads: int,
     names: Mapping[str, str] | None = None,
+    conditions: Sequence[str] | None = None,
+    data_by_condition: Mapping[str, dict] | None = None,
 ) -> list[dict]:
     """Baseline, Induce and Repress for every seed (same seed: same init and data order).
 
     ``files``: ``{condition: {"path", "digest"}}`` of the weights; ``names``: the
     experiment's name of a condition in the run labels (``"<name> seed <seed>"``; default:
-    the condition itself).
+    the condition itself); ``conditions``: the conditions per seed (default: baseline,
+    Induce, Repress); ``data_by_condition``: a data spec replacing ``data`` for a condition
+    (a data edit rather than weights). A condition without a weights file trains uniformly.
     """
     names = names or {}
+    data_by_condition = data_by_condition or {}
     jobs = []
     for seed in seeds:
-        for condition in ("baseline", *CONDITIONS):
+        for condition in conditions or ("baseline", *CONDITIONS):
             weights = files.get(condition)
             jobs.append(
                 {
                     "preset": preset,
-                    "data": data,
+                    "data": data_by_condition.get(condition, data),
                     "train_settings": {**train, "seed": seed},
                     "weights_path": weights["path"] if weights else None,
                     "weights_digest": weights["digest"] if weights else UNIFORM,

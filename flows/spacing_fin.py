@@ -26,40 +26,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.parameters import SpacingFinParameters, SusceptibilityParameters
-from flows.retraining import retrain
+from flows.retraining import retrain, training_jobs
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.spacing.fin_report import summarize_fin
 from patterning_core.model.checkpoints import list_checkpoints
 from patterning_core.workspace import patterning_home, settings_digest
-from tasks.retraining import UNIFORM
 from tasks.spacing import spacing_measures
 from tasks.spacing_fin import fin_of_store, fin_suppress_weights, write_fin_report
 from tasks.training import train_model
 
 CONDITIONS = ("baseline", "collapse_whitespace", "chi_suppress", "control_dose")
-
-
-def _jobs(p: SpacingFinParameters, files: dict, runs_root: str) -> list[dict]:
-    """One training job per seed and condition (the collapse edit is a data spec)."""
-    jobs = []
-    for seed in p.seeds:
-        for condition in CONDITIONS:
-            edit = condition == "collapse_whitespace"
-            data = {**p.data, "collapse_spaces": True} if edit else p.data
-            weights = files.get(condition)
-            jobs.append(
-                {
-                    "preset": p.preset,
-                    "data": data,
-                    "train_settings": {**p.train, "seed": seed},
-                    "weights_path": weights["path"] if weights else None,
-                    "weights_digest": weights["digest"] if weights else UNIFORM,
-                    "runs_root": runs_root,
-                    "threads": p.threads,
-                    "label": f"{condition} seed {seed}",
-                }
-            )
-    return jobs
 
 
 @flow(name="spacing-fin")
@@ -106,7 +82,17 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     weights = fin_suppress_weights(
         reference_store, p.weights_step, at_weights, p.data, p.preset, p.alpha, str(out)
     )
-    jobs = _jobs(p, weights["files"], runs_root)
+    jobs = training_jobs(
+        p.preset,
+        p.data,
+        p.train,
+        p.seeds,
+        weights["files"],
+        runs_root,
+        p.threads,
+        conditions=CONDITIONS,
+        data_by_condition={"collapse_whitespace": {**p.data, "collapse_spaces": True}},
+    )
     logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 4)
     results = retrain(jobs, p.dask_address, p.n_workers)
     runs = []

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 from torch import Tensor
 
-from patterning_core.data.token_classes import PRIMARY_CLASSES, classify
+from patterning_core.data.token_classes import PRIMARY_CLASSES, PatternClasses, classify
 from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.intervention import (
     extrapolate_by_class,
@@ -45,11 +45,15 @@ __all__ = ["MAX_POSITION", "FinWeights", "control_like", "fin_classes", "fin_wei
 MAX_POSITION = 12  # run positions beyond this share one class
 
 
-def fin_classes(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
+def fin_classes(
+    tokens: Tensor, strings: Sequence[str], classes: PatternClasses | None = None
+) -> np.ndarray:
     """Class label of each unit ``[B, T − 1]`` (str): ``"space@k"`` for a space at run
     position k (k ≥ ``MAX_POSITION`` as ``"space@12+"``), ``"space@?"`` for a space whose run
-    reaches the start of the sequence, else the unit's primary pattern class."""
-    primary = classify(tokens, strings).for_units().primary().numpy()
+    reaches the start of the sequence, else the unit's primary pattern class. ``classes``:
+    the units' pattern classes if already computed (``classify(...).for_units()``)."""
+    classes = classes if classes is not None else classify(tokens, strings).for_units()
+    primary = classes.primary().numpy()
     labels = np.array(PRIMARY_CLASSES, dtype=object)[primary]
     positions = run_positions(tokens, strings)
     is_space = np.array([s == " " for s in strings])[tokens[:, 1:].numpy()]
@@ -60,11 +64,6 @@ def fin_classes(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
         name = f"space@{k}+" if k == MAX_POSITION else f"space@{k}"
         labels[known & (capped == k)] = name
     return labels
-
-
-def whitespace_units(tokens: Tensor, strings: Sequence[str]) -> np.ndarray:
-    """``bool [B, T − 1]``: the unit's target token is whitespace only."""
-    return classify(tokens, strings).for_units().whitespace.numpy()
 
 
 @dataclass
@@ -114,12 +113,13 @@ def fin_weights(
     dh = solve_intervention(z, -s * sigma * u, n_beta, rcond=1e-6)
     probe_classes = fin_classes(probe_tokens, strings).ravel()
     fit = extrapolate_by_class(dh.assign_coords(fin_class=("unit", probe_classes)), "fin_class")
-    train_classes = fin_classes(train_tokens, strings)
+    train_kinds = classify(train_tokens, strings).for_units()  # once: it scans every context
+    train_classes = fin_classes(train_tokens, strings, train_kinds)
     names, index = np.unique(train_classes, return_inverse=True)
     per_class = np.array([fit.class_means.get(c, 0.0) for c in names])
     dh_train = per_class[index].reshape(train_classes.shape)
     rho = weights_from_intervention(dh_train, alpha, negative="clip")
-    ws = whitespace_units(train_tokens, strings)
+    ws = train_kinds.whitespace.numpy()  # the unit's target is whitespace only
     control = control_like(rho, ws)
     dose = {"chi_suppress": float(np.abs(rho - 1).mean())}
     dose["control_dose"] = float(np.abs(control - 1).mean())

@@ -9,7 +9,12 @@ import torch
 import xarray as xr
 
 from patterning_core.estimators.decomposition import decompose
-from patterning_core.experiments.spacing.fin import fin_metric, null_level, run_positions
+from patterning_core.experiments.spacing.fin import (
+    fin_metric,
+    null_level,
+    position_decoding,
+    run_positions,
+)
 from patterning_core.experiments.spacing.fin_weights import control_like, fin_weights
 
 STRINGS = ["<eot>", " ", "\n", "def", "x"]
@@ -173,3 +178,50 @@ def test_targets_per_seed_against_that_seeds_baseline():
     assert not t["collapse_removes_the_fin"]  # 0.2 > 2 × 0.08 on seed 1
     controlled = numbers["targets_loss_controlled"]
     assert not controlled["suppress_halves_every_seed"]
+
+
+def _space_units(m: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 11, m).astype(float), rng
+
+
+def test_position_decoding_reads_a_fin_held_in_the_chi_directions():
+    """Run position sets each unit's direction (an angle in the first two components), the
+    loss sets only its length and is unrelated to position: the directions decode the
+    position almost exactly and the loss adds nothing."""
+    positions, rng = _space_units(2000, 3)
+    loss = rng.gamma(2.0, 1.0, positions.size)
+    angle = 0.15 * positions
+    columns = np.zeros((18, positions.size))
+    columns[0], columns[1] = np.cos(angle), np.sin(angle)
+    columns[2:] = 0.05 * rng.normal(size=(16, positions.size))
+    decoded = position_decoding(columns * loss, positions, loss)
+    assert decoded["from_chi"] > 0.95
+    # loss unrelated to position: Spearman ρ of m unrelated values has SD 1/√m ≈ 0.022
+    assert abs(decoded["from_loss"]) < 4 / np.sqrt(positions.size)
+    assert decoded["beyond_loss"] > 0.9
+    assert decoded["space_units"] == positions.size
+
+
+def test_position_decoding_finds_nothing_beyond_a_loss_that_orders_the_spaces():
+    """χ of each unit is a random direction whose length is its loss, and the loss falls
+    with run position: the loss decodes the position, the directions hold nothing more."""
+    positions, rng = _space_units(2000, 4)
+    loss = np.exp(-0.3 * positions + 0.3 * rng.normal(size=positions.size))
+    directions = rng.normal(size=(18, positions.size))
+    directions /= np.linalg.norm(directions, axis=0)
+    decoded = position_decoding(directions * loss, positions, loss)
+    bound = 4 / np.sqrt(positions.size)  # four SDs of an unrelated Spearman ρ
+    assert abs(decoded["from_chi"]) < bound
+    assert decoded["from_loss"] > 0.8
+    assert abs(decoded["beyond_loss"]) < bound
+    nan_outside = np.r_[positions, np.full(50, np.nan)]
+    padded = position_decoding(
+        np.c_[directions * loss, np.ones((18, 50))], nan_outside, np.r_[loss, np.ones(50)]
+    )
+    assert padded == decoded  # units outside runs take no part
+
+
+def test_position_decoding_needs_enough_space_units():
+    with pytest.raises(ValueError, match="space units"):
+        position_decoding(np.ones((3, 4)), np.array([1.0, 2.0, np.nan, 3.0]), np.ones(4))

@@ -24,7 +24,18 @@ loadings of the per-component standardized χ; the fin mode is the mode with the
 |ρ| and the metric is that |ρ|. "null" is √(2 ln 16 / m) for m such units: about the
 largest |ρ| of 8 modes unrelated to run position. Loss-controlled: the same with the partial
 Spearman ρ given each unit's posterior mean loss (how well a space is predicted changes
-along its run, and susceptibilities scale with it; see `experiments/spacing/fin.py`)."""
+along its run, and susceptibilities scale with it; see `experiments/spacing/fin.py`).
+Position beyond the loss: run position predicted out of fold (ridge, 5 folds) from each
+space unit's direction in χ space together with its loss, minus the same from the loss
+alone (Spearman ρ with the position; "from χ" uses the directions alone). It reads the
+whole susceptibility vector rather than one mode, and an ordering that only follows how
+hard a space is to predict scores 0 there."""
+
+
+def _decoding(fin: Mapping[str, Any], key: str) -> float | None:
+    """One number of a fin's position decoding (None for a fin read before it existed)."""
+    decoding = fin.get("decoding")
+    return None if decoding is None else float(decoding[key])
 
 
 def summarize_fin(
@@ -54,6 +65,9 @@ def summarize_fin(
                 "cut": cut,
                 "fin_metric_loss_controlled": partial,
                 "cut_loss_controlled": partial_cut,
+                "fin_beyond_loss": _decoding(r["fin"], "beyond_loss"),
+                "position_from_chi": _decoding(r["fin"], "from_chi"),
+                "position_from_loss": _decoding(r["fin"], "from_loss"),
                 "loss_whitespace": r["loss_whitespace"],
                 "loss_other": r["loss_other"],
                 "step": r["step"],
@@ -99,6 +113,7 @@ def summarize_fin(
         }
     return {
         "fin_metric_reference": growth[-1]["metric"],
+        "fin_beyond_loss_reference": _decoding(growth[-1], "beyond_loss"),
         "probe_tokens": growth[-1]["probe_units"],
         "space_units": growth[-1]["space_units"],
         "checkpoints": [g["step"] for g in growth],
@@ -117,24 +132,36 @@ def summarize_fin(
 def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     from patterning_core.report.pyplot import plt, save_figure
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     g = numbers["growth"]
-    a.plot([x["step"] for x in g], [x["metric"] for x in g], "o-", label="fin metric")
-    a.plot([x["step"] for x in g], [x["null"] for x in g], "k:", label="null level")
+    steps = [x["step"] for x in g]
+    a.plot(steps, [x["metric"] for x in g], "o-", label="fin metric")
+    beyond = [_decoding(x, "beyond_loss") for x in g]
+    if all(v is not None for v in beyond):
+        a.plot(steps, beyond, "s--", label="position beyond the loss")
+    a.plot(steps, [x["null"] for x in g], "k:", label="null level")
     a.set_xlabel("training step (reference)")
     a.set_ylabel("|Spearman ρ|")
-    a.set_ylim(0, 1)
+    a.set_ylim(-0.1, 1)
     a.legend()
     a.set_title("the fin over training")
     conditions = ["baseline", "collapse_whitespace", "chi_suppress", "control_dose"]
-    for i, c in enumerate(conditions):
-        values = [r["fin_metric"] for r in numbers["runs"] if r["condition"] == c]
-        b.scatter([i] * len(values), values, s=30)
-        if values:
-            b.hlines(np.mean(values), i - 0.25, i + 0.25, color="k")
-    b.set_xticks(range(len(conditions)), conditions, rotation=15)
-    b.set_ylim(0, 1)
-    b.set_title("fin metric of χ on each retrained model")
+    for axis, key, title in (
+        (b, "fin_metric", "fin metric of χ on each retrained model"),
+        (c, "fin_beyond_loss", "run position beyond the loss"),
+    ):
+        for i, condition in enumerate(conditions):
+            values = [
+                r[key]
+                for r in numbers["runs"]
+                if r["condition"] == condition and r.get(key) is not None
+            ]
+            axis.scatter([i] * len(values), values, s=30)
+            if values:
+                axis.hlines(np.mean(values), i - 0.25, i + 0.25, color="k")
+        axis.set_xticks(range(len(conditions)), conditions, rotation=15)
+        axis.set_ylim(-0.1, 1)
+        axis.set_title(title)
     path = out / "fin.png"
     save_figure(fig, path)
     return path.name
@@ -175,10 +202,12 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "null": f"{g['null']:.3f}",
                 "loss-controlled": _fmt(g.get("partial_metric")),
                 "ρ(position, loss)": _fmt(g.get("control_rho"), signed=True),
+                "position from χ": _fmt(_decoding(g, "from_chi")),
+                "beyond the loss": _fmt(_decoding(g, "beyond_loss"), signed=True),
             }
             for g in numbers["growth"]
         ],
-        align=["r"] * 8,
+        align=["r"] * 10,
     )
     lines += [
         "",
@@ -202,12 +231,14 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "cut vs baseline": _fmt(r["cut"], signed=True),
                 "loss-controlled": _fmt(r["fin_metric_loss_controlled"]),
                 "its cut": _fmt(r["cut_loss_controlled"], signed=True),
+                "position from χ": _fmt(r.get("position_from_chi")),
+                "beyond the loss": _fmt(r.get("fin_beyond_loss"), signed=True),
                 "loss, whitespace": f"{r['loss_whitespace']:.3f}",
                 "loss, other": f"{r['loss_other']:.3f}",
             }
             for r in numbers["runs"]
         ],
-        align=["r", "l", "r", "r", "r", "r", "r", "r"],
+        align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r"],
     )
     lines += ["", "## Targets", ""]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in numbers["targets"].items()]

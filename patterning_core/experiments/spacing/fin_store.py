@@ -9,8 +9,8 @@ from pathlib import Path
 from torch import Tensor
 
 from patterning_core.data.lm_data import load_lm_tokens, select_sequences
-from patterning_core.estimators.decomposition import decompose
-from patterning_core.experiments.spacing.fin import fin_metric, run_positions
+from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.experiments.spacing.fin import fin_metric, position_decoding, run_positions
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import chi_at
 
@@ -34,7 +34,8 @@ def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
     """The fin of checkpoint ``step`` of ``store``: :func:`fin.fin_metric` over the leading
     ``N_MODES`` modes, controlled for each unit's posterior mean loss (the full run's
     ``full_probe_mean``, averaged over chains), plus ``explained_variance`` of the fin mode,
-    ``n_beta`` and ``probe_units``."""
+    ``n_beta``, ``probe_units`` and ``decoding`` (:func:`fin.position_decoding`: run
+    position from the χ directions beyond the loss)."""
     chi, n_beta, ds = chi_at(store, step)
     probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
     positions = run_positions(probes, strings).ravel()
@@ -46,6 +47,8 @@ def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
     modes = decompose(chi.transpose("component", "unit"), "component", N_MODES)
     loss = ds["full_probe_mean"].sel(checkpoint=step).values.mean(axis=0)  # E[ℓ_z], [unit]
     fin = fin_metric(modes["unit_loading"], positions, control=loss)
+    standardized = standardize(chi.transpose("component", "unit"), "component").values
+    fin["decoding"] = position_decoding(standardized, positions, loss)
     fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
     fin["n_beta"] = float(n_beta)
     fin["probe_units"] = int(positions.size)

@@ -127,6 +127,11 @@ PRESETS: dict[str, TransformerConfig] = {
     "bench": TransformerConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=64, d_vocab=512),
     # CPU demo on the default corpus (induction forms within minutes on 2 cores).
     "demo": TransformerConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=64, d_vocab=512),
+    # The demo with a 256-token context: several lines of text, so that indentation can be
+    # read off the lines above (the spacing fin's substrate with runs of spaces split).
+    "demo_long": TransformerConfig(
+        n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=256, d_vocab=512
+    ),
     # The ~3M-parameter model of the papers (for a GPU).
     "paper": TransformerConfig(
         n_layers=2, n_heads=8, d_model=256, d_head=32, n_ctx=1024, d_vocab=5000
@@ -135,7 +140,7 @@ PRESETS: dict[str, TransformerConfig] = {
 
 
 def preset(name: str) -> TransformerConfig:
-    """The named preset config (``tiny``, ``bench``, ``demo``, ``paper``)."""
+    """The named preset config (``tiny``, ``bench``, ``demo``, ``demo_long``, ``paper``)."""
     try:
         return PRESETS[name]
     except KeyError:

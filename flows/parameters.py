@@ -349,15 +349,15 @@ class PipelineParameters(FlowParameters):
             self._check_no_training_fields()
             _, checkpoints = self.model.resolve()
             have = [c["step"] for c in checkpoints]
-            where = "the model has no checkpoint"
+            where, verb = "the model has no checkpoint", "it has"
         else:
             have = check_training_inputs(self.preset, self.data, self.train).schedule()
-            where = "training saves no checkpoint"
+            where, verb = "training saves no checkpoint", "it saves"
         wanted = self.chi_steps(have)
         missing = [s for s in wanted if s not in have] if isinstance(wanted, list) else []
         if missing:
             raise ConfigError(
-                f"chi_checkpoints: {where} at steps {missing} (it has {have}); pick steps "
+                f"chi_checkpoints: {where} at steps {missing} ({verb} {have}); pick steps "
                 "from those, or give a count."
             )
         return self

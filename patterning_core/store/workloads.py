@@ -215,13 +215,12 @@ def _model(spec: Mapping, checkpoint: Path | None) -> Workload:
     from patterning_core.model.adapters.spec import load_adapter, select_components
 
     model = dict(spec.get("model") or {})
-    for key in ("module",):
-        if key in model:
-            raise ConfigError(
-                "a workload rebuilds its model in every worker from plain values: give a "
-                "'module' model by import strings, factory 'package.module:build_model' and "
-                "loss 'package.module:unit_loss', not a Python object."
-            )
+    if "module" in model:
+        raise ConfigError(
+            "a workload rebuilds its model in every worker from plain values: give a "
+            "'module' model by import strings, factory 'package.module:build_model' and "
+            "loss 'package.module:unit_loss', not a Python object."
+        )
     sources = [k for k in ("tokens", "data", "data_file") if spec.get(k) is not None]
     token_model = model.get("kind") != "module"
     allowed = ("tokens", "data") if token_model else ("data_file",)
@@ -264,11 +263,9 @@ def _token_coords(probes: Tensor) -> dict[str, np.ndarray]:
 def _example_coords(adapter, probes: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
     """Labels of a module's probe units: ``example`` for losses ``[M]``, ``example`` and
     ``index`` (row-major) for ``[M, T]``; the shape is read from one probe's loss."""
-    from patterning_core.sampling.sgld import check_loss_output
-
+    adapter.check(probes)  # the loss runs and is per unit, before its shape is read
     with torch.no_grad():
         out = adapter.loss(adapter.params(), tuple(t[:1] for t in probes))
-    check_loss_output(out, 1)
     m = probes[0].shape[0]
     if out.dim() == 1:
         return {"example": np.arange(m)}

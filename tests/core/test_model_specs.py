@@ -84,6 +84,12 @@ def test_bad_modules_are_refused_when_built(tmp_path) -> None:
     wrong = {"kind": "model", "model": {**MODULE, "loss": "tests.module_models:mean_loss"}}
     with pytest.raises(ConfigError, match=r"per-unit losses"):
         build_workload({**wrong, "data_file": str(data)}, ckpt)  # labelling the units
+    other = tmp_path / "float64.safetensors"  # float64 inputs to a float32 module
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.int64)
+    batches = {"train.0": x, "train.1": y, "probes.0": x.clone(), "probes.1": y.clone()}
+    save_file(batches, str(other))
+    with pytest.raises(ConfigError, match=r"the loss fails on two rows.*dtypes and shapes"):
+        build_workload({"kind": "model", "model": MODULE, "data_file": str(other)}, ckpt)
     assert import_object("tests.module_models:build_classifier") is build_classifier
 
 

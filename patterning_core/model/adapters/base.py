@@ -118,8 +118,17 @@ class ModelAdapter(ABC):
         batch = (batch,) if isinstance(batch, Tensor) else tuple(batch)
         params = self.params()
         small = tuple(t[: min(2, t.shape[0])] for t in batch)
-        with torch.no_grad():
-            out = self.loss(params, small)
+        try:
+            with torch.no_grad():
+                out = self.loss(params, small)
+        except ConfigError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            raise ConfigError(
+                f"{type(self).__name__}: the loss fails on two rows of the batch "
+                f"({type(err).__name__}: {err}); check the data's dtypes and shapes against "
+                "the model's."
+            ) from None
         try:
             check_loss_output(out, small[0].shape[0])
         except ConfigError as err:

@@ -110,28 +110,53 @@ class TrainParameters(FlowParameters):
 
 
 class ModelSpec(FlowParameters):
-    """A model of one's own for the ``susceptibilities`` flow (``model.adapters.spec``).
+    """A model of one's own, its checkpoints and its data (``model.adapters.spec``), for
+    every flow that estimates χ over checkpoints (``susceptibilities``, ``pipeline``).
 
-    ``kind``: ``"builtin"`` (checkpoints of the project's transformer) or
-    ``"transformer_lens"`` (a ``HookedTransformer`` built offline from ``config``, its
-    ``HookedTransformerConfig`` fields, with ``dtype`` ``"float32"`` or ``"float64"``);
-    checkpoints: every ``*.safetensors`` file of ``checkpoint_dir`` (its step is the last
+    ``kind``:
+
+    - ``"builtin"``: checkpoints of the project's transformer;
+    - ``"transformer_lens"``: a ``HookedTransformer`` built offline from ``config``, its
+      ``HookedTransformerConfig`` fields, with ``dtype`` ``"float32"`` or ``"float64"``;
+    - ``"module"``: any ``torch.nn.Module``: ``factory``, an import string
+      ``"package.module:build_model"`` called with ``config`` as keyword arguments,
+      ``loss``, an import string of ``unit_loss(forward, batch) -> [B] or [B, T]`` per-unit
+      losses (``adapters.module``), ``components`` ``{name: [parameter-name patterns]}``,
+      ``dtype`` optional. The packages must be importable where the flow and its workers
+      run (installed, or on ``PYTHONPATH``).
+
+    Checkpoints: every ``*.safetensors`` file of ``checkpoint_dir`` (its step is the last
     number in its name, e.g. ``step_00001000.safetensors``) or the files
-    ``checkpoint_files``; ``tokens``: a safetensors file of int64 ``train [N, T]`` (SGLD
-    data) and ``probes [M, T]`` token ids, of which the first ``sgld_seqs`` and
-    ``probe_seqs`` rows are used (None: all); ``components``: the rows of χ (None: every
-    head, MLP, ``embed`` and ``unembed``).
+    ``checkpoint_files``; a TransformerLens or module checkpoint is a state dict.
+
+    Data, one of: ``tokens`` (token models), a safetensors file of int64 ``train [N, T]``
+    (SGLD data) and ``probes [M, T]`` token ids, of which the first ``sgld_seqs`` and
+    ``probe_seqs`` rows are used (None: all); ``data`` (token models), the built-in path's
+    corpus or synthetic settings (``{"source": "corpus", ...}``, ``lm_data.py``), tokenized
+    for the model's context and vocabulary (a TransformerLens model's ``d_vocab`` must equal
+    the tokenizer's vocabulary size), ``sgld_seqs`` (default 2048) and ``probe_seqs``
+    (default 8) sequences drawn as the built-in path draws them; ``data_file`` (module
+    models), a safetensors file of ``train``/``probes`` or ``train.0``, ``train.1``, … and
+    ``probes.0``, … (the tensors of a batch), first rows used as above.
+
+    ``components``: for token models the rows of χ (None: every head, MLP, ``embed`` and
+    ``unembed``); for a module its components by parameter-name patterns (required).
+    :meth:`resolve` checks all of it before anything runs.
     """
 
     kind: str
     config: dict | None = None
     dtype: Literal["float32", "float64"] | None = None
+    factory: str | None = None
+    loss: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_files: list[str] | None = None
-    tokens: str
+    tokens: str | None = None
+    data: dict | None = None
+    data_file: str | None = None
     sgld_seqs: int | None = Field(None, ge=1)
     probe_seqs: int | None = Field(None, ge=1)
-    components: list[str] | None = None
+    components: list[str] | dict[str, str | list[str]] | None = None
 
     def checkpoints(self) -> list[dict]:
         """``[{"step": int, "path": str}, ...]`` in step order."""
@@ -163,19 +188,39 @@ class ModelSpec(FlowParameters):
 
     def workload(self) -> dict:
         """The ``"model"`` workload spec (``patterning_core.store.workloads``)."""
+        module = self.kind == "module"
         model: dict[str, Any] = {"kind": self.kind}
-        if self.config is not None:
-            model["config"] = self.config
-        if self.dtype is not None:
-            model["dtype"] = self.dtype
+        fields = ("config", "dtype", "factory", "loss") + (("components",) if module else ())
+        for name in fields:
+            if getattr(self, name) is not None:
+                model[name] = getattr(self, name)
         return {
             "kind": "model",
             "model": model,
-            "tokens": self.tokens,
+            **{k: getattr(self, k) for k in ("tokens", "data", "data_file") if getattr(self, k)},
             "sgld_seqs": self.sgld_seqs,
             "probe_seqs": self.probe_seqs,
-            "components": self.components,
+            "components": None if module else self.components,
         }
+
+    def resolve(self) -> tuple[dict, list[dict]]:
+        """``(workload, checkpoints)`` after every check that can fail before sampling
+        (:func:`check_model_workload`). Shared by the flows that take a model, so each
+        refuses the same specs with the same messages."""
+        module = self.kind == "module"
+        if module and (self.components is None or isinstance(self.components, list)):
+            raise ConfigError(
+                "model.components of a 'module' model: {name: [parameter-name patterns]}, "
+                "e.g. {hidden: ['0.*'], readout: ['2.weight', '2.bias']}."
+            )
+        if not module and isinstance(self.components, dict):
+            raise ConfigError(
+                f"model.components of a {self.kind!r} model: a list of its component names "
+                "(e.g. [L0H0, L1MLP, unembed]), or null for all."
+            )
+        checkpoints, workload = self.checkpoints(), self.workload()
+        check_model_workload(workload, checkpoints)
+        return workload, checkpoints
 
 
 class SusceptibilityParameters(FlowParameters):
@@ -204,7 +249,7 @@ class SusceptibilityParameters(FlowParameters):
     def _check(self) -> SusceptibilityParameters:
         _check_sampler(self.sampler)
         if self.model is not None:
-            checkpoints, workload = self.model.checkpoints(), self.model.workload()
+            workload, checkpoints = self.model.resolve()
             # Validated again (Prefect checks a flow's parameters itself): the filled-in
             # values are the model's own then.
             if self.workload not in (None, workload) or self.checkpoints not in (
@@ -240,14 +285,16 @@ class SusceptibilityParameters(FlowParameters):
             if self.checkpoints[0].get("path") is None or "data" not in self.workload:
                 raise ConfigError("a transformer workload needs `data` and checkpoint paths.")
             check_data_spec(self.workload["data"], read_config(self.checkpoints[0]["path"]))
-        if kind == "model":
-            _check_model_workload(self.workload, self.checkpoints)
+        if kind == "model" and self.model is None:  # given as a workload (a model: resolved)
+            check_model_workload(self.workload, self.checkpoints)
         return self
 
 
-def _check_model_workload(workload: dict, checkpoints: list[dict]) -> None:
-    """Build the model at the first checkpoint and evaluate its loss on two sequences of
-    the data and of the probes: every spec error shows here, before any server starts."""
+def check_model_workload(workload: dict, checkpoints: list[dict]) -> None:
+    """Check a ``"model"`` workload at its checkpoints before anything runs: the model spec
+    (kind, keys, import strings) with every checkpoint file, then the model built at the
+    first checkpoint with its loss evaluated on two rows of the data and of the probes
+    (per-unit shape; every component selects a parameter)."""
     from patterning_core.model.adapters.spec import check_model_spec
     from patterning_core.store.workloads import build_workload
 
@@ -271,36 +318,72 @@ class PipelineParameters(FlowParameters):
     """``pipeline`` flow: train ``preset`` on ``data`` with ``train``, χ of every head, the
     embedding and the unembedding over ``probe_seqs`` probe sequences (SGLD on
     ``sgld_seqs`` sequences) at ``chi_checkpoints`` (steps, or a count spread over the
-    schedule), modes and a report in ``out_dir`` (default
-    ``$PATTERNING_HOME/pipeline/<settings digest>``)."""
+    schedule; None: the demo's steps), modes and a report in ``out_dir`` (default
+    ``$PATTERNING_HOME/pipeline/<settings digest>``).
+
+    Or, with ``model`` (:class:`ModelSpec`, as the ``susceptibilities`` flow takes it), no
+    training: χ of the model's components at ``chi_checkpoints`` of its checkpoints (None:
+    all of them), modes and the report; the model spec then holds the data too, and
+    ``preset``, ``data``, ``train``, ``sgld_seqs`` and ``probe_seqs`` stay unset."""
 
     preset: str = "demo"
     data: dict = Field(default_factory=demo_data)
     train: dict = Field(default_factory=demo_train)
     sampler: dict = Field(default_factory=demo_sampler)
-    chi_checkpoints: int | list[int] = Field(default_factory=lambda: list(DEMO_CHI_CHECKPOINTS))
+    chi_checkpoints: int | list[int] | None = None
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(8, ge=1)
+    model: ModelSpec | None = None
     out_dir: str | None = None
     dask_address: str | None = None
     n_workers: int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineParameters:
-        schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_sampler(self.sampler)
-        wanted = self.chi_checkpoints
-        if isinstance(wanted, int):
-            if wanted < 1:
-                raise ConfigError(f"chi_checkpoints must be >= 1 (a count), got {wanted}.")
-            return self
-        missing = [s for s in wanted if s not in schedule]
+        if isinstance(self.chi_checkpoints, int) and self.chi_checkpoints < 1:
+            raise ConfigError(
+                f"chi_checkpoints must be >= 1 (a count), got {self.chi_checkpoints}."
+            )
+        if self.model is not None:
+            self._check_no_training_fields()
+            _, checkpoints = self.model.resolve()
+            have = [c["step"] for c in checkpoints]
+            where, verb = "the model has no checkpoint", "it has"
+        else:
+            have = check_training_inputs(self.preset, self.data, self.train).schedule()
+            where, verb = "training saves no checkpoint", "it saves"
+        wanted = self.chi_steps(have)
+        missing = [s for s in wanted if s not in have] if isinstance(wanted, list) else []
         if missing:
             raise ConfigError(
-                f"chi_checkpoints: training saves no checkpoint at steps {missing} (it saves "
-                f"{schedule}); pick steps from those, or give a count."
+                f"chi_checkpoints: {where} at steps {missing} ({verb} {have}); pick steps "
+                "from those, or give a count."
             )
         return self
+
+    def _check_no_training_fields(self) -> None:
+        """With a model nothing is trained: the training fields must keep their defaults
+        (a value given there would be silently ignored)."""
+        given = [
+            name
+            for name in ("preset", "data", "train", "sgld_seqs", "probe_seqs")
+            if getattr(self, name)
+            != PipelineParameters.model_fields[name].get_default(call_default_factory=True)
+        ]
+        if given:
+            raise ConfigError(
+                f"{given}: the pipeline trains nothing when given a model; put the data and "
+                "its sizes in the model spec (model.tokens or model.data, model.sgld_seqs, "
+                "model.probe_seqs) and leave these unset."
+            )
+
+    def chi_steps(self, available: list[int]) -> int | list[int]:
+        """``chi_checkpoints``, or its default: the demo's steps when training, every
+        checkpoint of a model."""
+        if self.chi_checkpoints is not None:
+            return self.chi_checkpoints
+        return list(available) if self.model is not None else list(DEMO_CHI_CHECKPOINTS)
 
 
 class InductionPatterningParameters(RetrainingFields):

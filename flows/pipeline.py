@@ -1,5 +1,8 @@
 """The end-to-end ``pipeline`` flow: train → χ at several checkpoints → modes → report.
 
+Given a model of one's own (``params.model``, the spec the ``susceptibilities`` flow
+takes), nothing is trained: χ at its checkpoints → modes → report (no training or
+induction sections: the induction curve reads the built-in model's training run).
 The patterning steps (intervention, retraining, comparison) plug in after the
 decomposition when they land.
 """
@@ -12,6 +15,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from flows.parameters import PipelineParameters, SusceptibilityParameters
+from flows.runtime import file_digest
 from flows.susceptibilities import susceptibilities
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.decomposition import decompose_checkpoint
@@ -36,23 +40,41 @@ def choose_checkpoints(checkpoints: list[dict], wanted: int | list[int]) -> list
 def pipeline(params: PipelineParameters | None = None) -> dict:
     """Train, estimate χ (all heads, embed, unembed × probe tokens) at the chosen
     checkpoints, decompose it, and write a report with plots (fields and defaults:
-    :class:`flows.parameters.PipelineParameters`, the demo's recipe).
+    :class:`flows.parameters.PipelineParameters`, the demo's recipe); with ``model``, the
+    same from the model's checkpoints without training.
 
     Returns a summary with the report path, the χ store and per-checkpoint numbers.
     """
     p = params or PipelineParameters()
     logger = get_run_logger()
-    preset, data, train, sampler = p.preset, p.data, p.train, p.sampler
+    sampler = p.sampler
     home = patterning_home()
-    training = train_model(preset, data, train, str(home / "runs"))
-    ckpts = choose_checkpoints(training["checkpoints"], p.chi_checkpoints)
-    workload = {
-        "kind": "transformer",
-        "data": data,
-        "sgld_seqs": p.sgld_seqs,
-        "probe_seqs": p.probe_seqs,
-    }
-    key = settings_digest([training["run_dir"], workload, sampler, ckpts])
+    training = induction = None
+    if p.model is not None:
+        workload, available = p.model.workload(), p.model.checkpoints()
+        ckpts = choose_checkpoints(available, p.chi_steps([c["step"] for c in available]))
+        digests = [file_digest(c["path"]) for c in ckpts]
+        key = settings_digest([workload, sampler, ckpts, digests])
+        settings = {"model": p.model.model_dump(exclude_none=True), "sampler": sampler}
+    else:
+        training = train_model(p.preset, p.data, p.train, str(home / "runs"))
+        steps = [c["step"] for c in training["checkpoints"]]
+        ckpts = choose_checkpoints(training["checkpoints"], p.chi_steps(steps))
+        workload = {
+            "kind": "transformer",
+            "data": p.data,
+            "sgld_seqs": p.sgld_seqs,
+            "probe_seqs": p.probe_seqs,
+        }
+        key = settings_digest([training["run_dir"], workload, sampler, ckpts])
+        settings = {
+            "preset": p.preset,
+            "data": p.data,
+            "train": p.train,
+            "sampler": sampler,
+            "sgld_seqs": p.sgld_seqs,
+            "probe_seqs": p.probe_seqs,
+        }
     out = Path(p.out_dir) if p.out_dir else home / "pipeline" / key
     out.mkdir(parents=True, exist_ok=True)
     logger.info("χ at checkpoints %s into %s", [c["step"] for c in ckpts], out)
@@ -69,16 +91,9 @@ def pipeline(params: PipelineParameters | None = None) -> dict:
     decompositions = [
         decompose_checkpoint(str(out / "chi.zarr"), c["step"], str(out)) for c in ckpts
     ]
-    induction = induction_summary(training["run_dir"], str(out))
-    settings = {
-        "preset": preset,
-        "data": data,
-        "train": train,
-        "sampler": sampler,
-        "checkpoints": [c["step"] for c in ckpts],
-        "sgld_seqs": p.sgld_seqs,
-        "probe_seqs": p.probe_seqs,
-    }
+    if training is not None:
+        induction = induction_summary(training["run_dir"], str(out))
+    settings["checkpoints"] = [c["step"] for c in ckpts]
     report = write_report(str(out), settings, training, induction, chi_summary, decompositions)
     return {
         "report": report,
@@ -94,5 +109,9 @@ def pipeline(params: PipelineParameters | None = None) -> dict:
             }
             for d, s in zip(decompositions, chi_summary["checkpoints"], strict=True)
         ],
-        "induction": {k: induction[k] for k in ("steps", "best", "formation_step")},
+        "induction": (
+            None
+            if induction is None
+            else {k: induction[k] for k in ("steps", "best", "formation_step")}
+        ),
     }

@@ -50,13 +50,30 @@ class Workload:
     components: dict[str, dict[str, Tensor]]
     unit_coords: dict[str, np.ndarray]
 
-    def to(self, device: torch.device | str) -> Workload:
-        """The same workload with every tensor on ``device``."""
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Workload:
+        """The workload with every tensor on ``device`` (None: where it is) and every
+        floating-point one in ``dtype`` (None: unchanged; token ids and masks keep theirs).
+
+        A ``loss_fn`` that is a model adapter moves too (``ModelAdapter.to``, in place: the
+        returned workload shares it): whatever its loss reads besides ``params``, such as a
+        ``HookedTransformer``'s or a module's buffers, must sit on the device of ``params``.
+        """
+        from patterning_core.model.adapters.base import ModelAdapter
+
+        def move(t: Tensor) -> Tensor:
+            cast = dtype if dtype is not None and t.is_floating_point() else None
+            return t.to(device=device, dtype=cast)
+
+        loss_fn = self.loss_fn
+        if isinstance(loss_fn, ModelAdapter):
+            loss_fn = loss_fn.to(device, dtype)
         return Workload(
-            loss_fn=self.loss_fn,
-            params={k: v.to(device) for k, v in self.params.items()},
-            data=tuple(t.to(device) for t in self.data),
-            probes=tuple(t.to(device) for t in self.probes),
+            loss_fn=loss_fn,
+            params={k: move(v) for k, v in self.params.items()},
+            data=tuple(move(t) for t in self.data),
+            probes=tuple(move(t) for t in self.probes),
             components={
                 c: {k: m.to(device) for k, m in ms.items()} for c, ms in self.components.items()
             },
@@ -171,36 +188,135 @@ def _lm_tokens(data_spec: str, model_config: str):  # -> lm_data.LMTokens
 
 @register("model")
 def _model(spec: Mapping, checkpoint: Path | None) -> Workload:
-    """A model spec's checkpoint on tokenized data.
+    """A model spec's checkpoint on its data.
 
-    Spec: ``{"kind": "model", "model": MODEL_SPEC (``adapters.spec``, without its
-    checkpoint: the shard's checkpoint is given), "tokens": FILE, "sgld_seqs": None,
-    "probe_seqs": None, "components": None or [names]}``. ``FILE`` is a safetensors file
-    of int64 token ids ``train [N, T]`` (the SGLD data) and ``probes [M, T]`` (the probe
-    sequences); the first ``sgld_seqs`` / ``probe_seqs`` rows are used (None: all). Units
-    are probe tokens, labelled by ``sequence``, ``position`` (t + 1) and ``token_id``.
+    Spec: ``{"kind": "model", "model": MODEL_SPEC, "sgld_seqs": None, "probe_seqs": None,
+    "components": None or [names]}`` with the data as one of
+
+    - ``"tokens": FILE`` (token models): a safetensors file of int64 token ids ``train
+      [N, T]`` (the SGLD data) and ``probes [M, T]`` (the probe sequences); the first
+      ``sgld_seqs`` / ``probe_seqs`` rows are used (None: all); units are probe tokens,
+      labelled by ``sequence``, ``position`` (t + 1) and ``token_id``;
+    - ``"data": DATA_SPEC`` (token models; ``lm_data.py``, the built-in path's corpus or
+      synthetic settings): sequences of the model's context, BPE-tokenized with its
+      vocabulary size, drawn as the ``"transformer"`` workload draws them (``sgld_seqs``
+      default 2048, ``probe_seqs`` 8); units also carry ``token_text`` and
+      ``pattern_class``. A TransformerLens model's ``d_vocab`` must equal the tokenizer's
+      vocabulary size (its token ids mean the tokenizer's tokens);
+    - ``"data_file": FILE`` (``module`` models): a safetensors file of the batches, tensors
+      ``train`` and ``probes`` (a batch of one tensor) or ``train.0``, ``train.1``, … and
+      ``probes.0``, … (a batch of several), every tensor's rows the examples; units are the
+      probes' per-unit losses, labelled by ``example`` (and ``index``, for losses ``[B, T]``).
+
+    ``MODEL_SPEC`` is an ``adapters.spec`` model spec without its checkpoint (the shard's
+    checkpoint is given), made of plain values: a module's factory and loss are import
+    strings. ``components`` selects rows (a module's components are its spec's own).
     """
     from patterning_core.model.adapters.spec import load_adapter, select_components
 
     model = dict(spec.get("model") or {})
-    if model.get("kind") == "module":
+    if "module" in model:
         raise ConfigError(
-            "a 'module' model runs through the library API (ModuleAdapter); the pipeline "
-            "rebuilds its model in every worker from a spec: use 'builtin' or "
-            "'transformer_lens'."
+            "a workload rebuilds its model in every worker from plain values: give a "
+            "'module' model by import strings, factory 'package.module:build_model' and "
+            "loss 'package.module:unit_loss', not a Python object."
+        )
+    sources = [k for k in ("tokens", "data", "data_file") if spec.get(k) is not None]
+    token_model = model.get("kind") != "module"
+    allowed = ("tokens", "data") if token_model else ("data_file",)
+    if len(sources) != 1 or sources[0] not in allowed:
+        what = "tokens (a token file) or data (corpus settings)" if token_model else "data_file"
+        raise ConfigError(
+            f"a {model.get('kind')!r} model takes its data from {what}: one of them"
+            + (f"; got {sources}." if sources else ".")
         )
     adapter = load_adapter(model, checkpoint)
-    train, probes = load_token_file(spec.get("tokens"))
     sgld_seqs, probe_seqs = spec.get("sgld_seqs"), spec.get("probe_seqs")
-    data = train if sgld_seqs is None else train[: int(sgld_seqs)]
-    probes = probes if probe_seqs is None else probes[: int(probe_seqs)]
+    coords: dict[str, np.ndarray]
+    if sources == ["data"]:
+        data, probes, coords = _corpus_data(spec["data"], adapter, sgld_seqs, probe_seqs)
+        data, probes = (data,), (probes,)
+    else:
+        if sources == ["tokens"]:
+            train_t, probe_t = load_token_file(spec["tokens"])
+            data, probes = (train_t,), (probe_t,)
+        else:
+            data, probes = load_batch_file(spec["data_file"])
+        if sgld_seqs is not None:
+            data = tuple(t[: int(sgld_seqs)] for t in data)
+        if probe_seqs is not None:
+            probes = tuple(t[: int(probe_seqs)] for t in probes)
+        coords = _token_coords(probes[0]) if token_model else _example_coords(adapter, probes)
     comps = select_components(adapter.components(), spec.get("components"))
+    return Workload(adapter, adapter.params(), data, probes, comps, coords)
+
+
+def _token_coords(probes: Tensor) -> dict[str, np.ndarray]:
+    """Labels of the per-token units of ``probes [M, T]``, row-major ``[M·(T−1)]``."""
     target = probes[:, 1:]
     seq, pos = np.meshgrid(
         np.arange(target.shape[0]), np.arange(1, target.shape[1] + 1), indexing="ij"
     )
-    coords = {"sequence": seq.ravel(), "position": pos.ravel(), "token_id": target.numpy().ravel()}
-    return Workload(adapter, adapter.params(), (data,), (probes,), comps, coords)
+    return {"sequence": seq.ravel(), "position": pos.ravel(), "token_id": target.numpy().ravel()}
+
+
+def _example_coords(adapter, probes: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
+    """Labels of a module's probe units: ``example`` for losses ``[M]``, ``example`` and
+    ``index`` (row-major) for ``[M, T]``; the shape is read from one probe's loss."""
+    adapter.check(probes)  # the loss runs and is per unit, before its shape is read
+    with torch.no_grad():
+        out = adapter.loss(adapter.params(), tuple(t[:1] for t in probes))
+    m = probes[0].shape[0]
+    if out.dim() == 1:
+        return {"example": np.arange(m)}
+    example, index = np.meshgrid(np.arange(m), np.arange(out.shape[1]), indexing="ij")
+    return {"example": example.ravel(), "index": index.ravel()}
+
+
+def _corpus_data(
+    data_spec: Mapping, adapter, sgld_seqs: int | None, probe_seqs: int | None
+) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
+    """SGLD sequences, probe sequences and unit labels from a data spec, for a token model
+    (the built-in transformer or a ``HookedTransformer``), as the ``"transformer"``
+    workload makes them."""
+    from patterning_core.data.lm_data import select_sequences, unit_labels
+
+    shape = token_model_shape(adapter)
+    tokens = _lm_tokens(json.dumps(data_spec, sort_keys=True), json.dumps(shape.to_dict()))
+    if adapter.kind == "transformer_lens" and len(tokens.token_strings) != shape.d_vocab:
+        raise ConfigError(
+            f"the data's tokenizer has {len(tokens.token_strings)} tokens but the model's "
+            f"d_vocab is {shape.d_vocab}: its token ids would not mean the tokenizer's "
+            f"tokens. Use a model with d_vocab = {len(tokens.token_strings)}, or a corpus "
+            "large enough for a tokenizer of d_vocab tokens (data.paths), or give the "
+            "model's own tokenized data as a token file (tokens)."
+        )
+    data = select_sequences(tokens.train, int(sgld_seqs or 2048), seed=0)
+    probes = select_sequences(tokens.val, int(probe_seqs or 8), seed=0)
+    return data, probes, unit_labels(probes, tokens.token_strings)
+
+
+def token_model_shape(adapter):  # -> TransformerConfig
+    """The shape a data spec is made for (context ``n_ctx``, vocabulary ``d_vocab``): the
+    built-in model's config, or a ``HookedTransformer``'s as a ``TransformerConfig``."""
+    from patterning_core.model.transformer import TransformerConfig
+
+    if adapter.kind == "builtin":
+        return adapter.config
+    if adapter.kind == "transformer_lens":
+        cfg = adapter.cfg
+        return TransformerConfig(
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_model=cfg.d_model,
+            d_head=cfg.d_head,
+            n_ctx=cfg.n_ctx,
+            d_vocab=cfg.d_vocab,
+        )
+    raise ConfigError(
+        f"corpus data (data) are for token models (builtin, transformer_lens), not a "
+        f"{adapter.kind!r} model: give its batches as a data_file."
+    )
 
 
 def load_token_file(path: str | Path | None) -> tuple[Tensor, Tensor]:
@@ -228,4 +344,42 @@ def load_token_file(path: str | Path | None) -> tuple[Tensor, Tensor]:
                 f"tokens], got {got}."
             )
         out.append(t)
+    return out[0], out[1]
+
+
+def load_batch_file(path: str | Path | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """``(train, probes)`` batches (tuples of tensors sharing dim 0) from a safetensors file
+    holding ``train`` and ``probes``, or ``train.0``, ``train.1``, … and ``probes.0``, …
+    (same count); a ``ConfigError`` naming the fix otherwise."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    fix = (
+        "write one with safetensors.torch.save_file({'train.0': x, 'train.1': y, "
+        "'probes.0': x_probe, 'probes.1': y_probe}, PATH) (or 'train' and 'probes' for "
+        "batches of one tensor)"
+    )
+    if path is None or not Path(path).is_file():
+        raise ConfigError(f"data file {path} does not exist; {fix}.")
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise ConfigError(f"data file {path} is not a safetensors file ({err}).") from None
+    out = []
+    for name in ("train", "probes"):
+        if name in tensors:
+            parts = [tensors[name]]
+        else:
+            parts = []
+            while f"{name}.{len(parts)}" in tensors:
+                parts.append(tensors[f"{name}.{len(parts)}"])
+        rows = {t.shape[0] if t.dim() else 0 for t in parts}
+        if not parts or len(rows) != 1 or 0 in rows:
+            raise ConfigError(
+                f"data file {path}: '{name}' must be one tensor or '{name}.0', '{name}.1', … "
+                f"with the same number (> 0) of rows; found {sorted(tensors)}; {fix}."
+            )
+        out.append(tuple(parts))
+    if len(out[0]) != len(out[1]):
+        raise ConfigError(f"data file {path}: train and probes hold batches of different arity.")
     return out[0], out[1]

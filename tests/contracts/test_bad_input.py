@@ -274,3 +274,120 @@ def test_bad_spacing_arguments_exit_2_before_anything_starts(home, capsys, argv,
     assert err.startswith("patterning: error: ")
     assert re.search(message, err), err
     assert not home.exists()
+
+
+# ----------------------------------------------------------------------------- model specs
+
+
+def _module_model(tmp_path: Path, **change) -> dict:
+    """A ``module`` model spec (``tests/module_models.py``) with one checkpoint and data."""
+    from safetensors.torch import save_file
+
+    from tests.module_models import build_classifier
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    state = build_classifier().state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "step_3.safetensors"))
+    x, y = torch.randn(16, 3), torch.randint(0, 4, (16,))
+    data = tmp_path / "data.safetensors"
+    save_file(
+        {"train.0": x, "train.1": y, "probes.0": x[:2].clone(), "probes.1": y[:2].clone()},
+        str(data),
+    )
+    return {
+        "kind": "module",
+        "factory": "tests.module_models:build_classifier",
+        "loss": "tests.module_models:unit_loss",
+        "components": {"hidden": ["0.*"], "readout": ["2.*"]},
+        "checkpoint_dir": str(folder),
+        "data_file": str(data),
+        **change,
+    }
+
+
+@pytest.mark.parametrize(
+    ("flow", "change", "extra", "message"),
+    [
+        (
+            "susceptibilities",
+            {"factory": "my_models.nets:build"},
+            {},
+            r"model.factory 'my_models.nets:build': module 'my_models.nets' does not import "
+            r"\(ModuleNotFoundError.*add its folder to PYTHONPATH",
+        ),
+        (
+            "susceptibilities",
+            {"components": {"hidden": ["0.*"], "attn": ["blocks.*"]}},
+            {},
+            r"component 'attn': pattern 'blocks.\*' matches no parameter; the parameters are",
+        ),
+        (
+            "susceptibilities",
+            {"loss": "tests.module_models:mean_loss"},
+            {},
+            r"per-unit losses of shape \[B\]",
+        ),
+        (
+            "susceptibilities",
+            {"components": ["hidden"]},
+            {},
+            r"components of a 'module' model: \{name: \[parameter-name patterns\]\}",
+        ),
+        (
+            "pipeline",
+            {},
+            {"train": {"steps": 10}},
+            r"\['train'\]: the pipeline trains nothing when given a model",
+        ),
+        (
+            "pipeline",
+            {},
+            {"chi_checkpoints": [7]},
+            r"the model has no checkpoint at steps \[7\] \(it has \[3\]\)",
+        ),
+    ],
+    ids=["import", "pattern", "loss-shape", "components", "pipeline-train", "pipeline-steps"],
+)
+def test_bad_model_specs_exit_2_before_anything_starts(
+    tmp_path, home, capsys, flow, change, extra, message
+):
+    out = tmp_path / "out"
+    config = {"model": _module_model(tmp_path, **change), "sampler": SAMPLER.to_dict(), **extra}
+    config.update({"store": str(out / "chi.zarr")} if flow == "susceptibilities" else {})
+    config.update({"out_dir": str(out)} if flow == "pipeline" else {})
+    code, err = run_cli(tmp_path, flow, config, capsys)
+    assert code == 2
+    assert re.search(message, err), err
+    assert not out.exists() and not home.exists()
+
+
+def test_a_transformer_lens_vocabulary_other_than_the_tokenizers_exits_2(tmp_path, home, capsys):
+    """Corpus settings for a HookedTransformer whose d_vocab is not the tokenizer's size:
+    refused before any server or store, naming the fixes (the tokenizer is cached)."""
+    pytest.importorskip("transformer_lens")
+    from tests.core.test_model_specs import TEXT, TL
+
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.py").write_text(TEXT)
+    config = {**TL, "d_vocab": 300, "act_fn": "gelu"}
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    from safetensors.torch import save_file
+
+    from patterning_core.model.adapters.tl import load_hooked_transformer
+
+    state = load_hooked_transformer(config).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "step_1.safetensors"))
+    model = {
+        "kind": "transformer_lens",
+        "config": config,
+        "checkpoint_dir": str(folder),
+        "data": {"source": "corpus", "paths": [str(tmp_path / "text")]},
+    }
+    store = tmp_path / "out" / "chi.zarr"
+    params = {"store": str(store), "model": model, "sampler": SAMPLER.to_dict()}
+    code, err = run_cli(tmp_path, "susceptibilities", params, capsys)
+    assert code == 2
+    assert re.search(r"tokenizer has 297 tokens but the model's d_vocab is 300.*d_vocab = 297", err)
+    assert not store.parent.exists()

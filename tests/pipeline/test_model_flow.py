@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -210,3 +211,60 @@ def test_a_killed_transformer_lens_run_resumes(tmp_path, prefect_server):
     whole = susceptibilities(SusceptibilityParameters(**params(reference)))
     assert whole["computed"] == total
     assert bool((open_chi(store)["chi"] == open_chi(reference)["chi"]).all())
+
+
+def test_a_module_model_through_the_pipeline(tmp_path, prefect_server):
+    """``pipeline`` with a ``module`` model given by import strings: no training, χ of its
+    components at the chosen one of its checkpoints, modes and the report; a rerun finds
+    every shard; a changed checkpoint file is refused."""
+    from flows.parameters import PipelineParameters
+    from flows.pipeline import pipeline
+    from tests.module_models import build_classifier
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (0, 5):
+        net = build_classifier(seed=step)
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            str(folder / f"step_{step}.safetensors"),
+        )
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, generator=gen), torch.randint(0, 4, (48,), generator=gen)
+    data = tmp_path / "data.safetensors"
+    save_file(
+        {"train.0": x, "train.1": y, "probes.0": x[:6].clone(), "probes.1": y[:6].clone()},
+        str(data),
+    )
+    params = {
+        "model": {
+            "kind": "module",
+            "factory": "tests.module_models:build_classifier",
+            "loss": "tests.module_models:unit_loss",
+            "config": {"hidden": 8},
+            "components": {"hidden": ["0.*"], "readout": ["2.weight", "2.bias"]},
+            "checkpoint_dir": str(folder),
+            "data_file": str(data),
+            "probe_seqs": 4,
+        },
+        "sampler": SAMPLER,
+        "chi_checkpoints": [5],
+        "out_dir": str(tmp_path / "out"),
+        "n_workers": 1,
+    }
+    first = pipeline(PipelineParameters(**params))
+    # (hidden, readout, full run) × 2 chains at the one checkpoint chosen
+    assert first["computed_shards"] == 6 and first["induction"] is None
+    ds = open_chi(first["store"])
+    assert list(ds.component.values) == ["hidden", "readout"]
+    assert [int(s) for s in ds.checkpoint.values] == [5]
+    assert list(ds.example.values) == [0, 1, 2, 3]
+    assert bool(np.isfinite(ds["chi"].values).all())
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Checkpoint 5" in report and "## Training" not in report
+    again = pipeline(PipelineParameters(**params))
+    assert again["computed_shards"] == 0 and again["already_complete"] == 6
+    changed = build_classifier(seed=9).state_dict()
+    save_file({k: v.contiguous() for k, v in changed.items()}, str(folder / "step_5.safetensors"))
+    with pytest.raises(StoreError, match=r"steps \[5\] changed since"):
+        pipeline(PipelineParameters(**params))

@@ -38,12 +38,14 @@ per-unit loss is next-token cross-entropy ``[..., B, T - 1]``.
 from __future__ import annotations
 
 import fnmatch
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from patterning_core.sampling.sgld import (
     ConfigError,
@@ -58,7 +60,9 @@ __all__ = [
     "BlockModel",
     "ModelAdapter",
     "ReadoutNames",
+    "load_state_file",
     "masks_from_patterns",
+    "move_module",
 ]
 
 # The parameters of an attention head: slice [h] along dim 0 of each (not b_O, shared).
@@ -92,6 +96,19 @@ class ModelAdapter(ABC):
         """The sampler hook: a specialized forward over lanes, or None (vmap of ``loss``)."""
         return None
 
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> ModelAdapter:
+        """This adapter with everything it holds on ``device`` and its floating-point
+        tensors in ``dtype`` (None: unchanged); returns ``self`` (moved in place).
+
+        What the loss reads besides ``params`` must move with it (a module's buffers, such
+        as a ``HookedTransformer``'s attention masks): the sampler passes ``params`` on the
+        device, the loss supplies the rest. The base adapter holds nothing else: subclasses
+        that hold tensors or modules override this.
+        """
+        return self
+
     def check(self, batch: tuple[Tensor, ...] | Tensor) -> None:
         """Raise ``ConfigError`` naming the fix unless the loss of a two-unit slice of
         ``batch`` has the per-unit shape and every component selects a parameter of w*.
@@ -101,8 +118,17 @@ class ModelAdapter(ABC):
         batch = (batch,) if isinstance(batch, Tensor) else tuple(batch)
         params = self.params()
         small = tuple(t[: min(2, t.shape[0])] for t in batch)
-        with torch.no_grad():
-            out = self.loss(params, small)
+        try:
+            with torch.no_grad():
+                out = self.loss(params, small)
+        except ConfigError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            raise ConfigError(
+                f"{type(self).__name__}: the loss fails on two rows of the batch "
+                f"({type(err).__name__}: {err}); check the data's dtypes and shapes against "
+                "the model's."
+            ) from None
         try:
             check_loss_output(out, small[0].shape[0])
         except ConfigError as err:
@@ -260,3 +286,79 @@ def masks_from_patterns(
                 masks[n] = torch.ones_like(params[n], dtype=torch.bool)
         out[comp] = masks
     return out
+
+
+def move_module(
+    module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None
+) -> dict[str, Tensor]:
+    """Move ``module``'s parameters and buffers to ``device`` (None: where they are) and its
+    floating-point ones to ``dtype`` (None: unchanged), in place; integer and bool buffers
+    keep their dtype. Returns ``{name: detached parameter}`` after the move."""
+    if device is not None:
+        module.to(device)
+    if dtype is not None:
+        if not dtype.is_floating_point:
+            raise ConfigError(f"a model moves to a floating-point dtype, not {dtype}.")
+        module.to(dtype)  # nn.Module.to(dtype) casts floating-point tensors only
+    return {n: p.detach() for n, p in module.named_parameters()}
+
+
+def load_state_file(
+    module: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    what: str = "checkpoint",
+    fits: str = "the model",
+    fix: str = "check how the model is built",
+    buffers: bool = True,
+) -> None:
+    """Copy a safetensors state dict at ``path`` into ``module`` in place.
+
+    The file must hold every parameter of ``module`` with its shape; it may also hold
+    the module's buffers and nothing else. Values are cast to each tensor's dtype.
+    ``buffers``: copy the file's buffers too (state such as running statistics); False
+    when the module derives its buffers from its config (masks, rotary tables), which a
+    file saved in another dtype would only round.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ConfigError: not a ``.safetensors`` file (nothing pickled is ever read), or
+            parameters missing, unexpected names or other shapes (each named, with ``fix``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} {path} does not exist; save one with "
+            "safetensors.torch.save_file(model.state_dict(), PATH)."
+        )
+    if path.suffix != ".safetensors":
+        raise ConfigError(
+            f"{path}: {what}s are read from safetensors files only "
+            "(patterning never loads pickled files); convert with "
+            "safetensors.torch.save_file(state_dict, 'model.safetensors')."
+        )
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    own = dict(module.named_parameters())
+    held = dict(module.named_buffers())
+    missing = [n for n in own if n not in state]
+    unexpected = [n for n in state if n not in own and n not in held]
+    shapes = [
+        f"{n} {tuple(state[n].shape)} (model: {tuple(t.shape)})"
+        for n, t in {**own, **(held if buffers else {})}.items()
+        if n in state and tuple(state[n].shape) != tuple(t.shape)
+    ]
+    if missing or unexpected or shapes:
+
+        def few(names: list[str]) -> str:
+            return str(names[:4])[:-1] + (f", … ({len(names)} in all)]" if len(names) > 4 else "]")
+
+        raise ConfigError(
+            f"{path} does not fit {fits}: missing {few(missing)}, unexpected "
+            f"{few(unexpected)}, other shapes {few(shapes)}; {fix}."
+        )
+    with torch.no_grad():
+        for n, t in {**own, **(held if buffers else {})}.items():
+            if n in state:
+                t.copy_(state[n].to(t.dtype))

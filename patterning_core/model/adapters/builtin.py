@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from patterning_core.model.adapters.base import BlockModel, ReadoutNames
@@ -58,6 +59,15 @@ class BuiltinTransformer(BlockModel):
                 "BuiltinTransformer(config, params)."
             )
         return dict(self._params)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> BuiltinTransformer:
+        """w* (if held) on ``device`` and in ``dtype``; the model holds no other tensor.
+        In place, returns ``self``."""
+        if self._params is not None:
+            self._params = {k: v.to(device=device, dtype=dtype) for k, v in self._params.items()}
+        return self
 
     def loss(self, params: Mapping[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
         """``transformer.loss_per_token``: ``[B, T - 1]`` (vmap-safe)."""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from patterning_core.model.adapters.base import ModelAdapter, masks_from_patterns
+from patterning_core.model.adapters.base import ModelAdapter, masks_from_patterns, move_module
 from patterning_core.sampling.sgld import ConfigError
 
 __all__ = ["ModuleAdapter"]
@@ -68,3 +69,15 @@ class ModuleAdapter(ModelAdapter):
 
     def components(self) -> dict[str, dict[str, Tensor]]:
         return {c: dict(m) for c, m in self._components.items()}
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> ModuleAdapter:
+        """The module's parameters and buffers on ``device`` (floating-point ones in
+        ``dtype``), and the component masks on ``device``; in place, returns ``self``."""
+        self._params = move_module(self.module, device, dtype)
+        if device is not None:
+            self._components = {
+                c: {n: m.to(device) for n, m in ms.items()} for c, ms in self._components.items()
+            }
+        return self

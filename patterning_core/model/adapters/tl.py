@@ -33,14 +33,18 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from patterning_core.model.adapters.base import HEAD_WEIGHTS, BlockModel, ReadoutNames
+from patterning_core.model.adapters.base import (
+    HEAD_WEIGHTS,
+    BlockModel,
+    ReadoutNames,
+    load_state_file,
+)
 from patterning_core.model.fused_loss import linear_cross_entropy
 from patterning_core.model.transformer import TransformerConfig, _project, causal_attention
 from patterning_core.sampling.sgld import ConfigError
@@ -171,6 +175,22 @@ class TransformerLensModel(BlockModel):
         (tokens,) = batch
         kwargs = {"return_type": "loss", "loss_per_token": True}
         return functional_call(self.model, dict(params), (tokens,), kwargs)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TransformerLensModel:
+        """The model's parameters *and buffers* (attention masks, ``IGNORE``, rotary tables)
+        on ``device``, its floating-point ones in ``dtype``, and its config updated
+        (``cfg.device``, ``cfg.dtype``: TransformerLens casts attention patterns to
+        ``cfg.dtype``) through ``HookedTransformer.to``. In place, returns ``self``."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise ConfigError(f"a model moves to a floating-point dtype, not {dtype}.")
+        for target in (device, dtype):
+            if target is not None:
+                self.model.to(target, print_details=False)
+        named = dict(self.model.named_parameters())
+        self._params = {n: named[n].detach() for n in self._params}
+        return self
 
     def components(self) -> dict[str, dict[str, Tensor]]:
         params = self._params
@@ -356,43 +376,14 @@ def load_hooked_transformer(
     model = tl.HookedTransformer(cfg)
     if checkpoint is None:
         return model
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"TransformerLens checkpoint {path} does not exist; save one with "
-            "safetensors.torch.save_file(model.state_dict(), PATH)."
-        )
-    if path.suffix != ".safetensors":
-        raise ConfigError(
-            f"{path}: TransformerLens checkpoints are read from safetensors files only "
-            "(patterning never loads pickled files); convert with "
-            "safetensors.torch.save_file(state_dict, 'model.safetensors')."
-        )
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    own = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    missing = [n for n in own if n not in state]
-    unexpected = [n for n in state if n not in own and n not in buffers]
-    shapes = [
-        f"{n} {tuple(state[n].shape)} (model: {tuple(p.shape)})"
-        for n, p in own.items()
-        if n in state and tuple(state[n].shape) != tuple(p.shape)
-    ]
-    if missing or unexpected or shapes:
-
-        def few(names: list[str]) -> str:
-            return str(names[:4])[:-1] + (f", … ({len(names)} in all)]" if len(names) > 4 else "]")
-
-        raise ConfigError(
-            f"{path} does not fit the HookedTransformer of this config: missing "
-            f"{few(missing)}, unexpected {few(unexpected)}, other shapes {few(shapes)}; "
-            "check the config's fields."
-        )
-    with torch.no_grad():
-        for n, p in own.items():
-            p.copy_(state[n].to(p.dtype))
+    load_state_file(
+        model,
+        checkpoint,
+        what="TransformerLens checkpoint",
+        fits="the HookedTransformer of this config",
+        fix="check the config's fields",
+        buffers=False,  # masks and rotary tables follow the config
+    )
     return model
 
 

@@ -25,6 +25,8 @@ from tasks.susceptibility import (
     susceptibility_shard,
 )
 
+DATA_FILE_KEYS = ("tokens", "data_file")  # workload keys that name a data file
+
 
 @flow(name="susceptibility-shards")
 def run_shards(shards: list[dict], use_gpu: bool = False) -> list[dict]:
@@ -95,12 +97,18 @@ def susceptibilities(params: SusceptibilityParameters) -> dict:
     )
     logger = get_run_logger()
     digests = {str(c["step"]): file_digest(c.get("path")) for c in checkpoints}
+    # A model workload's token or batch file is data too: a changed file is refused like a
+    # changed checkpoint (corpus settings are keyed by the workload itself).
+    data_digests = {k: file_digest(workload[k]) for k in DATA_FILE_KEYS if workload.get(k)}
     info = prepare_store(
         store,
         workload,
         sampler,
         checkpoints,
-        {"checkpoint_digests": json.dumps(digests, sort_keys=True)},
+        {
+            "checkpoint_digests": json.dumps(digests, sort_keys=True),
+            "data_digests": json.dumps(data_digests, sort_keys=True),
+        },
     )
     todo, done = plan_shards(
         store,

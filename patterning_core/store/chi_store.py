@@ -289,6 +289,16 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
                 "computed from them (content digest differs): its χ would be stale. Restore "
                 "the original checkpoints, or write to a new store path."
             )
+    if "data_digests" in attrs and "data_digests" in existing.attrs:
+        old_data = json.loads(existing.attrs["data_digests"])
+        new_data = json.loads(str(attrs["data_digests"]))
+        changed_files = sorted(k for k in new_data if k in old_data and old_data[k] != new_data[k])
+        if changed_files:
+            raise StoreError(
+                f"the data file(s) {changed_files} changed since χ store {store} was computed "
+                "from them (content digest differs): resuming would mix χ of two data sets. "
+                "Restore the original files, or write to a new store path."
+            )
 
 
 def open_chi(

@@ -137,6 +137,15 @@ def test_a_transformer_lens_model_through_the_flow(tmp_path, prefect_server):
     with pytest.raises(StoreError, match="changed since"):
         run()
 
+    # The checkpoint restored, the token file changed: refused as well (its χ is of other data).
+    changed.write_bytes(model_bytes)
+    save_file(
+        {"train": torch.randint(0, 24, (32, 12), generator=gen), "probes": probes},
+        str(tokens),
+    )
+    with pytest.raises(StoreError, match=r"data file\(s\) \['tokens'\] changed"):
+        run()
+
 
 def _complete_shards(store: str) -> int:
     from patterning_core.store.chi_store import completed

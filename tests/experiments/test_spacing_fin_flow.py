@@ -49,6 +49,9 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     ]
     for r in results["runs"]:
         assert 0 <= r["fin_metric"] <= 1 and np.isfinite(r["loss_whitespace"])
+        # position from χ beyond the loss: a difference of two Spearman ρ
+        assert -2 <= r["fin_beyond_loss"] <= 2
+    assert results["fin_beyond_loss_reference"] == results["runs"][0]["fin_beyond_loss"]
     assert results["runs"][0]["cut"] == 0.0  # the baseline against itself
     assert set(results["targets"]) == {
         "reference_fin_at_least_0.6",

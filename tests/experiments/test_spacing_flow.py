@@ -1,6 +1,11 @@
 """The ``spacing`` flow end to end on tiny sizes: a small Python corpus (the standard
 library's ``json`` package), the ``demo`` preset for 40 steps, χ through the sharded flow,
-weights, retraining, report; a rerun trains and samples nothing."""
+weights, retraining, report; a rerun trains and samples nothing.
+
+Marked ``slow``: the ``spacing-fin`` flow's test (``test_spacing_fin_flow.py``) goes through
+the same layers (corpus training, sharded χ, weights, retraining of several conditions,
+report, a rerun that recomputes nothing), and the default suite must stay under its time
+limit."""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def prefect_server():
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_spacing_flow_end_to_end_and_rerun_does_nothing(tmp_path, prefect_server):
     from flows.parameters import SpacingParameters

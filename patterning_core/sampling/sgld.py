@@ -18,7 +18,9 @@ Conventions
   specialized forward compute what the batch fixes once per chain instead of once per
   lane). A chain gives the same numbers whichever other chains or runs share its process,
   so shards computed apart combine into one estimate.
-- The forward over lanes is ``vmap`` of ``loss_fn`` unless ``loss_fn`` offers a
+- The forward over lanes is ``vmap`` of ``loss_fn`` (``GroupedLaneForward``: runs grouped
+  by the parameters they move, vmapped chain-outer and run-inner, so what a group's
+  parameters cannot change is computed once per chain) unless ``loss_fn`` offers a
   specialized one: an attribute ``lane_forward(params, runs, num_chains)`` returning a
   ``LaneForward`` (or None to decline), e.g. the restricted-head forward of a transformer
   that reuses the activations a head's run cannot change (``restricted_heads.py``).
@@ -316,13 +318,15 @@ def make_lane_forward(
     loss_fn: LossFn, w_star: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
 ) -> LaneForward:
     """``loss_fn``'s own specialized lane forward for these runs if it has one, else the
-    generic one (:class:`GroupedLaneForward`)."""
+    generic one (:class:`GroupedLaneForward`: one chain's lanes at a time on a CPU, all
+    lanes of a group at once on an accelerator)."""
     special = getattr(loss_fn, "lane_forward", None)
     if special is not None:
         forward = special(w_star, runs, num_chains)
         if forward is not None:
             return forward
-    return GroupedLaneForward(loss_fn, w_star, runs, num_chains)
+    on_cpu = all(v.device.type == "cpu" for v in w_star.values())
+    return GroupedLaneForward(loss_fn, w_star, runs, num_chains, chain_chunk=1 if on_cpu else None)
 
 
 class _LaneLayout:

@@ -126,7 +126,7 @@ def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict,
     from patterning_core.estimators.susceptibility import sample_susceptibility_stats
     from patterning_core.model.checkpoints import load_checkpoint
     from patterning_core.model.restricted_heads import TransformerLoss
-    from patterning_core.model.transformer import components, make_loss_fn
+    from patterning_core.model.transformer import components, make_loss_fn, param_shapes
     from patterning_core.sampling.sgld import SamplerConfig
 
     torch.set_num_threads(1)
@@ -138,6 +138,11 @@ def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict,
         **{**SAMPLER, "num_draws": shape["draws"], "num_chains": shape["chains"], "seed": seed}
     )
     door = shape.get("door", "builtin")
+    if "door" in shape:
+        # The canonical parameter order (a checkpoint file's is alphabetical), which the
+        # HookedTransformer's follows: the flat buffer's layout, hence the noise, is then the
+        # same through every door.
+        params = {k: params[k] for k in param_shapes(checkpoint.config)}
     loss_fn = TransformerLoss(checkpoint.config)
     comps = components(checkpoint.config)
     if door == "plain":  # a user's own loss_fn: the generic path

@@ -26,7 +26,8 @@ with other work is the least disturbed: OpenMP threads that wait for each other 
 more to other processes than single threads do). Wall and CPU time are reported. The
 table (medians; Δχ against the built-in χ of the same seed; devinterp's χ differs by its
 own noise, its agreement is in ``chi_workload.md``) goes to
-``benchmarks/results/adapters_workload.md``.
+``benchmarks/results/adapters_workload.md`` (``adapters_workload_{N}thread.md`` for
+``--threads N`` other than 2).
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def workload(repeats: int, devinterp: bool = True, threads: int = 2) -> None:
             f"| {name} | {t:.1f} | {t / base:.2f}× | {speedup} | {cpu:.1f} | "
             f"{cpu / base_cpu:.2f}× | {cpu_speedup} | {rel} |"
         )
-    publish(lines, WORKLOAD_RESULTS)
+    name = "adapters_workload.md" if threads == 2 else f"adapters_workload_{threads}thread.md"
+    publish(lines, WORKLOAD_RESULTS.with_name(name))
 
 
 if __name__ == "__main__":

@@ -318,15 +318,18 @@ def make_lane_forward(
     loss_fn: LossFn, w_star: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
 ) -> LaneForward:
     """``loss_fn``'s own specialized lane forward for these runs if it has one, else the
-    generic one (:class:`GroupedLaneForward`: one chain's lanes at a time on a CPU, all
-    lanes of a group at once on an accelerator)."""
+    generic one (:class:`GroupedLaneForward`: one chain's lanes at a time on a CPU with at
+    most 8 chains, all lanes of a group at once otherwise)."""
     special = getattr(loss_fn, "lane_forward", None)
     if special is not None:
         forward = special(w_star, runs, num_chains)
         if forward is not None:
             return forward
     on_cpu = all(v.device.type == "cpu" for v in w_star.values())
-    return GroupedLaneForward(loss_fn, w_star, runs, num_chains, chain_chunk=1 if on_cpu else None)
+    # One chain at a time pays one vmap call per chain: worth it for the few chains of χ
+    # (measured), not for the many chains of small models (LLC), which keep one call.
+    chunk = 1 if on_cpu and num_chains <= 8 else None
+    return GroupedLaneForward(loss_fn, w_star, runs, num_chains, chain_chunk=chunk)
 
 
 class _LaneLayout:

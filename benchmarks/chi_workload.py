@@ -121,11 +121,12 @@ def peak_rss_mb() -> float:
 
 
 def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict, chains: list):
-    """One process's share of our χ: the statistics of chains ``chains`` (and its peak RSS)."""
+    """One process's share of our χ: the statistics of chains ``chains``, its peak RSS and
+    the CPU time of the sampling."""
     from patterning_core.estimators.susceptibility import sample_susceptibility_stats
     from patterning_core.model.checkpoints import load_checkpoint
     from patterning_core.model.restricted_heads import TransformerLoss
-    from patterning_core.model.transformer import components
+    from patterning_core.model.transformer import components, make_loss_fn, param_shapes
     from patterning_core.sampling.sgld import SamplerConfig
 
     torch.set_num_threads(1)
@@ -136,12 +137,32 @@ def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict,
     config = SamplerConfig(
         **{**SAMPLER, "num_draws": shape["draws"], "num_chains": shape["chains"], "seed": seed}
     )
+    door = shape.get("door", "builtin")
+    if "door" in shape:
+        # The canonical parameter order (a checkpoint file's is alphabetical), which the
+        # HookedTransformer's follows: the flat buffer's layout, hence the noise, is then the
+        # same through every door.
+        params = {k: params[k] for k in param_shapes(checkpoint.config)}
+    loss_fn = TransformerLoss(checkpoint.config)
     comps = components(checkpoint.config)
+    if door == "plain":  # a user's own loss_fn: the generic path
+        loss_fn = make_loss_fn(checkpoint.config)
+    elif door == "transformer_lens":  # the same weights in a HookedTransformer
+        from patterning_core.model.adapters.tl import (
+            TransformerLensModel,
+            hooked_transformer_from_builtin,
+        )
+
+        loss_fn = TransformerLensModel(hooked_transformer_from_builtin(params, checkpoint.config))
+        params, comps = loss_fn.params(), loss_fn.components()
+    elif door != "builtin":
+        raise ValueError(f"unknown door {door!r}: builtin, transformer_lens or plain")
     if shape["components"] != "demo":
         prefix = "L1" if shape["components"] == "layer1" else "L"
         comps = {k: v for k, v in comps.items() if k.startswith(prefix)}
+    cpu = time.process_time()
     stats = sample_susceptibility_stats(
-        TransformerLoss(checkpoint.config),
+        loss_fn,
         params,
         torch.from_numpy(data["train"]),
         torch.from_numpy(data["more_probes"][: shape["probe_seqs"]]),
@@ -151,7 +172,7 @@ def _ours_shard(ckpt: Path, data_path: Path, seed: int, dtype: str, shape: dict,
         chain_ids=chains,
         progress=False,
     )
-    return stats, peak_rss_mb()
+    return stats, peak_rss_mb(), time.process_time() - cpu
 
 
 def ours(ckpt: Path, data_path: Path, out: Path, seed: int, dtype: str, shape: dict) -> None:
@@ -160,19 +181,24 @@ def ours(ckpt: Path, data_path: Path, out: Path, seed: int, dtype: str, shape: d
     As the pipeline runs it: the chains are split over ``THREADS`` worker processes of one
     thread each (one per core), whose statistics are merged. ``shape``: ``draws``,
     ``chains``, ``probe_seqs``, ``components`` (``"heads"``: the 16 heads; ``"layer1"``: the
-    8 heads of layer 1; ``"demo"``: heads, embed and unembed). Wall time covers start-up of
+    8 heads of layer 1; ``"demo"``: heads, embed and unembed), optionally ``workers`` (the
+    number of one-thread worker processes, default ``THREADS``) and ``door`` (how the
+    model reaches the sampler: ``"builtin"``, the default, ``TransformerLoss``;
+    ``"transformer_lens"``, its weights in a ``HookedTransformer`` through the adapter;
+    ``"plain"``, ``transformer.make_loss_fn``, a plain ``loss_fn``). Wall time covers start-up of
     the workers and the merge; peak memory is the sum of the workers' peaks.
     """
     from patterning_core.estimators.susceptibility import chi_from_stats, merge_stats
 
     chains = list(range(shape["chains"]))
-    parts = [chains[i::THREADS] for i in range(THREADS) if chains[i::THREADS]]
+    workers = shape.get("workers", THREADS)
+    parts = [chains[i::workers] for i in range(workers) if chains[i::workers]]
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
         jobs = [pool.submit(_ours_shard, ckpt, data_path, seed, dtype, shape, p) for p in parts]
         results = [job.result() for job in jobs]
-    chi = chi_from_stats(merge_stats([stats for stats, _ in results]))
+    chi = chi_from_stats(merge_stats([stats for stats, *_ in results]))
     wall = time.perf_counter() - start
     runs = len(chi.component) + 1  # restricted runs and the full run
     updates = SAMPLER["num_burnin"] + shape["draws"] * SAMPLER["steps_between_draws"]
@@ -180,7 +206,8 @@ def ours(ckpt: Path, data_path: Path, out: Path, seed: int, dtype: str, shape: d
         out,
         chi=chi.values,
         wall_s=wall,
-        peak_rss_mb=sum(rss for _, rss in results),
+        peak_rss_mb=sum(rss for _, rss, _ in results),
+        cpu_s=sum(cpu for *_, cpu in results),
         sgld_steps=runs * shape["chains"] * updates,
     )
 
@@ -199,15 +226,18 @@ def floor(ckpt: Path, data_path: Path, out: Path, n_steps: int) -> None:
     np.savez(out, **got, sgld_steps=n_steps)
 
 
-def measure(argv: list[str], python: str = sys.executable, allocator: bool = True) -> dict:
+def measure(
+    argv: list[str], python: str = sys.executable, allocator: bool = True, threads: int = THREADS
+) -> dict:
     """Run one measurement in a fresh process with the benchmark's environment
-    (``allocator=False``: glibc's default allocator settings)."""
+    (``allocator=False``: glibc's default allocator settings; ``threads``: the OpenMP and
+    MKL thread counts it starts with)."""
     out = Path(argv[argv.index("--out") + 1])
     env = {
         **{k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV},
         **(ALLOCATOR_ENV if allocator else {}),
-        "OMP_NUM_THREADS": str(THREADS),
-        "MKL_NUM_THREADS": str(THREADS),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "PYTHONPATH": str(ROOT),
     }
     subprocess.run([python, *argv], check=True, env=env, cwd=ROOT)

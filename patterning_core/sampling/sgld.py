@@ -18,7 +18,9 @@ Conventions
   specialized forward compute what the batch fixes once per chain instead of once per
   lane). A chain gives the same numbers whichever other chains or runs share its process,
   so shards computed apart combine into one estimate.
-- The forward over lanes is ``vmap`` of ``loss_fn`` unless ``loss_fn`` offers a
+- The forward over lanes is ``vmap`` of ``loss_fn`` (``GroupedLaneForward``: runs grouped
+  by the parameters they move, vmapped chain-outer and run-inner, so what a group's
+  parameters cannot change is computed once per chain) unless ``loss_fn`` offers a
   specialized one: an attribute ``lane_forward(params, runs, num_chains)`` returning a
   ``LaneForward`` (or None to decline), e.g. the restricted-head forward of a transformer
   that reuses the activations a head's run cannot change (``restricted_heads.py``).
@@ -218,16 +220,116 @@ class VmapLaneForward:
         return self.per_lane(views, tuple(t[chain_of_lane] for t in batch))
 
 
+class GroupedLaneForward:
+    """The generic ``LaneForward``: ``loss_fn`` vmapped over lanes, grouped by what they move.
+
+    Runs are grouped by the set of parameters they move (their masks); per group only those
+    parameters are batched (``[runs_in_group, chains, *shape]`` views of the lane buffer),
+    every other parameter stays at w* unbatched. Within a group the vmaps nest chain-outer
+    (the batch ``[chains, B, ...]`` batched by chain, in chunks of ``chain_chunk`` chains)
+    and run-inner (the chain's batch ``[B, ...]`` shared by the group's runs), so under
+    ``vmap``'s batching rules whatever does not depend on the group's parameters (for a run
+    that moves block 1 only: the embedding and block 0) is computed once per chain, not
+    once per lane, and autograd records nothing below the group's parameters. With a batch
+    shared by all lanes (``chain_of_lane`` None) the same nesting runs with the batch
+    unbatched. The groups' losses are put back in lane order.
+
+    Equal to :class:`VmapLaneForward` up to float rounding (the same arithmetic on
+    differently batched shapes). ``chain_chunk`` bounds the working set: the lanes of
+    ``chain_chunk`` chains are evaluated together (intermediates ``[chain_chunk × runs, B,
+    ...]``), which on a CPU keeps them nearer the caches than all lanes at once; None puts
+    every chain in one call. Lanes must be run-major (lane ``r * num_chains + c``, as
+    ``run_sgld`` orders them); any other ``chain_of_lane`` takes :class:`VmapLaneForward`.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        w_star: Mapping[str, Tensor],
+        runs: Sequence[Run],
+        num_chains: int,
+        *,
+        chain_chunk: int | None = 1,
+    ):
+        self.w_star = dict(w_star)
+        self.num_runs, self.num_chains = len(runs), num_chains
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, run in enumerate(runs):
+            key = tuple(
+                n
+                for n in self.w_star
+                if n in run.masks and bool(torch.as_tensor(run.masks[n]).any())
+            )
+            groups.setdefault(key, []).append(i)
+        #: ``(parameter names, run indices)`` per group, in order of first appearance.
+        self.groups = list(groups.items())
+        order = [r * num_chains + c for _, rs in self.groups for r in rs for c in range(num_chains)]
+        lanes = len(order)
+        self.inverse = (
+            None
+            if order == list(range(lanes))
+            else torch.empty(lanes, dtype=torch.long).scatter_(
+                0, torch.tensor(order), torch.arange(lanes)
+            )
+        )
+        self.lane_chains = torch.arange(lanes) % num_chains
+        self.fallback = VmapLaneForward(loss_fn, w_star)
+
+        def call(moving: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+            merged = {k: moving.get(k, v) for k, v in self.w_star.items()}
+            return loss_fn(merged, batch)
+
+        over_runs = torch.func.vmap(call, in_dims=(0, None))
+        # views [runs, chains, ...]: chains on dim 1; outputs back as [runs, chains, B, ...]
+        self.per_chain = torch.func.vmap(
+            over_runs, in_dims=(1, 0), out_dims=1, chunk_size=chain_chunk
+        )
+        self.shared = torch.func.vmap(
+            over_runs, in_dims=(1, None), out_dims=1, chunk_size=chain_chunk
+        )
+
+    def _standard_chains(self, chain_of_lane: Tensor) -> bool:
+        if chain_of_lane.shape != self.lane_chains.shape:
+            return False
+        return bool(torch.equal(chain_of_lane.cpu(), self.lane_chains))
+
+    def __call__(
+        self, views: dict[str, Tensor], batch: tuple[Tensor, ...], chain_of_lane: Tensor | None
+    ) -> Tensor:
+        if chain_of_lane is not None and not self._standard_chains(chain_of_lane):
+            return self.fallback(views, batch, chain_of_lane)
+        outs = []
+        for names, run_ids in self.groups:
+            first, last = run_ids[0], run_ids[-1] + 1
+            contiguous = run_ids == list(range(first, last))
+            moving = {}
+            for n in names:
+                v = views[n].unflatten(0, (self.num_runs, self.num_chains))
+                moving[n] = v[first:last] if contiguous else v[torch.tensor(run_ids)]
+            forward = self.shared if chain_of_lane is None else self.per_chain
+            outs.append(forward(moving, batch).flatten(0, 1))  # [group runs × chains, B, ...]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if self.inverse is not None:
+            out = out[self.inverse.to(out.device)]
+        return out
+
+
 def make_lane_forward(
     loss_fn: LossFn, w_star: Mapping[str, Tensor], runs: Sequence[Run], num_chains: int
 ) -> LaneForward:
-    """``loss_fn``'s own specialized lane forward for these runs if it has one, else vmap."""
+    """``loss_fn``'s own specialized lane forward for these runs if it has one, else the
+    generic one (:class:`GroupedLaneForward`: one chain's lanes at a time on a CPU with at
+    most 8 chains, all lanes of a group at once otherwise)."""
     special = getattr(loss_fn, "lane_forward", None)
     if special is not None:
         forward = special(w_star, runs, num_chains)
         if forward is not None:
             return forward
-    return VmapLaneForward(loss_fn, w_star)
+    on_cpu = all(v.device.type == "cpu" for v in w_star.values())
+    # One chain at a time pays one vmap call per chain: worth it for the few chains of χ
+    # (measured), not for the many chains of small models (LLC), which keep one call.
+    chunk = 1 if on_cpu and num_chains <= 8 else None
+    return GroupedLaneForward(loss_fn, w_star, runs, num_chains, chain_chunk=chunk)
 
 
 class _LaneLayout:

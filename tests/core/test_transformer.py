@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -60,7 +61,9 @@ def test_presets() -> None:
     assert (paper.n_layers, paper.n_heads, paper.d_model, paper.d_head) == (2, 8, 256, 32)
     assert (paper.n_ctx, paper.d_vocab) == (1024, 5000)
     assert 3.0e6 < paper.n_params() < 3.5e6  # "the 3M-parameter model"
-    with pytest.raises(ValueError, match="bench, demo, paper, tiny"):
+    long = preset("demo_long")  # the demo with four times its context
+    assert long == dataclasses.replace(preset("demo"), n_ctx=256)
+    with pytest.raises(ValueError, match="bench, demo, demo_long, paper, tiny"):
         preset("huge")
 
 

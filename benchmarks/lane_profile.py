@@ -41,6 +41,7 @@ def main() -> None:
     from patterning_core.estimators.susceptibility import group_components
     from patterning_core.model.restricted_heads import TransformerLoss
     from patterning_core.model.transformer import components, init_params, make_loss_fn, preset
+    from patterning_core.recipes import demo_sampler
     from patterning_core.sampling import sgld
 
     torch.set_num_threads(1)
@@ -50,14 +51,8 @@ def main() -> None:
     data = torch.randint(0, cfg.d_vocab, (2048, cfg.n_ctx), generator=gen)
     probes = torch.randint(0, cfg.d_vocab, (8, cfg.n_ctx), generator=gen)
     eval_batch = (torch.cat([data[:16], probes]),)
-    config = sgld.SamplerConfig(
-        step_size=1e-3,
-        n_beta=30.0,
-        localization=300.0,
-        num_chains=4,
-        num_draws=args.draws,
-        batch_size=16,
-    )
+    # the benchmark workload's sampler: the demo's (ε 1e-3, nβ 30, γ 300, 4 chains, batch 16)
+    config = sgld.SamplerConfig.from_dict(demo_sampler()).replace(num_draws=args.draws)
     heads = {k: v for k, v in components(cfg).items() if k.startswith("L")}
     groups = [[sgld.Run(n, heads[n]) for n in g] for g in group_components(heads, None, 4)]
     groups.append([sgld.full_run(params)])

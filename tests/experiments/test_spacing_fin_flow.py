@@ -70,3 +70,14 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     again = spacing_fin(params)
     assert again["targets"] == first["targets"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
+
+
+def test_the_published_long_context_config_is_valid():
+    """``docs/examples/spacing_fin_long.json`` (the run behind docs/results/spacing/fin_long)
+    is a valid ``spacing-fin`` configuration of the 256-token-context substrate."""
+    from flows.parameters import SpacingFinParameters
+
+    path = Path(__file__).parents[2] / "docs/examples/spacing_fin_long.json"
+    params = SpacingFinParameters(**json.loads(path.read_text()))
+    assert params.preset == "demo_long" and params.data["whitespace"] == "split"
+    assert params.weights_step in params.chi_checkpoints

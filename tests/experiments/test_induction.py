@@ -80,8 +80,13 @@ def _previous_token_scores(params, cfg: TransformerConfig) -> torch.Tensor:
     return pattern[:, :, q, q - 1].mean(dim=(0, 2))
 
 
+@pytest.mark.slow
 def test_induction_forms_on_tiny_synthetic_data(tmp_path) -> None:
     """The ``tiny`` preset on ``tiny`` synthetic data forms the canonical induction circuit.
+
+    Marked ``slow`` (1,500 training steps, the longest test of the default suite after the
+    LLC known answers); the default suite trains and reads the circuit through the
+    pipeline and induction-patterning flow tests at tiny sizes.
 
     The best layer-1 head's prefix-matching score starts at chance and crosses the formation
     threshold, a layer-0 head becomes a previous-token head, and in-context learning appears.

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import torch
+from short_workload import short_workload
 from tables import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,19 +72,12 @@ def main() -> None:
         hooked_transformer_from_builtin,
     )
     from patterning_core.model.restricted_heads import TransformerLoss
-    from patterning_core.model.transformer import components, init_params, make_loss_fn, preset
-    from patterning_core.recipes import demo_sampler
-    from patterning_core.sampling.sgld import SamplerConfig
+    from patterning_core.model.transformer import make_loss_fn
 
     torch.set_num_threads(1)
-    cfg = preset("bench")
-    params = init_params(cfg, 0)
-    gen = torch.Generator().manual_seed(0)
-    data = torch.randint(0, cfg.d_vocab, (2048, cfg.n_ctx), generator=gen)
-    probes = torch.randint(0, cfg.d_vocab, (8, cfg.n_ctx), generator=gen)
-    # the benchmark workload's sampler: the demo's (ε 1e-3, nβ 30, γ 300, 4 chains, batch 16)
-    sampler = SamplerConfig.from_dict(demo_sampler()).replace(num_draws=args.draws)
-    heads = {k: v for k, v in components(cfg).items() if k.startswith("L")}
+    work = short_workload(args.draws)
+    cfg, params, data, probes = work.cfg, work.params, work.data, work.probes
+    sampler, heads = work.sampler, work.heads
     adapter = TransformerLensModel(hooked_transformer_from_builtin(params, cfg))
     tl_params = adapter.params()
     tl_heads = {k: v for k, v in adapter.components().items() if k.startswith("L")}

@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from short_workload import short_workload
 from tables import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,20 +41,14 @@ def main() -> None:
 
     from patterning_core.estimators.susceptibility import group_components
     from patterning_core.model.restricted_heads import TransformerLoss
-    from patterning_core.model.transformer import components, init_params, make_loss_fn, preset
-    from patterning_core.recipes import demo_sampler
+    from patterning_core.model.transformer import make_loss_fn
     from patterning_core.sampling import sgld
 
     torch.set_num_threads(1)
-    cfg = preset("bench")
-    params = init_params(cfg, 0)
-    gen = torch.Generator().manual_seed(0)
-    data = torch.randint(0, cfg.d_vocab, (2048, cfg.n_ctx), generator=gen)
-    probes = torch.randint(0, cfg.d_vocab, (8, cfg.n_ctx), generator=gen)
+    work = short_workload(args.draws)
+    cfg, params, data, probes = work.cfg, work.params, work.data, work.probes
     eval_batch = (torch.cat([data[:16], probes]),)
-    # the benchmark workload's sampler: the demo's (ε 1e-3, nβ 30, γ 300, 4 chains, batch 16)
-    config = sgld.SamplerConfig.from_dict(demo_sampler()).replace(num_draws=args.draws)
-    heads = {k: v for k, v in components(cfg).items() if k.startswith("L")}
+    config, heads = work.sampler, work.heads
     groups = [[sgld.Run(n, heads[n]) for n in g] for g in group_components(heads, None, 4)]
     groups.append([sgld.full_run(params)])
     labels = ["heads of layer 0", "heads of layer 1", "full run"]

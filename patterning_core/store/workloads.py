@@ -319,21 +319,29 @@ def token_model_shape(adapter):  # -> TransformerConfig
     )
 
 
-def load_token_file(path: str | Path | None) -> tuple[Tensor, Tensor]:
-    """``(train [N, T], probes [M, T])`` int64 token ids from a safetensors file; a missing
-    file, a missing tensor or another dtype or rank is a ``ConfigError`` naming the fix."""
+def _read_safetensors(path: str | Path | None, what: str, fix: str) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file; a missing or unreadable file is a ``ConfigError``
+    naming ``what`` it is and, for a missing one, the ``fix``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if path is None or not Path(path).is_file():
-        raise ConfigError(
-            f"token file {path} does not exist; write one with safetensors.torch.save_file("
-            "{'train': LongTensor[N, T], 'probes': LongTensor[M, T]}, PATH)."
-        )
+        raise ConfigError(f"{what} {path} does not exist; {fix}.")
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except SafetensorError as err:
-        raise ConfigError(f"token file {path} is not a safetensors file ({err}).") from None
+        raise ConfigError(f"{what} {path} is not a safetensors file ({err}).") from None
+
+
+def load_token_file(path: str | Path | None) -> tuple[Tensor, Tensor]:
+    """``(train [N, T], probes [M, T])`` int64 token ids from a safetensors file; a missing
+    file, a missing tensor or another dtype or rank is a ``ConfigError`` naming the fix."""
+    tensors = _read_safetensors(
+        path,
+        "token file",
+        "write one with safetensors.torch.save_file({'train': LongTensor[N, T], 'probes': "
+        "LongTensor[M, T]}, PATH)",
+    )
     out = []
     for name in ("train", "probes"):
         t = tensors.get(name)
@@ -351,20 +359,12 @@ def load_batch_file(path: str | Path | None) -> tuple[tuple[Tensor, ...], tuple[
     """``(train, probes)`` batches (tuples of tensors sharing dim 0) from a safetensors file
     holding ``train`` and ``probes``, or ``train.0``, ``train.1``, … and ``probes.0``, …
     (same count); a ``ConfigError`` naming the fix otherwise."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     fix = (
         "write one with safetensors.torch.save_file({'train.0': x, 'train.1': y, "
         "'probes.0': x_probe, 'probes.1': y_probe}, PATH) (or 'train' and 'probes' for "
         "batches of one tensor)"
     )
-    if path is None or not Path(path).is_file():
-        raise ConfigError(f"data file {path} does not exist; {fix}.")
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as err:
-        raise ConfigError(f"data file {path} is not a safetensors file ({err}).") from None
+    tensors = _read_safetensors(path, "data file", fix)
     out = []
     for name in ("train", "probes"):
         if name in tensors:

@@ -279,26 +279,29 @@ def _check_same_layout(existing: xr.Dataset, layout: dict, attrs: Mapping, store
         and existing.attrs.get("sampler_config") != attrs["sampler_config"]
     ):
         raise StoreError(f"χ store {store} was made with other sampler settings; use a new path.")
-    if "checkpoint_digests" in attrs and "checkpoint_digests" in existing.attrs:
-        old = json.loads(existing.attrs["checkpoint_digests"])
-        new = json.loads(str(attrs["checkpoint_digests"]))
-        changed = sorted(int(s) for s in new if s in old and old[s] != new[s])
-        if changed:
-            raise StoreError(
-                f"the checkpoint files of steps {changed} changed since χ store {store} was "
-                "computed from them (content digest differs): its χ would be stale. Restore "
-                "the original checkpoints, or write to a new store path."
-            )
-    if "data_digests" in attrs and "data_digests" in existing.attrs:
-        old_data = json.loads(existing.attrs["data_digests"])
-        new_data = json.loads(str(attrs["data_digests"]))
-        changed_files = sorted(k for k in new_data if k in old_data and old_data[k] != new_data[k])
-        if changed_files:
-            raise StoreError(
-                f"the data file(s) {changed_files} changed since χ store {store} was computed "
-                "from them (content digest differs): resuming would mix χ of two data sets. "
-                "Restore the original files, or write to a new store path."
-            )
+    changed = _changed_digests(existing.attrs, attrs, "checkpoint_digests")
+    if changed:
+        raise StoreError(
+            f"the checkpoint files of steps {sorted(map(int, changed))} changed since χ store "
+            f"{store} was computed from them (content digest differs): its χ would be stale. "
+            "Restore the original checkpoints, or write to a new store path."
+        )
+    changed = _changed_digests(existing.attrs, attrs, "data_digests")
+    if changed:
+        raise StoreError(
+            f"the data file(s) {sorted(changed)} changed since χ store {store} was computed "
+            "from them (content digest differs): resuming would mix χ of two data sets. "
+            "Restore the original files, or write to a new store path."
+        )
+
+
+def _changed_digests(old_attrs: Mapping, new_attrs: Mapping, key: str) -> list[str]:
+    """Names whose content digest in the JSON attribute ``key`` differs between a store's
+    attributes and the new run's (names missing on either side are not compared)."""
+    if key not in old_attrs or key not in new_attrs:
+        return []
+    old, new = json.loads(str(old_attrs[key])), json.loads(str(new_attrs[key]))
+    return [name for name in new if name in old and old[name] != new[name]]
 
 
 def open_chi(

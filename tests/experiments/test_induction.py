@@ -15,6 +15,7 @@ from patterning_core.experiments.induction.metrics import (
     induction_curve,
     prefix_matching_chance,
     prefix_matching_scores,
+    previous_token_scores,
     repeated_random_tokens,
     repeated_text_losses,
 )
@@ -54,6 +55,25 @@ def test_uniform_attention_scores_chance() -> None:
     scores = prefix_matching_scores(params, CFG, n_seqs=4)
     assert scores.shape == (2, 2)
     torch.testing.assert_close(scores, torch.full((2, 2), prefix_matching_chance(10)))
+
+
+def test_uniform_attention_previous_token_score() -> None:
+    """Uniform causal attention puts 1/(t+1) on t−1; averaged over t = 1..T−1."""
+    params = init_params(CFG)
+    for layer in range(2):
+        for m in "QK":
+            params[f"blocks.{layer}.attn.W_{m}"] = torch.zeros(2, 16, 8)
+    tokens = repeated_random_tokens(CFG, n_seqs=3)
+    expected = sum(1 / (t + 1) for t in range(1, 20)) / 19
+    scores = previous_token_scores(params, CFG, tokens)
+    torch.testing.assert_close(scores, torch.full((2, 2), expected))
+    # and the same as the per-layer reading of the attention patterns, at a random model
+    params = init_params(CFG, seed=3)
+    pattern = attention_patterns(params, tokens, CFG)[1]
+    q = torch.arange(1, 20)
+    torch.testing.assert_close(
+        previous_token_scores(params, CFG, tokens)[1], pattern[:, :, q, q - 1].mean(dim=(0, 2))
+    )
 
 
 def test_formation_step() -> None:

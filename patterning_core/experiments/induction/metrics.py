@@ -87,6 +87,29 @@ def prefix_matching_scores(
     return torch.stack(scores)
 
 
+@torch.no_grad()
+def previous_token_scores(
+    params: Mapping[str, Tensor],
+    config: TransformerConfig,
+    tokens: Tensor | None = None,
+    **token_kwargs: int,
+) -> Tensor:
+    """Previous-token score of every head, ``[n_layers, n_heads]``: the head's mean attention
+    from each position ``t >= 1`` to ``t - 1``, over positions and sequences of ``tokens``
+    (``[B, T]``; default :func:`repeated_random_tokens` ``(config, **token_kwargs)``, the
+    prefix-matching probes). A previous-token head scores near 1; uniform attention scores
+    the mean of ``1 / (t + 1)``.
+    """
+    if tokens is None:
+        tokens = repeated_random_tokens(config, **token_kwargs)
+    queries = torch.arange(1, tokens.shape[-1])
+    scores = [
+        pattern[:, :, queries, queries - 1].mean(dim=(0, 2))
+        for pattern in attention_patterns(params, tokens, config)
+    ]
+    return torch.stack(scores)
+
+
 def best_head_score(scores: Tensor, layer: int = 1) -> float:
     """Max over heads of ``scores[layer]`` (layer 1: the induction heads of a 2-layer model)."""
     return float(scores[layer].max())
@@ -149,10 +172,12 @@ class InductionCurve:
     """Prefix-matching scores of every head over a run's checkpoints."""
 
     steps: list[int]
-    scores: Tensor  # [n_checkpoints, n_layers, n_heads]
+    scores: Tensor  # [n_checkpoints, n_layers, n_heads]: prefix matching
     layer: int
     threshold: float
     chance: float
+    #: ``[n_checkpoints, n_layers, n_heads]``: previous-token scores on the same probes.
+    previous_token: Tensor | None = None
 
     @property
     def best(self) -> list[float]:
@@ -188,14 +213,16 @@ def induction_curve(
     if not 0 <= layer < config.n_layers:
         raise ValueError(f"layer {layer} does not exist in a {config.n_layers}-layer model")
     tokens = repeated_random_tokens(config, n_seqs, half_len, seed, exclude)
-    steps, scores = [], []
+    steps, scores, previous = [], [], []
     for step, path in ckpts:
         params = load_checkpoint(path, expected_config=config).params
         steps.append(step)
         scores.append(prefix_matching_scores(params, config, tokens))
+        previous.append(previous_token_scores(params, config, tokens))
     return InductionCurve(
         steps=steps,
         scores=torch.stack(scores),
+        previous_token=torch.stack(previous),
         layer=layer,
         threshold=threshold,
         chance=prefix_matching_chance(tokens.shape[-1] // 2),

@@ -1,0 +1,151 @@
+"""The induction mode, found rather than assumed (natural-text demonstration).
+
+Among the leading modes of standardized χ (``estimators.decomposition.decompose``: χ =
+U Σ Vᵀ, component loadings u_k, unit loadings v_k) the induction mode is one whose
+
+- *head loadings* follow the heads' later circuit scores: |cos(u_k, s − mean s)| over the
+  heads (``decomposition.mode_alignment``), where s is layer-1 prefix matching plus layer-0
+  previous-token score at a checkpoint after formation;
+- *token loadings* follow the induction-predictable tokens: the point-biserial correlation
+  r_k = corr(v_k, 1[unit is predictable]) over the probe units.
+
+Orientation: a mode is reported with the sign that makes its head alignment positive (its
+component loadings then point towards the circuit), and ``token_correlation`` is read in
+that orientation.
+
+Reproducibility (:func:`mode_agreement`, :func:`chain_sign_agreement`): the |cos| of the
+component loadings of the mode found with two SGLD seeds, and in how many chains the
+chain's own χ, projected on the mode's unit loadings, has a component pattern with positive
+cosine to the mode's (the mode's sign holds in that chain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from patterning_core.estimators.decomposition import mode_alignment, standardize
+
+
+def point_biserial(loadings: np.ndarray, indicator: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``loadings [modes, units]`` with the 0/1
+    ``indicator [units]`` (the point-biserial r); 0 for a constant row or indicator."""
+    x = np.asarray(loadings, dtype=np.float64)
+    y = np.asarray(indicator, dtype=np.float64)
+    if x.shape[-1] != y.shape[0]:
+        raise ValueError(f"loadings over {x.shape[-1]} units, indicator over {y.shape[0]}.")
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean()
+    denom = np.linalg.norm(xc, axis=-1) * np.linalg.norm(yc)
+    return np.where(denom > 0, xc @ yc / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def mode_table(
+    modes: xr.Dataset,
+    head_scores: Mapping[str, float],
+    predictable: np.ndarray,
+    n_leading: int = 8,
+) -> list[dict]:
+    """One row per leading mode: ``mode``, ``explained_variance``, ``head_alignment``
+    (≥ 0 after orienting), ``token_correlation`` (in that orientation), ``sign`` (the flip
+    applied to the decomposition's sign convention)."""
+    k = min(n_leading, modes.sizes["mode"])
+    lead = modes.isel(mode=slice(0, k))
+    alignment = mode_alignment(lead, dict(head_scores)).values
+    signs = np.where(alignment < 0, -1.0, 1.0)
+    r = point_biserial(lead["unit_loading"].values, predictable) * signs
+    return [
+        {
+            "mode": int(lead.mode.values[i]),
+            "explained_variance": float(lead["explained_variance"].values[i]),
+            "head_alignment": float(abs(alignment[i])),
+            "token_correlation": float(r[i]),
+            "sign": float(signs[i]),
+        }
+        for i in range(k)
+    ]
+
+
+def find_induction_mode(
+    modes: xr.Dataset,
+    head_scores: Mapping[str, float],
+    predictable: np.ndarray,
+    *,
+    n_leading: int = 8,
+    min_alignment: float = 0.8,
+    min_correlation: float = 0.3,
+) -> dict:
+    """The induction mode among the ``n_leading`` modes (module doc).
+
+    Returns the chosen row of :func:`mode_table` plus ``found`` (both thresholds met) and
+    ``table`` (every leading mode). Among the modes meeting both thresholds the one with the
+    largest head alignment wins; if none does, the mode with the largest
+    min(alignment/min_alignment, |r|/min_correlation), with ``found`` False, so that a
+    report can say by how much the best candidate missed.
+    """
+    table = mode_table(modes, head_scores, predictable, n_leading)
+    passing = [
+        row
+        for row in table
+        if row["head_alignment"] >= min_alignment
+        and abs(row["token_correlation"]) >= min_correlation
+    ]
+    if passing:
+        best = max(passing, key=lambda row: row["head_alignment"])
+    else:
+        best = max(
+            table,
+            key=lambda row: min(
+                row["head_alignment"] / min_alignment,
+                abs(row["token_correlation"]) / min_correlation,
+            ),
+        )
+    return {**best, "found": bool(passing), "table": table}
+
+
+def oriented_loadings(modes: xr.Dataset, mode: int, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(component_loading [components], unit_loading [units])`` of ``mode`` times ``sign``."""
+    sel = modes.sel(mode=mode)
+    return sign * sel["component_loading"].values, sign * sel["unit_loading"].values
+
+
+def mode_agreement(modes_a: xr.Dataset, mode_a: int, modes_b: xr.Dataset, mode_b: int) -> float:
+    """|cos| of two modes' component loadings over the components both decompositions have
+    (e.g. the mode found with two SGLD seeds)."""
+    names = [
+        c
+        for c in map(str, modes_a.component.values)
+        if c in set(map(str, modes_b.component.values))
+    ]
+    if not names:
+        raise ValueError("the two decompositions share no component.")
+    a = modes_a["component_loading"].sel(mode=mode_a, component=names).values
+    b = modes_b["component_loading"].sel(mode=mode_b, component=names).values
+    return float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def chain_sign_agreement(
+    chi_per_chain: xr.DataArray, modes: xr.Dataset, mode: int, sign: float = 1.0
+) -> tuple[int, list[float]]:
+    """In how many chains the mode's sign holds, and the per-chain cosines.
+
+    ``chi_per_chain (component, chain, unit)`` (``chi_from_stats(..., per_chain=True)``) is
+    standardized per chain as the pooled χ was (``modes.attrs["standardized_by"]``), projected
+    on the mode's unit loading v, and the resulting component pattern Z_c·v compared with the
+    mode's component loading u: cos > 0 means the chain's χ carries the mode with its sign.
+    """
+    u, v = oriented_loadings(modes, mode, sign)
+    by = modes.attrs.get("standardized_by", "component")
+    components = [str(c) for c in modes.component.values]
+    cosines = []
+    if "unit" in chi_per_chain.coords and "unit" in modes.coords:
+        chi_per_chain = chi_per_chain.sel(unit=modes.unit.values)
+    for c in chi_per_chain.chain.values:
+        z = standardize(chi_per_chain.sel(chain=c), by).sel(component=components)
+        z = z.transpose("component", "unit").values
+        pattern = z @ v
+        denom = np.linalg.norm(pattern) * np.linalg.norm(u)
+        cosines.append(float(pattern @ u / denom) if denom > 0 else 0.0)
+    return int(sum(x > 0 for x in cosines)), cosines

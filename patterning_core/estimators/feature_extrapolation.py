@@ -1,0 +1,163 @@
+"""Extrapolating the probes' solution dh to every training token from per-token features,
+evaluated on held-out probes; and doses stated as weight ratios.
+
+The patterning solution dh (``intervention.solve_intervention``: dμ = nβ·χ̃·dh on the
+standardized χ̃, one dh per probe unit) exists only for the probe units. Training needs a
+weight for every training token, so dh is regressed on features that every token has
+(pattern class, in-context features, activations, …): ridge regression with an intercept on
+standardized features, fitted on one half of the probe *sequences* and evaluated on the
+other half (tokens of one context are not independent, so the split is by sequence).
+
+Two held-out numbers (:func:`heldout_evaluation`):
+
+- ``heldout_r2``: 1 − Σ(dh − dĥ)² / Σ(dh − mean dh)² over the held-out units;
+- ``heldout_target_cosine``: the cosine, over components, between the response the
+  *applied* (predicted) weights give on the held-out probes, nβ·χ̃[:, H]·dĥ[H], and the
+  target dμ. ``exact_target_cosine`` is the same with the exact dh[H] (what the held-out
+  half of the exact solution does on its own), the ceiling for the extrapolated one.
+
+Dose (:func:`decile_ratio`, :func:`alpha_for_ratio`): weights ρ = 1 + α·d/max|d| (negatives
+clipped at 0, rescaled to mean 1, ``intervention.weights_from_intervention``); the *weight
+ratio* is the mean ρ of the most up-weighted decile of tokens over the mean ρ of the most
+down-weighted decile: 1 at α = 0, growing with α (∞ once the bottom decile is clipped to 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from patterning_core.estimators.intervention import weights_from_intervention
+
+
+def sequence_halves(sequence: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks ``(fit, held_out)`` over units: a random half of the distinct sequences
+    (``sequence [units]``, the unit's probe sequence) fits, the others are held out."""
+    seqs = np.unique(sequence)
+    if len(seqs) < 2:
+        raise ValueError("need probe units from at least 2 sequences to hold half out.")
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(seqs)[: len(seqs) // 2]
+    fit = np.isin(sequence, chosen)
+    return fit, ~fit
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """dĥ = intercept + ((features − mean) / scale) @ coef."""
+
+    coef: np.ndarray  # [F]
+    intercept: float
+    mean: np.ndarray  # [F]
+    scale: np.ndarray  # [F]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """``features [..., F]`` → dĥ ``[...]``."""
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return self.intercept + z @ self.coef
+
+
+def fit_ridge(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3) -> RidgeFit:
+    """Ridge regression of ``target [units]`` on ``features [units, F]`` with an intercept.
+
+    Features are standardized (constant columns get scale 1, so they drop out); ``ridge`` is
+    the penalty per unit, λ·n·‖coef‖² added to the squared error (scale-free in n).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"features must be [units, F] with units = {y.shape[0]}, got {x.shape}.")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = (x - mean) / scale
+    n, f = z.shape
+    yc = y - y.mean()
+    coef = np.linalg.solve(z.T @ z + ridge * n * np.eye(f), z.T @ yc)
+    return RidgeFit(coef=coef, intercept=float(y.mean()), mean=mean, scale=scale)
+
+
+def r_squared(target: np.ndarray, predicted: np.ndarray) -> float:
+    """1 − SS_res/SS_tot (can be negative out of sample; 0 for a constant target)."""
+    y = np.asarray(target, dtype=np.float64)
+    total = float(((y - y.mean()) ** 2).sum())
+    if total == 0:
+        return 0.0
+    return 1.0 - float(((y - np.asarray(predicted)) ** 2).sum()) / total
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norms) if norms > 0 else 0.0
+
+
+def heldout_evaluation(
+    chi_std: np.ndarray,
+    dh: np.ndarray,
+    features: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    fit_mask: np.ndarray,
+    ridge: float = 1e-3,
+) -> dict:
+    """Fit dh on the ``fit_mask`` units, evaluate on the others (module doc).
+
+    Args:
+        chi_std: ``[components, units]`` standardized χ (the one dh solves).
+        dh: ``[units]`` the exact probe solution.
+        features: ``[units, F]``.
+        d_mu: ``[components]`` the target.
+        n_beta: nβ of the patterning equation dμ = nβ·χ̃·dh.
+        fit_mask: ``bool [units]`` (``sequence_halves``).
+
+    Returns ``fit`` (the :class:`RidgeFit`), ``fit_r2`` (in sample), ``heldout_r2``,
+    ``heldout_target_cosine``, ``exact_target_cosine``, ``fit_units``, ``heldout_units``.
+    """
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    held = ~np.asarray(fit_mask, dtype=bool)
+    model = fit_ridge(features[fit_mask], dh[fit_mask], ridge)
+    predicted = model.predict(features)
+    response = n_beta * chi_std[:, held] @ predicted[held]
+    exact = n_beta * chi_std[:, held] @ dh[held]
+    return {
+        "fit": model,
+        "fit_r2": r_squared(dh[fit_mask], predicted[fit_mask]),
+        "heldout_r2": r_squared(dh[held], predicted[held]),
+        "heldout_target_cosine": _cosine(response, np.asarray(d_mu, dtype=np.float64)),
+        "exact_target_cosine": _cosine(exact, np.asarray(d_mu, dtype=np.float64)),
+        "fit_units": int(fit_mask.sum()),
+        "heldout_units": int(held.sum()),
+    }
+
+
+def decile_ratio(weights: np.ndarray) -> float:
+    """Mean weight of the top 10 % of tokens over that of the bottom 10 % (∞ if that is 0)."""
+    w = np.sort(np.asarray(weights, dtype=np.float64).ravel())
+    k = max(1, len(w) // 10)
+    low, high = w[:k].mean(), w[-k:].mean()
+    return float(high / low) if low > 0 else float("inf")
+
+
+def alpha_for_ratio(direction: np.ndarray, ratio: float, tol: float = 1e-4) -> float:
+    """The α at which ``weights_from_intervention(direction, α)`` has ``decile_ratio`` =
+    ``ratio`` (> 1), by bisection on α ∈ (0, α_max]; the ratio grows with α. Raises if even
+    the largest α without clipping the bottom decile to 0 falls short."""
+    if not ratio > 1:
+        raise ValueError(f"a weight ratio must exceed 1, got {ratio}.")
+    d = np.asarray(direction, dtype=np.float64).ravel()
+    if not np.any(d):
+        raise ValueError("the direction is zero: no α gives a weight ratio above 1.")
+
+    def at(alpha: float) -> float:
+        return decile_ratio(weights_from_intervention(d, alpha, "clip"))
+
+    lo, hi = 0.0, 1.0
+    while at(hi) < ratio:
+        lo, hi = hi, 2 * hi
+        if hi > 1e6:
+            raise ValueError(f"no α reaches a weight ratio of {ratio}.")
+    while hi - lo > tol * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if at(mid) < ratio else (lo, mid)
+    return hi

@@ -1,0 +1,64 @@
+"""Feature extrapolation of dh and weight-ratio doses, on cases with known answers."""
+
+import numpy as np
+import pytest
+
+from patterning_core.estimators.feature_extrapolation import (
+    alpha_for_ratio,
+    decile_ratio,
+    fit_ridge,
+    heldout_evaluation,
+    r_squared,
+    sequence_halves,
+)
+from patterning_core.estimators.intervention import weights_from_intervention
+
+
+def test_ridge_recovers_a_linear_rule():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 3)) * [1.0, 5.0, 0.1] + [0.0, 2.0, -1.0]
+    x = np.column_stack([x, np.ones(200)])  # a constant column drops out
+    y = 0.5 + x[:, :3] @ np.array([2.0, -0.3, 7.0])
+    model = fit_ridge(x, y, ridge=1e-12)
+    np.testing.assert_allclose(model.predict(x), y, atol=1e-8)
+    assert r_squared(y, model.predict(x)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_sequence_halves_split_whole_sequences():
+    seq = np.repeat(np.arange(10), 7)
+    fit, held = sequence_halves(seq, seed=3)
+    assert fit.sum() == held.sum() == 35
+    assert not set(seq[fit]) & set(seq[held])
+    with pytest.raises(ValueError, match="2 sequences"):
+        sequence_halves(np.zeros(5, dtype=int))
+
+
+def test_heldout_evaluation_when_features_explain_dh():
+    """dh exactly linear in the features: held-out R² 1 and the extrapolated response equals
+    the exact one; with features unrelated to dh, the held-out R² is near 0 or below."""
+    rng = np.random.default_rng(1)
+    units, comps = 400, 6
+    seq = np.repeat(np.arange(40), 10)
+    features = rng.standard_normal((units, 4))
+    dh = features @ np.array([1.0, -2.0, 0.5, 0.0])
+    chi = rng.standard_normal((comps, units))
+    d_mu = 3.0 * chi @ dh  # the target that this dh produces (nβ = 3)
+    fit, _ = sequence_halves(seq, seed=0)
+    out = heldout_evaluation(chi, dh, features, d_mu, 3.0, fit, ridge=1e-12)
+    assert out["heldout_r2"] == pytest.approx(1.0, abs=1e-9)
+    assert out["heldout_target_cosine"] == pytest.approx(out["exact_target_cosine"], abs=1e-9)
+    noise = rng.standard_normal((units, 4))
+    bad = heldout_evaluation(chi, dh, noise, d_mu, 3.0, fit, ridge=1e-3)
+    assert bad["heldout_r2"] < 0.1
+
+
+def test_decile_ratio_and_the_alpha_that_gives_it():
+    assert decile_ratio(np.arange(1, 101, dtype=float)) == pytest.approx(95.5 / 5.5)
+    assert decile_ratio(np.array([0.0] * 10 + [1.0] * 90)) == float("inf")
+    # half the tokens +1, half −1: ρ = 1 ± α (mean 1), ratio (1 + α)/(1 − α) = 4 at α = 0.6
+    d = np.array([1.0, -1.0] * 50)
+    alpha = alpha_for_ratio(d, 4.0)
+    assert alpha == pytest.approx(0.6, rel=1e-3)
+    assert decile_ratio(weights_from_intervention(d, alpha)) == pytest.approx(4.0, rel=1e-3)
+    with pytest.raises(ValueError, match="exceed 1"):
+        alpha_for_ratio(d, 1.0)

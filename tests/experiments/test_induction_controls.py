@@ -1,0 +1,39 @@
+"""Controls keep the dose and lose the direction."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from patterning_core.estimators.decomposition import decompose
+from patterning_core.estimators.feature_extrapolation import decile_ratio
+from patterning_core.experiments.induction.controls import (
+    random_mode_target,
+    shuffle_within_classes,
+)
+
+
+def test_shuffle_keeps_class_totals_and_dose():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, size=(30, 15))
+    weights = rng.gamma(2.0, size=(30, 15))
+    shuffled = shuffle_within_classes(weights, codes, seed=1)
+    assert not np.array_equal(shuffled, weights)
+    for code in range(4):
+        mask = codes == code
+        np.testing.assert_allclose(np.sort(shuffled[mask]), np.sort(weights[mask]))
+    assert decile_ratio(shuffled) == pytest.approx(decile_ratio(weights))
+    with pytest.raises(ValueError, match="differ in shape"):
+        shuffle_within_classes(weights, codes[:, :3])
+
+
+def test_random_target_lies_in_the_other_leading_modes():
+    rng = np.random.default_rng(2)
+    chi = xr.DataArray(rng.standard_normal((10, 200)), dims=("component", "unit"))
+    chi = chi.assign_coords(component=[f"c{i}" for i in range(10)])
+    modes = decompose(chi, by="none")
+    target = random_mode_target(modes, induction_mode=2, n_leading=4, seed=0)
+    loadings = modes["component_loading"].values
+    assert np.linalg.norm(target) == pytest.approx(1.0)
+    assert loadings[1] @ target == pytest.approx(0.0, abs=1e-12)  # mode 2 (index 1)
+    in_span = loadings[[0, 2, 3]].T @ (loadings[[0, 2, 3]] @ target)
+    np.testing.assert_allclose(in_span, target, atol=1e-12)

@@ -156,7 +156,11 @@ def alpha_for_ratio(direction: np.ndarray, ratio: float, tol: float = 1e-4) -> f
     while at(hi) < ratio:
         lo, hi = hi, 2 * hi
         if hi > 1e6:
-            raise ValueError(f"no α reaches a weight ratio of {ratio}.")
+            raise ValueError(
+                f"no α reaches a weight ratio of {ratio} (it levels off at {at(hi):.2f}): "
+                "fewer than a tenth of the tokens are down-weighted, so clipping them at 0 "
+                "cannot empty the bottom decile; ask for a smaller ratio."
+            )
     while hi - lo > tol * hi:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if at(mid) < ratio else (lo, mid)

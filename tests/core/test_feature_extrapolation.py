@@ -62,3 +62,8 @@ def test_decile_ratio_and_the_alpha_that_gives_it():
     assert decile_ratio(weights_from_intervention(d, alpha)) == pytest.approx(4.0, rel=1e-3)
     with pytest.raises(ValueError, match="exceed 1"):
         alpha_for_ratio(d, 1.0)
+    # 5 % of the tokens strongly down-weighted, the rest alike: clipping those at 0 leaves
+    # half of the bottom decile near the typical weight, so the ratio levels off near 2
+    few = np.array([-1.0] * 5 + [0.05] * 95)
+    with pytest.raises(ValueError, match="levels off"):
+        alpha_for_ratio(few, 4.0)

@@ -14,7 +14,10 @@ import torch
 from torch import Tensor
 
 from patterning_core.data.token_classes import PRIMARY_CLASSES, classify, for_units
-from patterning_core.experiments.induction.metrics import prefix_matching_scores
+from patterning_core.experiments.induction.metrics import (
+    prefix_matching_scores,
+    previous_token_scores,
+)
 from patterning_core.model.transformer import TransformerConfig, head_name, loss_per_token
 
 
@@ -25,6 +28,22 @@ def head_scores(params: Mapping[str, Tensor], config: TransformerConfig) -> dict
         head_name(layer, head): float(scores[layer, head])
         for layer in range(scores.shape[0])
         for head in range(scores.shape[1])
+    }
+
+
+def circuit_scores(
+    params: Mapping[str, Tensor], config: TransformerConfig, tokens: Tensor | None = None
+) -> dict[str, float]:
+    """Each head's score for its part in the induction circuit, keyed ``"L0H2"``: layer-0
+    heads their previous-token score, heads of later layers their prefix-matching score
+    (both on the same repeated random sequences, ``metrics.repeated_random_tokens``, unless
+    ``tokens`` are given)."""
+    pms = prefix_matching_scores(params, config, tokens)
+    prev = previous_token_scores(params, config, tokens)
+    return {
+        head_name(layer, head): float(prev[0, head] if layer == 0 else pms[layer, head])
+        for layer in range(pms.shape[0])
+        for head in range(pms.shape[1])
     }
 
 

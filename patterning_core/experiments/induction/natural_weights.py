@@ -1,0 +1,200 @@
+"""Weights for every training token from χ of a model trained on natural text: the
+induction mode found (``mode_search``), the probes' solution extrapolated by per-token
+features (``estimators.feature_extrapolation``), and doses stated as weight ratios.
+
+Inputs: χ ``(component, unit)`` as stored (χ_z(φ_C) = −Cov[φ_C, ℓ_z − L], no nβ factor; χ <
+0: component C *expresses* unit z), its nβ, the probe tokens ``[P, T]`` whose loss units are
+χ's units (row-major), the training tokens ``[N, T]``, the token strings, and each head's
+later circuit score (layer-1 prefix matching, layer-0 previous-token; the reference run's
+last checkpoint).
+
+1. Decompose the per-component standardized χ̃ and find the induction mode among the
+   leading modes (``mode_search.find_induction_mode``); Induce's target is dμ = s·u_k with
+   the sign rule of ``estimators.mode_weights.induce_sign`` (the heads that later score
+   high lower their localized loss relative to the others). Repress is −dμ.
+2. dh = (1/nβ)·χ̃†·dμ on the probe units (``intervention.solve_intervention``; nβ enters
+   only here).
+3. Features of every unit (``unit_features``): held-out evaluation on half of the probe
+   sequences (R², target cosine), then a fit on all probes, applied to every training unit.
+4. ρ = 1 + α·dĥ/max|dĥ| (clipped at 0, mean 1) with α chosen so that the top/bottom-decile
+   weight ratio is ``ratio`` (4: one reading of the paper's "4× weight modification"),
+   separately for each condition.
+5. Controls at the same ratio (``controls``): a random target in the other leading modes,
+   solved and extrapolated the same way; and the Induce weights shuffled within pattern
+   classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from torch import Tensor
+
+from patterning_core.data.token_classes import PRIMARY_CLASSES, TokenKinds
+from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.estimators.feature_extrapolation import (
+    RidgeFit,
+    alpha_for_ratio,
+    decile_ratio,
+    fit_ridge,
+    heldout_evaluation,
+    sequence_halves,
+)
+from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
+from patterning_core.estimators.mode_weights import induce_sign
+from patterning_core.experiments.induction.controls import (
+    random_mode_target,
+    shuffle_within_classes,
+)
+from patterning_core.experiments.induction.mode_search import find_induction_mode
+from patterning_core.experiments.induction.unit_features import (
+    predictable_units,
+    unit_feature_names,
+    unit_features,
+)
+
+CONDITIONS = ("induce", "repress", "control_random", "control_shuffled")
+N_CLASSES = len(PRIMARY_CLASSES)
+
+
+@dataclass
+class NaturalWeights:
+    """``weights``: ρ ``float32 [N, T − 1]`` (mean 1) per condition of :data:`CONDITIONS`;
+    ``probe``: per probe unit, ``dh`` (exact), ``dh_fit`` (the extrapolator's), and ρ of
+    each condition (``rho_<condition>``), each ``[units]``; ``summary``: JSON-able."""
+
+    weights: dict[str, np.ndarray]
+    probe: dict[str, np.ndarray]
+    summary: dict
+
+
+def predict_units(
+    fit: RidgeFit, tokens: Tensor, kinds: TokenKinds, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(dĥ float32 [N, T − 1], class code int8 [N, T − 1])`` of every unit of ``tokens``,
+    features computed ``chunk`` sequences at a time (the whole feature matrix of a corpus
+    does not need to exist at once)."""
+    dh, codes = [], []
+    for i in range(0, tokens.shape[0], chunk):
+        x = unit_features(tokens[i : i + chunk], kinds)
+        dh.append(fit.predict(x).astype(np.float32))
+        codes.append(x[..., :N_CLASSES].argmax(-1).astype(np.int8))
+    return np.concatenate(dh), np.concatenate(codes)
+
+
+def same_rule(dh: np.ndarray, dh_train: np.ndarray, alpha: float) -> np.ndarray:
+    """ρ of units with ``dh`` under the training units' rule: ρ = max(0, 1 + α·dh/max|dh_train|)
+    divided by the training units' mean of the same (what ``weights_from_intervention`` does
+    to ``dh_train``), so probe weights read on the training weights' scale."""
+    scale = float(np.abs(dh_train).max())
+    train_raw = np.maximum(1.0 + alpha * np.asarray(dh_train, dtype=np.float64) / scale, 0.0)
+    raw = np.maximum(1.0 + alpha * np.asarray(dh, dtype=np.float64) / scale, 0.0)
+    return raw / train_raw.mean()
+
+
+def natural_weights(
+    chi: xr.DataArray,
+    n_beta: float,
+    head_scores: Mapping[str, float],
+    probe_tokens: Tensor,
+    train_tokens: Tensor,
+    strings: Sequence[str],
+    *,
+    ratio: float = 4.0,
+    n_leading: int = 8,
+    ridge: float = 1e-3,
+    rcond: float = 1e-3,
+    seed: int = 0,
+) -> NaturalWeights:
+    """The weights of the module doc, with a summary for the report and ``results.json``."""
+    chi = chi.transpose("component", "unit")
+    units = probe_tokens.shape[0] * (probe_tokens.shape[1] - 1)
+    if chi.sizes["unit"] != units:
+        raise ValueError(
+            f"χ has {chi.sizes['unit']} units but the probes have {units} loss units: the "
+            "probes are not the ones χ was estimated on."
+        )
+    kinds = TokenKinds.from_strings(strings)
+    z = standardize(chi, "component")
+    modes = decompose(chi, "component")
+    predictable = predictable_units(probe_tokens).ravel()
+    found = find_induction_mode(modes, head_scores, predictable, n_leading=n_leading)
+    k = found["mode"]
+    s = induce_sign(modes, k, head_scores)
+    u = modes["component_loading"].sel(mode=k).values
+    targets = {"induce": s * u, "repress": -s * u}
+    targets["control_random"] = random_mode_target(modes, k, n_leading, seed)
+
+    features = unit_features(probe_tokens, kinds).reshape(units, -1)
+    sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
+    fit_mask, _ = sequence_halves(sequence, seed)
+
+    def solve_and_extrapolate(target: np.ndarray) -> dict:
+        dh = solve_intervention(z, target, n_beta, rcond=rcond).values
+        held = heldout_evaluation(z.values, dh, features, target, n_beta, fit_mask, ridge)
+        model = fit_ridge(features, dh, ridge)
+        dh_train, codes = predict_units(model, train_tokens, kinds)
+        return {
+            "dh": dh,
+            "dh_fit": model.predict(features),
+            "dh_train": dh_train,
+            "codes": codes,
+            "evaluation": {key: v for key, v in held.items() if key != "fit"},
+            "coef": dict(zip(unit_feature_names(), model.coef.tolist(), strict=True)),
+        }
+
+    induce = solve_and_extrapolate(targets["induce"])
+    control = solve_and_extrapolate(targets["control_random"])
+    codes = induce["codes"]
+    solutions = {
+        "induce": induce,
+        "repress": {key: -induce[key] for key in ("dh", "dh_fit", "dh_train")},
+        "control_random": control,
+    }
+    weights, alphas = {}, {}
+    probe = {"dh": induce["dh"], "dh_fit": induce["dh_fit"]}
+    for condition, sol in solutions.items():
+        alphas[condition] = alpha_for_ratio(sol["dh_train"], ratio)
+        rho = weights_from_intervention(sol["dh_train"], alphas[condition], "clip")
+        weights[condition] = rho.astype(np.float32)
+        probe[f"rho_{condition}"] = same_rule(sol["dh_fit"], sol["dh_train"], alphas[condition])
+    evaluation = {
+        "induce": {**induce["evaluation"], "coef": induce["coef"]},
+        "control_random": control["evaluation"],
+    }
+    weights["control_shuffled"] = shuffle_within_classes(weights["induce"], codes, seed)
+    summary = {
+        "mode": {
+            "index": int(k),
+            "head_alignment": found["head_alignment"],
+            "token_correlation": found["token_correlation"],
+            "found": found["found"],
+            "explained_variance": found["explained_variance"],
+            "induce_sign": float(s),
+            "table": found["table"],
+        },
+        "extrapolation": evaluation,
+        "dose": {
+            "ratio_target": ratio,
+            "alpha": alphas,
+            "ratio": {c: decile_ratio(w) for c, w in weights.items()},
+        },
+        "class_weight": {
+            c: {
+                name: float(w[codes == i].mean())
+                for i, name in enumerate(PRIMARY_CLASSES)
+                if (codes == i).any()
+            }
+            for c, w in weights.items()
+        },
+        "predictable_share_probes": float(predictable.mean()),
+        "n_beta": float(n_beta),
+        "probe_units": int(units),
+        "train_units": int(codes.size),
+        "ridge": ridge,
+        "rcond": rcond,
+    }
+    return NaturalWeights(weights=weights, probe=probe, summary=summary)

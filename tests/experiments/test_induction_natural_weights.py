@@ -1,0 +1,63 @@
+"""Natural-text induction weights on a constructed χ whose induction mode is planted."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from patterning_core.estimators.feature_extrapolation import decile_ratio
+from patterning_core.experiments.induction.natural_weights import CONDITIONS, natural_weights
+from patterning_core.experiments.induction.unit_features import predictable_units
+
+STRINGS = ["a", "b", "c", "d", " e", " f", "(", ")", "  ", "g", "h", "i"]
+COMPONENTS = ["embed", "L0H0", "L0H1", "L1H0", "L1H1", "L1H2", "unembed"]
+SCORES = {"L0H0": 0.9, "L0H1": 0.05, "L1H0": 0.7, "L1H1": 0.05, "L1H2": 0.1}
+
+
+def setup(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    # 7 of the 12 ids: about a quarter of the units repeat a bigram of their context
+    probes = torch.randint(0, 7, (16, 21), generator=g)
+    train = torch.randint(0, 7, (60, 21), generator=g)
+    predictable = predictable_units(probes).ravel()
+    rng = np.random.default_rng(seed)
+    units = predictable.size
+    s = np.array([SCORES.get(c, 0.0) for c in COMPONENTS])
+    u_circuit = np.where([c in SCORES for c in COMPONENTS], s - s[1:-1].mean(), 0.0)
+    v_circuit = predictable - predictable.mean()
+    # χ < 0 where the later circuit heads meet predictable units: they express them.
+    chi = -1.5 * np.outer(u_circuit, v_circuit) / np.linalg.norm(v_circuit)
+    chi += 3.0 * np.outer(rng.standard_normal(7), rng.standard_normal(units)) / np.sqrt(units)
+    chi += 0.05 * rng.standard_normal(chi.shape) / np.sqrt(units)
+    coords = {"component": COMPONENTS, "unit": np.arange(units)}
+    return xr.DataArray(chi, dims=("component", "unit"), coords=coords), probes, train
+
+
+def test_planted_mode_found_and_weights_at_the_dose():
+    chi, probes, train = setup()
+    out = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, ratio=4.0)
+    mode = out.summary["mode"]
+    assert mode["found"] and mode["head_alignment"] > 0.8
+    assert abs(mode["token_correlation"]) > 0.8
+    # dh follows the predictable indicator, which is a feature: held-out R² is high
+    assert out.summary["extrapolation"]["induce"]["heldout_r2"] > 0.8
+    assert out.summary["extrapolation"]["induce"]["heldout_target_cosine"] > 0.8
+    for condition in CONDITIONS:
+        w = out.weights[condition]
+        assert w.shape == (60, 20) and w.dtype == np.float32
+        assert w.mean() == pytest.approx(1.0, rel=1e-5)
+        assert decile_ratio(w) == pytest.approx(4.0, rel=2e-3), condition
+    # Induce up-weights the induction-predictable training units, Repress down-weights them
+    pred = predictable_units(train)
+    induce, repress = out.weights["induce"], out.weights["repress"]
+    assert induce[pred].mean() > 1.2 * induce[~pred].mean()
+    assert repress[pred].mean() < repress[~pred].mean() / 1.2
+    # the probe weights of the extrapolator, on the training weights' scale
+    assert out.probe["rho_induce"].shape == (probes.shape[0] * 20,)
+    assert np.corrcoef(out.probe["dh_fit"], out.probe["dh"])[0, 1] > 0.9
+
+
+def test_probes_must_match_chi():
+    chi, probes, train = setup()
+    with pytest.raises(ValueError, match="loss units"):
+        natural_weights(chi, 30.0, SCORES, probes[:5], train, STRINGS)

@@ -41,6 +41,7 @@ FLOWS = {
     ),
     "spacing": ("flows.spacing", "spacing", "SpacingParameters"),
     "spacing-fin": ("flows.spacing_fin", "spacing_fin", "SpacingFinParameters"),
+    "induce": ("flows.induce", "induce", "InduceParameters"),
     "toy-superposition": (
         "flows.toy_superposition",
         "toy_superposition",

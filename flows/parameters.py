@@ -40,6 +40,8 @@ from patterning_core.recipes import (
     demo_sampler,
     demo_train,
     fin_data,
+    induce_data,
+    induce_train,
     spacing_train,
 )
 from patterning_core.sampling.config import ConfigError, SamplerConfig
@@ -507,6 +509,53 @@ class SpacingFinParameters(RetrainingFields):
             )
         if self.weights_step not in self.chi_checkpoints:
             raise ConfigError("weights_step must be one of chi_checkpoints.")
+        _check_sampler(self.sampler)
+        return self
+
+
+class InduceParameters(RetrainingFields):
+    """``induce`` flow: the induction circuit of a model trained on natural text steered by
+    χ, against same-dose controls (``flows/induce.py``).
+
+    ``seeds``: retrained seeds (the first one's baseline is the reference);
+    ``chi_checkpoints``: reference checkpoints (before formation) where χ is estimated;
+    ``weights_step``: the one whose χ gives the weights (its mode is checked with
+    ``replica_seed``, a second SGLD seed, and its convergence with twice the draws and with
+    a burn-in when ``convergence``); ``ratio``: the dose, top/bottom-decile weight ratio;
+    ``n_leading``: modes searched; ``sgld_seqs``, ``probe_seqs``: the χ workload (probe
+    units = probe_seqs × (n_ctx − 1), natural text: validation sequences);
+    ``report_dir``: report, plots and ``results.json`` (default ``out_dir``).
+    """
+
+    preset: str = "demo"
+    data: dict = Field(default_factory=induce_data)
+    train: dict = Field(default_factory=induce_train)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    chi_checkpoints: list[int] = Field(default_factory=lambda: [2000, 4000])
+    weights_step: int = 4000
+    ratio: float = Field(4.0, gt=1.0)
+    n_leading: int = Field(8, ge=2)
+    sampler: dict = Field(default_factory=demo_sampler)
+    replica_seed: int = 1
+    convergence: bool = True
+    sgld_seqs: int = Field(1024, ge=1)
+    probe_seqs: int = Field(32, ge=2)
+    report_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> InduceParameters:
+        schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
+        _check_seeds_and_alpha(self.seeds, 1.0)
+        missing = [s for s in [*self.chi_checkpoints, self.weights_step] if s not in schedule]
+        if missing or not self.chi_checkpoints:
+            raise ConfigError(
+                f"chi_checkpoints and weights_step must be checkpoints of the recipe "
+                f"({schedule}); {missing} are not."
+            )
+        if self.weights_step not in self.chi_checkpoints:
+            raise ConfigError("weights_step must be one of chi_checkpoints.")
+        if self.replica_seed == self.sampler.get("seed", 0):
+            raise ConfigError("replica_seed must differ from the sampler's seed.")
         _check_sampler(self.sampler)
         return self
 

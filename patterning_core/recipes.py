@@ -17,6 +17,8 @@ __all__ = [
     "demo_data",
     "demo_sampler",
     "demo_train",
+    "induce_data",
+    "induce_train",
     "spacing_train",
 ]
 
@@ -72,3 +74,20 @@ def fin_data() -> dict:
 def spacing_train() -> dict:
     """:func:`demo_train` with the fused readout (faster on the corpus's vocabulary)."""
     return {**demo_train(), "fused": True}
+
+
+def induce_data() -> dict:
+    """The natural-text substrate: the offline corpus with a fifth of the training sequences
+    synthetic in-context bigrams (the issue's ceiling)."""
+    return {**corpus_data(), "in_context_bigrams": 0.2}
+
+
+def induce_train() -> dict:
+    """16,000 AdamW steps (lr 3e-3, 100 warm-up, batch 32), fused readout, checkpoints every
+    500 steps."""
+    return {
+        **demo_train(),
+        "steps": 16000,
+        "fused": True,
+        "checkpoint_steps": list(range(0, 16001, 500)),
+    }

@@ -172,6 +172,7 @@ def natural_weights(
             "head_alignment": found["head_alignment"],
             "token_correlation": found["token_correlation"],
             "found": found["found"],
+            "sign": found["sign"],
             "explained_variance": found["explained_variance"],
             "induce_sign": float(s),
             "table": found["table"],

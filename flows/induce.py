@@ -1,0 +1,176 @@
+"""The ``induce`` flow: χ steers the induction circuit of a model trained on natural text,
+against same-dose controls (demonstration 1).
+
+1. The reference (seed ``seeds[0]``, uniform weights) trains on the corpus with at most a
+   fifth synthetic sequences (``recipes.induce_data``), memoized like every run; every
+   head's prefix-matching and previous-token score at every checkpoint.
+2. χ of every head, the embedding and the unembedding at ``chi_checkpoints`` (before the
+   circuit forms; ``susceptibilities`` subflow: shards on Dask, Zarr store, resumable).
+   At ``weights_step`` also χ with a second SGLD seed (the mode's reproducibility and the
+   seed-to-seed noise) and, with ``convergence``, with twice the draws and with a burn-in
+   (``estimators.convergence``).
+3. The induction mode found among the leading modes; weights for every training token from
+   the features extrapolator, at the dose ``ratio``: Induce, Repress, a random target in
+   the other modes, Induce shuffled within pattern classes (``natural_weights``).
+4. For every seed, from the same initialization and data order: baseline and the four
+   weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
+5. Report, plot and ``results.json`` (``natural_report``).
+
+    patterning run induce     # hours on 2 cores; a rerun recomputes nothing
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.parameters import InduceParameters, SusceptibilityParameters
+from flows.retraining import retrain, training_jobs
+from flows.susceptibilities import susceptibilities
+from patterning_core.experiments.induction.natural_report import CONDITIONS, summarize_induce
+from patterning_core.workspace import patterning_home, settings_digest
+from tasks.induce import (
+    chi_convergence,
+    head_score_curve,
+    induce_weights,
+    mode_reproducibility,
+    write_induce_report,
+)
+from tasks.training import train_model
+
+
+@flow(name="induce")
+def induce(params: InduceParameters | None = None) -> dict:
+    """Run the experiment (module docstring; fields and defaults:
+    :class:`flows.parameters.InduceParameters`) into ``params.out_dir`` (default
+    ``$PATTERNING_HOME/induce/<digest of the parameters>``). Returns ``{"report",
+    "results", "targets"}``."""
+    started = time.perf_counter()
+    p = params or InduceParameters()
+    logger = get_run_logger()
+    home = patterning_home()
+    runs_root = p.runs_root or str(home / "runs")
+    where = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
+    settings = p.model_dump(exclude=where)
+    out = Path(p.out_dir) if p.out_dir else home / "induce" / settings_digest(settings)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1. The reference and its heads over training.
+    reference_run = train_model(
+        p.preset, p.data, {**p.train, "seed": p.seeds[0]}, runs_root, p.threads
+    )
+    reference = head_score_curve(reference_run["run_dir"], p.preset)
+    logger.info(
+        "reference: formation step %s, %d of %d layer-1 heads induction heads",
+        reference["formation_step"],
+        reference["layer1_induction_heads"],
+        reference["layer1_heads"],
+    )
+
+    # 2. χ before formation; at the weights step also a replica seed and the variants.
+    by_step = {c["step"]: c for c in reference_run["checkpoints"]}
+    workload = {
+        "kind": "transformer",
+        "data": p.data,
+        "sgld_seqs": p.sgld_seqs,
+        "probe_seqs": p.probe_seqs,
+    }
+
+    def chi_store(store: Path, steps: list[int], sampler: dict) -> str:
+        susceptibilities(
+            SusceptibilityParameters(
+                store=str(store),
+                workload=workload,
+                checkpoints=[by_step[s] for s in steps],
+                sampler=sampler,
+                dask_address=p.dask_address,
+                n_workers=p.n_workers,
+            )
+        )
+        return str(store)
+
+    main_store = chi_store(out / "chi.zarr", p.chi_checkpoints, p.sampler)
+    replica_store = chi_store(
+        out / "chi_replica.zarr", [p.weights_step], {**p.sampler, "seed": p.replica_seed}
+    )
+    variants = {}
+    if p.convergence:
+        draws, seed = int(p.sampler["num_draws"]), p.replica_seed + 1
+        longer = {**p.sampler, "num_draws": 2 * draws, "seed": seed}
+        burned = {**p.sampler, "num_burnin": draws, "seed": seed + 1}
+        variants = {
+            "twice_the_draws": {
+                "store": chi_store(out / "chi_draws2x.zarr", [p.weights_step], longer),
+                "draw_ratio": 0.5,
+            },
+            "burn_in": {
+                "store": chi_store(out / "chi_burnin.zarr", [p.weights_step], burned),
+                "draw_ratio": 1.0,
+            },
+        }
+    convergence = (
+        chi_convergence(main_store, replica_store, variants, p.weights_step) if variants else {}
+    )
+
+    # 3. The mode and the weights.
+    weights = induce_weights(
+        main_store,
+        p.weights_step,
+        p.data,
+        p.preset,
+        reference["later_scores"],
+        p.ratio,
+        p.n_leading,
+        str(out),
+    )
+    reproducibility = mode_reproducibility(
+        main_store,
+        replica_store,
+        p.weights_step,
+        p.preset,
+        reference["later_scores"],
+        weights["summary"]["mode"],
+    )
+
+    # 4. Retraining: every condition for every seed.
+    jobs = training_jobs(
+        p.preset,
+        p.data,
+        p.train,
+        p.seeds,
+        weights["files"],
+        runs_root,
+        p.threads,
+        conditions=CONDITIONS,
+    )
+    logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 5)
+    results = retrain(jobs, p.dask_address, p.n_workers)
+    runs = [
+        {
+            "seed": job["train_settings"]["seed"],
+            "condition": job["label"].split()[0],
+            "run_dir": result["run_dir"],
+            "formation_step": result["formation_step"],
+            "heldout_loss": result["final_val_loss"],
+            "final_best_pms": result["best"][-1],
+            "steps": result["steps"],
+            "best": result["best"],
+        }
+        for job, result in zip(jobs, results, strict=True)
+    ]
+
+    # 5. The report.
+    numbers = summarize_induce(
+        settings,
+        {k: v for k, v in reference.items() if k != "run_dir"},
+        weights,
+        reproducibility,
+        convergence,
+        runs,
+        time.perf_counter() - started,
+    )
+    paths = write_induce_report(p.report_dir or str(out), numbers)
+    logger.info("report %s", paths["report"])
+    return {**paths, "targets": numbers["targets"]}

@@ -1,0 +1,247 @@
+"""The natural-text induction demonstration's numbers (``summarize_induce``: what
+``results.json`` holds, with every target met or missed per seed) and its report
+(``induce_report``: Markdown and figures, pyplot through ``patterning_core.report``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD
+from patterning_core.report.markdown import markdown_table
+from patterning_core.report.patterning_plots import plot_condition_curves
+
+__all__ = ["TARGETS", "induce_report", "summarize_induce"]
+
+CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
+TARGETS = {
+    "induce_max_ratio": 0.5,  # Induce forms at most at 0.5× the baseline step
+    "repress_min_ratio": 2.0,  # Repress at least 2× (or not within the run)
+    "control_range": (0.8, 1.25),  # a control within this range of the baseline step
+    "induce_max_loss_cost": 0.1,  # nats of unweighted held-out loss
+    "mode_min_alignment": 0.8,
+    "mode_min_token_correlation": 0.3,
+    "mode_min_seed_agreement": 0.8,
+    "mode_min_chain_signs": 7,  # of 8
+    "heldout_target_cosine": 0.5,
+}
+
+
+def _ratio(step: int | None, baseline: int | None) -> float | None:
+    if step is None or not baseline:
+        return None
+    return step / baseline
+
+
+def seed_targets(runs: Sequence[Mapping[str, Any]], steps: int) -> list[dict[str, Any]]:
+    """Per seed: each condition's formation step over the baseline's and whether it meets its
+    target (``TARGETS``); a run that never forms counts as ``steps`` + (beyond the run) for
+    Repress and as a miss for the others."""
+    by = {(r["seed"], r["condition"]): r for r in runs}
+    out = []
+    for seed in sorted({r["seed"] for r in runs}):
+        base = by.get((seed, "baseline"))
+        if base is None:
+            continue
+        b = base["formation_step"]
+        row: dict[str, Any] = {"seed": seed, "baseline_step": b}
+        for condition in CONDITIONS[1:]:
+            run = by.get((seed, condition))
+            if run is None:
+                continue
+            ratio = _ratio(run["formation_step"], b)
+            row[f"{condition}_ratio"] = ratio
+            if b is None:
+                met = None  # no baseline formation step: nothing to compare with
+            elif condition == "induce":
+                met = ratio is not None and ratio <= TARGETS["induce_max_ratio"]
+            elif condition == "repress":
+                met = run["formation_step"] is None or ratio >= TARGETS["repress_min_ratio"]
+            else:
+                lo, hi = TARGETS["control_range"]
+                met = ratio is not None and lo <= ratio <= hi
+            row[f"{condition}_met"] = met
+        induce = by.get((seed, "induce"))
+        if induce is not None and None not in (induce["heldout_loss"], base["heldout_loss"]):
+            cost = induce["heldout_loss"] - base["heldout_loss"]
+            row["induce_loss_cost"] = cost
+            row["induce_loss_met"] = cost <= TARGETS["induce_max_loss_cost"]
+        out.append(row)
+    return out
+
+
+def summarize_induce(
+    settings: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    weights: Mapping[str, Any],
+    reproducibility: Mapping[str, Any],
+    convergence: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """``results.json`` in the issue's form (``synthetic_share``, ``steps``, ``runs``,
+    ``mode``, ``extrapolation``, ``dose``, ``layer1_induction_heads``, ``layer1_heads``) plus
+    the reference's head scores over training, the convergence check, the per-seed targets
+    and the settings."""
+    w = weights["summary"]
+    induce_eval = w["extrapolation"]["induce"]
+    steps = int(settings["train"]["steps"])
+    return {
+        "synthetic_share": float(settings["data"].get("in_context_bigrams", 0.0)),
+        "steps": steps,
+        "runs": [
+            {
+                "seed": r["seed"],
+                "condition": r["condition"],
+                "formation_step": r["formation_step"],
+                "heldout_loss": r["heldout_loss"],
+                "final_best_pms": r["final_best_pms"],
+                "run_dir": r.get("run_dir"),
+                "curve": {"steps": r["steps"], "best": r["best"]},
+            }
+            for r in runs
+        ],
+        "mode": {
+            "checkpoint": int(settings["weights_step"]),
+            "index": w["mode"]["index"],
+            "head_alignment": w["mode"]["head_alignment"],
+            "token_correlation": w["mode"]["token_correlation"],
+            "seed_agreement": reproducibility.get("seed_agreement"),
+            "chain_sign_agreement": reproducibility.get("chain_sign_agreement"),
+            "chains": reproducibility.get("chains"),
+            "found": w["mode"]["found"],
+            "explained_variance": w["mode"]["explained_variance"],
+            "table": w["mode"]["table"],
+            "replica": reproducibility.get("replica"),
+        },
+        "extrapolation": {
+            "heldout_r2": induce_eval["heldout_r2"],
+            "heldout_target_cosine": induce_eval["heldout_target_cosine"],
+            "exact_target_cosine": induce_eval["exact_target_cosine"],
+            "fit_r2": induce_eval["fit_r2"],
+            "coef": induce_eval.get("coef"),
+            "control_random": w["extrapolation"].get("control_random"),
+        },
+        "dose": {
+            **{f"{c}_ratio": v for c, v in w["dose"]["ratio"].items()},
+            "alpha": w["dose"]["alpha"],
+            "class_weight": w["class_weight"],
+        },
+        "layer1_induction_heads": reference["layer1_induction_heads"],
+        "layer1_heads": reference["layer1_heads"],
+        "reference": dict(reference),
+        "convergence": dict(convergence),
+        "targets": seed_targets(runs, steps),
+        "target_values": TARGETS,
+        "settings": dict(settings),
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return format(x, spec) if isinstance(x, float) else str(x)
+
+
+def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
+    """Markdown of ``numbers`` (``summarize_induce``) with a figure of every run's best
+    layer-1 prefix-matching score over training, written beside it."""
+    out = Path(out)
+    curves = [
+        {**r["curve"], "seed": r["seed"], "condition": r["condition"]} for r in numbers["runs"]
+    ]
+    plot_condition_curves(
+        curves,
+        out / "formation.png",
+        threshold=FORMATION_THRESHOLD,
+        title="best layer-1 prefix matching, per condition and seed",
+    )
+    ref = numbers["reference"]
+    mode = numbers["mode"]
+    ex = numbers["extrapolation"]
+    lines = [
+        "# χ steers the induction circuit of a model trained on natural text",
+        "",
+        f"Training data: the offline corpus with {numbers['synthetic_share']:.0%} synthetic "
+        f"in-context-bigram sequences; {numbers['steps']} steps. The reference (seed "
+        f"{numbers['settings']['seeds'][0]}, uniform weights) forms the circuit at step "
+        f"{_fmt(ref['formation_step'])}; {ref['layer1_induction_heads']} of "
+        f"{ref['layer1_heads']} layer-1 heads end with prefix matching ≥ "
+        f"{FORMATION_THRESHOLD}.",
+        "",
+        "## Reference heads at the last checkpoint",
+        "",
+        *markdown_table(
+            [
+                {"head": h, "prefix matching": _fmt(p), "previous token": _fmt(q)}
+                for h, p, q in ref["final_heads"]
+            ],
+            align=["l", "r", "r"],
+        ),
+        "",
+        "## The induction mode",
+        "",
+        f"χ at step {mode['checkpoint']}: mode {mode['index']} (found: "
+        f"{_fmt(mode['found'])}), head alignment {_fmt(mode['head_alignment'])}, token "
+        f"correlation {_fmt(mode['token_correlation'])}, explained variance "
+        f"{_fmt(mode['explained_variance'], '.2%')}; with a second SGLD seed |cos| "
+        f"{_fmt(mode['seed_agreement'])}; its sign holds in {_fmt(mode['chain_sign_agreement'])}"
+        f" of {_fmt(mode['chains'])} chains.",
+        "",
+        *markdown_table(
+            [
+                {
+                    "mode": row["mode"],
+                    "explained variance": _fmt(row["explained_variance"], ".2%"),
+                    "head alignment": _fmt(row["head_alignment"]),
+                    "token correlation": _fmt(row["token_correlation"]),
+                }
+                for row in mode["table"]
+            ],
+            align=["r", "r", "r", "r"],
+        ),
+        "",
+        "## Weights for every training token",
+        "",
+        f"Held-out probes (half of the probe sequences): R² {_fmt(ex['heldout_r2'])}, target "
+        f"cosine {_fmt(ex['heldout_target_cosine'])} (the exact held-out solution: "
+        f"{_fmt(ex['exact_target_cosine'])}). Decile weight ratios: "
+        + ", ".join(
+            f"{k.removesuffix('_ratio')} {_fmt(v, '.2f')}"
+            for k, v in numbers["dose"].items()
+            if k.endswith("_ratio")
+        )
+        + ".",
+        "",
+        "## Retraining",
+        "",
+        "![formation](formation.png)",
+        "",
+        *markdown_table(
+            [
+                {
+                    "seed": r["seed"],
+                    "condition": r["condition"],
+                    "formation step": _fmt(r["formation_step"]),
+                    "held-out loss": _fmt(r["heldout_loss"]),
+                    "final best PMS": _fmt(r["final_best_pms"]),
+                }
+                for r in numbers["runs"]
+            ],
+            align=["r", "l", "r", "r", "r"],
+        ),
+        "",
+        "## Targets per seed",
+        "",
+        *markdown_table(
+            [{k: _fmt(v, ".2f") for k, v in row.items()} for row in numbers["targets"]]
+        ),
+        "",
+        f"Wall time of this run: {numbers['wall_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Prefect tasks of the natural-text induction demonstration
+(``patterning_core/experiments/induction``: ``natural_weights``, ``mode_search``,
+``natural_report``; ``estimators.convergence``): head scores over a run, the weights written
+as files (and the χ and probe weights published), the mode's reproducibility, the χ
+convergence check, and the report. The flow is ``flows/induce.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.estimators.convergence import variant_agreement
+from patterning_core.estimators.decomposition import decompose
+from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
+from patterning_core.experiments.induction.mode_search import (
+    chain_sign_agreement,
+    find_induction_mode,
+    mode_agreement,
+)
+from patterning_core.experiments.induction.natural_report import induce_report
+from patterning_core.experiments.induction.natural_weights import natural_weights
+from patterning_core.experiments.induction.unit_features import predictable_units
+from patterning_core.experiments.spacing.fin_store import probe_tokens
+from patterning_core.model.transformer import head_name
+from patterning_core.store.chi_store import chi_at, plain_string_coords, read_stats
+from tasks.retraining import save_weights
+from tasks.training import model_preset
+
+
+@task(name="induce-head-scores")
+def head_score_curve(run_dir: str, preset: str, exclude: list[int] | None = None) -> dict:
+    """Every head's prefix-matching and previous-token score at every checkpoint of
+    ``run_dir``, the formation step, the later circuit scores (layer 0: previous token;
+    later layers: prefix matching; last checkpoint) and how many layer-1 heads end at
+    prefix matching ≥ the formation threshold."""
+    config = model_preset(preset)
+    curve = induction_curve(run_dir, config, exclude=exclude or ())
+    pms, prev = curve.scores[-1], curve.previous_token[-1]
+    later = {
+        head_name(layer, h): float(prev[0, h] if layer == 0 else pms[layer, h])
+        for layer in range(config.n_layers)
+        for h in range(config.n_heads)
+    }
+    heads = [
+        (head_name(layer, h), float(pms[layer, h]), float(prev[layer, h]))
+        for layer in range(config.n_layers)
+        for h in range(config.n_heads)
+    ]
+    return {
+        "run_dir": run_dir,
+        "steps": curve.steps,
+        "best": curve.best,
+        "formation_step": curve.formation_step,
+        "pms_per_head": curve.scores.tolist(),
+        "prev_per_head": curve.previous_token.tolist(),
+        "later_scores": later,
+        "final_heads": heads,
+        "layer1_induction_heads": int((pms[1] >= FORMATION_THRESHOLD).sum()),
+        "layer1_heads": int(config.n_heads),
+    }
+
+
+def _probes(ds: xr.Dataset, preset: str):
+    return probe_tokens(json.loads(ds.attrs["workload"]), model_preset(preset))
+
+
+@task(name="induce-weights")
+def induce_weights(
+    store: str,
+    step: int,
+    data: dict,
+    preset: str,
+    head_scores: dict,
+    ratio: float,
+    n_leading: int,
+    out_dir: str,
+) -> dict:
+    """Weights of every condition for every training unit (``natural_weights``), written as
+    ``.npy`` files; χ at ``step`` with its probe coordinates and the extrapolator's probe
+    weights published as ``out_dir/published/chi_and_probe_weights.nc``. Returns
+    ``{"files": {condition: {"path", "digest"}}, "summary", "published"}``."""
+    config = model_preset(preset)
+    chi, n_beta, ds = chi_at(store, step)
+    probes, strings = _probes(ds, preset)
+    train = load_lm_tokens(data, config).train
+    result = natural_weights(
+        chi, n_beta, head_scores, probes, train, strings, ratio=ratio, n_leading=n_leading
+    )
+    files = {}
+    for name, weights in result.weights.items():
+        path, digest = save_weights(weights, Path(out_dir) / "weights")
+        files[name] = {"path": path, "digest": digest}
+    published = Path(out_dir) / "published"
+    published.mkdir(parents=True, exist_ok=True)
+    chi_out = plain_string_coords(chi.transpose("component", "unit"))
+    table = xr.Dataset(
+        {
+            "chi": chi_out,
+            "predictable": ("unit", predictable_units(probes).ravel()),
+            **{k: ("unit", np.asarray(v, dtype=np.float64)) for k, v in result.probe.items()},
+        },
+        attrs={
+            "n_beta": n_beta,
+            "checkpoint": int(step),
+            "chi_convention": "χ_z(φ_C) = −Cov[φ_C, ℓ_z − L], no nβ factor, as stored",
+            "induction_mode": int(result.summary["mode"]["index"]),
+        },
+    )
+    path = published / "chi_and_probe_weights.nc"
+    table.to_netcdf(path)
+    info = {"files": files, "summary": result.summary, "published": str(path)}
+    (Path(out_dir) / "weights.json").write_text(json.dumps(info, indent=1, default=float))
+    mode = result.summary["mode"]
+    get_run_logger().info(
+        "mode %d (found %s): head alignment %.3f, token correlation %.3f; held-out target "
+        "cosine %.3f",
+        mode["index"],
+        mode["found"],
+        mode["head_alignment"],
+        mode["token_correlation"],
+        result.summary["extrapolation"]["induce"]["heldout_target_cosine"],
+    )
+    return info
+
+
+@task(name="induce-mode-reproducibility")
+def mode_reproducibility(
+    store: str, replica_store: str, step: int, preset: str, head_scores: dict, mode: dict
+) -> dict:
+    """The induction mode found again with another SGLD seed (``replica_store``): |cos| of
+    the component loadings; and in how many of the main store's chains its sign holds."""
+    chi, _, ds = chi_at(store, step)
+    replica, _, _ = chi_at(replica_store, step)
+    probes, _ = _probes(ds, preset)
+    predictable = predictable_units(probes).ravel()
+    modes = decompose(chi.transpose("component", "unit"), "component")
+    modes_r = decompose(replica.transpose("component", "unit"), "component")
+    found_r = find_induction_mode(modes_r, head_scores, predictable)
+    per_chain = chi_from_stats(read_stats(store, step), per_chain=True)
+    count, cosines = chain_sign_agreement(per_chain, modes, mode["index"], mode["sign"])
+    return {
+        "seed_agreement": mode_agreement(modes, mode["index"], modes_r, found_r["mode"]),
+        "replica": {k: v for k, v in found_r.items() if k != "table"},
+        "chain_sign_agreement": count,
+        "chains": len(cosines),
+        "chain_cosines": cosines,
+    }
+
+
+@task(name="induce-chi-convergence")
+def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -> dict:
+    """``variant_agreement`` of each variant store (``{name: {"store", "draw_ratio"}}``)
+    against the chosen settings (``store``) and their seed-to-seed noise (``replica_store``)."""
+    chosen = chi_at(store, step)[0].transpose("component", "unit").values
+    replica = chi_at(replica_store, step)[0].transpose("component", "unit").values
+    out = {}
+    for name, v in variants.items():
+        variant = chi_at(v["store"], step)[0].transpose("component", "unit").values
+        out[name] = variant_agreement(chosen, replica, variant, v["draw_ratio"])
+    return out
+
+
+@task(name="induce-report")
+def write_induce_report(out_dir: str, numbers: dict) -> dict:
+    """``report.md``, ``formation.png`` and ``results.json`` in ``out_dir``; the Markdown
+    also as a Prefect artifact. Returns ``{"report", "results"}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(numbers, indent=1, default=float))
+    text = induce_report(out, numbers)
+    (out / "report.md").write_text(text)
+    create_markdown_artifact(key="induce-report", markdown=text, description="induction")
+    return {"report": str(out / "report.md"), "results": str(out / "results.json")}

@@ -1,0 +1,79 @@
+"""The ``induce`` flow end to end on tiny sizes: a small Python corpus (the standard
+library's ``json`` package) with a fifth synthetic in-context bigrams, the ``demo`` preset
+for 40 steps, χ at two checkpoints (plus a replica seed, twice the draws and a burn-in at
+the weights step), the mode, the weights of four conditions, five conditions retrained, the
+report; a rerun recomputes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.experiments.test_spacing_flow import SAMPLER, TRAIN, prefect_server
+
+__all__ = ["prefect_server"]
+
+
+@pytest.mark.timeout(900)
+def test_induce_flow_end_to_end(tmp_path, prefect_server):
+    from flows.induce import induce
+    from flows.parameters import InduceParameters
+    from patterning_core.estimators.feature_extrapolation import decile_ratio
+
+    data = {"source": "corpus", "paths": [str(Path(json.__file__).parent)]}
+    params = InduceParameters(
+        preset="demo",
+        data={**data, "in_context_bigrams": 0.2},
+        train=TRAIN,
+        seeds=[0],
+        chi_checkpoints=[20, 40],
+        weights_step=40,
+        ratio=2.0,
+        sampler={**SAMPLER, "seed": 0},
+        sgld_seqs=32,
+        probe_seqs=4,
+        out_dir=str(tmp_path / "out"),
+        runs_root=str(tmp_path / "runs"),
+        n_workers=1,
+    )
+    first = induce(params)
+    results = json.loads(Path(first["results"]).read_text())
+    # the issue's form
+    for key in ("synthetic_share", "steps", "runs", "mode", "extrapolation", "dose"):
+        assert key in results
+    assert results["synthetic_share"] == 0.2 and results["steps"] == 40
+    assert results["layer1_heads"] == 8 and 0 <= results["layer1_induction_heads"] <= 8
+    conditions = ["baseline", "induce", "repress", "control_random", "control_shuffled"]
+    assert [r["condition"] for r in results["runs"]] == conditions
+    for r in results["runs"]:
+        assert np.isfinite(r["heldout_loss"]) and 0 <= r["final_best_pms"] <= 1
+    mode = results["mode"]
+    assert mode["checkpoint"] == 40 and 0 <= mode["head_alignment"] <= 1
+    assert 0 <= mode["seed_agreement"] <= 1 + 1e-9
+    assert mode["chains"] == SAMPLER["num_chains"]
+    assert 0 <= mode["chain_sign_agreement"] <= mode["chains"]
+    assert results["dose"]["induce_ratio"] == pytest.approx(2.0, rel=1e-2)
+    assert results["dose"]["control_shuffled_ratio"] == pytest.approx(
+        results["dose"]["induce_ratio"]
+    )
+    assert set(results["convergence"]) == {"twice_the_draws", "burn_in"}
+    # the reference's head scores at every checkpoint: [checkpoints, layers, heads]
+    assert np.asarray(results["reference"]["prev_per_head"]).shape == (3, 2, 8)
+    # published: χ with its probe coordinates and the extrapolator's probe weights
+    published = xr.open_dataset(tmp_path / "out" / "published" / "chi_and_probe_weights.nc")
+    assert published["chi"].sizes["unit"] == 4 * 63
+    assert {"dh", "dh_fit", "rho_induce", "predictable"} <= set(published.data_vars)
+    files = json.loads((tmp_path / "out" / "weights.json").read_text())["files"]
+    weights = np.load(files["induce"]["path"])
+    assert decile_ratio(weights) == pytest.approx(2.0, rel=1e-2)
+    assert "## Targets per seed" in Path(first["report"]).read_text()
+    assert (tmp_path / "out" / "formation.png").is_file()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    again = induce(params)
+    assert again["targets"] == first["targets"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps

@@ -14,7 +14,10 @@ against same-dose controls (demonstration 1).
    the other modes, Induce shuffled within pattern classes (``natural_weights``).
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
-5. Report, plot and ``results.json`` (``natural_report``).
+5. χ again at ``weights_step`` of every retrained run of ``loop_seeds`` (default: the first
+   seed), and each condition's shift of the localized losses against its prediction
+   (``experiments/induction/loop.py``).
+6. Report, plot and ``results.json`` (``natural_report``).
 
     patterning run induce     # hours on 2 cores; a rerun recomputes nothing
 """
@@ -30,11 +33,13 @@ from flows.parameters import InduceParameters, SusceptibilityParameters
 from flows.retraining import retrain, training_jobs
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.induction.natural_report import CONDITIONS, summarize_induce
+from patterning_core.model.checkpoints import list_checkpoints
 from patterning_core.workspace import patterning_home, settings_digest
 from tasks.induce import (
     chi_convergence,
     head_score_curve,
     induce_weights,
+    loop_closure,
     mode_reproducibility,
     write_induce_report,
 )
@@ -78,12 +83,12 @@ def induce(params: InduceParameters | None = None) -> dict:
         "probe_seqs": p.probe_seqs,
     }
 
-    def chi_store(store: Path, steps: list[int], sampler: dict) -> str:
+    def chi_store(store: Path, steps: list[int], sampler: dict, run: dict = by_step) -> str:
         susceptibilities(
             SusceptibilityParameters(
                 store=str(store),
                 workload=workload,
-                checkpoints=[by_step[s] for s in steps],
+                checkpoints=[run[s] for s in steps],
                 sampler=sampler,
                 dask_address=p.dask_address,
                 n_workers=p.n_workers,
@@ -161,7 +166,26 @@ def induce(params: InduceParameters | None = None) -> dict:
         for job, result in zip(jobs, results, strict=True)
     ]
 
-    # 5. The report.
+    # 5. χ again at the weights step of every retrained run of the loop seeds.
+    loop = {}
+    for seed in p.loop_seeds if p.loop_seeds is not None else p.seeds[:1]:
+        stores = {}
+        for run in runs:
+            if run["seed"] != seed:
+                continue
+            if run["run_dir"] == reference_run["run_dir"]:
+                stores[run["condition"]] = main_store  # the reference is this run
+                continue
+            ckpts = {
+                s: {"step": s, "path": str(path)} for s, path in list_checkpoints(run["run_dir"])
+            }
+            name = f"{run['condition']}_seed{seed}.zarr"
+            stores[run["condition"]] = chi_store(
+                out / "retrained" / name, [p.weights_step], p.sampler, ckpts
+            )
+        loop[str(seed)] = loop_closure(main_store, p.weights_step, weights["published"], stores)
+
+    # 6. The report.
     numbers = summarize_induce(
         settings,
         {k: v for k, v in reference.items() if k != "run_dir"},
@@ -169,6 +193,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         reproducibility,
         convergence,
         runs,
+        loop,
         time.perf_counter() - started,
     )
     paths = write_induce_report(p.report_dir or str(out), numbers)

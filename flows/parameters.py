@@ -522,7 +522,8 @@ class InduceParameters(RetrainingFields):
     ``weights_step``: the one whose χ gives the weights (its mode is checked with
     ``replica_seed``, a second SGLD seed, and its convergence with twice the draws and with
     a burn-in when ``convergence``); ``ratio``: the dose, top/bottom-decile weight ratio;
-    ``n_leading``: modes searched; ``sgld_seqs``, ``probe_seqs``: the χ workload (probe
+    ``n_leading``: modes searched; ``loop_seeds``: seeds whose retrained runs get χ again
+    at ``weights_step`` (None: the first seed); ``sgld_seqs``, ``probe_seqs``: the χ workload (probe
     units = probe_seqs × (n_ctx − 1), natural text: validation sequences);
     ``report_dir``: report, plots and ``results.json`` (default ``out_dir``).
     """
@@ -538,6 +539,7 @@ class InduceParameters(RetrainingFields):
     sampler: dict = Field(default_factory=demo_sampler)
     replica_seed: int = 1
     convergence: bool = True
+    loop_seeds: list[int] | None = None
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(32, ge=2)
     report_dir: str | None = None
@@ -554,6 +556,8 @@ class InduceParameters(RetrainingFields):
             )
         if self.weights_step not in self.chi_checkpoints:
             raise ConfigError("weights_step must be one of chi_checkpoints.")
+        if self.loop_seeds is not None and not set(self.loop_seeds) <= set(self.seeds):
+            raise ConfigError(f"loop_seeds {self.loop_seeds} must be among seeds {self.seeds}.")
         if self.replica_seed == self.sampler.get("seed", 0):
             raise ConfigError("replica_seed must differ from the sampler's seed.")
         _check_sampler(self.sampler)

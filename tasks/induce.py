@@ -18,6 +18,11 @@ from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.estimators.convergence import variant_agreement
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.experiments.induction.loop import (
+    compare_shift,
+    localized_loss,
+    predicted_shift,
+)
 from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
 from patterning_core.experiments.induction.mode_search import (
     chain_sign_agreement,
@@ -164,6 +169,39 @@ def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -
     for name, v in variants.items():
         variant = chi_at(v["store"], step)[0].transpose("component", "unit").values
         out[name] = variant_agreement(chosen, replica, variant, v["draw_ratio"])
+    return out
+
+
+@task(name="induce-loop")
+def loop_closure(reference_store: str, step: int, published: str, stores: dict) -> dict:
+    """χ measured again on the retrained models of one seed (``stores``: ``{condition:
+    store}`` at ``step``, ``"baseline"`` among them): per condition the measured shift of
+    every component's localized loss against the baseline run, the first-order prediction
+    from the reference's χ and the condition's probe weights (``published``), and their
+    comparison (``experiments.induction.loop``)."""
+    chi, n_beta, _ = chi_at(reference_store, step)
+    components = [str(c) for c in chi.component.values]
+    probe = xr.open_dataset(published)
+    base, base_se = localized_loss(read_stats(stores["baseline"], step), step)
+    out = {}
+    for condition, store in stores.items():
+        if condition == "baseline":
+            continue
+        phi, se = localized_loss(read_stats(store, step), step)
+        measured = phi - base
+        row = {
+            "components": components,
+            "measured": measured.tolist(),
+            "measured_se": np.sqrt(se**2 + base_se**2).tolist(),
+        }
+        key = f"rho_{condition}"
+        if key in probe:
+            chi_raw = chi.transpose("component", "unit").values
+            predicted = predicted_shift(chi_raw, probe[key].values, n_beta)
+            row["predicted"] = predicted.tolist()
+            row.update(compare_shift(measured, predicted, components))
+        out[condition] = row
+    probe.close()
     return out
 
 

@@ -61,6 +61,12 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         results["dose"]["induce_ratio"]
     )
     assert set(results["convergence"]) == {"twice_the_draws", "burn_in"}
+    # χ again on the retrained runs of seed 0 (the baseline is the reference: its store)
+    loop = results["loop"]["0"]
+    assert set(loop) == {"induce", "repress", "control_random", "control_shuffled"}
+    assert -1 <= loop["induce"]["cosine"] <= 1 and loop["induce"]["heads"] == 16
+    assert "predicted" not in loop["control_shuffled"]  # no probe weights for a shuffle
+    assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 4
     # the reference's head scores at every checkpoint: [checkpoints, layers, heads]
     assert np.asarray(results["reference"]["prev_per_head"]).shape == (3, 2, 8)
     # published: χ with its probe coordinates and the extrapolator's probe weights

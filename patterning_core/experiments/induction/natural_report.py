@@ -78,6 +78,7 @@ def summarize_induce(
     reproducibility: Mapping[str, Any],
     convergence: Mapping[str, Any],
     runs: Sequence[Mapping[str, Any]],
+    loop: Mapping[str, Any],
     wall_seconds: float,
 ) -> dict[str, Any]:
     """``results.json`` in the issue's form (``synthetic_share``, ``steps``, ``runs``,
@@ -132,6 +133,7 @@ def summarize_induce(
         "layer1_heads": reference["layer1_heads"],
         "reference": dict(reference),
         "convergence": dict(convergence),
+        "loop": dict(loop),
         "targets": seed_targets(runs, steps),
         "target_values": TARGETS,
         "settings": dict(settings),
@@ -233,6 +235,45 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 for r in numbers["runs"]
             ],
             align=["r", "l", "r", "r", "r"],
+        ),
+        "",
+        "## χ measured again on the retrained models",
+        "",
+        "Shift of every component's localized loss ⟨φ_C⟩ at the weights step against the "
+        "seed's baseline run, compared with the first-order prediction nβ·χ·dh from the "
+        "reference's χ and the condition's probe weights (cosine over components, the "
+        "heads whose sign agrees, and the gain: measured over predicted, least squares).",
+        "",
+        *markdown_table(
+            [
+                {
+                    "seed": seed,
+                    "condition": condition,
+                    "cosine": _fmt(row.get("cosine")),
+                    "head signs agree": f"{row['head_signs_agree']} of {row['heads']}"
+                    if "heads" in row
+                    else "—",
+                    "gain": _fmt(row.get("gain"), ".3g"),
+                }
+                for seed, rows in numbers["loop"].items()
+                for condition, row in rows.items()
+            ],
+            align=["r", "l", "r", "r", "r"],
+        ),
+        "",
+        "## χ convergence at the weights step",
+        "",
+        *markdown_table(
+            [
+                {
+                    "variant": name,
+                    "bias² / noise²": _fmt(v["bias_over_noise"], ".2f"),
+                    "relative noise": _fmt(v["relative_noise"], ".2f"),
+                    "agrees": _fmt(v["agrees"]),
+                }
+                for name, v in numbers["convergence"].items()
+            ],
+            align=["l", "r", "r", "l"],
         ),
         "",
         "## Targets per seed",

@@ -1,0 +1,65 @@
+"""Closing the loop: did χ measured again on the retrained models move as predicted?
+
+The observable whose linear response defines χ is each component's localized loss
+⟨φ_C⟩ (φ_C = L_fix(w) − L_fix(w*) under the restricted SGLD run of C, the store's
+``phi_mean``): re-weighting the data by ρ moves it by, to first order,
+
+    Δ⟨φ_C⟩ = nβ · Σ_z χ_Cz · dh_z,   dh_z = (ρ_z − 1)/U
+
+over U probe units standing in for the data (``predicted_shift``; raw χ as stored, no nβ
+factor, so nβ enters here once). That prediction is for the posterior at the fixed
+checkpoint; a retrained model is measured at the matched checkpoint of its own run, where
+training has compounded the change. So the comparison (:func:`compare_shift`) is of
+*direction* first (cosine over components, and the heads' signs) and of size second
+(``gain``: the least-squares factor of the measured shift on the predicted one, > 1 when
+training amplified it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+
+def localized_loss(stats: xr.Dataset, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [component], se [component])`` of ⟨φ_C⟩ over chains (draw-count weighted
+    mean; SE from the spread of the chain means) from a store's statistics
+    (``chi_store.read_stats``)."""
+    phi = stats["phi_mean"]
+    count = stats["count"]
+    if "checkpoint" in phi.dims:
+        phi, count = phi.sel(checkpoint=step), count.sel(checkpoint=step)
+    phi = phi.transpose("component", "chain").values.astype(np.float64)
+    count = count.transpose("component", "chain").values.astype(np.float64)
+    mean = (phi * count).sum(axis=1) / count.sum(axis=1)
+    chains = phi.shape[1]
+    se = phi.std(axis=1, ddof=1) / np.sqrt(chains) if chains > 1 else np.full(len(mean), np.nan)
+    return mean, se
+
+
+def predicted_shift(chi: np.ndarray, rho: np.ndarray, n_beta: float) -> np.ndarray:
+    """``[component]`` first-order Δ⟨φ_C⟩ = nβ·Σ_z χ_Cz (ρ_z − 1)/U for weights ``rho [U]``
+    on the probe units (``chi [component, U]`` raw, as stored)."""
+    chi = np.asarray(chi, dtype=np.float64)
+    rho = np.asarray(rho, dtype=np.float64)
+    if chi.shape[1] != rho.shape[0]:
+        raise ValueError(f"χ over {chi.shape[1]} units, weights over {rho.shape[0]}.")
+    return n_beta * chi @ (rho - 1.0) / rho.shape[0]
+
+
+def compare_shift(
+    measured: np.ndarray, predicted: np.ndarray, components: list[str]
+) -> dict[str, float | int]:
+    """Direction and size of a measured shift against its prediction over components:
+    ``cosine``, ``gain`` (Σ m·p / Σ p²), and over the heads (names ``L<l>H<h>``)
+    ``head_signs_agree`` of ``heads`` (sign of m equal to sign of p)."""
+    m = np.asarray(measured, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    norms = np.linalg.norm(m) * np.linalg.norm(p)
+    heads = np.array([c.startswith("L") and "H" in c for c in components])
+    return {
+        "cosine": float(m @ p / norms) if norms > 0 else 0.0,
+        "gain": float(m @ p / (p @ p)) if p @ p > 0 else float("nan"),
+        "head_signs_agree": int((np.sign(m[heads]) == np.sign(p[heads])).sum()),
+        "heads": int(heads.sum()),
+    }

@@ -1,0 +1,37 @@
+"""Loop closure: localized losses from store statistics and the shift comparison."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from patterning_core.experiments.induction.loop import (
+    compare_shift,
+    localized_loss,
+    predicted_shift,
+)
+
+
+def test_localized_loss_is_the_count_weighted_chain_mean():
+    phi = np.array([[1.0, 3.0], [2.0, 2.0]])  # [component, chain]
+    count = np.array([[1, 3], [2, 2]])
+    stats = xr.Dataset(
+        {"phi_mean": (("component", "chain"), phi), "count": (("component", "chain"), count)}
+    )
+    mean, se = localized_loss(stats)
+    np.testing.assert_allclose(mean, [(1 + 9) / 4, 2.0])
+    np.testing.assert_allclose(se, [np.std([1, 3], ddof=1) / np.sqrt(2), 0.0])
+
+
+def test_predicted_shift_and_comparison():
+    chi = np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 2.0, -2.0], [1.0, 1.0, 1.0, 1.0]])
+    rho = np.array([1.5, 0.5, 1.0, 1.0])
+    # nβ·χ(ρ−1)/U = 10·[1, 0, 0]/4
+    np.testing.assert_allclose(predicted_shift(chi, rho, 10.0), [2.5, 0.0, 0.0])
+    names = ["embed", "L0H0", "L1H0"]
+    out = compare_shift(np.array([5.0, 0.0, 0.0]), np.array([2.5, 0.0, 0.0]), names)
+    assert out["cosine"] == pytest.approx(1.0) and out["gain"] == pytest.approx(2.0)
+    out = compare_shift(np.array([0.0, 1.0, -1.0]), np.array([0.0, -1.0, -1.0]), names)
+    assert out["cosine"] == pytest.approx(0.0) and out["head_signs_agree"] == 1
+    assert out["heads"] == 2
+    with pytest.raises(ValueError, match="units"):
+        predicted_shift(chi, rho[:3], 1.0)

@@ -532,8 +532,8 @@ class InduceParameters(RetrainingFields):
     data: dict = Field(default_factory=induce_data)
     train: dict = Field(default_factory=induce_train)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    chi_checkpoints: list[int] = Field(default_factory=lambda: [2000, 4000])
-    weights_step: int = 4000
+    chi_checkpoints: list[int] = Field(default_factory=lambda: [6000, 12000])
+    weights_step: int = 12000
     ratio: float = Field(4.0, gt=1.0)
     n_leading: int = Field(8, ge=2)
     sampler: dict = Field(default_factory=demo_sampler)

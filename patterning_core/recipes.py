@@ -83,11 +83,14 @@ def induce_data() -> dict:
 
 
 def induce_train() -> dict:
-    """16,000 AdamW steps (lr 3e-3, 100 warm-up, batch 32), fused readout, checkpoints every
-    500 steps."""
+    """24,000 AdamW steps (lr 3e-3, 100 warm-up, batch 32), fused readout, checkpoints every
+    500 steps. With :func:`induce_data` and the ``demo`` preset the best layer-1 head
+    reaches prefix matching 0.3 at step 17,250 and 4 of the 8 layer-1 heads end at 0.37–0.41,
+    the others at 0.05–0.12 (seed 0; docs/results/induction_patterning/substrate/): the
+    circuit forms in the second half of the run."""
     return {
         **demo_train(),
-        "steps": 16000,
+        "steps": 24000,
         "fused": True,
-        "checkpoint_steps": list(range(0, 16001, 500)),
+        "checkpoint_steps": list(range(0, 24001, 500)),
     }

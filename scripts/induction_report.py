@@ -161,11 +161,15 @@ def run(args: argparse.Namespace) -> dict:
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
         "threshold": curve.threshold,
         "chance": curve.chance,
+        "prev_chance": _uniform_previous_token(2 * min(config.n_ctx // 2, 256)),
         "steps": curve.steps,
         "best_layer1_pm": best,
         "best_layer0_pm": curve.scores[:, 0].max(dim=-1).values.tolist(),
         "formation_step": formed,
         "final_pm_per_head": final.tolist(),
+        "final_prev_per_head": curve.previous_token[-1].tolist(),
+        "pm_per_head": curve.scores.tolist(),
+        "prev_per_head": curve.previous_token.tolist(),
         "icl_score_init": icl_first,
         "icl_score_final": icl_last,
         "repeated_text_loss_init": repeat_init,
@@ -180,6 +184,11 @@ def run(args: argparse.Namespace) -> dict:
     return numbers
 
 
+def _uniform_previous_token(length: int) -> float:
+    """Previous-token score of uniform causal attention on sequences of ``length`` tokens."""
+    return sum(1 / (t + 1) for t in range(1, length)) / (length - 1)
+
+
 def _load(run_dir: Path, step: int, config):
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 
@@ -191,9 +200,24 @@ def _markdown(n: dict, loss_png: str, pm_png: str) -> str:
     t = n["train"]
     formed = n["formation_step"]
     rows = "\n".join(
-        f"| {s} | {b1:.3f} | {b0:.3f} |"
-        for s, b1, b0 in zip(n["steps"], n["best_layer1_pm"], n["best_layer0_pm"], strict=True)
+        f"| {s} | {b1:.3f} | {b0:.3f} | "
+        + " | ".join(f"{x:.2f}" for x in pm[1])
+        + " | "
+        + " | ".join(f"{x:.2f}" for x in prev[0])
+        + " |"
+        for s, b1, b0, pm, prev in zip(
+            n["steps"],
+            n["best_layer1_pm"],
+            n["best_layer0_pm"],
+            n["pm_per_head"],
+            n["prev_per_head"],
+            strict=True,
+        )
     )
+    prev0 = " | ".join(f"{x:.2f}" for x in n["final_prev_per_head"][0])
+    prev1 = " | ".join(f"{x:.2f}" for x in n["final_prev_per_head"][1])
+    head_cols = " | ".join(f"L1H{h} PM" for h in range(c["n_heads"]))
+    prev_cols = " | ".join(f"L0H{h} prev" for h in range(c["n_heads"]))
     heads = " | ".join(f"{x:.2f}" for x in n["final_pm_per_head"][1])
     heads0 = " | ".join(f"{x:.2f}" for x in n["final_pm_per_head"][0])
     hdr = " | ".join(f"H{h}" for h in range(c["n_heads"]))
@@ -264,14 +288,22 @@ Final prefix-matching score per head:
 | 0 | {heads0} |
 | 1 | {heads} |
 
+Final previous-token score per head (mean attention from each position to the one before,
+on the same sequences; uniform attention scores about {n["prev_chance"]:.3f}):
+
+| layer | {hdr} |
+|---|{"---|" * c["n_heads"]}
+| 0 | {prev0} |
+| 1 | {prev1} |
+
 ![loss]({loss_png})
 
 ![prefix matching]({pm_png})
 
-## Prefix-matching score over checkpoints
+## Prefix-matching (layer 1) and previous-token (layer 0) scores over checkpoints
 
-| step | best layer-1 head | best layer-0 head |
-|---|---|---|
+| step | best layer-1 head | best layer-0 head | {head_cols} | {prev_cols} |
+|---|---|---|{"---|" * (2 * c["n_heads"])}
 {rows}
 """
 

@@ -30,11 +30,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.parameters import InduceParameters, SusceptibilityParameters
-from flows.retraining import retrain, training_jobs
+from flows.retraining import experiment_folders, retrain, training_jobs
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.induction.natural_report import CONDITIONS, summarize_induce
 from patterning_core.model.checkpoints import list_checkpoints
-from patterning_core.workspace import patterning_home, settings_digest
 from tasks.induce import (
     chi_convergence,
     head_score_curve,
@@ -55,12 +54,7 @@ def induce(params: InduceParameters | None = None) -> dict:
     started = time.perf_counter()
     p = params or InduceParameters()
     logger = get_run_logger()
-    home = patterning_home()
-    runs_root = p.runs_root or str(home / "runs")
-    where = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
-    settings = p.model_dump(exclude=where)
-    out = Path(p.out_dir) if p.out_dir else home / "induce" / settings_digest(settings)
-    out.mkdir(parents=True, exist_ok=True)
+    runs_root, settings, out = experiment_folders(p, "induce")
 
     # 1. The reference and its heads over training.
     reference_run = train_model(
@@ -83,12 +77,12 @@ def induce(params: InduceParameters | None = None) -> dict:
         "probe_seqs": p.probe_seqs,
     }
 
-    def chi_store(store: Path, steps: list[int], sampler: dict, run: dict = by_step) -> str:
+    def chi_store(store: Path, checkpoints: list[dict], sampler: dict) -> str:
         susceptibilities(
             SusceptibilityParameters(
                 store=str(store),
                 workload=workload,
-                checkpoints=[run[s] for s in steps],
+                checkpoints=checkpoints,
                 sampler=sampler,
                 dask_address=p.dask_address,
                 n_workers=p.n_workers,
@@ -96,9 +90,10 @@ def induce(params: InduceParameters | None = None) -> dict:
         )
         return str(store)
 
-    main_store = chi_store(out / "chi.zarr", p.chi_checkpoints, p.sampler)
+    at_weights = [by_step[p.weights_step]]
+    main_store = chi_store(out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler)
     replica_store = chi_store(
-        out / "chi_replica.zarr", [p.weights_step], {**p.sampler, "seed": p.replica_seed}
+        out / "chi_replica.zarr", at_weights, {**p.sampler, "seed": p.replica_seed}
     )
     variants = {}
     if p.convergence:
@@ -107,11 +102,11 @@ def induce(params: InduceParameters | None = None) -> dict:
         burned = {**p.sampler, "num_burnin": draws, "seed": seed + 1}
         variants = {
             "twice_the_draws": {
-                "store": chi_store(out / "chi_draws2x.zarr", [p.weights_step], longer),
+                "store": chi_store(out / "chi_draws2x.zarr", at_weights, longer),
                 "draw_ratio": 0.5,
             },
             "burn_in": {
-                "store": chi_store(out / "chi_burnin.zarr", [p.weights_step], burned),
+                "store": chi_store(out / "chi_burnin.zarr", at_weights, burned),
                 "draw_ratio": 1.0,
             },
         }
@@ -176,12 +171,10 @@ def induce(params: InduceParameters | None = None) -> dict:
             if run["run_dir"] == reference_run["run_dir"]:
                 stores[run["condition"]] = main_store  # the reference is this run
                 continue
-            ckpts = {
-                s: {"step": s, "path": str(path)} for s, path in list_checkpoints(run["run_dir"])
-            }
+            path = dict(list_checkpoints(run["run_dir"]))[p.weights_step]
             name = f"{run['condition']}_seed{seed}.zarr"
             stores[run["condition"]] = chi_store(
-                out / "retrained" / name, [p.weights_step], p.sampler, ckpts
+                out / "retrained" / name, [{"step": p.weights_step, "path": str(path)}], p.sampler
             )
         loop[str(seed)] = loop_closure(main_store, p.weights_step, weights["published"], stores)
 

@@ -88,6 +88,19 @@ def _check_sampler(sampler: dict) -> None:
     SamplerConfig.from_dict(sampler)
 
 
+def _check_chi_checkpoints(
+    schedule: list[int], chi_checkpoints: list[int], weights_step: int
+) -> None:
+    missing = [s for s in [*chi_checkpoints, weights_step] if s not in schedule]
+    if missing or not chi_checkpoints:
+        raise ConfigError(
+            f"chi_checkpoints and weights_step must be checkpoints of the recipe "
+            f"({schedule}); {missing} are not."
+        )
+    if weights_step not in chi_checkpoints:
+        raise ConfigError("weights_step must be one of chi_checkpoints.")
+
+
 def _check_seeds_and_alpha(seeds: list[int], alpha: float) -> None:
     if not seeds:
         raise ConfigError("seeds must be a non-empty list of integers.")
@@ -501,14 +514,7 @@ class SpacingFinParameters(RetrainingFields):
                 "the spacing fin needs runs of spaces kept as runs of tokens: set "
                 "data.whitespace = 'split'."
             )
-        missing = [s for s in [*self.chi_checkpoints, self.weights_step] if s not in schedule]
-        if missing or not self.chi_checkpoints:
-            raise ConfigError(
-                f"chi_checkpoints and weights_step must be checkpoints of the recipe "
-                f"({schedule}); {missing} are not."
-            )
-        if self.weights_step not in self.chi_checkpoints:
-            raise ConfigError("weights_step must be one of chi_checkpoints.")
+        _check_chi_checkpoints(schedule, self.chi_checkpoints, self.weights_step)
         _check_sampler(self.sampler)
         return self
 
@@ -548,14 +554,7 @@ class InduceParameters(RetrainingFields):
     def _check(self) -> InduceParameters:
         schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_seeds_and_alpha(self.seeds, 1.0)
-        missing = [s for s in [*self.chi_checkpoints, self.weights_step] if s not in schedule]
-        if missing or not self.chi_checkpoints:
-            raise ConfigError(
-                f"chi_checkpoints and weights_step must be checkpoints of the recipe "
-                f"({schedule}); {missing} are not."
-            )
-        if self.weights_step not in self.chi_checkpoints:
-            raise ConfigError("weights_step must be one of chi_checkpoints.")
+        _check_chi_checkpoints(schedule, self.chi_checkpoints, self.weights_step)
         if self.loop_seeds is not None and not set(self.loop_seeds) <= set(self.seeds):
             raise ConfigError(f"loop_seeds {self.loop_seeds} must be among seeds {self.seeds}.")
         if self.replica_seed == self.sampler.get("seed", 0):

@@ -5,13 +5,32 @@ on a Dask cluster. Shared by the ``induction-patterning`` and ``spacing`` flows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from prefect import flow
 from prefect.futures import wait
 
 from flows.runtime import make_task_runner
 from patterning_core.estimators.mode_weights import CONDITIONS
+from patterning_core.workspace import patterning_home, settings_digest
 from tasks.retraining import UNIFORM, retrain_weighted
+
+#: Fields that say where an experiment runs and writes, not what it computes.
+PLACEMENT = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
+
+
+def experiment_folders(params, name: str) -> tuple[str, dict, Path]:
+    """``(runs_root, settings, out)`` of an experiment flow's parameters (a
+    ``RetrainingFields`` model): the shared runs folder (default ``$PATTERNING_HOME/runs``),
+    the settings that decide the results (every field but :data:`PLACEMENT`), and the output
+    folder (``params.out_dir``, default ``$PATTERNING_HOME/<name>/<digest of the
+    settings>``), created."""
+    home = patterning_home()
+    runs_root = params.runs_root or str(home / "runs")
+    settings = params.model_dump(exclude=PLACEMENT)
+    out = Path(params.out_dir) if params.out_dir else home / name / settings_digest(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    return runs_root, settings, out
 
 
 @flow(name="induction-retraining")

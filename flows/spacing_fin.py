@@ -26,11 +26,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.parameters import SpacingFinParameters, SusceptibilityParameters
-from flows.retraining import retrain, training_jobs
+from flows.retraining import experiment_folders, retrain, training_jobs
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.spacing.fin_report import summarize_fin
 from patterning_core.model.checkpoints import list_checkpoints
-from patterning_core.workspace import patterning_home, settings_digest
 from tasks.spacing import spacing_measures
 from tasks.spacing_fin import fin_of_store, fin_suppress_weights, write_fin_report
 from tasks.training import train_model
@@ -47,12 +46,7 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     started = time.perf_counter()
     p = params or SpacingFinParameters()
     logger = get_run_logger()
-    home = patterning_home()
-    runs_root = p.runs_root or str(home / "runs")
-    where = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
-    settings = p.model_dump(exclude=where)
-    out = Path(p.out_dir) if p.out_dir else home / "spacing_fin" / settings_digest(settings)
-    out.mkdir(parents=True, exist_ok=True)
+    runs_root, settings, out = experiment_folders(p, "spacing_fin")
 
     reference = train_model(p.preset, p.data, {**p.train, "seed": p.seeds[0]}, runs_root, p.threads)
     checkpoints = [c for c in reference["checkpoints"] if c["step"] in p.chi_checkpoints]

@@ -30,7 +30,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         data={**data, "in_context_bigrams": 0.2},
         train=TRAIN,
         seeds=[0],
-        chi_checkpoints=[20, 40],
+        chi_checkpoints=[20, 40],  # two checkpoints before "formation", as in the recipe
         weights_step=40,
         ratio=2.0,
         sampler={**SAMPLER, "seed": 0},

@@ -279,6 +279,10 @@ def _checkpoint_times(run_dirs: list[str]) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for d in run_dirs for p in Path(d).iterdir()}
 
 
+# The synthetic-token flow is superseded by the natural-text ``induce`` flow, whose tiny
+# end-to-end run (tests/experiments/test_induce_flow.py) covers the same layers in the
+# default suite; this one runs with the long experiments to keep that suite's time down.
+@pytest.mark.slow
 def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_server):
     from pathlib import Path
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.estimators.convergence import variant_agreement
@@ -35,6 +34,7 @@ from patterning_core.experiments.induction.unit_features import predictable_unit
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.transformer import head_name
 from patterning_core.store.chi_store import chi_at, plain_string_coords, read_stats
+from tasks.reporting import publish_report
 from tasks.retraining import save_weights
 from tasks.training import model_preset
 
@@ -209,10 +209,4 @@ def loop_closure(reference_store: str, step: int, published: str, stores: dict) 
 def write_induce_report(out_dir: str, numbers: dict) -> dict:
     """``report.md``, ``formation.png`` and ``results.json`` in ``out_dir``; the Markdown
     also as a Prefect artifact. Returns ``{"report", "results"}``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(numbers, indent=1, default=float))
-    text = induce_report(out, numbers)
-    (out / "report.md").write_text(text)
-    create_markdown_artifact(key="induce-report", markdown=text, description="induction")
-    return {"report": str(out / "report.md"), "results": str(out / "results.json")}
+    return publish_report(out_dir, numbers, induce_report, "induce-report", "induction")

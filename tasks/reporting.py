@@ -1,8 +1,11 @@
-"""Prefect task: the pipeline's Markdown report (``patterning_core.report.pipeline_report``),
-written as ``report.md`` and published as Prefect artifacts."""
+"""Reports as files and Prefect artifacts: the pipeline's Markdown report
+(``patterning_core.report.pipeline_report``) and, for the experiment flows, ``results.json``
+with ``report.md`` beside it (:func:`publish_report`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import task
@@ -36,3 +39,18 @@ def write_report(
             description="χ and its explained variance per checkpoint",
         )
     return str(path)
+
+
+def publish_report(
+    out_dir: str, numbers: dict, render: Callable[[Path, dict], str], key: str, description: str
+) -> dict:
+    """``results.json`` (``numbers``) and ``report.md`` (``render(out, numbers)``, which may
+    write its figures into ``out``) in ``out_dir``; the Markdown also as the Prefect
+    artifact ``key``. Returns ``{"report", "results"}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(numbers, indent=1, default=float))
+    text = render(out, numbers)
+    (out / "report.md").write_text(text)
+    create_markdown_artifact(key=key, markdown=text, description=description)
+    return {"report": str(out / "report.md"), "results": str(out / "results.json")}

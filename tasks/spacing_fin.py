@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.experiments.spacing.fin_report import fin_report
 from patterning_core.experiments.spacing.fin_store import fin_at, probe_tokens
 from patterning_core.experiments.spacing.fin_weights import fin_weights
 from patterning_core.store.chi_store import chi_at
+from tasks.reporting import publish_report
 from tasks.retraining import save_weights
 from tasks.training import model_preset
 
@@ -61,10 +61,4 @@ def fin_suppress_weights(
 def write_fin_report(out_dir: str, numbers: dict) -> dict:
     """``report.md``, ``fin.png`` and ``results.json`` in ``out_dir``; the Markdown also as a
     Prefect artifact. Returns ``{"report", "results"}``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(numbers, indent=1, default=float))
-    text = fin_report(out, numbers)
-    (out / "report.md").write_text(text)
-    create_markdown_artifact(key="spacing-fin-report", markdown=text, description="spacing fin")
-    return {"report": str(out / "report.md"), "results": str(out / "results.json")}
+    return publish_report(out_dir, numbers, fin_report, "spacing-fin-report", "spacing fin")

@@ -18,6 +18,14 @@ Each NAME's changes are ``SamplerConfig`` fields (``step_size``, ``num_burnin``,
     '{"e1.25e-5_long": {"step_size": 0.0000125, "num_burnin": 12000,
                         "steps_between_draws": 320, "chains": 4}}'
 
+At seed 1 (the Equal-Count solution of pair 0, where the lever's step failed: diagnosis.md
+§6), with SEED = 1:
+
+    '{"e2.5e-5_g1000": {"step_size": 0.000025, "num_burnin": 6000,
+                        "steps_between_draws": 160, "localization": 1000.0, "chains": 4}}'
+    '{"e1.25e-5_long": {"step_size": 0.0000125, "num_burnin": 12000,
+                        "steps_between_draws": 320, "chains": 4}}'
+
 The solution is trained again from its seed (deterministic, ~30 s).
 """
 

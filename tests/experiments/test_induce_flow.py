@@ -83,3 +83,15 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     again = induce(params)
     assert again["targets"] == first["targets"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
+
+
+def test_the_published_config_runs_the_recipe_substrate():
+    """``docs/examples/induce.json`` (the full run) keeps the recipe's substrate: at most a
+    fifth synthetic sequences, χ checkpoints before the reference's formation (step 17,250,
+    docs/results/induction_patterning/substrate)."""
+    from flows.parameters import InduceParameters
+
+    path = Path(__file__).parents[2] / "docs/examples/induce.json"
+    params = InduceParameters(**json.loads(path.read_text()))
+    assert params.data.get("in_context_bigrams", 0.0) <= 0.2
+    assert max(params.chi_checkpoints) < 17250 and params.seeds == [0, 1, 2]

@@ -30,6 +30,7 @@ from patterning_core.experiments.induction.mode_search import (
 )
 from patterning_core.experiments.induction.natural_report import induce_report
 from patterning_core.experiments.induction.natural_weights import natural_weights
+from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.induction.unit_features import predictable_units
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.transformer import head_name
@@ -48,11 +49,7 @@ def head_score_curve(run_dir: str, preset: str, exclude: list[int] | None = None
     config = model_preset(preset)
     curve = induction_curve(run_dir, config, exclude=exclude or ())
     pms, prev = curve.scores[-1], curve.previous_token[-1]
-    later = {
-        head_name(layer, h): float(prev[0, h] if layer == 0 else pms[layer, h])
-        for layer in range(config.n_layers)
-        for h in range(config.n_heads)
-    }
+    later = circuit_scores_from(pms, prev)
     heads = [
         (head_name(layer, h), float(pms[layer, h]), float(prev[layer, h]))
         for layer in range(config.n_layers)

@@ -72,17 +72,19 @@ class NaturalWeights:
 
 
 def predict_units(
-    fit: RidgeFit, tokens: Tensor, kinds: TokenKinds, chunk: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(dĥ float32 [N, T − 1], class code int8 [N, T − 1])`` of every unit of ``tokens``,
-    features computed ``chunk`` sequences at a time (the whole feature matrix of a corpus
-    does not need to exist at once)."""
-    dh, codes = [], []
+    fits: Sequence[RidgeFit], tokens: Tensor, kinds: TokenKinds, chunk: int = 2048
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """``([dĥ float32 [N, T − 1] per fit], class code int8 [N, T − 1])`` of every unit of
+    ``tokens``: the features are computed once, ``chunk`` sequences at a time (the whole
+    feature matrix of a corpus does not need to exist at once), and every fit applied."""
+    dh: list[list[np.ndarray]] = [[] for _ in fits]
+    codes = []
     for i in range(0, tokens.shape[0], chunk):
         x = unit_features(tokens[i : i + chunk], kinds)
-        dh.append(fit.predict(x).astype(np.float32))
+        for out, fit in zip(dh, fits, strict=True):
+            out.append(fit.predict(x).astype(np.float32))
         codes.append(x[..., :N_CLASSES].argmax(-1).astype(np.int8))
-    return np.concatenate(dh), np.concatenate(codes)
+    return [np.concatenate(d) for d in dh], np.concatenate(codes)
 
 
 def same_rule(dh: np.ndarray, dh_train: np.ndarray, alpha: float) -> np.ndarray:
@@ -132,23 +134,23 @@ def natural_weights(
     sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
     fit_mask, _ = sequence_halves(sequence, seed)
 
-    def solve_and_extrapolate(target: np.ndarray) -> dict:
+    def solve_and_fit(target: np.ndarray) -> dict:
         dh = solve_intervention(z, target, n_beta, rcond=rcond).values
         held = heldout_evaluation(z.values, dh, features, target, n_beta, fit_mask, ridge)
         model = fit_ridge(features, dh, ridge)
-        dh_train, codes = predict_units(model, train_tokens, kinds)
         return {
             "dh": dh,
             "dh_fit": model.predict(features),
-            "dh_train": dh_train,
-            "codes": codes,
+            "model": model,
             "evaluation": {key: v for key, v in held.items() if key != "fit"},
             "coef": dict(zip(unit_feature_names(), model.coef.tolist(), strict=True)),
         }
 
-    induce = solve_and_extrapolate(targets["induce"])
-    control = solve_and_extrapolate(targets["control_random"])
-    codes = induce["codes"]
+    induce = solve_and_fit(targets["induce"])
+    control = solve_and_fit(targets["control_random"])
+    (induce["dh_train"], control["dh_train"]), codes = predict_units(
+        [induce["model"], control["model"]], train_tokens, kinds
+    )
     solutions = {
         "induce": induce,
         "repress": {key: -induce[key] for key in ("dh", "dh_fit", "dh_train")},

@@ -39,7 +39,11 @@ def circuit_scores(
     (both on the same repeated random sequences, ``metrics.repeated_random_tokens``, unless
     ``tokens`` are given)."""
     pms = prefix_matching_scores(params, config, tokens)
-    prev = previous_token_scores(params, config, tokens)
+    return circuit_scores_from(pms, previous_token_scores(params, config, tokens))
+
+
+def circuit_scores_from(pms: Tensor, prev: Tensor) -> dict[str, float]:
+    """:func:`circuit_scores` from the two ``[n_layers, n_heads]`` score tables."""
     return {
         head_name(layer, head): float(prev[0, head] if layer == 0 else pms[layer, head])
         for layer in range(pms.shape[0])

@@ -70,25 +70,9 @@ def induce(params: InduceParameters | None = None) -> dict:
 
     # 2. χ before formation; at the weights step also a replica seed and the variants.
     by_step = {c["step"]: c for c in reference_run["checkpoints"]}
-    workload = {
-        "kind": "transformer",
-        "data": p.data,
-        "sgld_seqs": p.sgld_seqs,
-        "probe_seqs": p.probe_seqs,
-    }
 
     def chi_store(store: Path, checkpoints: list[dict], sampler: dict) -> str:
-        susceptibilities(
-            SusceptibilityParameters(
-                store=str(store),
-                workload=workload,
-                checkpoints=checkpoints,
-                sampler=sampler,
-                dask_address=p.dask_address,
-                n_workers=p.n_workers,
-            )
-        )
-        return str(store)
+        return _chi_store(p, store, checkpoints, sampler)
 
     at_weights = [by_step[p.weights_step]]
     main_store = chi_store(out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler)
@@ -110,9 +94,7 @@ def induce(params: InduceParameters | None = None) -> dict:
                 "draw_ratio": 1.0,
             },
         }
-    convergence = (
-        chi_convergence(main_store, replica_store, variants, p.weights_step) if variants else {}
-    )
+    convergence = chi_convergence(main_store, replica_store, variants, p.weights_step)
 
     # 3. The mode and the weights.
     weights = induce_weights(
@@ -134,7 +116,69 @@ def induce(params: InduceParameters | None = None) -> dict:
         weights["summary"]["mode"],
     )
 
-    # 4. Retraining: every condition for every seed.
+    # 4–5. Retraining and χ again on the retrained models, unless the mode was not found.
+    if weights["summary"]["mode"]["found"] or p.retrain_without_mode:
+        runs, loop = _retrain_and_close_loop(p, weights, runs_root, out, reference_run, main_store)
+    else:
+        logger.warning(
+            "the induction mode was not found at step %d (best candidate: head alignment "
+            "%.2f, token correlation %.2f): no retraining (retrain_without_mode=True runs "
+            "it anyway); the report says what was measured.",
+            p.weights_step,
+            weights["summary"]["mode"]["head_alignment"],
+            weights["summary"]["mode"]["token_correlation"],
+        )
+        runs, loop = [], {}
+
+    # 6. The report.
+    numbers = summarize_induce(
+        settings,
+        {k: v for k, v in reference.items() if k != "run_dir"},
+        weights,
+        reproducibility,
+        convergence,
+        runs,
+        loop,
+        time.perf_counter() - started,
+    )
+    paths = write_induce_report(p.report_dir or str(out), numbers)
+    logger.info("report %s", paths["report"])
+    return {**paths, "targets": numbers["targets"]}
+
+
+def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sampler: dict) -> str:
+    """χ of the reference's workload at ``checkpoints`` into ``store`` (``susceptibilities``
+    subflow: shards on Dask, resumable); returns the store's path."""
+    workload = {
+        "kind": "transformer",
+        "data": p.data,
+        "sgld_seqs": p.sgld_seqs,
+        "probe_seqs": p.probe_seqs,
+    }
+    susceptibilities(
+        SusceptibilityParameters(
+            store=str(store),
+            workload=workload,
+            checkpoints=checkpoints,
+            sampler=sampler,
+            dask_address=p.dask_address,
+            n_workers=p.n_workers,
+        )
+    )
+    return str(store)
+
+
+def _retrain_and_close_loop(
+    p: InduceParameters,
+    weights: dict,
+    runs_root: Path,
+    out: Path,
+    reference_run: dict,
+    main_store: str,
+) -> tuple[list[dict], dict]:
+    """Every condition for every seed from the same initialization and data order (steps 4
+    and 5 of the module doc): the runs, and per loop seed the loop closure."""
+    logger = get_run_logger()
     jobs = training_jobs(
         p.preset,
         p.data,
@@ -161,7 +205,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         for job, result in zip(jobs, results, strict=True)
     ]
 
-    # 5. χ again at the weights step of every retrained run of the loop seeds.
+    # χ again at the weights step of every retrained run of the loop seeds.
     loop = {}
     for seed in p.loop_seeds if p.loop_seeds is not None else p.seeds[:1]:
         stores = {}
@@ -173,22 +217,8 @@ def induce(params: InduceParameters | None = None) -> dict:
                 continue
             path = dict(list_checkpoints(run["run_dir"]))[p.weights_step]
             name = f"{run['condition']}_seed{seed}.zarr"
-            stores[run["condition"]] = chi_store(
-                out / "retrained" / name, [{"step": p.weights_step, "path": str(path)}], p.sampler
-            )
+            at_step = [{"step": p.weights_step, "path": str(path)}]
+            stores[run["condition"]] = _chi_store(p, out / "retrained" / name, at_step, p.sampler)
         loop[str(seed)] = loop_closure(main_store, p.weights_step, weights["published"], stores)
 
-    # 6. The report.
-    numbers = summarize_induce(
-        settings,
-        {k: v for k, v in reference.items() if k != "run_dir"},
-        weights,
-        reproducibility,
-        convergence,
-        runs,
-        loop,
-        time.perf_counter() - started,
-    )
-    paths = write_induce_report(p.report_dir or str(out), numbers)
-    logger.info("report %s", paths["report"])
-    return {**paths, "targets": numbers["targets"]}
+    return runs, loop

@@ -531,7 +531,9 @@ class InduceParameters(RetrainingFields):
     ``n_leading``: modes searched; ``loop_seeds``: seeds whose retrained runs get χ again
     at ``weights_step`` (None: the first seed); ``sgld_seqs``, ``probe_seqs``: the χ workload (probe
     units = probe_seqs × (n_ctx − 1), natural text: validation sequences);
-    ``report_dir``: report, plots and ``results.json`` (default ``out_dir``).
+    ``report_dir``: report, plots and ``results.json`` (default ``out_dir``);
+    ``retrain_without_mode``: retrain even when the mode search finds no induction mode (by
+    default the flow stops after the weights and reports the mode search).
     """
 
     preset: str = "demo"
@@ -549,6 +551,7 @@ class InduceParameters(RetrainingFields):
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(32, ge=2)
     report_dir: str | None = None
+    retrain_without_mode: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:

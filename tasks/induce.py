@@ -14,7 +14,11 @@ import xarray as xr
 from prefect import get_run_logger, task
 
 from patterning_core.data.lm_data import load_lm_tokens
-from patterning_core.estimators.convergence import variant_agreement
+from patterning_core.estimators.convergence import (
+    beyond_leading_modes,
+    structure_reproducibility,
+    variant_agreement,
+)
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.loop import (
@@ -34,6 +38,7 @@ from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.induction.unit_features import predictable_units
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.transformer import head_name
+from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
 from patterning_core.store.chi_store import chi_at, plain_string_coords, read_stats
 from tasks.reporting import publish_report
 from tasks.retraining import save_weights
@@ -158,14 +163,34 @@ def mode_reproducibility(
 
 @task(name="induce-chi-convergence")
 def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -> dict:
-    """``variant_agreement`` of each variant store (``{name: {"store", "draw_ratio"}}``)
-    against the chosen settings (``store``) and their seed-to-seed noise (``replica_store``)."""
+    """Is χ at ``step`` converged, and is its structure beyond PC1 more than noise?
+
+    - ``variants``: per variant store (``{name: {"store", "draw_ratio"}}``)
+      ``variant_agreement`` against the chosen settings (``store``) and their seed-to-seed
+      noise (``replica_store``), on χ as stored (``raw``; dominated by PC1) and on the
+      standardized χ beyond its leading mode (``beyond_pc1``, where the induction mode is);
+    - ``structure``: ``structure_reproducibility`` of the two seeds (reliability beyond PC1);
+    - ``autocorrelation_time``: median integrated autocorrelation time (in draws) of the
+      restricted runs' φ traces, and the effective draws per component it implies."""
     chosen = chi_at(store, step)[0].transpose("component", "unit").values
     replica = chi_at(replica_store, step)[0].transpose("component", "unit").values
-    out = {}
+    out: dict = {"variants": {}}
     for name, v in variants.items():
         variant = chi_at(v["store"], step)[0].transpose("component", "unit").values
-        out[name] = variant_agreement(chosen, replica, variant, v["draw_ratio"])
+        out["variants"][name] = {
+            "raw": variant_agreement(chosen, replica, variant, v["draw_ratio"]),
+            "beyond_pc1": variant_agreement(
+                *(beyond_leading_modes(x) for x in (chosen, replica, variant)), v["draw_ratio"]
+            ),
+        }
+    out["structure"] = structure_reproducibility(chosen, replica)
+    traces = read_stats(store, step)["loss_trace"].values  # [component, chain, draw]
+    taus = [integrated_autocorrelation_time(t) for t in traces]
+    tau = float(np.nanmedian(taus))
+    out["autocorrelation_time"] = {
+        "median_draws": tau,  # τ < 1 (short traces, by chance) counts as independent draws
+        "effective_draws": float(traces.shape[1] * traces.shape[2] / max(tau, 1.0)),
+    }
     return out
 
 

@@ -57,3 +57,40 @@ def variant_agreement(
         "relative_noise": float(np.sqrt(noise_sq / _sq(a))) if _sq(a) > 0 else float("inf"),
         "agrees": bool(bias_sq <= noise_sq),
     }
+
+
+def beyond_leading_modes(chi: np.ndarray, n_removed: int = 1) -> np.ndarray:
+    """``chi [component, unit]`` standardized per component (rows centred, unit std) minus
+    its own ``n_removed`` leading SVD modes: the structure beyond the shared pattern."""
+    z = np.asarray(chi, dtype=np.float64)
+    z = z - z.mean(axis=1, keepdims=True)
+    scale = z.std(axis=1, keepdims=True)
+    z = z / np.where(scale > 0, scale, 1.0)
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    return z - (u[:, :n_removed] * s[:n_removed]) @ vt[:n_removed]
+
+
+def structure_reproducibility(
+    chi_a: np.ndarray, chi_b: np.ndarray, n_removed: int = 1
+) -> dict[str, float | list[float]]:
+    """How reproducible χ is *beyond its leading modes*, where the induction mode lives
+    (PC1 of per-token χ is the shared word-segmentation pattern, 95–99 % of the variance,
+    and dominates every Frobenius comparison).
+
+    ``chi_a``, ``chi_b``: ``[component, unit]`` from two SGLD seeds. The residual rows of
+    the two seeds (:func:`beyond_leading_modes`) are correlated component by component.
+    With residual = signal + independent noise of the same size in both seeds, each row's
+    correlation estimates signal variance / (signal + noise variance), the *reliability*
+    of one estimate (0: the residual is noise; 1: no noise).
+
+    Returns ``per_component`` (list of r), ``median`` and ``mean`` r.
+    """
+    rows = [beyond_leading_modes(chi, n_removed) for chi in (chi_a, chi_b)]
+    a, b = rows
+    if a.shape != b.shape:
+        raise ValueError(f"χ estimates of different shapes: {a.shape}, {b.shape}.")
+    ac = a - a.mean(axis=1, keepdims=True)
+    bc = b - b.mean(axis=1, keepdims=True)
+    denom = np.linalg.norm(ac, axis=1) * np.linalg.norm(bc, axis=1)
+    r = np.where(denom > 0, (ac * bc).sum(axis=1) / np.where(denom > 0, denom, 1.0), 0.0)
+    return {"per_component": r.tolist(), "median": float(np.median(r)), "mean": float(r.mean())}

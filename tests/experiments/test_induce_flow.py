@@ -39,6 +39,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         out_dir=str(tmp_path / "out"),
         runs_root=str(tmp_path / "runs"),
         n_workers=1,
+        retrain_without_mode=True,  # 40 steps form no circuit: retrain all the same
     )
     first = induce(params)
     results = json.loads(Path(first["results"]).read_text())
@@ -60,7 +61,12 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert results["dose"]["control_shuffled_ratio"] == pytest.approx(
         results["dose"]["induce_ratio"]
     )
-    assert set(results["convergence"]) == {"twice_the_draws", "burn_in"}
+    convergence = results["convergence"]
+    assert set(convergence["variants"]) == {"twice_the_draws", "burn_in"}
+    assert set(convergence["variants"]["burn_in"]) == {"raw", "beyond_pc1"}
+    assert len(convergence["structure"]["per_component"]) == 18
+    draws = SAMPLER["num_chains"] * SAMPLER["num_draws"]
+    assert 0 < convergence["autocorrelation_time"]["effective_draws"] <= draws
     # χ again on the retrained runs of seed 0 (the baseline is the reference: its store)
     loop = results["loop"]["0"]
     assert set(loop) == {"induce", "repress", "control_random", "control_shuffled"}
@@ -83,6 +89,13 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     again = induce(params)
     assert again["targets"] == first["targets"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
+
+    # Without retrain_without_mode the flow retrains only when the mode search found the
+    # mode; either way the report and results.json are written (everything else memoized).
+    gated = induce(params.model_copy(update={"retrain_without_mode": False}))
+    gated_results = json.loads(Path(gated["results"]).read_text())
+    assert (gated_results["runs"] == []) == (not mode["found"])
+    assert gated_results["mode"]["table"] == mode["table"]
 
 
 def test_the_published_config_runs_the_recipe_substrate():

@@ -156,12 +156,13 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
     curves = [
         {**r["curve"], "seed": r["seed"], "condition": r["condition"]} for r in numbers["runs"]
     ]
-    plot_condition_curves(
-        curves,
-        out / "formation.png",
-        threshold=FORMATION_THRESHOLD,
-        title="best layer-1 prefix matching, per condition and seed",
-    )
+    if curves:
+        plot_condition_curves(
+            curves,
+            out / "formation.png",
+            threshold=FORMATION_THRESHOLD,
+            title="best layer-1 prefix matching, per condition and seed",
+        )
     ref = numbers["reference"]
     mode = numbers["mode"]
     ex = numbers["extrapolation"]
@@ -221,21 +222,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
         "## Retraining",
         "",
-        "![formation](formation.png)",
-        "",
-        *markdown_table(
-            [
-                {
-                    "seed": r["seed"],
-                    "condition": r["condition"],
-                    "formation step": _fmt(r["formation_step"]),
-                    "held-out loss": _fmt(r["heldout_loss"]),
-                    "final best PMS": _fmt(r["final_best_pms"]),
-                }
-                for r in numbers["runs"]
-            ],
-            align=["r", "l", "r", "r", "r"],
-        ),
+        *(_retraining_lines(numbers["runs"]) if numbers["runs"] else _no_retraining(mode)),
         "",
         "## χ measured again on the retrained models",
         "",
@@ -263,18 +250,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
         "## χ convergence at the weights step",
         "",
-        *markdown_table(
-            [
-                {
-                    "variant": name,
-                    "bias² / noise²": _fmt(v["bias_over_noise"], ".2f"),
-                    "relative noise": _fmt(v["relative_noise"], ".2f"),
-                    "agrees": _fmt(v["agrees"]),
-                }
-                for name, v in numbers["convergence"].items()
-            ],
-            align=["l", "r", "r", "l"],
-        ),
+        *_convergence_lines(numbers["convergence"]),
         "",
         "## Targets per seed",
         "",
@@ -286,3 +262,74 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _retraining_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [
+        "![formation](formation.png)",
+        "",
+        *markdown_table(
+            [
+                {
+                    "seed": r["seed"],
+                    "condition": r["condition"],
+                    "formation step": _fmt(r["formation_step"]),
+                    "held-out loss": _fmt(r["heldout_loss"]),
+                    "final best PMS": _fmt(r["final_best_pms"]),
+                }
+                for r in runs
+            ],
+            align=["r", "l", "r", "r", "r"],
+        ),
+    ]
+
+
+def _no_retraining(mode: Mapping[str, Any]) -> list[str]:
+    return [
+        "None: the mode search found no induction mode (thresholds: head alignment ≥ 0.8, "
+        f"token correlation ≥ 0.3; best candidate mode {mode['index']}: "
+        f"{_fmt(mode['head_alignment'])} and {_fmt(mode['token_correlation'])}), so there "
+        "are no χ weights to test (``retrain_without_mode`` retrains all the same).",
+    ]
+
+
+def _convergence_lines(convergence: Mapping[str, Any]) -> list[str]:
+    """The variants' bias against the seed noise (on χ as stored and beyond PC1), the
+    reliability of χ beyond PC1 between two seeds, and the φ traces' autocorrelation."""
+    lines = [
+        "Each variant's bias² over one estimate's seed noise (agrees: ≤ 1; "
+        "``estimators.convergence``), on χ as stored (dominated by PC1) and on the "
+        "standardized χ beyond PC1, where the induction mode is.",
+        "",
+        *markdown_table(
+            [
+                {
+                    "variant": name,
+                    "bias²/noise² (χ)": _fmt(v["raw"]["bias_over_noise"], ".2f"),
+                    "relative noise (χ)": _fmt(v["raw"]["relative_noise"], ".2f"),
+                    "bias²/noise² (beyond PC1)": _fmt(v["beyond_pc1"]["bias_over_noise"], ".2f"),
+                    "relative noise (beyond PC1)": _fmt(v["beyond_pc1"]["relative_noise"], ".2f"),
+                }
+                for name, v in convergence.get("variants", {}).items()
+            ],
+            align=["l", "r", "r", "r", "r"],
+        ),
+    ]
+    structure = convergence.get("structure")
+    if structure:
+        lines += [
+            "",
+            "Reliability beyond PC1 (two SGLD seeds, per component the correlation of the "
+            "standardized χ once each seed's PC1 is removed; 0 = noise, 1 = no noise): "
+            f"median {_fmt(structure['median'], '.2f')}, range "
+            f"{min(structure['per_component']):.2f}–{max(structure['per_component']):.2f}.",
+        ]
+    tau = convergence.get("autocorrelation_time")
+    if tau:
+        lines += [
+            "",
+            f"Integrated autocorrelation time of the φ traces: {tau['median_draws']:.1f} draws "
+            f"(median over components and chains): {tau['effective_draws']:.0f} effective "
+            "draws per component.",
+        ]
+    return lines

@@ -307,31 +307,36 @@ def print_run_table(result: dict) -> None:
     print(f"\nreport: {result['report']}  (optimizer steps trained: {result['trained_steps']})")
 
 
+def induce_parameters(args: argparse.Namespace):  # -> InduceParameters
+    """The ``induce`` flow's parameters: the ``--config`` file (default: every default of
+    ``InduceParameters``), then the options given on the command line."""
+    from flows.parameters import InduceParameters
+
+    config = load_config(args.config) if args.config else {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config file must hold a mapping of parameters, got {config!r}.")
+    given = {
+        "seeds": args.seeds,
+        "out_dir": args.out,
+        "report_dir": args.report_dir,
+        "runs_root": args.runs_root,
+        "retrain_without_mode": True if args.retrain_without_mode else None,
+    }
+    config.update({k: v for k, v in given.items() if v is not None})
+    return InduceParameters.model_validate(with_runtime(InduceParameters, config, args))
+
+
 def run_induce(args: argparse.Namespace) -> int:
     from flows.command_runs import run_tracked
-    from flows.induction_patterning import induction_patterning
-    from flows.parameters import InductionPatterningParameters
+    from flows.induce import induce
     from flows.server import prefect_api
-    from patterning_core.recipes import demo_train
 
-    train = demo_train()
-    if args.steps is not None:
-        train["steps"] = args.steps
-    params = InductionPatterningParameters(
-        chi_store=args.chi_store,
-        chi_step=args.chi_step,
-        reference_run_dir=args.reference_run,
-        preset=args.preset,
-        train=train,
-        seeds=args.seeds,
-        alpha=args.alpha,
-        rcond=args.rcond,
-        negative=args.negative,
-        **output_and_workers(args),
-    )
+    params = induce_parameters(args)  # before any server: bad input fails fast
     with prefect_api():
-        result = run_tracked(induction_patterning, params)
-    print_run_table(result)
+        result = run_tracked(induce, params)
+    print(f"report: {result['report']}\nresults: {result['results']}")
+    for row in result["targets"]:
+        print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
     return 0
 
 
@@ -474,18 +479,22 @@ def add_output_and_workers(p: argparse.ArgumentParser, workers_help: str) -> Non
 
 
 def add_induce_arguments(p: argparse.ArgumentParser) -> None:
-    from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
-
-    p.add_argument("--chi-store", required=True, help="χ store written by the pipeline")
-    p.add_argument("--chi-step", type=int, required=True, help="checkpoint of χ")
-    p.add_argument("--reference-run", default=None, help="run whose last checkpoint scores heads")
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
-    p.add_argument("--rcond", type=float, default=1e-3)
-    p.add_argument("--negative", choices=("clip", "shift"), default="clip")
-    p.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
-    add_output_and_workers(p, workers_help="training runs in parallel")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="JSON/YAML of InduceParameters (the full run: docs/examples/induce.json)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="retrained seeds")
+    p.add_argument("--report-dir", default=None, help="report, plots and results.json")
+    p.add_argument(
+        "--retrain-without-mode",
+        action="store_true",
+        help="retrain even if the mode search finds no induction mode",
+    )
+    p.add_argument("--out", default=None, help="χ stores and weights (out_dir)")
+    p.add_argument("--runs-root", default=None, help="folder of the training runs")
+    p.add_argument("--dask-address", default=None, help="run on this Dask scheduler")
+    p.add_argument("--workers", type=int, default=None, help="χ shards and runs in parallel")
 
 
 def add_spacing_arguments(p: argparse.ArgumentParser) -> None:
@@ -532,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     induce = sub.add_parser(
         "induce",
-        help="demonstration 1: Induce and Repress the induction circuit by re-weighting data",
+        help="demonstration 1: χ steers the induction circuit on natural text, against controls",
     )
     add_induce_arguments(induce)
     induce.set_defaults(func=run_induce)

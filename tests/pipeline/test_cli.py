@@ -156,3 +156,27 @@ def test_run_flow_from_a_config_file(tmp_path, capsys, monkeypatch):
     assert summary["computed"] == 6 and len(summary["checkpoints"]) == 1
     assert main(["run", "pipeline", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml not found" in capsys.readouterr().err
+
+
+def test_induce_options_override_the_config_file(tmp_path, capsys):
+    """`patterning induce --config FILE --seeds …`: the file, then the flags; a bad file
+    fails before anything starts (status 2, the field named)."""
+    import json
+    from pathlib import Path
+
+    from flows.cli import induce_parameters
+
+    config = Path(__file__).parents[2] / "docs" / "examples" / "induce.json"
+    argv = ["induce", "--config", str(config), "--seeds", "4", "5"]
+    argv += ["--report-dir", str(tmp_path / "report"), "--workers", "1"]
+    params = induce_parameters(build_parser().parse_args(argv))
+    in_file = json.loads(config.read_text())
+    assert params.seeds == [4, 5] and params.report_dir == str(tmp_path / "report")
+    assert params.out_dir == in_file["out_dir"] and params.sampler == in_file["sampler"]
+    assert params.n_workers == 1 and params.retrain_without_mode is False
+    flagged = build_parser().parse_args(["induce", "--retrain-without-mode"])
+    assert induce_parameters(flagged).retrain_without_mode is True
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weights_step": 12345}))
+    assert main(["induce", "--config", str(bad)]) == 2
+    assert "12345" in capsys.readouterr().err

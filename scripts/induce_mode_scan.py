@@ -28,9 +28,13 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from patterning_core.estimators.convergence import structure_reproducibility
-from patterning_core.estimators.decomposition import decompose
+from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.susceptibility import chi_from_stats
-from patterning_core.experiments.induction.mode_search import find_induction_mode, mode_agreement
+from patterning_core.experiments.induction.mode_search import (
+    find_induction_mode,
+    mode_agreement,
+    point_biserial,
+)
 from patterning_core.experiments.induction.patterning import circuit_scores
 from patterning_core.experiments.induction.unit_features import predictable_units
 from patterning_core.model.checkpoints import list_checkpoints, load_checkpoint
@@ -38,6 +42,19 @@ from patterning_core.report.markdown import markdown_table
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
 from patterning_core.store.chi_store import StoreError, read_stats
 from tasks.induce import _probes
+
+
+def layer_signal(
+    chi: xr.DataArray, layer: str, head_scores: dict, predictable: np.ndarray
+) -> float:
+    """Across the heads of ``layer`` (``"L1"``): the correlation between each head's later
+    score and how its standardized χ, minus the layer's mean head, correlates with the
+    predictable tokens. Negative χ expresses a unit, so a circuit seen by χ gives a value
+    near −1: the later induction heads' χ is lower on the tokens that copying predicts."""
+    names = [c for c in map(str, chi.component.values) if c.startswith(layer)]
+    z = standardize(chi.sel(component=names)).values
+    r = point_biserial(z - z.mean(axis=0), predictable)
+    return float(np.corrcoef(r, [head_scores[n] for n in names])[0, 1])
 
 
 def scan_checkpoint(store: str, step: int, head_scores: dict, predictable: np.ndarray) -> dict:
@@ -64,6 +81,7 @@ def scan_checkpoint(store: str, step: int, head_scores: dict, predictable: np.nd
         "half_reliability_beyond_pc1": structure_reproducibility(
             halves[0].values, halves[1].values
         )["median"],
+        "layer1_signal": layer_signal(chi, "L1", head_scores, predictable),
         "best_mode": found["mode"],
         "found": found["found"],
         "best_mode_half_agreement": mode_agreement(
@@ -111,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     "modes 2–5: head alignment / token r": "; ".join(
                         f"{r['head_alignment']:.2f}/{r['token_correlation']:+.2f}" for r in lead
                     ),
+                    "L1 signal": f"{scan['layer1_signal']:+.2f}",
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -125,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Written by `scripts/induce_mode_scan.py`. Head scores (the reference at step "
         f"{last_step}; layer 0 previous-token, layer 1 prefix matching): {scores}.",
-        "Thresholds: head alignment ≥ 0.8 and token correlation ≥ 0.3.",
+        "Thresholds: head alignment ≥ 0.8 and token correlation ≥ 0.3. *L1 signal*: across "
+        "the layer-1 heads, the correlation of each head's later prefix matching with the "
+        "point-biserial r between its χ (standardized, minus the layer's mean head) and the "
+        "predictable tokens (−1: the later induction heads' χ is lowest, i.e. most "
+        "expressing, on the tokens copying predicts).",
         "",
         *markdown_table(rows),
         "",

@@ -76,6 +76,8 @@ def scan_checkpoint(store: str, step: int, head_scores: dict, predictable: np.nd
         "step": int(step),
         "chains": len(chains),
         "draws": int(sampler["num_draws"]),
+        "n_beta": float(sampler["n_beta"]),
+        "localization": float(sampler["localization"]),
         "steps_between_draws": int(sampler["steps_between_draws"]),
         "autocorrelation_time": float(np.nanmedian(taus)),
         "half_reliability_beyond_pc1": structure_reproducibility(
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "store": label,
                     "step": step,
+                    "nβ / γ": f"{scan['n_beta']:g} / {scan['localization']:g}",
                     "chains × draws (every k steps)": f"{scan['chains']} × {scan['draws']} "
                     f"({scan['steps_between_draws']})",
                     "τ (draws)": f"{scan['autocorrelation_time']:.1f}",

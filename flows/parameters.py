@@ -41,6 +41,7 @@ from patterning_core.recipes import (
     demo_train,
     fin_data,
     induce_data,
+    induce_sampler,
     induce_train,
     spacing_train,
 )
@@ -540,11 +541,11 @@ class InduceParameters(RetrainingFields):
     data: dict = Field(default_factory=induce_data)
     train: dict = Field(default_factory=induce_train)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    chi_checkpoints: list[int] = Field(default_factory=lambda: [6000, 12000])
+    chi_checkpoints: list[int] = Field(default_factory=lambda: [12000, 15000])
     weights_step: int = 12000
     ratio: float = Field(4.0, gt=1.0)
     n_leading: int = Field(8, ge=2)
-    sampler: dict = Field(default_factory=demo_sampler)
+    sampler: dict = Field(default_factory=induce_sampler)
     replica_seed: int = 1
     convergence: bool = True
     loop_seeds: list[int] | None = None

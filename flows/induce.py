@@ -70,14 +70,10 @@ def induce(params: InduceParameters | None = None) -> dict:
 
     # 2. χ before formation; at the weights step also a replica seed and the variants.
     by_step = {c["step"]: c for c in reference_run["checkpoints"]}
-
-    def chi_store(store: Path, checkpoints: list[dict], sampler: dict) -> str:
-        return _chi_store(p, store, checkpoints, sampler)
-
     at_weights = [by_step[p.weights_step]]
-    main_store = chi_store(out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler)
-    replica_store = chi_store(
-        out / "chi_replica.zarr", at_weights, {**p.sampler, "seed": p.replica_seed}
+    main_store = _chi_store(p, out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler)
+    replica_store = _chi_store(
+        p, out / "chi_replica.zarr", at_weights, {**p.sampler, "seed": p.replica_seed}
     )
     variants = {}
     if p.convergence:
@@ -86,11 +82,11 @@ def induce(params: InduceParameters | None = None) -> dict:
         burned = {**p.sampler, "num_burnin": draws, "seed": seed + 1}
         variants = {
             "twice_the_draws": {
-                "store": chi_store(out / "chi_draws2x.zarr", at_weights, longer),
+                "store": _chi_store(p, out / "chi_draws2x.zarr", at_weights, longer),
                 "draw_ratio": 0.5,
             },
             "burn_in": {
-                "store": chi_store(out / "chi_burnin.zarr", at_weights, burned),
+                "store": _chi_store(p, out / "chi_burnin.zarr", at_weights, burned),
                 "draw_ratio": 1.0,
             },
         }

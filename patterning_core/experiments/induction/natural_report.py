@@ -296,25 +296,10 @@ def _no_retraining(mode: Mapping[str, Any]) -> list[str]:
 def _convergence_lines(convergence: Mapping[str, Any]) -> list[str]:
     """The variants' bias against the seed noise (on χ as stored and beyond PC1), the
     reliability of χ beyond PC1 between two seeds, and the φ traces' autocorrelation."""
-    lines = [
-        "Each variant's bias² over one estimate's seed noise (agrees: ≤ 1; "
-        "``estimators.convergence``), on χ as stored (dominated by PC1) and on the "
-        "standardized χ beyond PC1, where the induction mode is.",
-        "",
-        *markdown_table(
-            [
-                {
-                    "variant": name,
-                    "bias²/noise² (χ)": _fmt(v["raw"]["bias_over_noise"], ".2f"),
-                    "relative noise (χ)": _fmt(v["raw"]["relative_noise"], ".2f"),
-                    "bias²/noise² (beyond PC1)": _fmt(v["beyond_pc1"]["bias_over_noise"], ".2f"),
-                    "relative noise (beyond PC1)": _fmt(v["beyond_pc1"]["relative_noise"], ".2f"),
-                }
-                for name, v in convergence.get("variants", {}).items()
-            ],
-            align=["l", "r", "r", "r", "r"],
-        ),
-    ]
+    if not convergence.get("variants"):
+        lines = ["No variants (twice the draws, a burn-in) were run: ``convergence`` was off."]
+    else:
+        lines = _variant_lines(convergence["variants"])
     structure = convergence.get("structure")
     if structure:
         lines += [
@@ -333,3 +318,26 @@ def _convergence_lines(convergence: Mapping[str, Any]) -> list[str]:
             "draws per component.",
         ]
     return lines
+
+
+def _variant_lines(variants: Mapping[str, Any]) -> list[str]:
+    """Each variant's bias against the seed noise, on χ as stored and beyond PC1."""
+    return [
+        "Each variant's bias² over one estimate's seed noise (agrees: ≤ 1; "
+        "``estimators.convergence``), on χ as stored (dominated by PC1) and on the "
+        "standardized χ beyond PC1, where the induction mode is.",
+        "",
+        *markdown_table(
+            [
+                {
+                    "variant": name,
+                    "bias²/noise² (χ)": _fmt(v["raw"]["bias_over_noise"], ".2f"),
+                    "relative noise (χ)": _fmt(v["raw"]["relative_noise"], ".2f"),
+                    "bias²/noise² (beyond PC1)": _fmt(v["beyond_pc1"]["bias_over_noise"], ".2f"),
+                    "relative noise (beyond PC1)": _fmt(v["beyond_pc1"]["relative_noise"], ".2f"),
+                }
+                for name, v in variants.items()
+            ],
+            align=["l", "r", "r", "r", "r"],
+        ),
+    ]

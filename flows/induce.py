@@ -102,6 +102,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.ratio,
         p.n_leading,
         str(out),
+        p.report_dir,
     )
     reproducibility = mode_reproducibility(
         main_store,

@@ -88,10 +88,12 @@ def induce_weights(
     ratio: float,
     n_leading: int,
     out_dir: str,
+    publish_dir: str | None = None,
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
-    ``.npy`` files; χ at ``step`` with its probe coordinates and the extrapolator's probe
-    weights published as ``out_dir/published/chi_and_probe_weights.nc``. Returns
+    ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
+    extrapolator's probe weights published as ``<publish_dir or out_dir>/published/
+    chi_and_probe_weights.nc`` (beside the report, for anyone to recompute the mode). Returns
     ``{"files": {condition: {"path", "digest"}}, "summary", "published"}``."""
     config = model_preset(preset)
     chi, n_beta, ds = chi_at(store, step)
@@ -104,7 +106,7 @@ def induce_weights(
     for name, weights in result.weights.items():
         path, digest = save_weights(weights, Path(out_dir) / "weights")
         files[name] = {"path": path, "digest": digest}
-    published = Path(out_dir) / "published"
+    published = Path(publish_dir or out_dir) / "published"
     published.mkdir(parents=True, exist_ok=True)
     chi_out = plain_string_coords(chi.transpose("component", "unit"))
     table = xr.Dataset(

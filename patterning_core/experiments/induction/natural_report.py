@@ -231,21 +231,24 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "reference's χ and the condition's probe weights (cosine over components, the "
         "heads whose sign agrees, and the gain: measured over predicted, least squares).",
         "",
-        *markdown_table(
-            [
-                {
-                    "seed": seed,
-                    "condition": condition,
-                    "cosine": _fmt(row.get("cosine")),
-                    "head signs agree": f"{row['head_signs_agree']} of {row['heads']}"
-                    if "heads" in row
-                    else "—",
-                    "gain": _fmt(row.get("gain"), ".3g"),
-                }
-                for seed, rows in numbers["loop"].items()
-                for condition, row in rows.items()
-            ],
-            align=["r", "l", "r", "r", "r"],
+        *(
+            markdown_table(
+                [
+                    {
+                        "seed": seed,
+                        "condition": condition,
+                        "cosine": _fmt(row.get("cosine")),
+                        "head signs agree": f"{row['head_signs_agree']} of {row['heads']}"
+                        if "heads" in row
+                        else "—",
+                        "gain": _fmt(row.get("gain"), ".3g"),
+                    }
+                    for seed, rows in numbers["loop"].items()
+                    for condition, row in rows.items()
+                ],
+                align=["r", "l", "r", "r", "r"],
+            )
+            or ["None: no model was retrained."]
         ),
         "",
         "## χ convergence at the weights step",
@@ -254,8 +257,11 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
         "## Targets per seed",
         "",
-        *markdown_table(
-            [{k: _fmt(v, ".2f") for k, v in row.items()} for row in numbers["targets"]]
+        *(
+            markdown_table(
+                [{k: _fmt(v, ".2f") for k, v in row.items()} for row in numbers["targets"]]
+            )
+            or ["None: no model was retrained."]
         ),
         "",
         f"Wall time of this run: {numbers['wall_seconds']:.0f} s.",

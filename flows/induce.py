@@ -42,6 +42,7 @@ from tasks.induce import (
     mode_reproducibility,
     write_induce_report,
 )
+from tasks.reporting import invoking_command
 from tasks.training import train_model
 
 
@@ -138,6 +139,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         loop,
         time.perf_counter() - started,
     )
+    numbers["command"] = invoking_command()
     paths = write_induce_report(p.report_dir or str(out), numbers)
     logger.info("report %s", paths["report"])
     return {**paths, "targets": numbers["targets"]}

@@ -5,6 +5,8 @@ with ``report.md`` beside it (:func:`publish_report`)."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +41,14 @@ def write_report(
             description="χ and its explained variance per checkpoint",
         )
     return str(path)
+
+
+def invoking_command() -> str:
+    """The command line of this process (``patterning induce --config …`` when a
+    ``patterning`` command runs the flow), for a report to say what wrote it."""
+    if Path(sys.argv[0]).name == "patterning":
+        return shlex.join(["patterning", *sys.argv[1:]])
+    return shlex.join(sys.argv)
 
 
 def publish_report(

@@ -22,6 +22,9 @@ bias is no larger than one estimate's own noise (:func:`variant_agreement`). The
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
+
+from patterning_core.estimators.decomposition import standardize
 
 
 def _sq(x: np.ndarray) -> float:
@@ -62,10 +65,8 @@ def variant_agreement(
 def beyond_leading_modes(chi: np.ndarray, n_removed: int = 1) -> np.ndarray:
     """``chi [component, unit]`` standardized per component (rows centred, unit std) minus
     its own ``n_removed`` leading SVD modes: the structure beyond the shared pattern."""
-    z = np.asarray(chi, dtype=np.float64)
-    z = z - z.mean(axis=1, keepdims=True)
-    scale = z.std(axis=1, keepdims=True)
-    z = z / np.where(scale > 0, scale, 1.0)
+    matrix = xr.DataArray(np.asarray(chi, dtype=np.float64), dims=("component", "unit"))
+    z = standardize(matrix, "component").values
     u, s, vt = np.linalg.svd(z, full_matrices=False)
     return z - (u[:, :n_removed] * s[:n_removed]) @ vt[:n_removed]
 

@@ -82,7 +82,8 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     files = json.loads((tmp_path / "out" / "weights.json").read_text())["files"]
     weights = np.load(files["induce"]["path"])
     assert decile_ratio(weights) == pytest.approx(2.0, rel=1e-2)
-    assert "## Targets per seed" in Path(first["report"]).read_text()
+    report = Path(first["report"]).read_text()
+    assert "## Targets per seed" in report and "Written by the `induce` flow, run as `" in report
     assert (tmp_path / "out" / "formation.png").is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}

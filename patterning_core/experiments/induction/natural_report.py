@@ -176,6 +176,8 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         f"{ref['layer1_heads']} layer-1 heads end with prefix matching ≥ "
         f"{FORMATION_THRESHOLD}.",
         "",
+        f"Written by the `induce` flow, run as `{numbers.get('command', '—')}`.",
+        "",
         "## Reference heads at the last checkpoint",
         "",
         *markdown_table(

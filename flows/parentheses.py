@@ -44,6 +44,7 @@ from tasks.parentheses import (
     parentheses_report,
     train_seed,
 )
+from tasks.reporting import invoking_command
 
 RULES = (NESTED, EQUAL_COUNT)
 
@@ -130,5 +131,15 @@ def parentheses(
         }
         analysis_after = {rule: [f.result() for f in fs] for rule, fs in futures.items()}
     return parentheses_report(
-        c, before, after, refs, baselines, plan, checks, analysis_after, temperature, out_dir
+        c,
+        before,
+        after,
+        refs,
+        baselines,
+        plan,
+        checks,
+        analysis_after,
+        temperature,
+        out_dir,
+        command=invoking_command(),
     )

@@ -206,9 +206,11 @@ def parentheses_report(
     analysis_after: dict[str, list[dict[str, Any]]] | None,
     temperature: list[dict[str, Any]],
     out_dir: str,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """``results.json`` (``steps.assemble_result``), the plots and ``report.md`` in
-    ``out_dir``; the report is also a Prefect artifact. Returns a summary."""
+    ``out_dir``; the report is also a Prefect artifact, and says ``command`` (the command
+    line that ran the flow) when given. Returns a summary."""
     result = steps.assemble_result(
         ExperimentConfig.from_dict(config),
         before,
@@ -220,10 +222,12 @@ def parentheses_report(
         analysis_after,
         temperature,
     )
+    if command:
+        result["command"] = command
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    notes = []
+    notes = [f"Written by the `parentheses` flow, run as `{command}`."] if command else []
     if (out / "diagnosis.md").is_file():
         notes.append(
             "Why, and what was tried: [diagnosis.md](diagnosis.md) (kept beside the report)."

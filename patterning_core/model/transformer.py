@@ -132,6 +132,15 @@ PRESETS: dict[str, TransformerConfig] = {
     "demo_long": TransformerConfig(
         n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=256, d_vocab=512
     ),
+    # Natural-text induction substrates with wider heads than ``demo`` (d_head 16 and 32,
+    # the papers' head width): per-head χ at d_head 8 is one shared pattern across the
+    # layer-1 heads (docs/results/induction_patterning/natural/mode_scan.md).
+    "induce_wide": TransformerConfig(
+        n_layers=2, n_heads=8, d_model=128, d_head=16, n_ctx=64, d_vocab=512
+    ),
+    "induce_paper_heads": TransformerConfig(
+        n_layers=2, n_heads=8, d_model=256, d_head=32, n_ctx=64, d_vocab=512
+    ),
     # The ~3M-parameter model of the papers (for a GPU).
     "paper": TransformerConfig(
         n_layers=2, n_heads=8, d_model=256, d_head=32, n_ctx=1024, d_vocab=5000
@@ -140,7 +149,8 @@ PRESETS: dict[str, TransformerConfig] = {
 
 
 def preset(name: str) -> TransformerConfig:
-    """The named preset config (``tiny``, ``bench``, ``demo``, ``demo_long``, ``paper``)."""
+    """The named preset config (``tiny``, ``bench``, ``demo``, ``demo_long``, ``induce_wide``,
+    ``induce_paper_heads``, ``paper``)."""
     try:
         return PRESETS[name]
     except KeyError:

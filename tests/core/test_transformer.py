@@ -63,7 +63,12 @@ def test_presets() -> None:
     assert 3.0e6 < paper.n_params() < 3.5e6  # "the 3M-parameter model"
     long = preset("demo_long")  # the demo with four times its context
     assert long == dataclasses.replace(preset("demo"), n_ctx=256)
-    with pytest.raises(ValueError, match="bench, demo, demo_long, paper, tiny"):
+    wide = preset("induce_wide")  # the demo's shape with heads twice as wide
+    assert wide == dataclasses.replace(preset("demo"), d_model=128, d_head=16)
+    assert preset("induce_paper_heads").d_head == paper.d_head
+    with pytest.raises(
+        ValueError, match="bench, demo, demo_long, induce_paper_heads, induce_wide, paper, tiny"
+    ):
         preset("huge")
 
 

@@ -43,9 +43,10 @@ def trained(monkeypatch) -> list[tuple[str, int]]:
 
 
 def _numbers(result: dict) -> dict:
-    """The result without the units' compute times."""
+    """The result without the units' compute times and the command that wrote it."""
     if isinstance(result, dict):
-        return {k: _numbers(v) for k, v in result.items() if k not in ("seconds", "timing_s")}
+        skip = ("seconds", "timing_s", "command")
+        return {k: _numbers(v) for k, v in result.items() if k not in skip}
     if isinstance(result, list):
         return [_numbers(v) for v in result]
     return result
@@ -63,11 +64,13 @@ def test_flow_gives_the_drivers_numbers_and_a_rerun_trains_nothing(
     assert "fraction nested" in report.read_text() and "## The lever at fixed solutions" in (
         report.read_text()
     )
+    assert "Written by the `parentheses` flow, run as `" in report.read_text()
     for before_after in (first["nested"], first["equal_count"]):
         assert len(before_after) == 2 and all(0 <= k <= QUICK.seeds for k in before_after)
     result = json.loads((out / "results.json").read_text())
     assert [(r["alpha"], r["pair"]) for r in result["linear_check"]] == [(0.1, 0)]
     assert result["alpha_fixed_before_retraining"] and result["retrained"]
+    assert result["command"]
     expected = json.loads(json.dumps(run_experiment(QUICK.experiment_config())))
     assert _numbers(result) == _numbers(expected)
 

@@ -61,6 +61,7 @@ __all__ = [
     "estimate_susceptibilities",
     "group_components",
     "merge_stats",
+    "restricted_chi_from_stats",
     "sample_susceptibility_stats",
 ]
 
@@ -357,6 +358,35 @@ def chi_from_stats(stats: xr.Dataset, *, per_chain: bool = False) -> xr.DataArra
     coords = {k: v for k, v in stats.coords.items() if set(v.dims) <= set(dims)}
     attrs = {k: stats.attrs[k] for k in ("n_beta", "sampler_config", "convention", "init_loss")}
     attrs["estimator"] = "two-run (restricted runs for products, full run for centring)"
+    return xr.DataArray(chi, dims=dims, coords=coords, name="chi", attrs=attrs)
+
+
+def restricted_chi_from_stats(stats: xr.Dataset, *, per_chain: bool = False) -> xr.DataArray:
+    """χ^C_z = −Cov_C[φ, ℓ_z − L_fix] (component × unit) from the restricted runs alone:
+    the exact first-order response of the restricted run's own mean ⟨φ⟩_C to re-weighting
+    the data (fluctuation–dissipation for the law of C's weights with the rest clamped).
+
+    The two-run χ (:func:`chi_from_stats`) instead centres by the full run's means; it is
+    the response of the δ-localized observable δ(u − u*)·(L − L*) under the full posterior
+    (up to Z_C/Z), and differs from this one by E_C[φ]·(E_C − E_full)[ℓ_z − L_fix], which
+    includes how the re-weighting changes the posterior weight of u = u* itself.
+    ``estimators.linear_response.two_run_linear_check`` measures both against the
+    re-sampled restricted run. ``per_chain=True``: ``(component, chain, unit)``.
+    """
+    _require_complete(stats)
+    args = (
+        stats["count"].values,
+        stats["phi_mean"].values,
+        stats["phi_m2"].values,
+        stats["probe_mean"].values,
+        stats["probe_comoment"].values,
+    )
+    n, _, m2, _, co = args if per_chain else pool_comoments(*args, axis=1)
+    chi = (m2 / n)[..., None] - co / n[..., None]
+    dims = ("component", "chain", "unit") if per_chain else ("component", "unit")
+    coords = {k: v for k, v in stats.coords.items() if set(v.dims) <= set(dims)}
+    attrs = {k: stats.attrs[k] for k in ("n_beta", "sampler_config", "init_loss")}
+    attrs["estimator"] = "restricted (single run: -Cov_C[phi, l_z - L_fix])"
     return xr.DataArray(chi, dims=dims, coords=coords, name="chi", attrs=attrs)
 
 

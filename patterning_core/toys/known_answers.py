@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,11 +154,14 @@ def localized_gaussian(
 class RegressionResponse:
     """Exact linear response of linear regression: units ℓ_z, L, φ = L − L(w*) as
     quadratics in δ, at nβ, γ, and ``step_size`` ε (the SGLD chain's stationary law; None:
-    the tempered posterior itself).
+    the tempered posterior itself); ``coords``: the weights that move (a component's
+    restricted run; None: all of them).
 
-    ``chi()`` is χ_z = −Cov[φ, ℓ_z − L] per unit (no nβ factor); ``change(rho)`` the exact
-    change of ⟨φ⟩ when the units are re-weighted by ρ (mean 1), to compare with
-    nβ·Σ_z χ_z (ρ_z − 1)/n.
+    ``chi()`` is χ_z = −Cov_C[φ, ℓ_z − L] per unit under the (restricted) law (no nβ
+    factor), the exact derivative of ⟨φ⟩_C; ``two_run_chi()`` is what the two-run estimator
+    (``estimators.susceptibility``) converges to, whose centring means come from the full
+    run instead; ``change(rho)`` the exact change of ⟨φ⟩_C when the units are re-weighted
+    by ρ (mean 1), to compare with nβ·Σ_z χ_z (ρ_z − 1)/n.
     """
 
     units: list[Quadratic]
@@ -166,6 +170,7 @@ class RegressionResponse:
     n_beta: float
     localization: float
     step_size: float | None = None
+    coords: tuple[int, ...] | None = None
 
     @classmethod
     def of(
@@ -176,21 +181,43 @@ class RegressionResponse:
         n_beta: float,
         localization: float,
         step_size: float | None = None,
+        coords: Sequence[int] | None = None,
     ) -> RegressionResponse:
         loss = mean_squared_residual(X, y, w_star)
         units = [squared_residual(X[z], y[z], w_star) for z in range(len(y))]
         d = len(w_star)
         phi = loss - Quadratic(np.zeros((d, d)), np.zeros(d), loss.c)
-        return cls(units, loss, phi, n_beta, localization, step_size)
+        moving = None if coords is None else tuple(int(c) for c in coords)
+        return cls(units, loss, phi, n_beta, localization, step_size, moving)
 
-    def posterior(self, rho: np.ndarray | None = None) -> GaussianPosterior:
-        """The localized law of the loss with units weighted by ``rho`` (None: uniform)."""
+    def posterior(
+        self, rho: np.ndarray | None = None, *, restricted: bool = True
+    ) -> GaussianPosterior:
+        """The localized law of the loss with units weighted by ``rho`` (None: uniform), over
+        ``coords`` (``restricted=False``: every weight moves, the full run)."""
         loss = self.loss if rho is None else combine(self.units, np.asarray(rho) / len(self.units))
-        return localized_gaussian(loss, self.n_beta, self.localization, step_size=self.step_size)
+        coords = None if (self.coords is None or not restricted) else np.array(self.coords)
+        return localized_gaussian(
+            loss, self.n_beta, self.localization, coords=coords, step_size=self.step_size
+        )
 
     def chi(self) -> np.ndarray:
         post = self.posterior()
         return np.array([-post.covariance(self.phi, lz - self.loss) for lz in self.units])
+
+    def two_run_chi(self) -> np.ndarray:
+        """E_C[φ·L] − E_C[φ·ℓ_z] − E_C[φ]·(E_full[L] − E_full[ℓ_z]) per unit: equal to
+        :meth:`chi` when every weight moves; otherwise it differs by
+        E_C[φ]·(E_C − E_full)[ℓ_z − L]."""
+        restricted, full = self.posterior(), self.posterior(restricted=False)
+        return np.array(
+            [
+                restricted.expect_product(self.phi, self.loss)
+                - restricted.expect_product(self.phi, lz)
+                - restricted.expect(self.phi) * (full.expect(self.loss) - full.expect(lz))
+                for lz in self.units
+            ]
+        )
 
     def change(self, rho: np.ndarray) -> float:
         return self.posterior(rho).expect(self.phi) - self.posterior().expect(self.phi)

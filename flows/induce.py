@@ -16,7 +16,8 @@ against same-dose controls (demonstration 1).
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
 5. χ again at ``weights_step`` of every retrained run of ``loop_seeds`` (default: the first
    seed), and each condition's shift of the localized losses against its prediction
-   (``experiments/induction/loop.py``).
+   (``experiments/induction/loop.py``). Before retraining, the linear response of the
+   two-run χ itself at small doses of the Induce weights (``linear_check``).
 6. Report, plot and ``results.json`` (``natural_report``).
 
     patterning run induce     # hours on 2 cores; a rerun recomputes nothing
@@ -31,6 +32,7 @@ from prefect import flow, get_run_logger
 
 from flows.parameters import InduceParameters, SusceptibilityParameters
 from flows.retraining import experiment_folders, retrain, training_jobs
+from flows.runtime import file_digest
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.induction.natural_report import CONDITIONS, summarize_induce
 from patterning_core.model.checkpoints import list_checkpoints
@@ -38,6 +40,7 @@ from tasks.induce import (
     chi_convergence,
     head_score_curve,
     induce_weights,
+    linear_check,
     loop_closure,
     mode_reproducibility,
     write_induce_report,
@@ -114,6 +117,21 @@ def induce(params: InduceParameters | None = None) -> dict:
         weights["summary"]["mode"],
     )
 
+    # The linear response of the two-run χ that the weights invert, at small doses.
+    check = {}
+    if p.linear_check:
+        step = by_step[p.weights_step]
+        check = linear_check(
+            {**step, "digest": file_digest(step["path"])},
+            p.preset,
+            p.data,
+            weights["files"]["induce"],
+            reference["later_scores"],
+            p.sampler,
+            p.linear_check_seqs,
+            p.linear_check_fractions,
+        )
+
     # 4–5. Retraining and χ again on the retrained models, unless the mode was not found.
     if weights["summary"]["mode"]["found"] or p.retrain_without_mode:
         runs, loop = _retrain_and_close_loop(p, weights, runs_root, out, reference_run, main_store)
@@ -138,6 +156,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         runs,
         loop,
         time.perf_counter() - started,
+        check,
     )
     numbers["command"] = invoking_command()
     paths = write_induce_report(p.report_dir or str(out), numbers)

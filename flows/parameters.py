@@ -534,7 +534,11 @@ class InduceParameters(RetrainingFields):
     units = probe_seqs × (n_ctx − 1), natural text: validation sequences);
     ``report_dir``: report, plots and ``results.json`` (default ``out_dir``);
     ``retrain_without_mode``: retrain even when the mode search finds no induction mode (by
-    default the flow stops after the weights and reports the mode search).
+    default the flow stops after the weights and reports the mode search);
+    ``linear_check``: the two-run χ's linear response at ``weights_step`` on
+    ``linear_check_seqs`` training sequences re-weighted toward the Induce weights by
+    ``linear_check_fractions`` (``experiments/induction/linear_check.py``; sampler
+    ``sampler``).
     """
 
     preset: str = "demo"
@@ -553,6 +557,9 @@ class InduceParameters(RetrainingFields):
     probe_seqs: int = Field(32, ge=2)
     report_dir: str | None = None
     retrain_without_mode: bool = False
+    linear_check: bool = True
+    linear_check_seqs: int = Field(16, ge=2)
+    linear_check_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25])
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
@@ -563,6 +570,13 @@ class InduceParameters(RetrainingFields):
             raise ConfigError(f"loop_seeds {self.loop_seeds} must be among seeds {self.seeds}.")
         if self.replica_seed == self.sampler.get("seed", 0):
             raise ConfigError("replica_seed must differ from the sampler's seed.")
+        if not self.linear_check_fractions or not all(
+            0 < f < 1 for f in self.linear_check_fractions
+        ):
+            raise ConfigError(
+                "linear_check_fractions must be fractions in (0, 1) of the largest α that keeps "
+                f"every weight ≥ 0, got {self.linear_check_fractions}."
+            )
         _check_sampler(self.sampler)
         return self
 

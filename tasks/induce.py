@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
 from prefect import get_run_logger, task
 
@@ -21,6 +22,10 @@ from patterning_core.estimators.convergence import (
 )
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.experiments.induction.linear_check import (
+    circuit_heads,
+    induction_linear_check,
+)
 from patterning_core.experiments.induction.loop import (
     compare_shift,
     localized_loss,
@@ -37,12 +42,22 @@ from patterning_core.experiments.induction.natural_weights import natural_weight
 from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.induction.unit_features import predictable_units
 from patterning_core.experiments.spacing.fin_store import probe_tokens
+from patterning_core.model.checkpoints import load_checkpoint
 from patterning_core.model.transformer import head_name
+from patterning_core.sampling.config import SamplerConfig
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
 from patterning_core.store.chi_store import chi_at, plain_string_coords, read_stats
+from tasks.caching import expensive_task_policy, result_storage
 from tasks.reporting import publish_report
 from tasks.retraining import save_weights
 from tasks.training import model_preset
+
+MEMOIZED = {
+    "cache_policy": expensive_task_policy(),
+    "result_storage": result_storage(),
+    "persist_result": True,
+    "result_serializer": "json",  # never pickle
+}
 
 
 @task(name="induce-head-scores")
@@ -234,3 +249,43 @@ def write_induce_report(out_dir: str, numbers: dict) -> dict:
     """``report.md``, ``formation.png`` and ``results.json`` in ``out_dir``; the Markdown
     also as a Prefect artifact. Returns ``{"report", "results"}``."""
     return publish_report(out_dir, numbers, induce_report, "induce-report", "induction")
+
+
+@task(name="induce-linear-check", **MEMOIZED)
+def linear_check(
+    checkpoint: dict,
+    preset: str,
+    data: dict,
+    weights_file: dict,
+    later_scores: dict,
+    sampler: dict,
+    n_seqs: int,
+    fractions: list[float],
+) -> dict:
+    """``induction_linear_check`` at ``checkpoint`` (``{"step", "path", "digest"}``: the
+    digest keys the cache) along the weights in ``weights_file`` (``{"path", "digest"}``);
+    ``{"heads", "rows", "n_seqs", "sampler"}``."""
+    config = model_preset(preset)
+    torch.set_num_threads(1)
+    params = load_checkpoint(checkpoint["path"], expected_config=config).params
+    heads = circuit_heads(later_scores)
+    rows = induction_linear_check(
+        params,
+        config,
+        load_lm_tokens(data, config).train,
+        np.load(weights_file["path"]),
+        heads,
+        SamplerConfig.from_dict(sampler),
+        n_seqs,
+        fractions,
+    )
+    get_run_logger().info(
+        "linear check at step %s: %s",
+        checkpoint["step"],
+        "; ".join(
+            f"{r['component']} f={r['fraction']:g}: measured/two-run {r['ratio']:+.2f}, "
+            f"measured/restricted {r['ratio_restricted']:+.2f}"
+            for r in rows
+        ),
+    )
+    return {"heads": heads, "rows": rows, "n_seqs": n_seqs, "sampler": sampler}

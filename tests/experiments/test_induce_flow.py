@@ -40,6 +40,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         runs_root=str(tmp_path / "runs"),
         n_workers=1,
         retrain_without_mode=True,  # 40 steps form no circuit: retrain all the same
+        linear_check_seqs=2,
     )
     first = induce(params)
     results = json.loads(Path(first["results"]).read_text())
@@ -73,6 +74,16 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert -1 <= loop["induce"]["cosine"] <= 1 and loop["induce"]["heads"] == 16
     assert "predicted" not in loop["control_shuffled"]  # no probe weights for a shuffle
     assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 4
+    # the two-run χ's linear check: two layer-1 heads and one layer-0 head, two doses each
+    check = results["linear_check"]
+    assert len(check["heads"]) == 3 and [h[:2] for h in check["heads"]] == ["L1", "L1", "L0"]
+    assert [(r["component"], r["fraction"]) for r in check["rows"]] == [
+        (h, f) for h in check["heads"] for f in (0.1, 0.25)
+    ]
+    for r in check["rows"]:
+        values = [r[k] for k in ("measured", "predicted", "predicted_restricted")]
+        assert np.all(np.isfinite(values)) and r["predicted"] != 0
+        assert r["ratio"] == pytest.approx(r["measured"] / r["predicted"])
     # the reference's head scores at every checkpoint: [checkpoints, layers, heads]
     assert np.asarray(results["reference"]["prev_per_head"]).shape == (3, 2, 8)
     # published: χ with its probe coordinates and the extrapolator's probe weights
@@ -84,6 +95,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert decile_ratio(weights) == pytest.approx(2.0, rel=1e-2)
     report = Path(first["report"]).read_text()
     assert "## Targets per seed" in report and "Written by the `induce` flow, run as `" in report
+    assert "## Linear response of the two-run χ" in report and "measured / two-run" in report
     assert (tmp_path / "out" / "formation.png").is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}

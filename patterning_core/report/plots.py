@@ -79,6 +79,34 @@ def plot_prefix_matching(
     return save_figure(fig, path)
 
 
+def plot_head_scores(
+    steps: Sequence[int],
+    per_head: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    ylabel: str,
+    title: str,
+    threshold: float | None = None,
+    marks: Sequence[int] = (),
+) -> Path:
+    """One line per head of a score over checkpoints (e.g. every layer-1 head's prefix
+    matching), with an optional threshold line and vertical lines at ``marks`` (e.g. the
+    checkpoints where χ was estimated)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in per_head.items():
+        ax.plot(steps, values, lw=1.2, label=name)
+    for i, step in enumerate(marks):
+        ax.axvline(step, color="tab:gray", ls=":", lw=1, label="χ checkpoint" if i == 0 else None)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_linear_response(
     points: Sequence[ResponsePoint],
     path: str | os.PathLike[str],

@@ -97,6 +97,8 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert "## Targets per seed" in report and "Written by the `induce` flow, run as `" in report
     assert "## Linear response of the two-run χ" in report and "measured / two-run" in report
     assert (tmp_path / "out" / "formation.png").is_file()
+    for figure in ("reference_prefix_matching.png", "reference_previous_token.png"):
+        assert (tmp_path / "out" / figure).is_file() and f"]({figure})" in report
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
     again = induce(params)

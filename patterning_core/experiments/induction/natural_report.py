@@ -11,6 +11,7 @@ from typing import Any
 from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD
 from patterning_core.report.markdown import markdown_table
 from patterning_core.report.patterning_plots import plot_condition_curves
+from patterning_core.report.plots import plot_head_scores
 
 __all__ = ["TARGETS", "induce_report", "summarize_induce"]
 
@@ -169,6 +170,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
     ref = numbers["reference"]
     mode = numbers["mode"]
     ex = numbers["extrapolation"]
+    head_lines = _heads_over_training(out, ref, numbers["settings"].get("chi_checkpoints", []))
     lines = [
         "# χ steers the induction circuit of a model trained on natural text",
         "",
@@ -191,6 +193,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
             align=["l", "r", "r"],
         ),
         "",
+        *head_lines,
         "## The induction mode",
         "",
         f"χ at step {mode['checkpoint']}: mode {mode['index']} (found: "
@@ -277,6 +280,44 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _heads_over_training(out: Path, ref: Mapping[str, Any], chi_steps: Sequence[int]) -> list[str]:
+    """Figures of every layer-1 head's prefix matching and every layer-0 head's
+    previous-token score over the reference's checkpoints (written into ``out``), the χ
+    checkpoints marked."""
+    pms, prev, steps = ref.get("pms_per_head"), ref.get("prev_per_head"), ref.get("steps")
+    if not (pms and prev and steps):
+        return []
+    heads = len(pms[0][0])
+    plot_head_scores(
+        steps,
+        {f"L1H{h}": [p[1][h] for p in pms] for h in range(heads)},
+        out / "reference_prefix_matching.png",
+        "prefix-matching score",
+        "reference: layer-1 heads' prefix matching",
+        threshold=FORMATION_THRESHOLD,
+        marks=chi_steps,
+    )
+    plot_head_scores(
+        steps,
+        {f"L0H{h}": [p[0][h] for p in prev] for h in range(heads)},
+        out / "reference_previous_token.png",
+        "previous-token score",
+        "reference: layer-0 heads' previous-token score",
+        marks=chi_steps,
+    )
+    return [
+        "## The reference's heads over training",
+        "",
+        "Every checkpoint's scores are in `results.json` (`reference.pms_per_head`, "
+        "`reference.prev_per_head`: checkpoint × layer × head).",
+        "",
+        "![prefix matching](reference_prefix_matching.png)",
+        "",
+        "![previous token](reference_previous_token.png)",
+        "",
+    ]
 
 
 def _retraining_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -113,13 +113,21 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert gated_results["mode"]["table"] == mode["table"]
 
 
-def test_the_published_config_runs_the_recipe_substrate():
-    """``docs/examples/induce.json`` (the full run) keeps the recipe's substrate: at most a
-    fifth synthetic sequences, χ checkpoints before the reference's formation (step 17,250,
-    docs/results/induction_patterning/substrate)."""
+@pytest.mark.parametrize(
+    ("config", "formation_step"),
+    [("induce.json", 17250), ("induce_wide.json", 5000)],
+)
+def test_the_published_configs_run_the_recipe_substrates(config: str, formation_step: int):
+    """``docs/examples/induce.json`` (``demo`` preset) and ``induce_wide.json`` (d_head 16)
+    keep the recipes' substrates: at most a fifth synthetic sequences, the recipe's
+    training, χ checkpoints before the reference's formation (steps 17,250 and 5,000;
+    docs/results/induction_patterning/)."""
     from flows.parameters import InduceParameters
+    from patterning_core.recipes import induce_train, induce_wide_train
 
-    path = Path(__file__).parents[2] / "docs/examples/induce.json"
+    path = Path(__file__).parents[2] / "docs/examples" / config
     params = InduceParameters(**json.loads(path.read_text()))
     assert params.data.get("in_context_bigrams", 0.0) <= 0.2
-    assert max(params.chi_checkpoints) < 17250 and params.seeds == [0, 1, 2]
+    recipe = induce_wide_train() if params.preset == "induce_wide" else induce_train()
+    assert params.train == recipe
+    assert max(params.chi_checkpoints) < formation_step and params.seeds == [0, 1, 2]

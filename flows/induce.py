@@ -172,6 +172,8 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
         "data": p.data,
         "sgld_seqs": p.sgld_seqs,
         "probe_seqs": p.probe_seqs,
+        # Only when set, so that stores written without it keep their identity.
+        **({"probe_repeat": p.probe_repeat} if p.probe_repeat else {}),
     }
     susceptibilities(
         SusceptibilityParameters(

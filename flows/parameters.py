@@ -555,6 +555,7 @@ class InduceParameters(RetrainingFields):
     loop_seeds: list[int] | None = None
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(32, ge=2)
+    probe_repeat: float = Field(0.0, ge=0.0, le=1.0)
     report_dir: str | None = None
     retrain_without_mode: bool = False
     linear_check: bool = True

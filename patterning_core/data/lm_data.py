@@ -235,6 +235,35 @@ def select_sequences(tokens: Tensor, n: int, seed: int) -> Tensor:
     return tokens[torch.randperm(tokens.shape[0], generator=g)[:n].sort().values]
 
 
+def workload_probes(val: Tensor, spec: Mapping) -> Tensor:
+    """The probe sequences of a transformer workload ``spec`` from the validation sequences
+    ``val [N, T]``: ``probe_seqs`` of them (seed ``probe_seed``), and with ``probe_repeat``
+    = f > 0 the second half of a seeded fraction f of them replaced by a copy of the first
+    half (natural text that repeats, where copying predicts the second copy; the other
+    sequences keep their own second half, so positions are balanced)."""
+    probes = select_sequences(
+        val, int(spec.get("probe_seqs", 8)), seed=int(spec.get("probe_seed", 0))
+    )
+    return repeat_halves(
+        probes, float(spec.get("probe_repeat", 0.0)), seed=int(spec.get("probe_seed", 0))
+    )
+
+
+def repeat_halves(seqs: Tensor, share: float, seed: int = 0) -> Tensor:
+    """A copy of ``seqs [B, T]`` where ``round(share·B)`` rows, chosen by a seeded
+    permutation, have tokens ``[T//2, 2·(T//2))`` replaced by tokens ``[0, T//2)``."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"probe_repeat must be a fraction in [0, 1], got {share}.")
+    out = seqs.clone()
+    k = round(share * seqs.shape[0])
+    if k == 0:
+        return out
+    half = seqs.shape[1] // 2
+    rows = torch.randperm(seqs.shape[0], generator=torch.Generator().manual_seed(seed))[:k]
+    out[rows, half : 2 * half] = seqs[rows, :half]
+    return out
+
+
 def unit_labels(probes: Tensor, token_strings: list[str]) -> dict[str, np.ndarray]:
     """Labels of the per-token units of ``probes [B, T]``, flattened row-major ``[B·(T−1)]``.
 

@@ -139,11 +139,12 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     """An attention-only transformer checkpoint on its LM data.
 
     Spec: ``{"kind": "transformer", "data": DATA_SPEC (see lm_data.py), "sgld_seqs": 2048,
-    "probe_seqs": 8, "probe_seed": 0, "components": None or [names]}``. The SGLD data are
-    ``sgld_seqs`` training sequences, the probes ``probe_seqs`` validation sequences; units
-    are probe tokens (see ``lm_data.unit_labels``).
+    "probe_seqs": 8, "probe_seed": 0, "probe_repeat": 0.0, "components": None or [names]}``.
+    The SGLD data are ``sgld_seqs`` training sequences, the probes ``probe_seqs`` validation
+    sequences (``lm_data.workload_probes``: with ``probe_repeat`` a share of them repeat
+    their first half); units are probe tokens (see ``lm_data.unit_labels``).
     """
-    from patterning_core.data.lm_data import select_sequences, unit_labels
+    from patterning_core.data.lm_data import select_sequences, unit_labels, workload_probes
     from patterning_core.model.checkpoints import load_checkpoint
     from patterning_core.model.restricted_heads import TransformerLoss
     from patterning_core.model.transformer import components
@@ -153,9 +154,7 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     ckpt = load_checkpoint(checkpoint)
     tokens = _lm_tokens(json.dumps(spec["data"], sort_keys=True), json.dumps(ckpt.config.to_dict()))
     data = select_sequences(tokens.train, int(spec.get("sgld_seqs", 2048)), seed=0)
-    probes = select_sequences(
-        tokens.val, int(spec.get("probe_seqs", 8)), seed=int(spec.get("probe_seed", 0))
-    )
+    probes = workload_probes(tokens.val, spec)
     comps = components(ckpt.config)
     wanted = spec.get("components")
     if wanted:

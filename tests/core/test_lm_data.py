@@ -67,3 +67,25 @@ def test_misspelled_data_key_is_named_with_the_valid_ones() -> None:
         check_data_spec({"source": "corpus", "path": ["somewhere"]}, DEMO)
     with pytest.raises(ConfigError, match=r"\['n_seq'\] for source 'synthetic'"):
         check_data_spec({"source": "synthetic", "preset": "bench", "n_seq": 5}, DEMO)
+
+
+def test_workload_probes_repeat_the_first_half_of_the_stated_share() -> None:
+    """``probe_repeat`` f: round(f·B) of the selected probe sequences have their second half
+    replaced by their first, the others are untouched; f = 0 (or absent) selects exactly
+    what ``select_sequences`` selects; a share outside [0, 1] is named."""
+    from patterning_core.data.context_features import context_features
+    from patterning_core.data.lm_data import select_sequences, workload_probes
+
+    val = torch.randint(0, 500, (40, 64), generator=torch.Generator().manual_seed(0))
+    plain = workload_probes(val, {"probe_seqs": 10, "probe_seed": 3})
+    assert torch.equal(plain, select_sequences(val, 10, seed=3))
+    repeated = workload_probes(val, {"probe_seqs": 10, "probe_seed": 3, "probe_repeat": 0.5})
+    copied = (repeated[:, 32:] == repeated[:, :32]).all(dim=1)
+    assert int(copied.sum()) == 5
+    assert torch.equal(repeated[:, :32], plain[:, :32])
+    assert torch.equal(repeated[~copied], plain[~copied])
+    # copying predicts the second copy: every bigram there occurred before (from its 2nd token)
+    repeats = context_features(repeated).bigram_repeated
+    assert bool(repeats[copied][:, 33:].all())
+    with pytest.raises(ValueError, match="probe_repeat must be a fraction"):
+        workload_probes(val, {"probe_seqs": 10, "probe_repeat": 1.5})

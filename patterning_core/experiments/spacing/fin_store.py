@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from patterning_core.data.lm_data import load_lm_tokens, select_sequences
+from patterning_core.data.lm_data import load_lm_tokens, workload_probes
 from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.experiments.spacing.fin import fin_metric, position_decoding, run_positions
 from patterning_core.model.transformer import TransformerConfig
@@ -24,10 +24,7 @@ def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, lis
     selects them: ``probe_seqs`` validation sequences, seed ``probe_seed``) and the token
     strings."""
     tokens = load_lm_tokens(workload["data"], config)
-    probes = select_sequences(
-        tokens.val, int(workload.get("probe_seqs", 8)), seed=int(workload.get("probe_seed", 0))
-    )
-    return probes, tokens.token_strings
+    return workload_probes(tokens.val, workload), tokens.token_strings
 
 
 def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:

@@ -290,23 +290,20 @@ def _heads_over_training(out: Path, ref: Mapping[str, Any], chi_steps: Sequence[
     if not (pms and prev and steps):
         return []
     heads = len(pms[0][0])
-    plot_head_scores(
-        steps,
-        {f"L1H{h}": [p[1][h] for p in pms] for h in range(heads)},
-        out / "reference_prefix_matching.png",
-        "prefix-matching score",
-        "reference: layer-1 heads' prefix matching",
-        threshold=FORMATION_THRESHOLD,
-        marks=chi_steps,
-    )
-    plot_head_scores(
-        steps,
-        {f"L0H{h}": [p[0][h] for p in prev] for h in range(heads)},
-        out / "reference_previous_token.png",
-        "previous-token score",
-        "reference: layer-0 heads' previous-token score",
-        marks=chi_steps,
-    )
+    figures = [  # (scores, layer, file, score name, threshold)
+        (pms, 1, "reference_prefix_matching.png", "prefix matching", FORMATION_THRESHOLD),
+        (prev, 0, "reference_previous_token.png", "previous-token score", None),
+    ]
+    for scores, layer, name, label, threshold in figures:
+        plot_head_scores(
+            steps,
+            {f"L{layer}H{h}": [s[layer][h] for s in scores] for h in range(heads)},
+            out / name,
+            label,
+            f"reference: layer-{layer} heads' {label}",
+            threshold=threshold,
+            marks=chi_steps,
+        )
     return [
         "## The reference's heads over training",
         "",

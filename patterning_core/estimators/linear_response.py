@@ -193,8 +193,8 @@ def two_run_linear_check(
         )
         for fraction, point in zip(fractions, points, strict=True):
             out = {"component": name, "alpha": point.alpha, "fraction": float(fraction)}
+            dh = point.alpha * centred.ravel() / centred.size
             for suffix, (pooled, chains) in estimates.items():
-                dh = point.alpha * centred.ravel() / centred.size
                 per_chain = config.n_beta * chains.sel(component=name).values @ dh
                 out["predicted" + suffix] = config.n_beta * float(
                     pooled.sel(component=name).values @ dh

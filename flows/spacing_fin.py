@@ -5,7 +5,9 @@ interventions, χ measured again on every retrained model).
    character a token (``recipes.fin_data``), memoized like every run.
 2. χ of every head, the embedding and the unembedding at ``chi_checkpoints``
    (``susceptibilities`` subflow: shards on Dask, Zarr store, resumable), and the fin
-   metric at each (``experiments/spacing/fin.py``).
+   metric at each (``experiments/spacing/fin.py``); also χ of the initialization (step 0,
+   its own store per seed), the floor against which a fin is read as learned: run position
+   decoded beyond what the untrained network's χ already holds.
 3. From χ at ``weights_step``: χ-suppress weights along the fin mode and the same-dose
    whitespace control (``fin_weights``).
 4. For every seed, from the same initialization and data order: baseline, the data edit
@@ -71,7 +73,24 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
         return str(store)
 
     reference_store = chi_store(out / "chi.zarr", checkpoints)
-    growth = [fin_of_store(reference_store, c["step"], p.preset, "reference") for c in checkpoints]
+    init_stores: dict[int, str | None] = {}
+
+    def init_store(seed: int, run_checkpoints: list[dict]) -> str | None:
+        """χ of the seed's initialization (every condition of a seed starts from it)."""
+        if seed not in init_stores:
+            step0 = [c for c in run_checkpoints if c["step"] == 0]
+            init_stores[seed] = (
+                chi_store(out / f"chi_init_seed{seed}.zarr", step0) if step0 else None
+            )
+        return init_stores[seed]
+
+    reference_init = init_store(p.seeds[0], reference["checkpoints"])
+    growth = [
+        fin_of_store(reference_store, c["step"], p.preset, "reference", reference_init)
+        for c in checkpoints
+    ]
+    if reference_init is not None and 0 not in p.chi_checkpoints:
+        growth.insert(0, fin_of_store(reference_init, 0, p.preset, "initialization"))
     at_weights = next(f for f in growth if f["step"] == p.weights_step)
     weights = fin_suppress_weights(
         reference_store, p.weights_step, at_weights, p.data, p.preset, p.alpha, str(out)
@@ -89,6 +108,10 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     )
     logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 4)
     results = retrain(jobs, p.dask_address, p.n_workers)
+    for job, result in zip(jobs, results, strict=True):
+        if job["label"].startswith("baseline"):
+            steps = [{"step": s, "path": str(f)} for s, f in list_checkpoints(result["run_dir"])]
+            init_store(job["train_settings"]["seed"], steps)
     runs = []
     for job, result in zip(jobs, results, strict=True):
         condition, seed = job["label"].split()[0], job["train_settings"]["seed"]
@@ -100,7 +123,7 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
                 out / "retrained" / f"{condition}_seed{seed}.zarr",
                 [{"step": last, "path": str(path)}],
             )
-        fin = fin_of_store(store, last, p.preset, job["label"])
+        fin = fin_of_store(store, last, p.preset, job["label"], init_stores.get(seed))
         losses = spacing_measures(result["run_dir"], p.data, p.eval_seqs)["losses"]
         runs.append(
             {

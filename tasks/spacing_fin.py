@@ -21,9 +21,14 @@ from tasks.training import model_preset
 
 
 @task(name="fin-metric")
-def fin_of_store(store: str, step: int, preset: str, label: str = "") -> dict:
-    """The fin metric of checkpoint ``step`` of ``store`` (``fin_store.fin_at``)."""
-    fin = fin_at(store, step, model_preset(preset))
+def fin_of_store(
+    store: str, step: int, preset: str, label: str = "", init_store: str | None = None
+) -> dict:
+    """The fin metric of checkpoint ``step`` of ``store`` (``fin_store.fin_at``; with
+    ``init_store``, χ of the model's initialization at step 0, also the run position beyond
+    the initialization)."""
+    init = None if init_store is None else (init_store, 0)
+    fin = fin_at(store, step, model_preset(preset), init)
     get_run_logger().info(
         "%s step %d: fin metric %.3f (mode %d, null %.3f)",
         label or store,

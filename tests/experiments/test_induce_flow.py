@@ -115,11 +115,17 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
 
 @pytest.mark.parametrize(
     ("config", "formation_step"),
-    [("induce.json", 17250), ("induce_wide.json", 5000), ("induce_wide_repeat.json", 5000)],
+    [
+        ("induce.json", 17250),
+        ("induce_wide.json", 5000),
+        ("induce_wide_repeat.json", 5000),
+        ("induce_wide_late.json", 5000),
+    ],
 )
 def test_the_published_configs_run_the_recipe_substrates(config: str, formation_step: int):
     """``docs/examples/induce.json`` (``demo`` preset) and ``induce_wide.json`` (d_head 16;
-    ``induce_wide_repeat.json``: half the probe sequences repeat their first half) keep the
+    ``induce_wide_repeat.json``: half the probe sequences repeat their first half;
+    ``induce_wide_late.json``: χ at 4,500 and 4,750, nearer formation) keep the
     recipes' substrates: at most a fifth synthetic sequences, the recipe's
     training, χ checkpoints before the reference's formation (steps 17,250 and 5,000;
     docs/results/induction_patterning/)."""

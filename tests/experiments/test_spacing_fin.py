@@ -143,8 +143,11 @@ def test_loss_controlled_reading_removes_an_ordering_made_by_the_loss_alone():
     assert fin["control_rho"] < -0.8
 
 
-def _run(seed, condition, metric, partial, null=0.08):
+def _run(seed, condition, metric, partial, null=0.08, beyond_init=None):
     fin = {"metric": metric, "mode": 1, "null": null, "partial_metric": partial}
+    if beyond_init is not None:
+        fin["decoding"] = {"from_chi": 0.5, "from_loss": 0.1, "beyond_loss": 0.4}
+        fin["decoding"]["beyond_init"] = beyond_init
     return {
         "seed": seed,
         "condition": condition,
@@ -178,6 +181,41 @@ def test_targets_per_seed_against_that_seeds_baseline():
     assert not t["collapse_removes_the_fin"]  # 0.2 > 2 × 0.08 on seed 1
     controlled = numbers["targets_loss_controlled"]
     assert not controlled["suppress_halves_every_seed"]
+    assert numbers["targets_init_controlled"] == {}  # no initialization χ: no such targets
+
+
+def test_init_controlled_targets_read_the_fin_beyond_the_initialization():
+    """Targets on the run position beyond the initialization, per seed against its
+    baseline; "learned" means above REMOVED_NULLS (2) null levels (here 2 × 0.08)."""
+    from patterning_core.experiments.spacing.fin_report import summarize_fin
+
+    growth = [{"step": 40, "metric": 0.5, "probe_units": 100, "space_units": 50, "null": 0.08}]
+
+    def seed_runs(seed: int, baseline: float, suppress: float, control: float, edit: float):
+        values = zip(
+            ("baseline", "chi_suppress", "control_dose", "collapse_whitespace"),
+            (baseline, suppress, control, edit),
+            strict=True,
+        )
+        return [_run(seed, c, 0.5, 0.5, beyond_init=v) for c, v in values]
+
+    runs = seed_runs(0, 0.5, 0.2, 0.45, 0.1) + seed_runs(1, 0.4, 0.15, 0.35, 0.12)
+    numbers = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)
+    t = numbers["targets_init_controlled"]
+    assert t == {
+        "baseline_fin_learned_every_seed": True,
+        "suppress_halves_every_seed": True,  # cuts 0.6 and 0.625
+        "control_cuts_less_than_a_quarter": True,  # cuts 0.1 and 0.125
+        "collapse_removes_the_fin": True,  # 0.1, 0.12 ≤ 0.16
+    }
+    runs = seed_runs(0, 0.5, 0.3, 0.3, 0.2) + seed_runs(1, 0.1, 0.0, 0.1, 0.0)
+    t = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)["targets_init_controlled"]
+    assert t == {
+        "baseline_fin_learned_every_seed": False,  # seed 1: 0.1 ≤ 0.16
+        "suppress_halves_every_seed": False,  # seed 0 cut 0.4
+        "control_cuts_less_than_a_quarter": False,  # seed 0 cut 0.4
+        "collapse_removes_the_fin": False,  # seed 0: 0.2 > 0.16
+    }
 
 
 def _space_units(m: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
@@ -220,6 +258,42 @@ def test_position_decoding_finds_nothing_beyond_a_loss_that_orders_the_spaces():
         np.c_[directions * loss, np.ones((18, 50))], nan_outside, np.r_[loss, np.ones(50)]
     )
     assert padded == decoded  # units outside runs take no part
+
+
+def _angle_fin(positions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[18, m]`` χ columns whose direction turns with run position (an angle in the first
+    two components) plus small noise in the others."""
+    angle = 0.15 * positions
+    columns = 0.05 * rng.normal(size=(18, positions.size))
+    columns[0], columns[1] = np.cos(angle), np.sin(angle)
+    return columns
+
+
+def test_position_decoding_finds_nothing_beyond_an_initialization_that_holds_the_fin():
+    """The initialization's χ already turns with run position, the trained model's χ is
+    the same directions with fresh noise: it holds no run position of its own, so
+    ``beyond_init`` is zero to within four SDs of an unrelated Spearman ρ (1/√m each)."""
+    positions, rng = _space_units(2000, 5)
+    loss = rng.gamma(2.0, 1.0, positions.size)
+    init = _angle_fin(positions, rng)
+    trained = init + 0.05 * rng.normal(size=init.shape)
+    decoded = position_decoding(trained * loss, positions, loss, baseline=init)
+    assert decoded["from_chi"] > 0.95 and decoded["from_init"] > 0.95
+    assert abs(decoded["beyond_init"]) < 4 / np.sqrt(positions.size)
+    assert decoded["beyond_init"] == decoded["from_all"] - decoded["from_init"]
+
+
+def test_position_decoding_reads_a_fin_the_initialization_lacks():
+    """The initialization's directions are random (no run position), the trained model's
+    turn with it: everything the trained χ decodes is beyond the initialization."""
+    positions, rng = _space_units(2000, 6)
+    loss = rng.gamma(2.0, 1.0, positions.size)
+    init = rng.normal(size=(18, positions.size))
+    decoded = position_decoding(_angle_fin(positions, rng) * loss, positions, loss, baseline=init)
+    assert abs(decoded["from_init"]) < 4 / np.sqrt(positions.size)
+    assert decoded["beyond_init"] > 0.9
+    with pytest.raises(ValueError, match="same probe units"):
+        position_decoding(init, positions, loss, baseline=init[:, :-1])
 
 
 def test_position_decoding_needs_enough_space_units():

@@ -1,7 +1,8 @@
 """The ``spacing-fin`` flow end to end on tiny sizes: a small Python corpus (the standard
 library's ``json`` package) tokenized with every whitespace character a token, the
-``demo`` preset for 40 steps, χ at its last checkpoint through the sharded flow, the fin, the
-weights, four conditions retrained, χ on each, report; a rerun recomputes nothing."""
+``demo`` preset for 40 steps, χ at its last checkpoint and at its initialization through the
+sharded flow, the fin, the weights, four conditions retrained, χ on each, report; a rerun
+recomputes nothing."""
 
 from __future__ import annotations
 
@@ -39,7 +40,12 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     )
     first = spacing_fin(params)
     results = json.loads(Path(first["results"]).read_text())
-    assert results["checkpoints"] == [40]
+    # χ at the χ checkpoint and at the initialization (its own store), the floor of the fin
+    assert results["checkpoints"] == [0, 40]
+    assert (tmp_path / "out" / "chi_init_seed0.zarr").is_dir()
+    init_row = results["growth"][0]
+    assert init_row["step"] == 0 and "beyond_init" not in init_row["decoding"]
+    assert results["fin_metric_initialization"] == init_row["metric"]
     assert results["probe_tokens"] == 4 * 63
     assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
         ("baseline", 0),
@@ -51,8 +57,16 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
         assert 0 <= r["fin_metric"] <= 1 and np.isfinite(r["loss_whitespace"])
         # position from χ beyond the loss: a difference of two Spearman ρ
         assert -2 <= r["fin_beyond_loss"] <= 2
+        assert -2 <= r["fin_beyond_init"] <= 2  # every condition read against seed 0's init
     assert results["fin_beyond_loss_reference"] == results["runs"][0]["fin_beyond_loss"]
     assert results["runs"][0]["cut"] == 0.0  # the baseline against itself
+    assert results["fin_beyond_init_reference"] == results["runs"][0]["fin_beyond_init"]
+    assert set(results["targets_init_controlled"]) == {
+        "baseline_fin_learned_every_seed",
+        "suppress_halves_every_seed",
+        "control_cuts_less_than_a_quarter",
+        "collapse_removes_the_fin",
+    }
     assert set(results["targets"]) == {
         "reference_fin_at_least_0.6",
         "suppress_halves_every_seed",

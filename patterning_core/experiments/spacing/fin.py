@@ -35,6 +35,15 @@ out-of-fold predictions (K folds, seeded) are scored by Spearman's ρ with the p
 ``beyond_loss`` = ρ(both) − ρ(loss): how much run position the χ directions hold that the
 loss level does not. A fin that counts spaces shows up there; an ordering that only
 follows how hard a space is to predict does not.
+
+Position beyond the initialization (``baseline`` in :func:`position_decoding`): an
+untrained network already orders the spaces of a run (its attention averages over a
+context that holds more spaces the deeper the run is), so a fin read off χ of a trained
+model is learned only where it holds more than χ of its initialization on the same probe
+units. With the initialization's standardized χ given, the decoding also predicts the
+position from the initialization's directions with the loss (``from_init``), and from the
+trained model's directions, the initialization's and the loss together (``from_all``);
+``beyond_init`` = ρ(all) − ρ(init): the run position only the trained model's χ holds.
 """
 
 from __future__ import annotations
@@ -167,6 +176,7 @@ def position_decoding(
     folds: int = 5,
     ridge: float = 1.0,
     seed: int = 0,
+    baseline: np.ndarray | None = None,
 ) -> dict:
     """How well run position is predicted, out of fold, from the χ directions, the loss, and
     both (see the module docstring).
@@ -174,7 +184,9 @@ def position_decoding(
     ``standardized``: ``[component, unit]`` standardized χ; ``positions`` and ``loss``:
     ``[unit]`` (NaN positions outside runs are left out). Returns ``{"from_chi",
     "from_loss", "from_both", "beyond_loss", "space_units", "folds"}``, each ``from_*`` a
-    Spearman ρ of out-of-fold predictions with the position.
+    Spearman ρ of out-of-fold predictions with the position. ``baseline``: the
+    initialization's standardized χ over the same units (``[component', unit]``, any
+    components); adds ``from_init``, ``from_all`` and ``beyond_init``.
     """
     from scipy.stats import rankdata, spearmanr
 
@@ -183,8 +195,7 @@ def position_decoding(
     if int(keep.sum()) < 2 * folds:
         raise ValueError(f"{int(keep.sum())} space units: need at least {2 * folds} to decode.")
     columns = np.asarray(standardized, dtype=np.float64)[:, keep]
-    norms = np.linalg.norm(columns, axis=0)
-    direction = (columns / np.where(norms > 0, norms, 1.0)).T  # [m, component]
+    direction = _directions(columns)  # [m, component]
     level = rankdata(np.asarray(loss, dtype=np.float64).ravel()[keep])[:, None]
     target = rankdata(pos[keep])
 
@@ -194,7 +205,7 @@ def position_decoding(
 
     from_chi, from_loss = score(direction), score(level)
     from_both = score(np.c_[direction, level])
-    return {
+    decoded = {
         "from_chi": from_chi,
         "from_loss": from_loss,
         "from_both": from_both,
@@ -202,3 +213,26 @@ def position_decoding(
         "space_units": int(keep.sum()),
         "folds": folds,
     }
+    if baseline is not None:
+        base = np.asarray(baseline, dtype=np.float64)
+        if base.shape[-1] != pos.size:
+            raise ValueError(
+                f"the initialization's χ covers {base.shape[-1]} units, this χ {pos.size}: "
+                "both must be estimated on the same probe units."
+            )
+        init_direction = _directions(base[:, keep])
+        from_init = score(np.c_[init_direction, level])
+        from_all = score(np.c_[direction, init_direction, level])
+        decoded |= {
+            "from_init": from_init,
+            "from_all": from_all,
+            "beyond_init": from_all - from_init,
+        }
+    return decoded
+
+
+def _directions(columns: np.ndarray) -> np.ndarray:
+    """``[unit, component]``: each unit's column of ``columns [component, unit]`` scaled to
+    unit length (a zero column stays zero)."""
+    norms = np.linalg.norm(columns, axis=0)
+    return (columns / np.where(norms > 0, norms, 1.0)).T

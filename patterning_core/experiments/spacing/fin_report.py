@@ -29,7 +29,12 @@ Position beyond the loss: run position predicted out of fold (ridge, 5 folds) fr
 space unit's direction in χ space together with its loss, minus the same from the loss
 alone (Spearman ρ with the position; "from χ" uses the directions alone). It reads the
 whole susceptibility vector rather than one mode, and an ordering that only follows how
-hard a space is to predict scores 0 there."""
+hard a space is to predict scores 0 there. Position beyond the initialization: the same
+decoding from the trained model's χ directions, the initialization's (χ of the same seed's
+step-0 model on the same probe units) and the loss together, minus the initialization's
+with the loss: an untrained network already orders the spaces of a run (its attention
+averages over a context that holds more spaces the deeper the run is), so only this part
+of the fin is learned; the init-controlled targets use it."""
 
 
 def _decoding(fin: Mapping[str, Any], key: str) -> float | None:
@@ -68,6 +73,7 @@ def summarize_fin(
                 "fin_beyond_loss": _decoding(r["fin"], "beyond_loss"),
                 "position_from_chi": _decoding(r["fin"], "from_chi"),
                 "position_from_loss": _decoding(r["fin"], "from_loss"),
+                "fin_beyond_init": _decoding(r["fin"], "beyond_init"),
                 "loss_whitespace": r["loss_whitespace"],
                 "loss_other": r["loss_other"],
                 "step": r["step"],
@@ -111,9 +117,12 @@ def summarize_fin(
                 )
             ),
         }
+    init_controlled = _init_controlled_targets(rows)
     return {
         "fin_metric_reference": growth[-1]["metric"],
         "fin_beyond_loss_reference": _decoding(growth[-1], "beyond_loss"),
+        "fin_beyond_init_reference": _decoding(growth[-1], "beyond_init"),
+        "fin_metric_initialization": next((g["metric"] for g in growth if g["step"] == 0), None),
         "probe_tokens": growth[-1]["probe_units"],
         "space_units": growth[-1]["space_units"],
         "checkpoints": [g["step"] for g in growth],
@@ -123,22 +132,62 @@ def summarize_fin(
         "runs": rows,
         "targets": targets,
         "targets_loss_controlled": controlled,
+        "targets_init_controlled": init_controlled,
         "wall_seconds": wall_seconds,
         "settings": dict(settings),
         "fin_note": FIN_NOTE,
     }
 
 
+def _init_controlled_targets(rows: Sequence[dict]) -> dict[str, bool]:
+    """The targets read on the run position beyond the initialization (``fin_beyond_init``;
+    cut against the same seed's baseline): the baseline holds a learned fin (above
+    ``REMOVED_NULLS`` null levels), χ-suppress halves it, the control cuts less than a
+    quarter, the data edit leaves it within ``REMOVED_NULLS`` null levels. Empty when a run
+    has no initialization χ."""
+    if not rows or any(r["fin_beyond_init"] is None for r in rows):
+        return {}
+    base = {r["seed"]: r["fin_beyond_init"] for r in rows if r["condition"] == "baseline"}
+
+    def cuts(condition: str) -> list[float | None]:
+        return [
+            1 - r["fin_beyond_init"] / base[r["seed"]] if base.get(r["seed"], 0) > 0 else None
+            for r in rows
+            if r["condition"] == condition
+        ]
+
+    def learned(r: dict) -> bool:
+        return r["fin_beyond_init"] > REMOVED_NULLS * r["fin_null"]
+
+    baselines = [r for r in rows if r["condition"] == "baseline"]
+    collapse = [r for r in rows if r["condition"] == "collapse_whitespace"]
+    s_cuts, c_cuts = cuts("chi_suppress"), cuts("control_dose")
+    return {
+        "baseline_fin_learned_every_seed": bool(baselines and all(map(learned, baselines))),
+        "suppress_halves_every_seed": bool(
+            s_cuts and all(c is not None and c >= SUPPRESS_MIN_CUT for c in s_cuts)
+        ),
+        "control_cuts_less_than_a_quarter": bool(
+            c_cuts and all(c is not None and c < CONTROL_MAX_CUT for c in c_cuts)
+        ),
+        "collapse_removes_the_fin": bool(collapse and not any(map(learned, collapse))),
+    }
+
+
 def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     from patterning_core.report.pyplot import plt, save_figure
 
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (a, b, c, d) = plt.subplots(1, 4, figsize=(20, 4))
     g = numbers["growth"]
     steps = [x["step"] for x in g]
     a.plot(steps, [x["metric"] for x in g], "o-", label="fin metric")
     beyond = [_decoding(x, "beyond_loss") for x in g]
     if all(v is not None for v in beyond):
         a.plot(steps, beyond, "s--", label="position beyond the loss")
+    learned = [(x["step"], (x.get("decoding") or {}).get("beyond_init")) for x in g]
+    learned = [(step, v) for step, v in learned if v is not None]
+    if learned:
+        a.plot(*zip(*learned, strict=True), "^-.", label="position beyond the initialization")
     a.plot(steps, [x["null"] for x in g], "k:", label="null level")
     a.set_xlabel("training step (reference)")
     a.set_ylabel("|Spearman ρ|")
@@ -149,6 +198,7 @@ def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     for axis, key, title in (
         (b, "fin_metric", "fin metric of χ on each retrained model"),
         (c, "fin_beyond_loss", "run position beyond the loss"),
+        (d, "fin_beyond_init", "run position beyond the initialization"),
     ):
         for i, condition in enumerate(conditions):
             values = [
@@ -160,7 +210,7 @@ def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
             if values:
                 axis.hlines(np.mean(values), i - 0.25, i + 0.25, color="k")
         axis.set_xticks(range(len(conditions)), conditions, rotation=15)
-        axis.set_ylim(-0.1, 1)
+        axis.set_ylim(-0.2, 1)
         axis.set_title(title)
     path = out / "fin.png"
     save_figure(fig, path)
@@ -204,10 +254,13 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "ρ(position, loss)": _fmt(g.get("control_rho"), signed=True),
                 "position from χ": _fmt(_decoding(g, "from_chi")),
                 "beyond the loss": _fmt(_decoding(g, "beyond_loss"), signed=True),
+                "beyond the initialization": _fmt(
+                    (g.get("decoding") or {}).get("beyond_init"), signed=True
+                ),
             }
             for g in numbers["growth"]
         ],
-        align=["r"] * 10,
+        align=["r"] * 11,
     )
     lines += [
         "",
@@ -233,17 +286,22 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "its cut": _fmt(r["cut_loss_controlled"], signed=True),
                 "position from χ": _fmt(r.get("position_from_chi")),
                 "beyond the loss": _fmt(r.get("fin_beyond_loss"), signed=True),
+                "beyond the initialization": _fmt(r.get("fin_beyond_init"), signed=True),
                 "loss, whitespace": f"{r['loss_whitespace']:.3f}",
                 "loss, other": f"{r['loss_other']:.3f}",
             }
             for r in numbers["runs"]
         ],
-        align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r"],
+        align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     )
     lines += ["", "## Targets", ""]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in numbers["targets"].items()]
     controlled = numbers.get("targets_loss_controlled") or {}
     lines += [
         f"- {k} (loss-controlled): {'met' if v else 'NOT met'}" for k, v in controlled.items()
+    ]
+    lines += [
+        f"- {k} (beyond the initialization): {'met' if v else 'NOT met'}"
+        for k, v in (numbers.get("targets_init_controlled") or {}).items()
     ]
     return "\n".join(lines) + "\n"

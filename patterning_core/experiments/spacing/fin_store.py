@@ -27,12 +27,18 @@ def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, lis
     return workload_probes(tokens.val, workload), tokens.token_strings
 
 
-def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
+def fin_at(
+    store: str | Path,
+    step: int,
+    config: TransformerConfig,
+    init: tuple[str | Path, int] | None = None,
+) -> dict:
     """The fin of checkpoint ``step`` of ``store``: :func:`fin.fin_metric` over the leading
     ``N_MODES`` modes, controlled for each unit's posterior mean loss (the full run's
     ``full_probe_mean``, averaged over chains), plus ``explained_variance`` of the fin mode,
     ``n_beta``, ``probe_units`` and ``decoding`` (:func:`fin.position_decoding`: run
-    position from the χ directions beyond the loss)."""
+    position from the χ directions beyond the loss and, with ``init`` = ``(store, step)``
+    of χ of the model's initialization on the same workload, beyond the initialization)."""
     chi, n_beta, ds = chi_at(store, step)
     probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
     positions = run_positions(probes, strings).ravel()
@@ -45,7 +51,16 @@ def fin_at(store: str | Path, step: int, config: TransformerConfig) -> dict:
     loss = ds["full_probe_mean"].sel(checkpoint=step).values.mean(axis=0)  # E[ℓ_z], [unit]
     fin = fin_metric(modes["unit_loading"], positions, control=loss)
     standardized = standardize(chi.transpose("component", "unit"), "component").values
-    fin["decoding"] = position_decoding(standardized, positions, loss)
+    baseline = None
+    if init is not None:
+        init_chi, _, init_ds = chi_at(*init)
+        if init_ds.attrs["workload"] != ds.attrs["workload"]:
+            raise ValueError(
+                f"χ of the initialization ({init[0]}) was estimated on another workload than "
+                f"{store}: estimate both on the same data and probes."
+            )
+        baseline = standardize(init_chi.transpose("component", "unit"), "component").values
+    fin["decoding"] = position_decoding(standardized, positions, loss, baseline=baseline)
     fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
     fin["n_beta"] = float(n_beta)
     fin["probe_units"] = int(positions.size)

@@ -212,10 +212,14 @@ def test_init_controlled_targets_read_the_fin_beyond_the_initialization():
     t = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)["targets_init_controlled"]
     assert t == {
         "baseline_fin_learned_every_seed": False,  # seed 1: 0.1 ≤ 0.16
-        "suppress_halves_every_seed": False,  # seed 0 cut 0.4
+        "suppress_halves_every_seed": False,  # seed 0 cut 0.4; seed 1: no fin to cut
         "control_cuts_less_than_a_quarter": False,  # seed 0 cut 0.4
         "collapse_removes_the_fin": False,  # seed 0: 0.2 > 0.16
     }
+    # a control that "spares" a fin the baseline never learned is not a met target
+    runs = seed_runs(0, 0.5, 0.2, 0.45, 0.1) + seed_runs(1, 0.1, 0.0, 0.1, 0.0)
+    t = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)["targets_init_controlled"]
+    assert not t["control_cuts_less_than_a_quarter"] and not t["suppress_halves_every_seed"]
 
 
 def _space_units(m: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:

@@ -143,23 +143,25 @@ def _init_controlled_targets(rows: Sequence[dict]) -> dict[str, bool]:
     """The targets read on the run position beyond the initialization (``fin_beyond_init``;
     cut against the same seed's baseline): the baseline holds a learned fin (above
     ``REMOVED_NULLS`` null levels), χ-suppress halves it, the control cuts less than a
-    quarter, the data edit leaves it within ``REMOVED_NULLS`` null levels. Empty when a run
-    has no initialization χ."""
+    quarter, the data edit leaves it within ``REMOVED_NULLS`` null levels. A cut of a seed
+    whose baseline holds no learned fin is undefined (nothing to cut, or to spare), so the
+    cut targets fail there. Empty when a run has no initialization χ."""
     if not rows or any(r["fin_beyond_init"] is None for r in rows):
         return {}
-    base = {r["seed"]: r["fin_beyond_init"] for r in rows if r["condition"] == "baseline"}
-
-    def cuts(condition: str) -> list[float | None]:
-        return [
-            1 - r["fin_beyond_init"] / base[r["seed"]] if base.get(r["seed"], 0) > 0 else None
-            for r in rows
-            if r["condition"] == condition
-        ]
 
     def learned(r: dict) -> bool:
         return r["fin_beyond_init"] > REMOVED_NULLS * r["fin_null"]
 
     baselines = [r for r in rows if r["condition"] == "baseline"]
+    base = {r["seed"]: r["fin_beyond_init"] for r in baselines if learned(r)}
+
+    def cuts(condition: str) -> list[float | None]:
+        return [
+            1 - r["fin_beyond_init"] / base[r["seed"]] if r["seed"] in base else None
+            for r in rows
+            if r["condition"] == condition
+        ]
+
     collapse = [r for r in rows if r["condition"] == "collapse_whitespace"]
     s_cuts, c_cuts = cuts("chi_suppress"), cuts("control_dose")
     return {

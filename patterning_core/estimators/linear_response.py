@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from patterning_core.estimators.intervention import weighted_loss, with_weights
 from patterning_core.estimators.susceptibility import (
@@ -139,6 +140,7 @@ def two_run_linear_check(
     config: SamplerConfig,
     fractions: Sequence[float] = (0.1, 0.25),
     phi_batch: Sequence[Tensor] | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """The linear response of the estimator that patterning inverts: the two-run χ
     (``estimators.susceptibility``), estimated with every data unit as a probe, against the
@@ -152,7 +154,8 @@ def two_run_linear_check(
     patterning solve gave, or an exact χ. α runs over ``fractions`` of the largest α that
     keeps every weight ≥ 0, so the check is done where first order should hold.
     ``phi_batch`` defaults to the first ``batch_size`` units of ``data`` (all of them
-    without minibatches).
+    without minibatches). ``progress``: progress bars (the χ sampling's, then one step per
+    component's re-weighted runs).
 
     Returns one row per (component, α): ``component``, ``alpha``, ``fraction``,
     ``predicted`` (nβ·Σ χ_z (ρ_z − 1)/N with the two-run χ), ``predicted_restricted``
@@ -166,7 +169,7 @@ def two_run_linear_check(
         phi_batch = tuple(t[:size] for t in data)
     phi_batch = tuple(phi_batch)
     stats = sample_susceptibility_stats(
-        loss_fn, params, data, data, components, config, phi_batch=phi_batch, progress=False
+        loss_fn, params, data, data, components, config, phi_batch=phi_batch, progress=progress
     )
     estimates = {
         "": (chi_from_stats(stats), chi_from_stats(stats, per_chain=True)),
@@ -186,7 +189,11 @@ def two_run_linear_check(
         raise ValueError("direction is constant over the units: there is nothing to re-weight.")
     alphas = [f / float(-centred.min()) for f in fractions]
     rows = []
-    for name, masks in components.items():
+    for name, masks in tqdm(
+        components.items(),
+        desc="linear check: re-weighted runs per component",
+        disable=not progress,
+    ):
         row = estimates[""][0].sel(component=name).values.astype(np.float64).reshape(shape)
         points = linear_response_curve(
             loss_fn, params, data, masks, row, centred, alphas, config, phi_batch

@@ -38,9 +38,10 @@ of the fin is learned; the init-controlled targets use it."""
 
 
 def _decoding(fin: Mapping[str, Any], key: str) -> float | None:
-    """One number of a fin's position decoding (None for a fin read before it existed)."""
-    decoding = fin.get("decoding")
-    return None if decoding is None else float(decoding[key])
+    """One number of a fin's position decoding (None for a fin read before it existed, or
+    ``beyond_init`` of a fin read without an initialization)."""
+    value = (fin.get("decoding") or {}).get(key)
+    return None if value is None else float(value)
 
 
 def summarize_fin(
@@ -186,7 +187,7 @@ def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     beyond = [_decoding(x, "beyond_loss") for x in g]
     if all(v is not None for v in beyond):
         a.plot(steps, beyond, "s--", label="position beyond the loss")
-    learned = [(x["step"], (x.get("decoding") or {}).get("beyond_init")) for x in g]
+    learned = [(x["step"], _decoding(x, "beyond_init")) for x in g]
     learned = [(step, v) for step, v in learned if v is not None]
     if learned:
         a.plot(*zip(*learned, strict=True), "^-.", label="position beyond the initialization")
@@ -256,9 +257,7 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "ρ(position, loss)": _fmt(g.get("control_rho"), signed=True),
                 "position from χ": _fmt(_decoding(g, "from_chi")),
                 "beyond the loss": _fmt(_decoding(g, "beyond_loss"), signed=True),
-                "beyond the initialization": _fmt(
-                    (g.get("decoding") or {}).get("beyond_init"), signed=True
-                ),
+                "beyond the initialization": _fmt(_decoding(g, "beyond_init"), signed=True),
             }
             for g in numbers["growth"]
         ],

@@ -44,6 +44,21 @@ def _decoding(fin: Mapping[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _cut_targets(
+    suppress_cuts: Sequence[float | None], control_cuts: Sequence[float | None]
+) -> dict[str, bool]:
+    """The two cut targets on every seed's cut (None: undefined, fails): χ-suppress cuts at
+    least ``SUPPRESS_MIN_CUT``, the control less than ``CONTROL_MAX_CUT``."""
+    return {
+        "suppress_halves_every_seed": bool(
+            suppress_cuts and all(c is not None and c >= SUPPRESS_MIN_CUT for c in suppress_cuts)
+        ),
+        "control_cuts_less_than_a_quarter": bool(
+            control_cuts and all(c is not None and c < CONTROL_MAX_CUT for c in control_cuts)
+        ),
+    }
+
+
 def summarize_fin(
     settings: Mapping[str, Any],
     growth: Sequence[Mapping[str, Any]],
@@ -89,12 +104,7 @@ def summarize_fin(
     s_cuts, c_cuts = [r["cut"] for r in suppress], [r["cut"] for r in control]
     targets = {
         "reference_fin_at_least_0.6": bool(growth[-1]["metric"] >= 0.6),
-        "suppress_halves_every_seed": bool(
-            s_cuts and all(c is not None and c >= SUPPRESS_MIN_CUT for c in s_cuts)
-        ),
-        "control_cuts_less_than_a_quarter": bool(
-            c_cuts and all(c is not None and c < CONTROL_MAX_CUT for c in c_cuts)
-        ),
+        **_cut_targets(s_cuts, c_cuts),
         "collapse_removes_the_fin": bool(
             collapse and all(r["fin_metric"] <= REMOVED_NULLS * r["fin_null"] for r in collapse)
         ),
@@ -104,12 +114,7 @@ def summarize_fin(
         sp = [r["cut_loss_controlled"] for r in suppress]
         cp = [r["cut_loss_controlled"] for r in control]
         controlled = {
-            "suppress_halves_every_seed": bool(
-                sp and all(c is not None and c >= SUPPRESS_MIN_CUT for c in sp)
-            ),
-            "control_cuts_less_than_a_quarter": bool(
-                cp and all(c is not None and c < CONTROL_MAX_CUT for c in cp)
-            ),
+            **_cut_targets(sp, cp),
             "collapse_removes_the_fin": bool(
                 collapse
                 and all(
@@ -167,12 +172,7 @@ def _init_controlled_targets(rows: Sequence[dict]) -> dict[str, bool]:
     s_cuts, c_cuts = cuts("chi_suppress"), cuts("control_dose")
     return {
         "baseline_fin_learned_every_seed": bool(baselines and all(map(learned, baselines))),
-        "suppress_halves_every_seed": bool(
-            s_cuts and all(c is not None and c >= SUPPRESS_MIN_CUT for c in s_cuts)
-        ),
-        "control_cuts_less_than_a_quarter": bool(
-            c_cuts and all(c is not None and c < CONTROL_MAX_CUT for c in c_cuts)
-        ),
+        **_cut_targets(s_cuts, c_cuts),
         "collapse_removes_the_fin": bool(collapse and not any(map(learned, collapse))),
     }
 

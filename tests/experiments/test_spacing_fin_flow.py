@@ -95,3 +95,36 @@ def test_the_published_long_context_config_is_valid():
     params = SpacingFinParameters(**json.loads(path.read_text()))
     assert params.preset == "demo_long" and params.data["whitespace"] == "split"
     assert params.weights_step in params.chi_checkpoints
+
+
+def test_the_longer_training_configs_are_valid(tmp_path):
+    """``docs/examples/spacing_fin_12000_{train,chi}.json`` (the 12,000-step check in the
+    README's spacing section): a valid ``train`` configuration of the same substrate as
+    ``spacing_fin_long.json``, 4× longer, and a ``susceptibilities`` configuration on the
+    same workload and sampler at its initialization, step 3,000 and its last step (checked
+    against stand-in checkpoint files of the preset: the real ones exist after training)."""
+    from flows.parameters import SusceptibilityParameters, TrainParameters
+    from patterning_core.model.checkpoints import save_checkpoint
+    from patterning_core.model.transformer import init_params, preset
+
+    root = Path(__file__).parents[2] / "docs/examples"
+    long = json.loads((root / "spacing_fin_long.json").read_text())
+    train = TrainParameters(**json.loads((root / "spacing_fin_12000_train.json").read_text()))
+    assert (train.preset, train.data) == (long["preset"], long["data"])
+    assert train.train["steps"] == 4 * long["train"]["steps"]
+    same = {k: v for k, v in long["train"].items() if k not in ("steps", "checkpoint_steps")}
+    assert {k: train.train[k] for k in same} == same
+
+    spec = json.loads((root / "spacing_fin_12000_chi.json").read_text())
+    config = preset(train.preset)
+    for ckpt in spec["checkpoints"]:
+        assert Path(ckpt["path"]).name == f"step_{ckpt['step']:08d}.safetensors"
+        ckpt["path"] = str(
+            save_checkpoint(
+                tmp_path / Path(ckpt["path"]).name, init_params(config), config, ckpt["step"], 0
+            )
+        )
+    chi = SusceptibilityParameters(**spec)
+    assert chi.sampler == long["sampler"] and chi.workload["data"] == long["data"]
+    assert [c["step"] for c in chi.checkpoints] == [0, 3000, 12000]
+    assert all(c["step"] in train.train["checkpoint_steps"] for c in chi.checkpoints)

@@ -65,9 +65,11 @@ def test_presets() -> None:
     assert long == dataclasses.replace(preset("demo"), n_ctx=256)
     wide = preset("induce_wide")  # the demo's shape with heads twice as wide
     assert wide == dataclasses.replace(preset("demo"), d_model=128, d_head=16)
+    assert preset("fin_wide") == dataclasses.replace(wide, n_ctx=256)  # demo_long, wide heads
     assert preset("induce_paper_heads").d_head == paper.d_head
     with pytest.raises(
-        ValueError, match="bench, demo, demo_long, induce_paper_heads, induce_wide, paper, tiny"
+        ValueError,
+        match="bench, demo, demo_long, fin_wide, induce_paper_heads, induce_wide, paper, tiny",
     ):
         preset("huge")
 

@@ -97,25 +97,33 @@ def test_the_published_long_context_config_is_valid():
     assert params.weights_step in params.chi_checkpoints
 
 
-def test_the_longer_training_configs_are_valid(tmp_path):
-    """``docs/examples/spacing_fin_12000_{train,chi}.json`` (the 12,000-step check in the
-    README's spacing section): a valid ``train`` configuration of the same substrate as
-    ``spacing_fin_long.json``, 4× longer, and a ``susceptibilities`` configuration on the
-    same workload and sampler at its initialization, step 3,000 and its last step (checked
-    against stand-in checkpoint files of the preset: the real ones exist after training)."""
+@pytest.mark.parametrize(
+    ("name", "preset_name", "steps", "chi_steps"),
+    [
+        ("spacing_fin_12000", "demo_long", 12000, [0, 3000, 12000]),
+        ("spacing_fin_wide", "fin_wide", 6000, [0, 3000, 6000]),
+    ],
+)
+def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, steps, chi_steps):
+    """``docs/examples/<name>_{train,chi}.json`` (the substrate checks in the README's spacing
+    section: demo_long trained 4× longer, and the wider-headed ``fin_wide``): a valid
+    ``train`` configuration on the data and optimizer of ``spacing_fin_long.json``, and a
+    ``susceptibilities`` configuration on the same workload and sampler at the run's
+    initialization, step 3,000 and its last step (checked against stand-in checkpoint files
+    of the preset: the real ones exist after training)."""
     from flows.parameters import SusceptibilityParameters, TrainParameters
     from patterning_core.model.checkpoints import save_checkpoint
     from patterning_core.model.transformer import init_params, preset
 
     root = Path(__file__).parents[2] / "docs/examples"
     long = json.loads((root / "spacing_fin_long.json").read_text())
-    train = TrainParameters(**json.loads((root / "spacing_fin_12000_train.json").read_text()))
-    assert (train.preset, train.data) == (long["preset"], long["data"])
-    assert train.train["steps"] == 4 * long["train"]["steps"]
+    train = TrainParameters(**json.loads((root / f"{name}_train.json").read_text()))
+    assert (train.preset, train.data) == (preset_name, long["data"])
+    assert train.train["steps"] == steps
     same = {k: v for k, v in long["train"].items() if k not in ("steps", "checkpoint_steps")}
     assert {k: train.train[k] for k in same} == same
 
-    spec = json.loads((root / "spacing_fin_12000_chi.json").read_text())
+    spec = json.loads((root / f"{name}_chi.json").read_text())
     config = preset(train.preset)
     for ckpt in spec["checkpoints"]:
         assert Path(ckpt["path"]).name == f"step_{ckpt['step']:08d}.safetensors"
@@ -126,5 +134,5 @@ def test_the_longer_training_configs_are_valid(tmp_path):
         )
     chi = SusceptibilityParameters(**spec)
     assert chi.sampler == long["sampler"] and chi.workload["data"] == long["data"]
-    assert [c["step"] for c in chi.checkpoints] == [0, 3000, 12000]
+    assert [c["step"] for c in chi.checkpoints] == chi_steps
     assert all(c["step"] in train.train["checkpoint_steps"] for c in chi.checkpoints)

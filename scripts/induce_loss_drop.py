@@ -13,7 +13,8 @@ loss drop d_z = ℓ_z(t) − ℓ_z(t') from the published χ's checkpoint t to e
 data spec: ``probe_seqs`` validation sequences; checked against the published predictable
 flags). For the leading modes of the published χ (``mode_search.mode_table``, oriented so
 their head loadings follow the circuit scores of ``--scores``): Pearson r and Spearman ρ
-with d_z, the partial r given ℓ_z(t) (the loss level, which PC1 follows), and r with ℓ_z(t).
+with d_z, the partial ρ given ℓ_z(t) (``fin.partial_spearman``; the loss level, which PC1
+follows), and r with ℓ_z(t).
 Writes ``<out>.md`` and ``<out>.json``.
 """
 
@@ -35,18 +36,10 @@ from patterning_core.data.lm_data import load_lm_tokens, workload_probes
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.experiments.induction.mode_search import mode_table
 from patterning_core.experiments.induction.unit_features import predictable_units
+from patterning_core.experiments.spacing.fin import partial_spearman
 from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 from patterning_core.model.transformer import loss_per_token, preset
 from patterning_core.recipes import induce_data
-
-
-def partial_r(x: np.ndarray, y: np.ndarray, control: np.ndarray) -> float:
-    """Pearson r of x and y after removing each one's linear fit on ``control``."""
-
-    def residual(v: np.ndarray) -> np.ndarray:
-        return v - np.polyval(np.polyfit(control, v, 1), control)
-
-    return float(np.corrcoef(residual(x), residual(y))[0, 1])
 
 
 def main() -> None:
@@ -86,7 +79,7 @@ def main() -> None:
             entry["drops"][s] = {
                 "r": float(np.corrcoef(v, drop)[0, 1]),
                 "spearman": float(spearmanr(v, drop)[0]),
-                "partial_r": partial_r(v, drop, base),
+                "partial_spearman": partial_spearman(v, drop, base),
             }
         rows.append(entry)
     loss_means = {
@@ -109,13 +102,13 @@ def main() -> None:
         + ".",
         "",
         "| mode | explained variance | head alignment | r (predictable) | r (loss level) | "
-        + " | ".join(f"drop to {s}: r / ρ / partial r" for s in args.after)
+        + " | ".join(f"drop to {s}: r / ρ / partial ρ" for s in args.after)
         + " |",
         "|---|---:|---:|---:|---:|" + "---|" * len(args.after),
     ]
     for e in rows:
         drops = " | ".join(
-            f"{d['r']:+.3f} / {d['spearman']:+.3f} / {d['partial_r']:+.3f}"
+            f"{d['r']:+.3f} / {d['spearman']:+.3f} / {d['partial_spearman']:+.3f}"
             for d in e["drops"].values()
         )
         lines.append(

@@ -10,6 +10,7 @@ from patterning_core.experiments.induction.mode_search import (
     find_induction_mode,
     mode_agreement,
     point_biserial,
+    token_ceiling,
 )
 
 HEADS = [f"L{layer}H{h}" for layer in range(2) for h in range(4)]
@@ -97,3 +98,53 @@ def test_seed_agreement_and_chain_signs():
     )
     count, cosines = chain_sign_agreement(per_chain, modes_a, 2, found["sign"])
     assert count == 7 and cosines[5] < 0
+
+
+def ceiling_chi(n_groups: int = 400, per_group: int = 50, p: float = 0.3, seed: int = 0):
+    """Rows z_c = b_c·t + L + e_c: a planted indicator t, a level L shared by every row
+    (variance 4, like χ's PC1) and independent noise e_c (variance σ² = 1). The best
+    combination's population correlation with t is sqrt(q / (1 + q)) with
+    q = p(1 − p)·bᵀΣ⁻¹b, Σ = σ²I + 4·11ᵀ (the noise the combination must see through)."""
+    rng = np.random.default_rng(seed)
+    n, k = n_groups * per_group, len(COMPONENTS)
+    t = (rng.random(n) < p).astype(float)
+    b = 0.3 * rng.standard_normal(k)
+    rows = np.outer(b, t) + 2.0 * rng.standard_normal(n) + rng.standard_normal((k, n))
+    chi = xr.DataArray(rows, dims=("component", "unit"), coords={"component": COMPONENTS})
+    sigma = np.eye(k) + 4.0 * np.ones((k, k))
+    q = p * (1 - p) * b @ np.linalg.solve(sigma, b)
+    return chi, t, np.repeat(np.arange(n_groups), per_group), float(np.sqrt(q / (1 + q)))
+
+
+def test_token_ceiling_recovers_the_known_best_correlation():
+    chi, t, groups, expected = ceiling_chi()
+    out = token_ceiling(chi, t, groups)
+    # each fold: 10,000 held-out units, SE of r ≈ (1 − r²)/√10,000 < 0.01; fitting 19
+    # coefficients on 10,000 units costs ≈ 19/10,000 of R², far below that: 4 SE.
+    assert out["heldout_r"] == pytest.approx(expected, abs=0.04)
+    assert all(f == pytest.approx(expected, abs=0.04) for f in out["folds"])
+    assert set(out["weights"]) == set(COMPONENTS)
+
+
+def test_token_ceiling_bounds_every_mode_in_sample():
+    """A mode's unit loadings are a combination of the standardized rows, so the all-unit
+    fit correlates with the indicator at least as well as any mode does."""
+    chi, predictable = constructed_chi(noise=2.0)
+    groups = np.arange(chi.sizes["unit"]) // 10
+    out = token_ceiling(chi, predictable, groups)
+    modes = decompose(chi)
+    best_mode = np.abs(point_biserial(modes["unit_loading"].values, predictable)).max()
+    assert out["in_sample_r"] >= best_mode - 1e-9
+
+
+def test_token_ceiling_without_signal_is_near_zero():
+    chi, t, groups, _ = ceiling_chi()
+    shuffled = np.random.default_rng(1).permutation(t)
+    # 20 000 units, two folds: |r| of noise ≈ 0.01; 0.04 is 4 SE
+    assert abs(token_ceiling(chi, shuffled, groups)["heldout_r"]) < 0.04
+
+
+def test_token_ceiling_needs_two_groups():
+    chi, t, groups, _ = ceiling_chi(n_groups=2, per_group=5)
+    with pytest.raises(ValueError, match="two groups"):
+        token_ceiling(chi, t, np.zeros_like(groups))

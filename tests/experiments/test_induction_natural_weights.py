@@ -39,6 +39,9 @@ def test_planted_mode_found_and_weights_at_the_dose():
     mode = out.summary["mode"]
     assert mode["found"] and mode["head_alignment"] > 0.8
     assert abs(mode["token_correlation"]) > 0.8
+    # the planted mode carries the indicator, so the ceiling is at least the mode's r
+    assert mode["token_ceiling"]["in_sample_r"] >= abs(mode["token_correlation"]) - 1e-9
+    assert mode["token_ceiling"]["heldout_r"] > 0.8
     # dh follows the predictable indicator, which is a feature: held-out R² is high
     assert out.summary["extrapolation"]["induce"]["heldout_r2"] > 0.8
     assert out.summary["extrapolation"]["induce"]["heldout_target_cosine"] > 0.8

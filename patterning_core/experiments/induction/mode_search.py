@@ -17,6 +17,11 @@ Reproducibility (:func:`mode_agreement`, :func:`chain_sign_agreement`): the |cos
 component loadings of the mode found with two SGLD seeds, and in how many chains the
 chain's own χ, projected on the mode's unit loadings, has a component pattern with positive
 cosine to the mode's (the mode's sign holds in that chain).
+
+Ceiling (:func:`token_ceiling`): how well *any* fixed combination of the standardized χ rows
+follows the predictable tokens, fitted on half of the probe sequences and read on the other
+half. A mode's token loadings are one such combination (up to scale), so when this held-out r
+is below ``min_correlation`` no mode of this χ can pass the token test, whatever the search.
 """
 
 from __future__ import annotations
@@ -149,3 +154,51 @@ def chain_sign_agreement(
         denom = np.linalg.norm(pattern) * np.linalg.norm(u)
         cosines.append(float(pattern @ u / denom) if denom > 0 else 0.0)
     return int(sum(x > 0 for x in cosines)), cosines
+
+
+def token_ceiling(
+    chi: xr.DataArray, indicator: np.ndarray, groups: np.ndarray, *, by: str = "component"
+) -> dict:
+    """The best token correlation any combination of χ's rows reaches on held-out units.
+
+    ``chi (component, unit)`` is standardized as the mode search does (``standardize(chi,
+    by)``); the 0/1 ``indicator [units]`` is regressed (least squares, with an intercept) on
+    the standardized rows over the units of one half of the ``groups [units]`` (e.g. each
+    unit's probe sequence: units of one sequence are not independent, so they stay in one
+    half), and the fitted combination is correlated with the indicator over the other half;
+    both ways round. Returns ``heldout_r`` (mean of the two folds), ``folds`` (each held-out
+    r), ``in_sample_r`` (the fit on all units; ≥ every mode's |r|, but inflated by fitting)
+    and ``weights`` ``{component: coefficient}`` of the all-unit fit.
+
+    Known answer: rows z_c = b_c·t + e_c with independent noise of variance σ² give, for
+    many units, r = 1 / sqrt(1 + σ² / (|b|²·p(1 − p))) where p is the indicator's mean.
+    """
+    z = standardize(chi, by).transpose("component", "unit").values.T  # [units, components]
+    y = np.asarray(indicator, dtype=np.float64)
+    g = np.asarray(groups)
+    if z.shape[0] != y.shape[0] or g.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"χ over {z.shape[0]} units, indicator over {y.shape[0]}, groups over {g.shape[0]}."
+        )
+    names = np.unique(g)
+    if names.size < 2:
+        raise ValueError("token_ceiling needs units from at least two groups to hold one out.")
+    first = np.isin(g, names[: names.size // 2])
+    design = np.column_stack([np.ones(len(y)), z])
+
+    def fit(mask: np.ndarray) -> np.ndarray:
+        return np.linalg.lstsq(design[mask], y[mask], rcond=None)[0]
+
+    folds = []
+    for train in (first, ~first):
+        pred = design[~train] @ fit(train)
+        folds.append(float(point_biserial(pred[None, :], y[~train])[0]))
+    coef = fit(np.ones(len(y), dtype=bool))
+    in_sample = float(point_biserial((design @ coef)[None, :], y)[0])
+    components = [str(c) for c in chi.component.values]
+    return {
+        "heldout_r": float(np.mean(folds)),
+        "folds": folds,
+        "in_sample_r": in_sample,
+        "weights": dict(zip(components, map(float, coef[1:]), strict=True)),
+    }

@@ -117,6 +117,7 @@ def summarize_induce(
             "found": w["mode"]["found"],
             "explained_variance": w["mode"]["explained_variance"],
             "table": w["mode"]["table"],
+            "token_ceiling": w["mode"].get("token_ceiling"),
             "replica": reproducibility.get("replica"),
         },
         "extrapolation": {
@@ -202,6 +203,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         f"{_fmt(mode['explained_variance'], '.2%')}; with a second SGLD seed |cos| "
         f"{_fmt(mode['seed_agreement'])}; its sign holds in {_fmt(mode['chain_sign_agreement'])}"
         f" of {_fmt(mode['chains'])} chains.",
+        *_ceiling_lines(mode.get("token_ceiling")),
         "",
         *markdown_table(
             [
@@ -425,4 +427,19 @@ def _variant_lines(variants: Mapping[str, Any]) -> list[str]:
             ],
             align=["l", "r", "r", "r", "r"],
         ),
+    ]
+
+
+def _ceiling_lines(ceiling: dict | None) -> list[str]:
+    """The token ceiling (``mode_search.token_ceiling``) in one sentence, if computed."""
+    if not ceiling:
+        return []
+    return [
+        "",
+        "Token ceiling: the best combination of χ's rows, fitted on half of the probe "
+        "sequences, correlates with the predictable tokens at r = "
+        f"{_fmt(ceiling['heldout_r'])} on the other half (folds "
+        + ", ".join(_fmt(f) for f in ceiling["folds"])
+        + f"; in sample {_fmt(ceiling['in_sample_r'])}). No mode can exceed it, so below "
+        "0.3 the token test cannot pass at this checkpoint whichever mode is chosen.",
     ]

@@ -49,7 +49,7 @@ from patterning_core.experiments.induction.controls import (
     random_mode_target,
     shuffle_within_classes,
 )
-from patterning_core.experiments.induction.mode_search import find_induction_mode
+from patterning_core.experiments.induction.mode_search import find_induction_mode, token_ceiling
 from patterning_core.experiments.induction.unit_features import (
     predictable_units,
     unit_feature_names,
@@ -124,6 +124,8 @@ def natural_weights(
     modes = decompose(chi, "component")
     predictable = predictable_units(probe_tokens).ravel()
     found = find_induction_mode(modes, head_scores, predictable, n_leading=n_leading)
+    sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
+    ceiling = token_ceiling(chi, predictable, sequence)
     k = found["mode"]
     s = induce_sign(modes, k, head_scores)
     u = modes["component_loading"].sel(mode=k).values
@@ -131,7 +133,6 @@ def natural_weights(
     targets["control_random"] = random_mode_target(modes, k, n_leading, seed)
 
     features = unit_features(probe_tokens, kinds).reshape(units, -1)
-    sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
     fit_mask, _ = sequence_halves(sequence, seed)
 
     def solve_and_fit(target: np.ndarray) -> dict:
@@ -178,6 +179,7 @@ def natural_weights(
             "explained_variance": found["explained_variance"],
             "induce_sign": float(s),
             "table": found["table"],
+            "token_ceiling": ceiling,
         },
         "extrapolation": evaluation,
         "dose": {

@@ -138,3 +138,18 @@ def test_the_published_configs_run_the_recipe_substrates(config: str, formation_
     recipe = induce_wide_train() if params.preset == "induce_wide" else induce_train()
     assert params.train == recipe
     assert max(params.chi_checkpoints) < formation_step and params.seeds == [0, 1, 2]
+
+
+def test_the_formation_config_reads_chi_at_and_after_formation():
+    """``docs/examples/induce_wide_formation.json``: the ``induce_wide`` substrate with χ at
+    steps 5,000 and 5,250, the reference's formation step and the next checkpoint (a design
+    change from the before-formation configs above, named as such in the README)."""
+    from flows.parameters import InduceParameters
+    from patterning_core.recipes import induce_wide_train
+
+    path = Path(__file__).parents[2] / "docs/examples/induce_wide_formation.json"
+    params = InduceParameters(**json.loads(path.read_text()))
+    assert params.preset == "induce_wide" and params.train == induce_wide_train()
+    assert params.data.get("in_context_bigrams", 0.0) <= 0.2
+    assert min(params.chi_checkpoints) >= 5000 and params.weights_step == 5000
+    assert set(params.chi_checkpoints) <= set(params.train["checkpoint_steps"])

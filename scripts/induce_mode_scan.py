@@ -12,7 +12,8 @@ skipped): the φ traces' integrated autocorrelation time, the reliability of χ 
 between the two halves of the chains (``estimators.convergence.structure_reproducibility``),
 the leading modes' head alignment and token correlation (``mode_search.mode_table``; head
 scores: the reference's circuit scores at its last checkpoint) and how well the two halves
-agree on the best candidate. Writes ``<out>.md`` and ``<out>.json``.
+agree on the best candidate, and the token ceiling (``mode_search.token_ceiling``: no
+mode's token correlation can beat it on held-out probes). Writes ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from patterning_core.experiments.induction.mode_search import (
     find_induction_mode,
     mode_agreement,
     point_biserial,
+    token_ceiling,
 )
 from patterning_core.experiments.induction.patterning import circuit_scores
 from patterning_core.experiments.induction.unit_features import predictable_units
@@ -57,8 +59,11 @@ def layer_signal(
     return float(np.corrcoef(r, [head_scores[n] for n in names])[0, 1])
 
 
-def scan_checkpoint(store: str, step: int, head_scores: dict, predictable: np.ndarray) -> dict:
-    """The numbers of the module doc for one checkpoint of one store."""
+def scan_checkpoint(
+    store: str, step: int, head_scores: dict, predictable: np.ndarray, sequence: np.ndarray
+) -> dict:
+    """The numbers of the module doc for one checkpoint of one store (``sequence``: each
+    unit's probe sequence, the groups the token ceiling holds out)."""
     stats = read_stats(store, step)
     sampler = json.loads(stats.attrs["sampler_config"])
     chains = stats.chain.values
@@ -84,6 +89,7 @@ def scan_checkpoint(store: str, step: int, head_scores: dict, predictable: np.nd
             halves[0].values, halves[1].values
         )["median"],
         "layer1_signal": layer_signal(chi, "L1", head_scores, predictable),
+        "token_ceiling": token_ceiling(chi, predictable, sequence),
         "best_mode": found["mode"],
         "found": found["found"],
         "best_mode_half_agreement": mode_agreement(
@@ -110,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         ds = xr.open_zarr(path)
         probes, _ = _probes(ds, args.preset)
         predictable = predictable_units(probes).ravel()
+        sequence = np.repeat(np.arange(probes.shape[0]), probes.shape[1] - 1)
         numbers["stores"][label] = {"path": path, "checkpoints": []}
         for step in map(int, ds.checkpoint.values):
             try:
-                scan = scan_checkpoint(path, step, head_scores, predictable)
+                scan = scan_checkpoint(path, step, head_scores, predictable, sequence)
             except StoreError as err:
                 print(f"{label} step {step}: skipped ({str(err).splitlines()[0][:80]}…)")
                 continue
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['head_alignment']:.2f}/{r['token_correlation']:+.2f}" for r in lead
                     ),
                     "L1 signal": f"{scan['layer1_signal']:+.2f}",
+                    "token ceiling (held out)": f"{scan['token_ceiling']['heldout_r']:.2f}",
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -151,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         "the layer-1 heads, the correlation of each head's later prefix matching with the "
         "point-biserial r between its χ (standardized, minus the layer's mean head) and the "
         "predictable tokens (−1: the later induction heads' χ is lowest, i.e. most "
-        "expressing, on the tokens copying predicts).",
+        "expressing, on the tokens copying predicts). *Token ceiling*: the held-out "
+        "correlation with the predictable tokens of the best combination of χ's rows "
+        "(fitted on half of the probe sequences; `mode_search.token_ceiling`), which no "
+        "mode can exceed.",
         "",
         *markdown_table(rows),
         "",

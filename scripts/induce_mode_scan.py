@@ -42,7 +42,7 @@ from patterning_core.experiments.induction.unit_features import predictable_unit
 from patterning_core.model.checkpoints import list_checkpoints, load_checkpoint
 from patterning_core.report.markdown import markdown_table
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
-from patterning_core.store.chi_store import StoreError, read_stats
+from patterning_core.store.chi_store import StoreError, open_chi, read_stats
 from tasks.induce import _probes
 
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, numbers = [], {"head_scores": head_scores, "scores_step": last_step, "stores": {}}
     for item in args.store:
         label, _, path = item.partition("=")
-        ds = xr.open_zarr(path)
+        ds = open_chi(path)
         probes, _ = _probes(ds, args.preset)
         predictable = predictable_units(probes).ravel()
         sequence = np.repeat(np.arange(probes.shape[0]), probes.shape[1] - 1)

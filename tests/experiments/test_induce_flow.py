@@ -18,6 +18,17 @@ from tests.experiments.test_spacing_flow import SAMPLER, TRAIN, prefect_server
 __all__ = ["prefect_server"]
 
 
+def _load_script(name: str):
+    """A module of ``scripts/`` (not a package), imported from its file."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.timeout(900)
 def test_induce_flow_end_to_end(tmp_path, prefect_server):
     from flows.induce import induce
@@ -99,6 +110,20 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert (tmp_path / "out" / "formation.png").is_file()
     for figure in ("reference_prefix_matching.png", "reference_previous_token.png"):
         assert (tmp_path / "out" / figure).is_file() and f"]({figure})" in report
+    # the token ceiling bounds every mode's token correlation on the same units
+    ceiling = mode["token_ceiling"]
+    assert len(ceiling["folds"]) == 2 and np.isfinite(ceiling["heldout_r"])
+    best = max(abs(row["token_correlation"]) for row in mode["table"])
+    assert ceiling["in_sample_r"] >= best - 1e-9 and "Token ceiling" in report
+
+    # the per-checkpoint scan script reads the flow's store and the reference run
+    scan = _load_script("induce_mode_scan")
+    reference = next(r["run_dir"] for r in results["runs"] if r["condition"] == "baseline")
+    chi_store = f"tiny={tmp_path / 'out' / 'chi.zarr'}"
+    scan.main(["--store", chi_store, "--run-dir", reference, "--out", str(tmp_path / "scan")])
+    scanned = json.loads((tmp_path / "scan.json").read_text())["stores"]["tiny"]["checkpoints"]
+    assert [c["step"] for c in scanned] == [20, 40]
+    assert "token ceiling (held out)" in (tmp_path / "scan.md").read_text()
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
     again = induce(params)

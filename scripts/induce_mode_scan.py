@@ -29,7 +29,7 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from patterning_core.estimators.convergence import structure_reproducibility
-from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.estimators.decomposition import decompose, mode_alignment, standardize
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.mode_search import (
     find_induction_mode,
@@ -38,7 +38,7 @@ from patterning_core.experiments.induction.mode_search import (
     token_ceiling,
 )
 from patterning_core.experiments.induction.patterning import circuit_scores
-from patterning_core.experiments.induction.unit_features import predictable_units
+from patterning_core.experiments.induction.unit_features import predictable_units, unit_features
 from patterning_core.model.checkpoints import list_checkpoints, load_checkpoint
 from patterning_core.report.markdown import markdown_table
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
@@ -59,8 +59,53 @@ def layer_signal(
     return float(np.corrcoef(r, [head_scores[n] for n in names])[0, 1])
 
 
+def layer_axis(
+    chi: xr.DataArray,
+    halves: list[xr.DataArray],
+    layer: str,
+    head_scores: dict,
+    predictable: np.ndarray,
+    features: np.ndarray,
+    sequence: np.ndarray,
+) -> dict:
+    """The leading mode of ``layer``'s heads alone, χ standardized per unit (which removes
+    the pattern all heads share, PC1 of the full χ): its head alignment with the later
+    scores, how reliably the chain halves give its unit loadings (each half's standardized χ
+    projected on the pooled mode's head loadings), its token correlation with the
+    predictable tokens, and the held-out R² of its unit loadings from the extrapolator's
+    unit features (pattern class and in-context features; least squares fitted on half of
+    the probe sequences): what of its token side the features see."""
+    names = [c for c in map(str, chi.component.values) if c.startswith(layer)]
+    modes = decompose(chi.sel(component=names), "unit")
+    u = modes["component_loading"].sel(mode=1).values
+    v = modes["unit_loading"].sel(mode=1).values
+    alignment = float(mode_alignment(modes.isel(mode=[0]), head_scores).values[0])
+    u, v = (u, v) if alignment >= 0 else (-u, -v)
+    projections = [u @ standardize(h.sel(component=names), "unit").values for h in halves]
+    design = np.column_stack([np.ones(len(v)), features])
+    first = sequence < (sequence.max() + 1) // 2
+    r2 = []
+    for train in (first, ~first):
+        coef = np.linalg.lstsq(design[train], v[train], rcond=None)[0]
+        resid = v[~train] - design[~train] @ coef
+        r2.append(float(1 - resid.var() / v[~train].var()))
+    return {
+        "head_alignment": abs(alignment),
+        "explained_variance": float(modes["explained_variance"].values[0]),
+        "half_reliability": float(np.corrcoef(*projections)[0, 1]),
+        "token_correlation": float(point_biserial(v[None, :], predictable)[0]),
+        "feature_r2_heldout": float(np.mean(r2)),
+        "head_loadings": dict(zip(names, map(float, u), strict=True)),
+    }
+
+
 def scan_checkpoint(
-    store: str, step: int, head_scores: dict, predictable: np.ndarray, sequence: np.ndarray
+    store: str,
+    step: int,
+    head_scores: dict,
+    predictable: np.ndarray,
+    sequence: np.ndarray,
+    features: np.ndarray,
 ) -> dict:
     """The numbers of the module doc for one checkpoint of one store (``sequence``: each
     unit's probe sequence, the groups the token ceiling holds out)."""
@@ -90,6 +135,7 @@ def scan_checkpoint(
         )["median"],
         "layer1_signal": layer_signal(chi, "L1", head_scores, predictable),
         "token_ceiling": token_ceiling(chi, predictable, sequence),
+        "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
         "best_mode": found["mode"],
         "found": found["found"],
         "best_mode_half_agreement": mode_agreement(
@@ -114,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.store:
         label, _, path = item.partition("=")
         ds = open_chi(path)
-        probes, _ = _probes(ds, args.preset)
+        probes, strings = _probes(ds, args.preset)
         predictable = predictable_units(probes).ravel()
+        features = unit_features(probes, strings).reshape(predictable.size, -1)
         sequence = np.repeat(np.arange(probes.shape[0]), probes.shape[1] - 1)
         numbers["stores"][label] = {"path": path, "checkpoints": []}
         for step in map(int, ds.checkpoint.values):
             try:
-                scan = scan_checkpoint(path, step, head_scores, predictable, sequence)
+                scan = scan_checkpoint(path, step, head_scores, predictable, sequence, features)
             except StoreError as err:
                 print(f"{label} step {step}: skipped ({str(err).splitlines()[0][:80]}…)")
                 continue
@@ -141,6 +188,18 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "L1 signal": f"{scan['layer1_signal']:+.2f}",
                     "token ceiling (held out)": f"{scan['token_ceiling']['heldout_r']:.2f}",
+                    "L1 axis: alignment / halves / token r / feature R²": "{:.2f} / {:.2f} / "
+                    "{:+.2f} / {:.2f}".format(
+                        *(
+                            scan["layer1_axis"][k]
+                            for k in (
+                                "head_alignment",
+                                "half_reliability",
+                                "token_correlation",
+                                "feature_r2_heldout",
+                            )
+                        )
+                    ),
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -162,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         "expressing, on the tokens copying predicts). *Token ceiling*: the held-out "
         "correlation with the predictable tokens of the best combination of χ's rows "
         "(fitted on half of the probe sequences; `mode_search.token_ceiling`), which no "
-        "mode can exceed.",
+        "mode can exceed. *L1 axis*: the leading mode of the layer-1 heads alone, χ "
+        "standardized per unit (removing the pattern all heads share): its head alignment "
+        "with the later prefix matching, the chain halves' agreement on its unit loadings, "
+        "their correlation with the predictable tokens, and the held-out R² of those "
+        "loadings from the extrapolator's unit features (pattern class and in-context "
+        "features).",
         "",
         *markdown_table(rows),
         "",

@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         "# The induction-mode search per checkpoint",
         "",
-        f"Written by `scripts/induce_mode_scan.py`. Head scores (the reference at step "
+        "Written by `.venv/bin/python scripts/induce_mode_scan.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+        + f"`. Head scores (the reference at step "
         f"{last_step}; layer 0 previous-token, layer 1 prefix matching): {scores}.",
         "Thresholds: head alignment ≥ 0.8 and token correlation ≥ 0.3. *L1 signal*: across "
         "the layer-1 heads, the correlation of each head's later prefix matching with the "

@@ -28,6 +28,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from patterning_core.data.context_features import context_features
 from patterning_core.estimators.convergence import structure_reproducibility
 from patterning_core.estimators.decomposition import decompose, mode_alignment, standardize
 from patterning_core.estimators.susceptibility import chi_from_stats
@@ -99,6 +100,18 @@ def layer_axis(
     }
 
 
+def other_indicators(probes) -> dict[str, np.ndarray]:
+    """Two readings of "induction predicts this token" besides the binary one, per unit:
+    ``signed`` (+1 the bigram repeated, so copying is right; −1 the preceding token occurred
+    earlier with another continuation, so copying is wrong; 0 no earlier occurrence) and
+    ``share`` (the share of earlier occurrences that copying gets right)."""
+    cf = context_features(probes)
+    right = cf.bigram_repeated[:, 1:].numpy().ravel()
+    seen = cf.prev_seen[:, 1:].numpy().ravel()
+    signed = np.where(right, 1.0, np.where(seen, -1.0, 0.0))
+    return {"signed": signed, "share": cf.induction_share[:, 1:].numpy().ravel()}
+
+
 def scan_checkpoint(
     store: str,
     step: int,
@@ -106,6 +119,7 @@ def scan_checkpoint(
     predictable: np.ndarray,
     sequence: np.ndarray,
     features: np.ndarray,
+    others: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """The numbers of the module doc for one checkpoint of one store (``sequence``: each
     unit's probe sequence, the groups the token ceiling holds out)."""
@@ -136,6 +150,10 @@ def scan_checkpoint(
         "layer1_signal": layer_signal(chi, "L1", head_scores, predictable),
         "token_ceiling": token_ceiling(chi, predictable, sequence),
         "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
+        "other_indicators": {
+            name: {"token_ceiling": token_ceiling(chi, x, sequence)["heldout_r"]}
+            for name, x in (others or {}).items()
+        },
         "best_mode": found["mode"],
         "found": found["found"],
         "best_mode_half_agreement": mode_agreement(
@@ -163,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         probes, strings = _probes(ds, args.preset)
         predictable = predictable_units(probes).ravel()
         features = unit_features(probes, strings).reshape(predictable.size, -1)
+        others = other_indicators(probes)
         sequence = np.repeat(np.arange(probes.shape[0]), probes.shape[1] - 1)
         numbers["stores"][label] = {"path": path, "checkpoints": []}
         for step in map(int, ds.checkpoint.values):
             try:
-                scan = scan_checkpoint(path, step, head_scores, predictable, sequence, features)
+                scan = scan_checkpoint(
+                    path, step, head_scores, predictable, sequence, features, others
+                )
             except StoreError as err:
                 print(f"{label} step {step}: skipped ({str(err).splitlines()[0][:80]}…)")
                 continue
@@ -188,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "L1 signal": f"{scan['layer1_signal']:+.2f}",
                     "token ceiling (held out)": f"{scan['token_ceiling']['heldout_r']:.2f}",
+                    "ceiling, signed / share": " / ".join(
+                        f"{v['token_ceiling']:.2f}" for v in scan["other_indicators"].values()
+                    ),
                     "L1 axis: alignment / halves / token r / feature R²": "{:.2f} / {:.2f} / "
                     "{:+.2f} / {:.2f}".format(
                         *(
@@ -223,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         "expressing, on the tokens copying predicts). *Token ceiling*: the held-out "
         "correlation with the predictable tokens of the best combination of χ's rows "
         "(fitted on half of the probe sequences; `mode_search.token_ceiling`), which no "
-        "mode can exceed. *L1 axis*: the leading mode of the layer-1 heads alone, χ "
+        "mode can exceed; *signed / share*: the same for two other indicators (+1 copying "
+        "right, −1 copying wrong, 0 no earlier occurrence; the share of earlier occurrences "
+        "that copying gets right). *L1 axis*: the leading mode of the layer-1 heads alone, χ "
         "standardized per unit (removing the pattern all heads share): its head alignment "
         "with the later prefix matching, the chain halves' agreement on its unit loadings, "
         "their correlation with the predictable tokens, and the held-out R² of those "

@@ -162,7 +162,7 @@ def token_ceiling(
     """The best token correlation any combination of χ's rows reaches on held-out units.
 
     ``chi (component, unit)`` is standardized as the mode search does (``standardize(chi,
-    by)``); the 0/1 ``indicator [units]`` is regressed (least squares, with an intercept) on
+    by)``); the ``indicator [units]`` (0/1, or any per-unit score) is regressed (least squares, with an intercept) on
     the standardized rows over the units of one half of the ``groups [units]`` (e.g. each
     unit's probe sequence: units of one sequence are not independent, so they stay in one
     half), and the fitted combination is correlated with the indicator over the other half;

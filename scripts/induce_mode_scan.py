@@ -12,8 +12,9 @@ skipped): the φ traces' integrated autocorrelation time, the reliability of χ 
 between the two halves of the chains (``estimators.convergence.structure_reproducibility``),
 the leading modes' head alignment and token correlation (``mode_search.mode_table``; head
 scores: the reference's circuit scores at its last checkpoint) and how well the two halves
-agree on the best candidate, and the token ceiling (``mode_search.token_ceiling``: no
-mode's token correlation can beat it on held-out probes). Writes ``<out>.md`` and ``<out>.json``.
+agree on the best candidate, the token ceiling (``mode_search.token_ceiling``: no mode's
+token correlation can beat it on held-out probes) and the layer-1 circuit axis
+(:func:`layer_axis`). Writes ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from patterning_core.data.context_features import context_features
 from patterning_core.estimators.convergence import structure_reproducibility
 from patterning_core.estimators.decomposition import decompose, mode_alignment, standardize
+from patterning_core.estimators.feature_extrapolation import sequence_halves
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.mode_search import (
     find_induction_mode,
@@ -74,8 +76,9 @@ def layer_axis(
     scores, how reliably the chain halves give its unit loadings (each half's standardized χ
     projected on the pooled mode's head loadings), its token correlation with the
     predictable tokens, and the held-out R² of its unit loadings from the extrapolator's
-    unit features (pattern class and in-context features; least squares fitted on half of
-    the probe sequences): what of its token side the features see."""
+    unit features (pattern class and in-context features; least squares fitted on one of
+    the extrapolator's halves of the probe sequences, read on the other, both ways round):
+    what of its token side the features see."""
     names = [c for c in map(str, chi.component.values) if c.startswith(layer)]
     modes = decompose(chi.sel(component=names), "unit")
     u = modes["component_loading"].sel(mode=1).values
@@ -84,9 +87,9 @@ def layer_axis(
     u, v = (u, v) if alignment >= 0 else (-u, -v)
     projections = [u @ standardize(h.sel(component=names), "unit").values for h in halves]
     design = np.column_stack([np.ones(len(v)), features])
-    first = sequence < (sequence.max() + 1) // 2
+    first, held_out = sequence_halves(sequence)
     r2 = []
-    for train in (first, ~first):
+    for train in (first, held_out):
         coef = np.linalg.lstsq(design[train], v[train], rcond=None)[0]
         resid = v[~train] - design[~train] @ coef
         r2.append(float(1 - resid.var() / v[~train].var()))

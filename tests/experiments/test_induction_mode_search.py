@@ -146,5 +146,5 @@ def test_token_ceiling_without_signal_is_near_zero():
 
 def test_token_ceiling_needs_two_groups():
     chi, t, groups, _ = ceiling_chi(n_groups=2, per_group=5)
-    with pytest.raises(ValueError, match="two groups"):
+    with pytest.raises(ValueError, match="at least 2 sequences"):
         token_ceiling(chi, t, np.zeros_like(groups))

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from patterning_core.estimators.decomposition import mode_alignment, standardize
+from patterning_core.estimators.feature_extrapolation import sequence_halves
 
 
 def point_biserial(loadings: np.ndarray, indicator: np.ndarray) -> np.ndarray:
@@ -157,16 +158,22 @@ def chain_sign_agreement(
 
 
 def token_ceiling(
-    chi: xr.DataArray, indicator: np.ndarray, groups: np.ndarray, *, by: str = "component"
+    chi: xr.DataArray,
+    indicator: np.ndarray,
+    groups: np.ndarray,
+    *,
+    by: str = "component",
+    seed: int = 0,
 ) -> dict:
     """The best token correlation any combination of χ's rows reaches on held-out units.
 
     ``chi (component, unit)`` is standardized as the mode search does (``standardize(chi,
-    by)``); the ``indicator [units]`` (0/1, or any per-unit score) is regressed (least squares, with an intercept) on
-    the standardized rows over the units of one half of the ``groups [units]`` (e.g. each
-    unit's probe sequence: units of one sequence are not independent, so they stay in one
-    half), and the fitted combination is correlated with the indicator over the other half;
-    both ways round. Returns ``heldout_r`` (mean of the two folds), ``folds`` (each held-out
+    by)``); the ``indicator [units]`` (0/1, or any per-unit score) is regressed (least
+    squares, with an intercept) on the standardized rows over one half of the ``groups
+    [units]`` (each unit's probe sequence: units of one sequence are not independent, so
+    they stay in one half; the extrapolator's halves, ``sequence_halves(groups, seed)``), and
+    the fitted combination is correlated with the indicator over the other half; both ways
+    round. Returns ``heldout_r`` (mean of the two folds), ``folds`` (each held-out
     r), ``in_sample_r`` (the fit on all units; ≥ every mode's |r|, but inflated by fitting)
     and ``weights`` ``{component: coefficient}`` of the all-unit fit.
 
@@ -180,10 +187,7 @@ def token_ceiling(
         raise ValueError(
             f"χ over {z.shape[0]} units, indicator over {y.shape[0]}, groups over {g.shape[0]}."
         )
-    names = np.unique(g)
-    if names.size < 2:
-        raise ValueError("token_ceiling needs units from at least two groups to hold one out.")
-    first = np.isin(g, names[: names.size // 2])
+    first, _ = sequence_halves(g, seed)
     design = np.column_stack([np.ones(len(y)), z])
 
     def fit(mask: np.ndarray) -> np.ndarray:

@@ -13,8 +13,9 @@ between the two halves of the chains (``estimators.convergence.structure_reprodu
 the leading modes' head alignment and token correlation (``mode_search.mode_table``; head
 scores: the reference's circuit scores at its last checkpoint) and how well the two halves
 agree on the best candidate, the token ceiling (``mode_search.token_ceiling``: no mode's
-token correlation can beat it on held-out probes) and the layer-1 circuit axis
-(:func:`layer_axis`). Writes ``<out>.md`` and ``<out>.json``.
+token correlation can beat it on held-out probes), the layer-1 circuit axis
+(:func:`layer_axis`) and the modes of χ inside the span of the extrapolator's features, against
+a permutation null (``mode_search.feature_span_modes``). Writes ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from patterning_core.estimators.decomposition import decompose, mode_alignment, 
 from patterning_core.estimators.feature_extrapolation import sequence_halves
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.mode_search import (
+    feature_span_modes,
     find_induction_mode,
     mode_agreement,
     point_biserial,
@@ -153,6 +155,7 @@ def scan_checkpoint(
         "layer1_signal": layer_signal(chi, "L1", head_scores, predictable),
         "token_ceiling": token_ceiling(chi, predictable, sequence),
         "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
+        "feature_span": feature_span_modes(chi, features, head_scores, predictable),
         "other_indicators": {
             name: {"token_ceiling": token_ceiling(chi, x, sequence)["heldout_r"]}
             for name, x in (others or {}).items()
@@ -227,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         )
                     ),
+                    "feature span: best mode, alignment / token r (null p)": "PC{mode} "
+                    "{head_alignment:.2f} / {token_correlation:+.2f} ({p:.3f})".format(
+                        **scan["feature_span"]["best"], p=scan["feature_span"]["null"]["p_joint"]
+                    ),
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -257,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         "with the later prefix matching, the chain halves' agreement on its unit loadings, "
         "their correlation with the predictable tokens, and the held-out R² of those "
         "loadings from the extrapolator's unit features (pattern class and in-context "
-        "features).",
+        "features). *Feature span*: the modes of χ's projection on the span of those unit "
+        "features over the probe units, the part of χ that weights built from the features "
+        "can act on (`mode_search.feature_span_modes`): the best candidate and the share of "
+        "200 unit-permuted copies of χ in which some mode reaches both its alignment and its "
+        "|r| (token correlations inside a span that holds the indicator's own feature are "
+        "large by construction: the null says how large).",
         "",
         *markdown_table(rows),
         "",

@@ -206,3 +206,98 @@ def token_ceiling(
         "in_sample_r": in_sample,
         "weights": dict(zip(components, map(float, coef[1:]), strict=True)),
     }
+
+
+def feature_span_modes(
+    chi: xr.DataArray,
+    features: np.ndarray,
+    head_scores: Mapping[str, float],
+    indicator: np.ndarray,
+    *,
+    n_leading: int = 6,
+    n_null: int = 200,
+    seed: int = 0,
+) -> dict:
+    """The modes of the part of χ that weights built from per-unit features can act on, and
+    how often χ decoupled from the features gives modes as good.
+
+    Weights for training tokens are functions of the features (the extrapolator), so their
+    response nβ·χ̃·dh only sees χ̃'s projection on the span of the features over the probe
+    units. With ``Q [units, F']`` an orthonormal basis of span{1, ``features [units, F]``}
+    (standardized), the SVD ``χ̃ Q = U Σ Wᵀ`` gives component loadings ``U`` and unit
+    loadings ``Q W`` (which lie in the span); the table rows are read like
+    :func:`mode_table`'s (alignment oriented ≥ 0, ``token_correlation`` in that orientation;
+    ``explained_variance`` as a share of all of χ̃'s variance).
+
+    Token correlations inside a span that holds the indicator's own feature are large by
+    construction, so each is set against a null: the same decomposition of χ̃ with its
+    units permuted (``n_null`` seeded draws: χ and the features each keep their structure,
+    their coupling is gone). Returned: ``best``, the candidate (the row with the largest
+    min(alignment/0.8, |r|/0.3), as :func:`find_induction_mode` ranks a miss), and under
+    ``null`` the 95 % quantiles of the best |alignment| and of the best |r| among the
+    ``n_leading`` modes, and ``p_joint``: the share of null draws (counting the observed
+    one) in which some mode reaches both the candidate's alignment and its |r|.
+    """
+    z = standardize(chi, "component").transpose("component", "unit").values
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(indicator, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != z.shape[1] or y.shape[0] != z.shape[1]:
+        raise ValueError(
+            f"χ over {z.shape[1]} units; features {x.shape} and indicator {y.shape} must "
+            "have one row per unit."
+        )
+    scale = x.std(axis=0)
+    basis, _ = np.linalg.qr(
+        np.column_stack([np.ones(len(x)), (x - x.mean(axis=0)) / np.where(scale > 0, scale, 1)])
+    )
+    components = [str(c) for c in chi.component.values]
+    heads = [i for i, c in enumerate(components) if c in head_scores]
+    if len(heads) < 3:
+        raise ValueError("need scores for at least 3 components to align modes with.")
+    pattern = np.array([head_scores[components[i]] for i in heads], dtype=np.float64)
+    pattern -= pattern.mean()
+    k = min(n_leading, z.shape[0], basis.shape[1])
+
+    def modes(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        u, s, wt = np.linalg.svd(matrix @ basis, full_matrices=False)
+        u, s, v = u[:, :k], s[:k], (wt[:k] @ basis.T)
+        norms = np.linalg.norm(u[heads], axis=0) * np.linalg.norm(pattern)
+        alignment = (pattern @ u[heads]) / np.where(norms > 0, norms, 1.0)
+        r = point_biserial(v, y) * np.where(alignment < 0, -1.0, 1.0)
+        return np.abs(alignment), r, s
+
+    alignment, r, s = modes(z)
+    total = float((z**2).sum())
+    table = [
+        {
+            "mode": i + 1,
+            "explained_variance": float(s[i] ** 2 / total) if total > 0 else 0.0,
+            "head_alignment": float(alignment[i]),
+            "token_correlation": float(r[i]),
+        }
+        for i in range(k)
+    ]
+    best = max(
+        table,
+        key=lambda row: min(row["head_alignment"] / 0.8, abs(row["token_correlation"]) / 0.3),
+    )
+    rng = np.random.default_rng(seed)
+    null_alignment, null_r, joint = [], [], 0
+    for _ in range(n_null):
+        a, rr, _ = modes(z[:, rng.permutation(z.shape[1])])
+        rr = np.abs(rr)
+        null_alignment.append(a.max())
+        null_r.append(rr.max())
+        joint += bool(
+            ((a >= best["head_alignment"]) & (rr >= abs(best["token_correlation"]))).any()
+        )
+    return {
+        "table": table,
+        "best": best,
+        "null": {
+            "draws": n_null,
+            "alignment_q95": float(np.quantile(null_alignment, 0.95)),
+            "token_r_q95": float(np.quantile(null_r, 0.95)),
+            "p_joint": (joint + 1) / (n_null + 1),
+        },
+    }

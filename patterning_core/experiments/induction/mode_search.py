@@ -232,72 +232,61 @@ def feature_span_modes(
     Token correlations inside a span that holds the indicator's own feature are large by
     construction, so each is set against a null: the same decomposition of χ̃ with its
     units permuted (``n_null`` seeded draws: χ and the features each keep their structure,
-    their coupling is gone). Returned: ``best``, the candidate (the row with the largest
-    min(alignment/0.8, |r|/0.3), as :func:`find_induction_mode` ranks a miss), and under
+    their coupling is gone). Returned: ``table`` (:func:`mode_table`'s rows), ``best`` (the
+    row :func:`find_induction_mode` picks, with its thresholds; ``found``: both met), and under
     ``null`` the 95 % quantiles of the best |alignment| and of the best |r| among the
-    ``n_leading`` modes, and ``p_joint``: the share of null draws (counting the observed
-    one) in which some mode reaches both the candidate's alignment and its |r|.
+    leading modes, and ``p_joint``: the share of null draws (counting the observed one) in
+    which some mode reaches both the candidate's alignment and its |r|.
     """
-    z = standardize(chi, "component").transpose("component", "unit").values
+    z = standardize(chi, "component").transpose("component", "unit")
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(indicator, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != z.shape[1] or y.shape[0] != z.shape[1]:
+    if x.ndim != 2 or x.shape[0] != z.sizes["unit"] or y.shape[0] != z.sizes["unit"]:
         raise ValueError(
-            f"χ over {z.shape[1]} units; features {x.shape} and indicator {y.shape} must "
-            "have one row per unit."
+            f"χ over {z.sizes['unit']} units; features {x.shape} and indicator {y.shape} "
+            "must have one row per unit."
         )
     scale = x.std(axis=0)
     basis, _ = np.linalg.qr(
         np.column_stack([np.ones(len(x)), (x - x.mean(axis=0)) / np.where(scale > 0, scale, 1)])
     )
-    components = [str(c) for c in chi.component.values]
-    heads = [i for i, c in enumerate(components) if c in head_scores]
-    if len(heads) < 3:
-        raise ValueError("need scores for at least 3 components to align modes with.")
-    pattern = np.array([head_scores[components[i]] for i in heads], dtype=np.float64)
-    pattern -= pattern.mean()
-    k = min(n_leading, z.shape[0], basis.shape[1])
+    k = min(n_leading, z.sizes["component"], basis.shape[1])
+    total = float((z.values**2).sum())
 
-    def modes(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def span_modes(matrix: np.ndarray) -> xr.Dataset:
+        """The projection's SVD as ``decompose`` lays modes out."""
         u, s, wt = np.linalg.svd(matrix @ basis, full_matrices=False)
-        u, s, v = u[:, :k], s[:k], (wt[:k] @ basis.T)
-        norms = np.linalg.norm(u[heads], axis=0) * np.linalg.norm(pattern)
-        alignment = (pattern @ u[heads]) / np.where(norms > 0, norms, 1.0)
-        r = point_biserial(v, y) * np.where(alignment < 0, -1.0, 1.0)
-        return np.abs(alignment), r, s
-
-    alignment, r, s = modes(z)
-    total = float((z**2).sum())
-    table = [
-        {
-            "mode": i + 1,
-            "explained_variance": float(s[i] ** 2 / total) if total > 0 else 0.0,
-            "head_alignment": float(alignment[i]),
-            "token_correlation": float(r[i]),
-        }
-        for i in range(k)
-    ]
-    best = max(
-        table,
-        key=lambda row: min(row["head_alignment"] / 0.8, abs(row["token_correlation"]) / 0.3),
-    )
-    rng = np.random.default_rng(seed)
-    null_alignment, null_r, joint = [], [], 0
-    for _ in range(n_null):
-        a, rr, _ = modes(z[:, rng.permutation(z.shape[1])])
-        rr = np.abs(rr)
-        null_alignment.append(a.max())
-        null_r.append(rr.max())
-        joint += bool(
-            ((a >= best["head_alignment"]) & (rr >= abs(best["token_correlation"]))).any()
+        return xr.Dataset(
+            {
+                "explained_variance": ("mode", s[:k] ** 2 / total if total > 0 else s[:k] * 0),
+                "component_loading": (("mode", "component"), u[:, :k].T),
+                "unit_loading": (("mode", "unit"), wt[:k] @ basis.T),
+            },
+            coords={"mode": np.arange(1, k + 1), "component": z.component.values},
         )
+
+    found = find_induction_mode(span_modes(z.values), head_scores, y, n_leading=k)
+    table = found.pop("table")
+    best = {key: found[key] for key in table[0]}
+    rng = np.random.default_rng(seed)
+    null_alignment, null_r, joint = [], [], 1  # the observed χ counts as one draw
+    for _ in range(n_null):
+        rows = mode_table(
+            span_modes(z.values[:, rng.permutation(z.sizes["unit"])]), head_scores, y, k
+        )
+        a = np.array([row["head_alignment"] for row in rows])
+        r = np.abs([row["token_correlation"] for row in rows])
+        null_alignment.append(a.max())
+        null_r.append(r.max())
+        joint += bool(((a >= best["head_alignment"]) & (r >= abs(best["token_correlation"]))).any())
     return {
         "table": table,
         "best": best,
+        "found": found["found"],
         "null": {
             "draws": n_null,
             "alignment_q95": float(np.quantile(null_alignment, 0.95)),
             "token_r_q95": float(np.quantile(null_r, 0.95)),
-            "p_joint": (joint + 1) / (n_null + 1),
+            "p_joint": joint / (n_null + 1),
         },
     }

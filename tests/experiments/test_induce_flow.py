@@ -178,3 +178,28 @@ def test_the_formation_config_reads_chi_at_and_after_formation():
     assert params.data.get("in_context_bigrams", 0.0) <= 0.2
     assert min(params.chi_checkpoints) >= 5000 and params.weights_step == 5000
     assert set(params.chi_checkpoints) <= set(params.train["checkpoint_steps"])
+
+
+def test_the_many_probes_config_is_the_formation_run_with_ten_times_the_probes(tmp_path):
+    """``docs/examples/induce_wide_probes320_chi.json``: a ``susceptibilities`` configuration
+    for the formation reference at step 5,000 with the formation run's data and sampler and
+    320 probe sequences instead of 32 (the README's probe-count design change), checked
+    against a stand-in checkpoint file of the preset."""
+    from flows.parameters import InduceParameters, SusceptibilityParameters
+    from patterning_core.model.checkpoints import save_checkpoint
+    from patterning_core.model.transformer import init_params, preset
+
+    root = Path(__file__).parents[2] / "docs/examples"
+    formation = InduceParameters(**json.loads((root / "induce_wide_formation.json").read_text()))
+    spec = json.loads((root / "induce_wide_probes320_chi.json").read_text())
+    (ckpt,) = spec["checkpoints"]
+    assert ckpt["step"] == formation.weights_step
+    assert Path(ckpt["path"]).name == f"step_{ckpt['step']:08d}.safetensors"
+    config = preset(formation.preset)
+    ckpt["path"] = str(
+        save_checkpoint(tmp_path / "stand_in.safetensors", init_params(config), config, 5000, 0)
+    )
+    chi = SusceptibilityParameters(**spec)
+    assert chi.sampler == formation.sampler and chi.workload["data"] == formation.data
+    assert chi.workload["sgld_seqs"] == formation.sgld_seqs
+    assert chi.workload["probe_seqs"] == 10 * formation.probe_seqs

@@ -16,6 +16,16 @@ Two held-out numbers (:func:`heldout_evaluation`):
   target dμ. ``exact_target_cosine`` is the same with the exact dh[H] (what the held-out
   half of the exact solution does on its own), the ceiling for the extrapolated one.
 
+Solving in the features' span instead (:func:`fit_feature_solution`,
+:func:`feature_solution_evaluation`): training weights are a function of the features, dh =
+z·β (z the standardized features), so β can be chosen for the response itself rather than
+for resembling the probes' exact dh: nβ·(χ̃[:, fit]·z[fit])·β = dμ, the minimum-norm
+least-squares β (the patterning equation with the data units replaced by the feature
+directions, as the class weights of the synthetic demonstration replace tokens by classes).
+The exact per-unit dh spends most of its norm on unit-specific detail that no feature
+carries, which the regression then discards, taking the target with it; this keeps only
+what the features can express, and the held-out target cosine says whether that transfers.
+
 Dose (:func:`decile_ratio`, :func:`alpha_for_ratio`): weights ρ = 1 + α·d/max|d| (negatives
 clipped at 0, rescaled to mean 1, ``intervention.weights_from_intervention``); the *weight
 ratio* is the mean ρ of the most up-weighted decile of tokens over the mean ρ of the most
@@ -126,6 +136,66 @@ def heldout_evaluation(
         "heldout_r2": r_squared(dh[held], predicted[held]),
         "heldout_target_cosine": _cosine(response, np.asarray(d_mu, dtype=np.float64)),
         "exact_target_cosine": _cosine(exact, np.asarray(d_mu, dtype=np.float64)),
+        "fit_units": int(fit_mask.sum()),
+        "heldout_units": int(held.sum()),
+    }
+
+
+def fit_feature_solution(
+    chi_std: np.ndarray,
+    features: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    rcond: float = 1e-6,
+) -> RidgeFit:
+    """dh = ((features − mean) / scale) @ β with nβ·χ̃·dh = dμ over the given units (module doc).
+
+    Args:
+        chi_std: ``[components, units]`` standardized χ of the units solved on.
+        features: ``[units, F]`` (standardized here; constant columns drop out).
+        d_mu: ``[components]`` the target.
+        n_beta: nβ of the patterning equation.
+        rcond: singular values of nβ·χ̃·z below ``rcond · σ_max`` are dropped.
+
+    Returns a :class:`RidgeFit` with intercept 0 (a uniform up-weighting is undone by the
+    weights' normalization to mean 1): ``predict`` gives dh for any unit's features.
+    """
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != chi_std.shape[1]:
+        raise ValueError(
+            f"features must be [units, F] with units = {chi_std.shape[1]}, got {x.shape}."
+        )
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    response = n_beta * chi_std @ ((x - mean) / scale)  # [components, F]
+    coef = np.linalg.lstsq(response, np.asarray(d_mu, dtype=np.float64), rcond=rcond)[0]
+    return RidgeFit(coef=coef, intercept=0.0, mean=mean, scale=scale)
+
+
+def feature_solution_evaluation(
+    chi_std: np.ndarray,
+    features: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    fit_mask: np.ndarray,
+    rcond: float = 1e-6,
+) -> dict:
+    """:func:`fit_feature_solution` on the ``fit_mask`` units, read on the others: ``fit``,
+    ``fit_target_cosine`` (what the fit units' response reaches: below 1 when the target is
+    not in the features' reach) and ``heldout_target_cosine`` (the issue's number: the
+    cosine of nβ·χ̃[:, H]·dh[H] with dμ), ``fit_units``, ``heldout_units``."""
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    fit_mask = np.asarray(fit_mask, dtype=bool)
+    held = ~fit_mask
+    model = fit_feature_solution(chi_std[:, fit_mask], features[fit_mask], d_mu, n_beta, rcond)
+    dh = model.predict(features)
+    d_mu = np.asarray(d_mu, dtype=np.float64)
+    return {
+        "fit": model,
+        "fit_target_cosine": _cosine(chi_std[:, fit_mask] @ dh[fit_mask], d_mu),
+        "heldout_target_cosine": _cosine(n_beta * chi_std[:, held] @ dh[held], d_mu),
         "fit_units": int(fit_mask.sum()),
         "heldout_units": int(held.sum()),
     }

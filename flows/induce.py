@@ -107,6 +107,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.n_leading,
         str(out),
         p.report_dir,
+        p.extrapolator,
     )
     reproducibility = mode_reproducibility(
         main_store,

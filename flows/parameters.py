@@ -538,7 +538,9 @@ class InduceParameters(RetrainingFields):
     ``linear_check``: the two-run χ's linear response at ``weights_step`` on
     ``linear_check_seqs`` training sequences re-weighted toward the Induce weights by
     ``linear_check_fractions`` (``experiments/induction/linear_check.py``; sampler
-    ``sampler``).
+    ``sampler``); ``extrapolator``: how the probes' solution reaches every training token,
+    ``"regression"`` (dh regressed on the unit features) or ``"span"`` (the patterning
+    equation solved in the features' span; ``natural_weights``).
     """
 
     preset: str = "demo"
@@ -561,6 +563,7 @@ class InduceParameters(RetrainingFields):
     linear_check: bool = True
     linear_check_seqs: int = Field(16, ge=2)
     linear_check_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25])
+    extrapolator: Literal["regression", "span"] = "regression"
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:

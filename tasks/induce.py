@@ -104,6 +104,7 @@ def induce_weights(
     n_leading: int,
     out_dir: str,
     publish_dir: str | None = None,
+    extrapolator: str = "regression",
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
@@ -115,7 +116,15 @@ def induce_weights(
     probes, strings = _probes(ds, preset)
     train = load_lm_tokens(data, config).train
     result = natural_weights(
-        chi, n_beta, head_scores, probes, train, strings, ratio=ratio, n_leading=n_leading
+        chi,
+        n_beta,
+        head_scores,
+        probes,
+        train,
+        strings,
+        ratio=ratio,
+        n_leading=n_leading,
+        extrapolator=extrapolator,
     )
     files = {}
     for name, weights in result.weights.items():

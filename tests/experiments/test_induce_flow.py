@@ -132,10 +132,17 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
 
     # Without retrain_without_mode the flow retrains only when the mode search found the
     # mode; either way the report and results.json are written (everything else memoized).
-    gated = induce(params.model_copy(update={"retrain_without_mode": False}))
+    # This run also takes the span extrapolator, which the report and results.json name.
+    gated = induce(
+        params.model_copy(update={"retrain_without_mode": False, "extrapolator": "span"})
+    )
     gated_results = json.loads(Path(gated["results"]).read_text())
     assert (gated_results["runs"] == []) == (not mode["found"])
     assert gated_results["mode"]["table"] == mode["table"]
+    extrapolation = gated_results["extrapolation"]
+    assert extrapolation["extrapolator"] == "span" and extrapolation["heldout_r2"] is None
+    assert -1 <= extrapolation["heldout_target_cosine"] <= 1
+    assert "solved in the span of the unit features" in Path(gated["report"]).read_text()
 
 
 @pytest.mark.parametrize(

@@ -64,3 +64,22 @@ def test_probes_must_match_chi():
     chi, probes, train = setup()
     with pytest.raises(ValueError, match="loss units"):
         natural_weights(chi, 30.0, SCORES, probes[:5], train, STRINGS)
+
+
+def test_span_extrapolator_reaches_the_planted_target_and_reports_the_regression():
+    """The planted mode's unit loadings are a feature (the predictable indicator), so the
+    patterning equation solved in the features' span meets the target on held-out probes as
+    well as the regression does, and the summary says which extrapolator made the weights."""
+    chi, probes, train = setup()
+    out = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, extrapolator="span")
+    ev = out.summary["extrapolation"]["induce"]
+    assert ev["extrapolator"] == "span" and ev["heldout_r2"] is None
+    assert ev["fit_target_cosine"] > 0.9 and ev["heldout_target_cosine"] > 0.8
+    assert set(ev["regression"]) == {"heldout_r2", "heldout_target_cosine", "fit_r2"}
+    pred = predictable_units(train)
+    induce = out.weights["induce"]
+    assert induce[pred].mean() > 1.2 * induce[~pred].mean()
+    for condition in CONDITIONS:
+        assert decile_ratio(out.weights[condition]) == pytest.approx(4.0, rel=2e-3)
+    with pytest.raises(ValueError, match="extrapolator must be"):
+        natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, extrapolator="knn")

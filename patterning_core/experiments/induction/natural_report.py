@@ -126,6 +126,9 @@ def summarize_induce(
             "exact_target_cosine": induce_eval["exact_target_cosine"],
             "fit_r2": induce_eval["fit_r2"],
             "coef": induce_eval.get("coef"),
+            "extrapolator": induce_eval.get("extrapolator", "regression"),
+            "fit_target_cosine": induce_eval.get("fit_target_cosine"),
+            "regression": induce_eval.get("regression"),
             "control_random": w["extrapolation"].get("control_random"),
         },
         "dose": {
@@ -144,6 +147,23 @@ def summarize_induce(
         "settings": dict(settings),
         "wall_seconds": round(wall_seconds, 1),
     }
+
+
+def _extrapolator_lines(ex: Mapping[str, Any]) -> list[str]:
+    """What the extrapolator was: the regression of dh on the features, or the patterning
+    equation solved in the features' span (then the regression's numbers beside it)."""
+    if ex.get("extrapolator", "regression") == "regression":
+        return ["Extrapolator: ridge regression of the probes' exact dh on the unit features.", ""]
+    reg = ex.get("regression") or {}
+    return [
+        "Extrapolator: the patterning equation solved in the span of the unit features "
+        "(weights that the features can express, chosen for their response; no R² to dh). "
+        f"On the fitted half its response reaches cosine {_fmt(ex.get('fit_target_cosine'))} "
+        "with the target. The regression of dh on the same features would keep R² "
+        f"{_fmt(reg.get('heldout_r2'))} and target cosine "
+        f"{_fmt(reg.get('heldout_target_cosine'))} on the held-out probes.",
+        "",
+    ]
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -220,6 +240,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
         "## Weights for every training token",
         "",
+        *_extrapolator_lines(ex),
         f"Held-out probes (half of the probe sequences): R² {_fmt(ex['heldout_r2'])}, target "
         f"cosine {_fmt(ex['heldout_target_cosine'])} (the exact held-out solution: "
         f"{_fmt(ex['exact_target_cosine'])}). Decile weight ratios: "

@@ -33,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from patterning_core.data.context_features import context_features
 from patterning_core.estimators.convergence import structure_reproducibility
 from patterning_core.estimators.decomposition import decompose, mode_alignment, standardize
-from patterning_core.estimators.feature_extrapolation import sequence_halves
+from patterning_core.estimators.feature_extrapolation import (
+    sequence_halves,
+    span_reach_by_sequences,
+)
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.induction.mode_search import (
     feature_span_modes,
@@ -105,6 +108,34 @@ def layer_axis(
     }
 
 
+def span_reach(
+    chi: xr.DataArray,
+    modes: xr.Dataset,
+    candidate: int,
+    features: np.ndarray,
+    sequence: np.ndarray,
+    n_beta: float,
+) -> dict:
+    """How well weights built from the unit features can aim at PC2 and at the candidate
+    mode, by the number of probe sequences they are solved and read on
+    (``feature_extrapolation.span_reach_by_sequences``, k = 4, 8, 16, … up to half the
+    sequences; 40 draws each): ``{"PC<k>": {k: median held-out target cosine}}``."""
+    n_seqs = len(np.unique(sequence))
+    sizes = [k for k in (4, 8, 16, 32, 64, 128) if 2 * k <= n_seqs] + [n_seqs // 2]
+    z = standardize(chi).values
+    return {
+        f"PC{k}": span_reach_by_sequences(
+            z,
+            features,
+            modes["component_loading"].sel(mode=k).values,
+            n_beta,
+            sequence,
+            sorted(set(sizes)),
+        )
+        for k in sorted({2, candidate})
+    }
+
+
 def other_indicators(probes) -> dict[str, np.ndarray]:
     """Two readings of "induction predicts this token" besides the binary one, per unit:
     ``signed`` (+1 the bigram repeated, so copying is right; −1 the preceding token occurred
@@ -137,6 +168,7 @@ def scan_checkpoint(
         for part in (chains[:half], chains[half:])
     ]
     chi = chi_from_stats(stats).transpose("component", "unit")
+    n_beta = float(sampler["n_beta"])
     modes = decompose(chi)
     found = find_induction_mode(modes, head_scores, predictable)
     half_modes = [decompose(h) for h in halves]
@@ -156,6 +188,7 @@ def scan_checkpoint(
         "token_ceiling": token_ceiling(chi, predictable, sequence),
         "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
         "feature_span": feature_span_modes(chi, features, head_scores, predictable),
+        "span_reach": span_reach(chi, modes, found["mode"], features, sequence, n_beta),
         "other_indicators": {
             name: {"token_ceiling": token_ceiling(chi, x, sequence)["heldout_r"]}
             for name, x in (others or {}).items()
@@ -234,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                     "{head_alignment:.2f} / {token_correlation:+.2f} ({p:.3f})".format(
                         **scan["feature_span"]["best"], p=scan["feature_span"]["null"]["p_joint"]
                     ),
+                    "span reach (target cosine at k sequences)": "; ".join(
+                        f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in reach.items())
+                        for mode, reach in scan["span_reach"].items()
+                    ),
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -269,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         "can act on (`mode_search.feature_span_modes`): the best candidate and the share of "
         "200 unit-permuted copies of χ in which some mode reaches both its alignment and its "
         "|r| (token correlations inside a span that holds the indicator's own feature are "
-        "large by construction: the null says how large).",
+        "large by construction: the null says how large). *Span reach*: for PC2 and the best "
+        "candidate, the median held-out target cosine of weights solved in the features' "
+        "span on k probe sequences and read on k others "
+        "(`feature_extrapolation.span_reach_by_sequences`): how it grows with k says how many "
+        "probe sequences aiming at that mode needs.",
         "",
         *markdown_table(rows),
         "",

@@ -34,6 +34,7 @@ down-weighted decile: 1 at α = 0, growing with α (∞ once the bottom decile i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,6 +200,41 @@ def feature_solution_evaluation(
         "fit_units": int(fit_mask.sum()),
         "heldout_units": int(held.sum()),
     }
+
+
+def span_reach_by_sequences(
+    chi_std: np.ndarray,
+    features: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    sequence: np.ndarray,
+    sizes: Sequence[int],
+    draws: int = 40,
+    seed: int = 0,
+) -> dict[int, float]:
+    """How the span solution's held-out target cosine grows with the number of probe
+    sequences: for each k in ``sizes``, ``draws`` random disjoint pairs of k sequences (one
+    to solve on, :func:`fit_feature_solution`; one to read the response on), the median
+    held-out cosine. What the sequences do not share enters the held-out response as an
+    error O(1/√k), so the trend says how many probe sequences a target needs (``{k: median
+    cosine}``; sizes above half the sequences are skipped)."""
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    sequence = np.asarray(sequence)
+    seqs = np.unique(sequence)
+    d_mu = np.asarray(d_mu, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in sizes:
+        if 2 * k > len(seqs):
+            continue
+        cosines = []
+        for _ in range(draws):
+            chosen = rng.permutation(seqs)
+            fit, held = np.isin(sequence, chosen[:k]), np.isin(sequence, chosen[k : 2 * k])
+            model = fit_feature_solution(chi_std[:, fit], features[fit], d_mu, n_beta)
+            cosines.append(_cosine(chi_std[:, held] @ model.predict(features[held]), d_mu))
+        out[int(k)] = float(np.median(cosines))
+    return out
 
 
 def decile_ratio(weights: np.ndarray) -> float:

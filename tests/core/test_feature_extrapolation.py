@@ -12,6 +12,7 @@ from patterning_core.estimators.feature_extrapolation import (
     heldout_evaluation,
     r_squared,
     sequence_halves,
+    span_reach_by_sequences,
 )
 from patterning_core.estimators.intervention import weights_from_intervention
 
@@ -116,3 +117,18 @@ def test_feature_solution_held_out_error_shrinks_as_one_over_units():
             vals.append(1.0 - out["heldout_target_cosine"])
         gaps[units] = float(np.median(vals))
     assert 8 < gaps[400] / gaps[6400] < 32
+
+
+def test_span_reach_grows_with_the_sequences_as_the_error_shrinks():
+    """Sequences of 20 units, χ linear in the features plus unit noise: the held-out cosine
+    rises with k toward 1. The error in the held-out response is O(1/√k), so 1 − cosine
+    falls as 1/k once it is small and no slower than about 1/√k before: from 4 to 32
+    sequences (8×) the gap at least halves. Sizes beyond half the sequences are skipped."""
+    rng = np.random.default_rng(5)
+    chi, features = _chi_linear_in_features(rng, 64 * 20, unit_noise=3.0)
+    sequence = np.repeat(np.arange(64), 20)
+    d_mu = rng.standard_normal(6)
+    reach = span_reach_by_sequences(chi, features, d_mu, 1.0, sequence, [4, 16, 32, 40], draws=100)
+    assert set(reach) == {4, 16, 32}
+    assert reach[4] < reach[16] < reach[32] < 1
+    assert 1 - reach[32] < 0.5 * (1 - reach[4])

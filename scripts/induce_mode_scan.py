@@ -15,7 +15,10 @@ scores: the reference's circuit scores at its last checkpoint) and how well the 
 agree on the best candidate, the token ceiling (``mode_search.token_ceiling``: no mode's
 token correlation can beat it on held-out probes), the layer-1 circuit axis
 (:func:`layer_axis`) and the modes of χ inside the span of the extrapolator's features, against
-a permutation null (``mode_search.feature_span_modes``). Writes ``<out>.md`` and ``<out>.json``.
+a permutation null (``mode_search.feature_span_modes``), and how well weights built from the
+features (and from the reference model's own features at that step) can aim at PC2 and at the
+best candidate as the probe sequences grow (``feature_extrapolation.span_reach_by_sequences``).
+Writes ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ from patterning_core.experiments.induction.mode_search import (
     token_ceiling,
 )
 from patterning_core.experiments.induction.patterning import circuit_scores
-from patterning_core.experiments.induction.unit_features import predictable_units, unit_features
+from patterning_core.experiments.induction.unit_features import (
+    predictable_units,
+    reference_features,
+    unit_features,
+)
 from patterning_core.model.checkpoints import list_checkpoints, load_checkpoint
 from patterning_core.report.markdown import markdown_table
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
@@ -156,9 +163,12 @@ def scan_checkpoint(
     sequence: np.ndarray,
     features: np.ndarray,
     others: dict[str, np.ndarray] | None = None,
+    reference: np.ndarray | None = None,
 ) -> dict:
     """The numbers of the module doc for one checkpoint of one store (``sequence``: each
-    unit's probe sequence, the groups the token ceiling holds out)."""
+    unit's probe sequence, the groups the token ceiling holds out; ``reference``: the
+    reference model's own features of the probe units at this step, for the span reach
+    with them)."""
     stats = read_stats(store, step)
     sampler = json.loads(stats.attrs["sampler_config"])
     chains = stats.chain.values
@@ -189,6 +199,11 @@ def scan_checkpoint(
         "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
         "feature_span": feature_span_modes(chi, features, head_scores, predictable),
         "span_reach": span_reach(chi, modes, found["mode"], features, sequence, n_beta),
+        "span_reach_with_reference": None
+        if reference is None
+        else span_reach(
+            chi, modes, found["mode"], np.column_stack([features, reference]), sequence, n_beta
+        ),
         "other_indicators": {
             name: {"token_ceiling": token_ceiling(chi, x, sequence)["heldout_r"]}
             for name, x in (others or {}).items()
@@ -210,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="output path without suffix")
     args = p.parse_args(argv)
 
-    last_step, last_path = list_checkpoints(args.run_dir)[-1]
+    checkpoints = dict(list_checkpoints(args.run_dir))
+    last_step, last_path = max(checkpoints.items())
     ckpt = load_checkpoint(last_path)
     head_scores = circuit_scores(ckpt.params, ckpt.config)
     rows, numbers = [], {"head_scores": head_scores, "scores_step": last_step, "stores": {}}
@@ -224,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         sequence = np.repeat(np.arange(probes.shape[0]), probes.shape[1] - 1)
         numbers["stores"][label] = {"path": path, "checkpoints": []}
         for step in map(int, ds.checkpoint.values):
+            reference = None
+            if step in checkpoints:
+                at_step = load_checkpoint(checkpoints[step])
+                reference = reference_features(at_step.params, at_step.config, probes)
+                reference = reference.reshape(predictable.size, -1)
             try:
                 scan = scan_checkpoint(
-                    path, step, head_scores, predictable, sequence, features, others
+                    path, step, head_scores, predictable, sequence, features, others, reference
                 )
             except StoreError as err:
                 print(f"{label} step {step}: skipped ({str(err).splitlines()[0][:80]}…)")
@@ -271,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in reach.items())
                         for mode, reach in scan["span_reach"].items()
                     ),
+                    "span reach, + the reference's features": "; ".join(
+                        f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in reach.items())
+                        for mode, reach in (scan["span_reach_with_reference"] or {}).items()
+                    )
+                    or "—",
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",
@@ -310,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "candidate, the median held-out target cosine of weights solved in the features' "
         "span on k probe sequences and read on k others "
         "(`feature_extrapolation.span_reach_by_sequences`): how it grows with k says how many "
-        "probe sequences aiming at that mode needs.",
+        "probe sequences aiming at that mode needs; *+ the reference's features*: the same "
+        "with the reference model's own loss and attention statistics at the store's step "
+        "added to the features (`unit_features.reference_features`, an auxiliary model).",
         "",
         *markdown_table(rows),
         "",

@@ -143,6 +143,16 @@ def span_reach(
     }
 
 
+def reach_text(reach: dict | None) -> str:
+    """``{"PC2": {4: 0.09, …}, …}`` as ``PC2: 4 0.09, …; PC4: …`` (``—`` for None)."""
+    if not reach:
+        return "—"
+    return "; ".join(
+        f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in by_k.items())
+        for mode, by_k in reach.items()
+    )
+
+
 def other_indicators(probes) -> dict[str, np.ndarray]:
     """Two readings of "induction predicts this token" besides the binary one, per unit:
     ``signed`` (+1 the bigram repeated, so copying is right; −1 the preceding token occurred
@@ -288,15 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                     "{head_alignment:.2f} / {token_correlation:+.2f} ({p:.3f})".format(
                         **scan["feature_span"]["best"], p=scan["feature_span"]["null"]["p_joint"]
                     ),
-                    "span reach (target cosine at k sequences)": "; ".join(
-                        f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in reach.items())
-                        for mode, reach in scan["span_reach"].items()
+                    "span reach (target cosine at k sequences)": reach_text(scan["span_reach"]),
+                    "span reach, + the reference's features": reach_text(
+                        scan["span_reach_with_reference"]
                     ),
-                    "span reach, + the reference's features": "; ".join(
-                        f"{mode}: " + ", ".join(f"{k} {c:.2f}" for k, c in reach.items())
-                        for mode, reach in (scan["span_reach_with_reference"] or {}).items()
-                    )
-                    or "—",
                     "best (halves agree)": f"{scan['best_mode']} "
                     f"({'found' if scan['found'] else 'not found'}, "
                     f"{scan['best_mode_half_agreement']:.2f})",

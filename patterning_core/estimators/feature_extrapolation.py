@@ -54,6 +54,14 @@ def sequence_halves(sequence: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np
     return fit, ~fit
 
 
+def feature_scaling(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` per column of ``features [units, F]``; a constant column gets scale 1
+    (it standardizes to 0 and drops out)."""
+    x = np.asarray(features, dtype=np.float64)
+    scale = x.std(axis=0)
+    return x.mean(axis=0), np.where(scale > 0, scale, 1.0)
+
+
 @dataclass(frozen=True)
 class RidgeFit:
     """dĥ = intercept + ((features − mean) / scale) @ coef."""
@@ -79,9 +87,7 @@ def fit_ridge(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3) -> 
     y = np.asarray(target, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"features must be [units, F] with units = {y.shape[0]}, got {x.shape}.")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
+    mean, scale = feature_scaling(x)
     z = (x - mean) / scale
     n, f = z.shape
     yc = y - y.mean()
@@ -167,9 +173,7 @@ def fit_feature_solution(
         raise ValueError(
             f"features must be [units, F] with units = {chi_std.shape[1]}, got {x.shape}."
         )
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
+    mean, scale = feature_scaling(x)
     response = n_beta * chi_std @ ((x - mean) / scale)  # [components, F]
     coef = np.linalg.lstsq(response, np.asarray(d_mu, dtype=np.float64), rcond=rcond)[0]
     return RidgeFit(coef=coef, intercept=0.0, mean=mean, scale=scale)
@@ -182,20 +186,22 @@ def feature_solution_evaluation(
     n_beta: float,
     fit_mask: np.ndarray,
     rcond: float = 1e-6,
+    held_mask: np.ndarray | None = None,
 ) -> dict:
-    """:func:`fit_feature_solution` on the ``fit_mask`` units, read on the others: ``fit``,
-    ``fit_target_cosine`` (what the fit units' response reaches: below 1 when the target is
-    not in the features' reach) and ``heldout_target_cosine`` (the issue's number: the
-    cosine of nβ·χ̃[:, H]·dh[H] with dμ), ``fit_units``, ``heldout_units``."""
+    """:func:`fit_feature_solution` on the ``fit_mask`` units, read on ``held_mask`` (default:
+    all the others): ``fit``, ``fit_target_cosine`` (what the fit units' response reaches:
+    below 1 when the target is not in the features' reach) and ``heldout_target_cosine`` (the
+    issue's number: the cosine of nβ·χ̃[:, H]·dh[H] with dμ), ``fit_units``,
+    ``heldout_units``."""
     chi_std = np.asarray(chi_std, dtype=np.float64)
     fit_mask = np.asarray(fit_mask, dtype=bool)
-    held = ~fit_mask
+    held = ~fit_mask if held_mask is None else np.asarray(held_mask, dtype=bool)
     model = fit_feature_solution(chi_std[:, fit_mask], features[fit_mask], d_mu, n_beta, rcond)
     dh = model.predict(features)
     d_mu = np.asarray(d_mu, dtype=np.float64)
     return {
         "fit": model,
-        "fit_target_cosine": _cosine(chi_std[:, fit_mask] @ dh[fit_mask], d_mu),
+        "fit_target_cosine": _cosine(n_beta * chi_std[:, fit_mask] @ dh[fit_mask], d_mu),
         "heldout_target_cosine": _cosine(n_beta * chi_std[:, held] @ dh[held], d_mu),
         "fit_units": int(fit_mask.sum()),
         "heldout_units": int(held.sum()),
@@ -231,8 +237,10 @@ def span_reach_by_sequences(
         for _ in range(draws):
             chosen = rng.permutation(seqs)
             fit, held = np.isin(sequence, chosen[:k]), np.isin(sequence, chosen[k : 2 * k])
-            model = fit_feature_solution(chi_std[:, fit], features[fit], d_mu, n_beta)
-            cosines.append(_cosine(chi_std[:, held] @ model.predict(features[held]), d_mu))
+            evaluation = feature_solution_evaluation(
+                chi_std, features, d_mu, n_beta, fit, held_mask=held
+            )
+            cosines.append(evaluation["heldout_target_cosine"])
         out[int(k)] = float(np.median(cosines))
     return out
 

@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from patterning_core.estimators.decomposition import mode_alignment, standardize
-from patterning_core.estimators.feature_extrapolation import sequence_halves
+from patterning_core.estimators.feature_extrapolation import feature_scaling, sequence_halves
 
 
 def point_biserial(loadings: np.ndarray, indicator: np.ndarray) -> np.ndarray:
@@ -246,10 +246,8 @@ def feature_span_modes(
             f"χ over {z.sizes['unit']} units; features {x.shape} and indicator {y.shape} "
             "must have one row per unit."
         )
-    scale = x.std(axis=0)
-    basis, _ = np.linalg.qr(
-        np.column_stack([np.ones(len(x)), (x - x.mean(axis=0)) / np.where(scale > 0, scale, 1)])
-    )
+    mean, scale = feature_scaling(x)
+    basis, _ = np.linalg.qr(np.column_stack([np.ones(len(x)), (x - mean) / scale]))
     k = min(n_leading, z.sizes["component"], basis.shape[1])
     total = float((z.values**2).sum())
 

@@ -108,6 +108,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         str(out),
         p.report_dir,
         p.extrapolator,
+        p.target_mode,
     )
     reproducibility = mode_reproducibility(
         main_store,

@@ -540,7 +540,9 @@ class InduceParameters(RetrainingFields):
     ``linear_check_fractions`` (``experiments/induction/linear_check.py``; sampler
     ``sampler``); ``extrapolator``: how the probes' solution reaches every training token,
     ``"regression"`` (dh regressed on the unit features) or ``"span"`` (the patterning
-    equation solved in the features' span; ``natural_weights``).
+    equation solved in the features' span; ``natural_weights``); ``target_mode``: steer
+    along this leading mode (2…``n_leading``) instead of the one the mode search picks, a
+    design choice the report states (None: the search's).
     """
 
     preset: str = "demo"
@@ -564,9 +566,15 @@ class InduceParameters(RetrainingFields):
     linear_check_seqs: int = Field(16, ge=2)
     linear_check_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25])
     extrapolator: Literal["regression", "span"] = "regression"
+    target_mode: int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
+        if self.target_mode is not None and not 2 <= self.target_mode <= self.n_leading:
+            raise ConfigError(
+                f"target_mode {self.target_mode} must be a leading mode beyond PC1: 2…"
+                f"{self.n_leading} (n_leading)."
+            )
         schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_seeds_and_alpha(self.seeds, 1.0)
         _check_chi_checkpoints(schedule, self.chi_checkpoints, self.weights_step)

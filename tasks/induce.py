@@ -105,6 +105,7 @@ def induce_weights(
     out_dir: str,
     publish_dir: str | None = None,
     extrapolator: str = "regression",
+    target_mode: int | None = None,
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
@@ -125,6 +126,7 @@ def induce_weights(
         ratio=ratio,
         n_leading=n_leading,
         extrapolator=extrapolator,
+        target_mode=target_mode,
     )
     files = {}
     for name, weights in result.weights.items():

@@ -245,6 +245,46 @@ def span_reach_by_sequences(
     return out
 
 
+RCOND_GRID = (1e-6, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+"""Truncation levels :func:`choose_rcond` tries (relative to the largest singular value)."""
+
+
+def choose_rcond(
+    chi_std: np.ndarray,
+    features: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    sequence: np.ndarray,
+    grid: Sequence[float] = RCOND_GRID,
+    seed: int = 0,
+) -> tuple[float, dict[float, float]]:
+    """The truncation of :func:`fit_feature_solution` chosen by cross-validation over the
+    probe sequences of the units given (``chi_std [components, units]``, ``features [units,
+    F]``, ``sequence [units]``): for every ``rcond`` of ``grid``, the solution on one half of
+    the sequences read on the other (:func:`feature_solution_evaluation`), both ways round;
+    the ``rcond`` with the largest mean held-out target cosine wins (ties: the smallest).
+
+    Why: solved exactly (tiny ``rcond``) the span solution spends its norm on feature
+    directions whose response is weak and sequence-specific, so on other sequences the
+    response is mostly that noise; truncating the weak directions trades the fitted cosine
+    for a held-out one. Pass only the units the solution is fitted on, so that the units the
+    result is judged on play no part in the choice. Returns ``(rcond, {rcond: mean held-out
+    cosine})``."""
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    first, second = sequence_halves(np.asarray(sequence), seed)
+    scores = {}
+    for rcond in grid:
+        cosines = [
+            feature_solution_evaluation(chi_std, features, d_mu, n_beta, fit, rcond, held)[
+                "heldout_target_cosine"
+            ]
+            for fit, held in ((first, second), (second, first))
+        ]
+        scores[float(rcond)] = float(np.mean(cosines))
+    best = max(scores, key=lambda r: (scores[r], -r))
+    return best, scores
+
+
 def decile_ratio(weights: np.ndarray) -> float:
     """Mean weight of the top 10 % of tokens over that of the bottom 10 % (∞ if that is 0)."""
     w = np.asarray(weights, dtype=np.float64).ravel()

@@ -5,6 +5,7 @@ import pytest
 
 from patterning_core.estimators.feature_extrapolation import (
     alpha_for_ratio,
+    choose_rcond,
     decile_ratio,
     feature_solution_evaluation,
     fit_feature_solution,
@@ -132,3 +133,53 @@ def test_span_reach_grows_with_the_sequences_as_the_error_shrinks():
     assert set(reach) == {4, 16, 32}
     assert reach[4] < reach[16] < reach[32] < 1
     assert 1 - reach[32] < 0.5 * (1 - reach[4])
+
+
+def _one_reachable_component(rng, units):
+    """Two components, two features: component 0 responds to feature 0 (χ = x₀ + noise),
+    component 1 only to unit noise (σ = 1), so the response matrix's second direction is
+    sample noise of size O(1/√units) and the target's component-1 part is unreachable."""
+    x = rng.standard_normal((units, 2))
+    chi = np.stack([x[:, 0] + rng.standard_normal(units), rng.standard_normal(units)])
+    return chi, x
+
+
+def test_choose_rcond_keeps_every_direction_when_all_are_real():
+    """χ exactly linear in well-conditioned features (component c responds to feature c
+    alone): every singular value of the response matrix is within sampling error of the
+    others, far above the grid's largest truncation (0.1), so no rcond of the grid drops a
+    direction, every rcond gives the same solution and score, and the tie goes to the
+    smallest."""
+    rng = np.random.default_rng(7)
+    features = rng.standard_normal((40 * 20, 8))
+    chi = features[:, :6].T.copy()
+    sequence = np.repeat(np.arange(40), 20)
+    rcond, scores = choose_rcond(chi, features, rng.standard_normal(6), 1.0, sequence)
+    assert rcond == min(scores)
+    np.testing.assert_allclose(list(scores.values()), scores[rcond], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_choose_rcond_drops_a_direction_that_is_only_sample_noise(seed):
+    """Target dμ = (1, 1) with component 1 unreachable (:func:`_one_reachable_component`):
+    the exact solution chases component 1 through the response matrix's noise direction
+    (singular value ratio ≈ 1/√(2·units)), which does not transfer; truncating it leaves the
+    response along component 0, whose held-out cosine with dμ is 1/√2 up to the held-out
+    units' sampling error (component 1's response ~ 1/√n = 0.022 at n = 2,000, so ±0.06 at
+    3σ). The chosen rcond must lie above that ratio, and fitted on 2,000 units the solution
+    must reach 1/√2 on 2,000 fresh ones."""
+    rng = np.random.default_rng(seed)
+    chi, features = _one_reachable_component(rng, 100 * 20)
+    sequence = np.repeat(np.arange(100), 20)
+    d_mu = np.array([1.0, 1.0])
+    rcond, scores = choose_rcond(chi, features, d_mu, 1.0, sequence)
+    z = (features - features.mean(0)) / features.std(0)
+    s = np.linalg.svd(chi @ z, compute_uv=False)
+    assert rcond > s[1] / s[0]
+    assert scores[rcond] > scores[min(scores)]
+    fresh_chi, fresh_features = _one_reachable_component(rng, 2000)
+    both_chi = np.concatenate([chi, fresh_chi], axis=1)
+    both = np.concatenate([features, fresh_features])
+    fit = np.arange(4000) < 2000
+    out = feature_solution_evaluation(both_chi, both, d_mu, 1.0, fit, rcond)
+    assert out["heldout_target_cosine"] == pytest.approx(2**-0.5, abs=0.06)

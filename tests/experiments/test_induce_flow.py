@@ -134,7 +134,9 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     # mode; either way the report and results.json are written (everything else memoized).
     # This run also takes the span extrapolator, which the report and results.json name.
     gated = induce(
-        params.model_copy(update={"retrain_without_mode": False, "extrapolator": "span"})
+        params.model_copy(
+            update={"retrain_without_mode": False, "extrapolator": "span", "target_mode": 2}
+        )
     )
     gated_results = json.loads(Path(gated["results"]).read_text())
     assert (gated_results["runs"] == []) == (not mode["found"])
@@ -142,7 +144,11 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     extrapolation = gated_results["extrapolation"]
     assert extrapolation["extrapolator"] == "span" and extrapolation["heldout_r2"] is None
     assert -1 <= extrapolation["heldout_target_cosine"] <= 1
-    assert "solved in the span of the unit features" in Path(gated["report"]).read_text()
+    assert f"{extrapolation['span_rcond']:g}" in extrapolation["span_rcond_scores"]
+    assert gated_results["mode"]["index"] == 2 and gated_results["mode"]["target"] == "given"
+    report = Path(gated["report"]).read_text()
+    assert "solved in the span of the unit features" in report
+    assert "was given by the parameters (`target_mode`)" in report
 
 
 @pytest.mark.parametrize(
@@ -210,3 +216,15 @@ def test_the_many_probes_config_is_the_formation_run_with_ten_times_the_probes(t
     assert chi.sampler == formation.sampler and chi.workload["data"] == formation.data
     assert chi.workload["sgld_seqs"] == formation.sgld_seqs
     assert chi.workload["probe_seqs"] == 10 * formation.probe_seqs
+
+
+@pytest.mark.parametrize("target_mode", [1, 9])
+def test_a_target_mode_outside_the_leading_modes_is_refused(target_mode: int):
+    """PC1 (the pattern every component shares) and modes beyond ``n_leading`` (8) cannot be
+    steered along; the error names the range before anything runs."""
+    from pydantic import ValidationError
+
+    from flows.parameters import InduceParameters
+
+    with pytest.raises(ValidationError, match=r"target_mode .* must be a leading mode"):
+        InduceParameters(target_mode=target_mode)

@@ -83,3 +83,23 @@ def test_span_extrapolator_reaches_the_planted_target_and_reports_the_regression
         assert decile_ratio(out.weights[condition]) == pytest.approx(4.0, rel=2e-3)
     with pytest.raises(ValueError, match="extrapolator must be"):
         natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, extrapolator="knn")
+
+
+def test_a_given_target_mode_is_steered_and_reported_as_given():
+    """``target_mode`` replaces the search's choice: the weights steer along that mode, the
+    summary says it was given and keeps the search's own answer (the planted mode, found),
+    and ``found`` is false because the steered mode is not the induction mode. PC1 and modes
+    beyond ``n_leading`` are refused."""
+    chi, probes, train = setup()
+    searched = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS).summary["mode"]
+    other = next(row["mode"] for row in searched["table"][1:] if row["mode"] != searched["index"])
+    out = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, target_mode=other)
+    mode = out.summary["mode"]
+    assert mode["index"] == other and mode["target"] == "given" and not mode["found"]
+    assert mode["search"] == {"index": searched["index"], "found": True}
+    row = next(r for r in searched["table"] if r["mode"] == other)
+    assert mode["head_alignment"] == row["head_alignment"]
+    assert searched["target"] == "search" and searched["found"]
+    for bad in (1, 9):
+        with pytest.raises(ValueError, match="target_mode"):
+            natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, target_mode=bad)

@@ -115,6 +115,8 @@ def summarize_induce(
             "chain_sign_agreement": reproducibility.get("chain_sign_agreement"),
             "chains": reproducibility.get("chains"),
             "found": w["mode"]["found"],
+            "target": w["mode"].get("target", "search"),
+            "search": w["mode"].get("search"),
             "explained_variance": w["mode"]["explained_variance"],
             "table": w["mode"]["table"],
             "token_ceiling": w["mode"].get("token_ceiling"),
@@ -129,6 +131,8 @@ def summarize_induce(
             "extrapolator": induce_eval.get("extrapolator", "regression"),
             "fit_target_cosine": induce_eval.get("fit_target_cosine"),
             "regression": induce_eval.get("regression"),
+            "span_rcond": induce_eval.get("span_rcond"),
+            "span_rcond_scores": induce_eval.get("span_rcond_scores"),
             "control_random": w["extrapolation"].get("control_random"),
         },
         "dose": {
@@ -159,10 +163,25 @@ def _extrapolator_lines(ex: Mapping[str, Any]) -> list[str]:
         "Extrapolator: the patterning equation solved in the span of the unit features "
         "(weights that the features can express, chosen for their response; no R² to dh). "
         f"On the fitted half its response reaches cosine {_fmt(ex.get('fit_target_cosine'))} "
-        "with the target. The regression of dh on the same features would keep R² "
+        "with the target (truncated at rcond "
+        f"{_fmt(ex.get('span_rcond'), 'g')}, chosen by cross-validation over the fitted "
+        "half's probe sequences). The regression of dh on the same features would keep R² "
         f"{_fmt(reg.get('heldout_r2'))} and target cosine "
         f"{_fmt(reg.get('heldout_target_cosine'))} on the held-out probes.",
         "",
+    ]
+
+
+def _target_lines(mode: Mapping[str, Any]) -> list[str]:
+    """A line saying that the steered mode was given by the parameters, when it was."""
+    if mode.get("target", "search") != "given":
+        return []
+    search = mode.get("search") or {}
+    return [
+        "",
+        f"The steered mode, {mode['index']}, was given by the parameters (`target_mode`), "
+        "not picked by the mode search, whose best candidate is mode "
+        f"{_fmt(search.get('index'))} (found: {_fmt(search.get('found'))}).",
     ]
 
 
@@ -223,6 +242,7 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         f"{_fmt(mode['explained_variance'], '.2%')}; with a second SGLD seed |cos| "
         f"{_fmt(mode['seed_agreement'])}; its sign holds in {_fmt(mode['chain_sign_agreement'])}"
         f" of {_fmt(mode['chains'])} chains.",
+        *_target_lines(mode),
         *_ceiling_lines(mode.get("token_ceiling")),
         "",
         *markdown_table(

@@ -20,7 +20,9 @@ last checkpoint).
    ``extrapolator="span"`` solves the patterning equation in the features' span instead
    (``feature_extrapolation.fit_feature_solution``: the weights that the features can
    express, chosen for the response; the regression's held-out numbers are reported
-   beside it).
+   beside it), truncated at the rcond that cross-validation over the fitted half's probe
+   sequences picks (``feature_extrapolation.choose_rcond``; the held-out half plays no part,
+   and the fit on all probes keeps that rcond).
 4. ρ = 1 + α·dĥ/max|dĥ| (clipped at 0, mean 1) with α chosen so that the top/bottom-decile
    weight ratio is ``ratio`` (4: one reading of the paper's "4× weight modification"),
    separately for each condition.
@@ -43,6 +45,7 @@ from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.feature_extrapolation import (
     RidgeFit,
     alpha_for_ratio,
+    choose_rcond,
     decile_ratio,
     feature_solution_evaluation,
     fit_feature_solution,
@@ -119,10 +122,20 @@ def natural_weights(
     rcond: float = 1e-3,
     seed: int = 0,
     extrapolator: str = "regression",
+    target_mode: int | None = None,
 ) -> NaturalWeights:
-    """The weights of the module doc, with a summary for the report and ``results.json``."""
+    """The weights of the module doc, with a summary for the report and ``results.json``.
+
+    ``target_mode``: steer along this leading mode instead of the one the search picks (a
+    design choice, reported as such: ``summary["mode"]["target"]`` is ``"given"`` and
+    ``found`` is true only if it is also the induction mode the search found)."""
     if extrapolator not in EXTRAPOLATORS:
         raise ValueError(f"extrapolator must be one of {EXTRAPOLATORS}, not {extrapolator!r}.")
+    if target_mode is not None and not 2 <= target_mode <= n_leading:
+        raise ValueError(
+            f"target_mode {target_mode} is not one of the leading modes 2…{n_leading} "
+            "(PC1 is the pattern all components share; raise n_leading to reach further)."
+        )
     chi = chi.transpose("component", "unit")
     units = probe_tokens.shape[0] * (probe_tokens.shape[1] - 1)
     if chi.sizes["unit"] != units:
@@ -137,7 +150,8 @@ def natural_weights(
     found = find_induction_mode(modes, head_scores, predictable, n_leading=n_leading)
     sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
     ceiling = token_ceiling(chi, predictable, sequence)
-    k = found["mode"]
+    k = found["mode"] if target_mode is None else target_mode
+    steered = next(row for row in found["table"] if row["mode"] == k)
     s = induce_sign(modes, k, head_scores)
     u = modes["component_loading"].sel(mode=k).values
     targets = {"induce": s * u, "repress": -s * u}
@@ -153,10 +167,17 @@ def natural_weights(
         if extrapolator == "regression":
             model = fit_ridge(features, dh, ridge)
         else:
-            span = feature_solution_evaluation(z.values, features, target, n_beta, fit_mask)
-            model = fit_feature_solution(z.values, features, target, n_beta)
+            span_rcond, rcond_scores = choose_rcond(
+                z.values[:, fit_mask], features[fit_mask], target, n_beta, sequence[fit_mask]
+            )
+            span = feature_solution_evaluation(
+                z.values, features, target, n_beta, fit_mask, span_rcond
+            )
+            model = fit_feature_solution(z.values, features, target, n_beta, span_rcond)
             evaluation = {
                 **{key: v for key, v in span.items() if key != "fit"},
+                "span_rcond": span_rcond,
+                "span_rcond_scores": {f"{r:g}": c for r, c in rcond_scores.items()},
                 "exact_target_cosine": held["exact_target_cosine"],
                 "heldout_r2": None,  # the span solution is not fitted to dh
                 "fit_r2": None,
@@ -197,11 +218,13 @@ def natural_weights(
     summary = {
         "mode": {
             "index": int(k),
-            "head_alignment": found["head_alignment"],
-            "token_correlation": found["token_correlation"],
-            "found": found["found"],
-            "sign": found["sign"],
-            "explained_variance": found["explained_variance"],
+            "head_alignment": steered["head_alignment"],
+            "token_correlation": steered["token_correlation"],
+            "found": bool(found["found"] and k == found["mode"]),
+            "target": "search" if target_mode is None else "given",
+            "search": {"index": int(found["mode"]), "found": found["found"]},
+            "sign": steered["sign"],
+            "explained_variance": steered["explained_variance"],
             "induce_sign": float(s),
             "table": found["table"],
             "token_ceiling": ceiling,

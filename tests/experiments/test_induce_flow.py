@@ -228,3 +228,20 @@ def test_a_target_mode_outside_the_leading_modes_is_refused(target_mode: int):
 
     with pytest.raises(ValidationError, match=r"target_mode .* must be a leading mode"):
         InduceParameters(target_mode=target_mode)
+
+
+def test_the_embed_mode_config_is_the_formation_run_steering_a_given_mode():
+    """``docs/examples/induce_wide_embed_mode.json``: the formation run's substrate, χ and
+    sampler (so its stores are reused), steering along PC2 (given, not searched: the
+    README's design change of target) with the span extrapolator, retrained without a found
+    induction mode, one seed."""
+    from flows.parameters import InduceParameters
+
+    root = Path(__file__).parents[2] / "docs/examples"
+    formation = InduceParameters(**json.loads((root / "induce_wide_formation.json").read_text()))
+    embed = InduceParameters(**json.loads((root / "induce_wide_embed_mode.json").read_text()))
+    same = ("preset", "data", "train", "chi_checkpoints", "weights_step", "sampler", "out_dir")
+    assert all(getattr(embed, k) == getattr(formation, k) for k in same)
+    assert embed.probe_seqs == formation.probe_seqs and embed.ratio == 4.0
+    assert (embed.target_mode, embed.extrapolator, embed.retrain_without_mode) == (2, "span", True)
+    assert embed.report_dir != formation.report_dir

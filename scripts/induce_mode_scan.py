@@ -122,11 +122,14 @@ def span_reach(
     features: np.ndarray,
     sequence: np.ndarray,
     n_beta: float,
+    rcond: float | None = 1e-6,
 ) -> dict:
     """How well weights built from the unit features can aim at PC2 and at the candidate
     mode, by the number of probe sequences they are solved and read on
     (``feature_extrapolation.span_reach_by_sequences``, k = 4, 8, 16, … up to half the
-    sequences; 40 draws each): ``{"PC<k>": {k: median held-out target cosine}}``."""
+    sequences; 40 draws each; ``rcond`` the solution's truncation, None: chosen per draw by
+    cross-validation, as the flow does): ``{"PC<k>": {k: median held-out target
+    cosine}}``."""
     n_seqs = len(np.unique(sequence))
     sizes = [k for k in (4, 8, 16, 32, 64, 128) if 2 * k <= n_seqs] + [n_seqs // 2]
     z = standardize(chi).values
@@ -138,6 +141,7 @@ def span_reach(
             n_beta,
             sequence,
             sorted(set(sizes)),
+            rcond=rcond,
         )
         for k in sorted({2, candidate})
     }
@@ -174,6 +178,7 @@ def scan_checkpoint(
     features: np.ndarray,
     others: dict[str, np.ndarray] | None = None,
     reference: np.ndarray | None = None,
+    reach_rcond: float | None = 1e-6,
 ) -> dict:
     """The numbers of the module doc for one checkpoint of one store (``sequence``: each
     unit's probe sequence, the groups the token ceiling holds out; ``reference``: the
@@ -208,12 +213,21 @@ def scan_checkpoint(
         "token_ceiling": token_ceiling(chi, predictable, sequence),
         "layer1_axis": layer_axis(chi, halves, "L1", head_scores, predictable, features, sequence),
         "feature_span": feature_span_modes(chi, features, head_scores, predictable),
-        "span_reach": span_reach(chi, modes, found["mode"], features, sequence, n_beta),
+        "span_reach": span_reach(
+            chi, modes, found["mode"], features, sequence, n_beta, reach_rcond
+        ),
         "span_reach_with_reference": None
         if reference is None
         else span_reach(
-            chi, modes, found["mode"], np.column_stack([features, reference]), sequence, n_beta
+            chi,
+            modes,
+            found["mode"],
+            np.column_stack([features, reference]),
+            sequence,
+            n_beta,
+            reach_rcond,
         ),
+        "reach_truncation": "exact (rcond 1e-6)" if reach_rcond else "cross-validated",
         "other_indicators": {
             name: {"token_ceiling": token_ceiling(chi, x, sequence)["heldout_r"]}
             for name, x in (others or {}).items()
@@ -233,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True, help="the reference run (circuit scores)")
     p.add_argument("--preset", default="demo")
     p.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    p.add_argument(
+        "--reach-truncation",
+        choices=("exact", "cv"),
+        default="exact",
+        help="span reach solved exactly (rcond 1e-6) or truncated at the rcond that "
+        "cross-validation over the sequences solved on picks (as the induce flow does)",
+    )
     args = p.parse_args(argv)
 
     checkpoints = dict(list_checkpoints(args.run_dir))
@@ -257,7 +278,15 @@ def main(argv: list[str] | None = None) -> int:
                 reference = reference.reshape(predictable.size, -1)
             try:
                 scan = scan_checkpoint(
-                    path, step, head_scores, predictable, sequence, features, others, reference
+                    path,
+                    step,
+                    head_scores,
+                    predictable,
+                    sequence,
+                    features,
+                    others,
+                    reference,
+                    None if args.reach_truncation == "cv" else 1e-6,
                 )
             except StoreError as err:
                 print(f"{label} step {step}: skipped ({str(err).splitlines()[0][:80]}…)")
@@ -343,7 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         "(`feature_extrapolation.span_reach_by_sequences`): how it grows with k says how many "
         "probe sequences aiming at that mode needs; *+ the reference's features*: the same "
         "with the reference model's own loss and attention statistics at the store's step "
-        "added to the features (`unit_features.reference_features`, an auxiliary model).",
+        "added to the features (`unit_features.reference_features`, an auxiliary model). "
+        + (
+            "The span solutions are truncated at the rcond that cross-validation over the k "
+            "sequences solved on picks (`feature_extrapolation.choose_rcond`, as the `induce` "
+            "flow does)."
+            if args.reach_truncation == "cv"
+            else "The span solutions are exact (rcond 1e-6)."
+        ),
         "",
         *markdown_table(rows),
         "",

@@ -217,13 +217,16 @@ def span_reach_by_sequences(
     sizes: Sequence[int],
     draws: int = 40,
     seed: int = 0,
+    rcond: float | None = 1e-6,
 ) -> dict[int, float]:
     """How the span solution's held-out target cosine grows with the number of probe
     sequences: for each k in ``sizes``, ``draws`` random disjoint pairs of k sequences (one
     to solve on, :func:`fit_feature_solution`; one to read the response on), the median
     held-out cosine. What the sequences do not share enters the held-out response as an
     error O(1/√k), so the trend says how many probe sequences a target needs (``{k: median
-    cosine}``; sizes above half the sequences are skipped)."""
+    cosine}``; sizes above half the sequences are skipped). ``rcond``: the solution's
+    truncation; None chooses it in every draw by :func:`choose_rcond` on the k sequences
+    solved on (as the ``induce`` flow does), which k ≥ 2 allows."""
     chi_std = np.asarray(chi_std, dtype=np.float64)
     sequence = np.asarray(sequence)
     seqs = np.unique(sequence)
@@ -237,8 +240,13 @@ def span_reach_by_sequences(
         for _ in range(draws):
             chosen = rng.permutation(seqs)
             fit, held = np.isin(sequence, chosen[:k]), np.isin(sequence, chosen[k : 2 * k])
+            truncation = rcond
+            if truncation is None:
+                truncation, _ = choose_rcond(
+                    chi_std[:, fit], features[fit], d_mu, n_beta, sequence[fit], seed=seed
+                )
             evaluation = feature_solution_evaluation(
-                chi_std, features, d_mu, n_beta, fit, held_mask=held
+                chi_std, features, d_mu, n_beta, fit, truncation, held
             )
             cosines.append(evaluation["heldout_target_cosine"])
         out[int(k)] = float(np.median(cosines))

@@ -120,9 +120,13 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     scan = _load_script("induce_mode_scan")
     reference = next(r["run_dir"] for r in results["runs"] if r["condition"] == "baseline")
     chi_store = f"tiny={tmp_path / 'out' / 'chi.zarr'}"
-    scan.main(["--store", chi_store, "--run-dir", reference, "--out", str(tmp_path / "scan")])
+    out = str(tmp_path / "scan")
+    scan.main(
+        ["--store", chi_store, "--run-dir", reference, "--out", out, "--reach-truncation", "cv"]
+    )
     scanned = json.loads((tmp_path / "scan.json").read_text())["stores"]["tiny"]["checkpoints"]
     assert [c["step"] for c in scanned] == [20, 40]
+    assert {c["reach_truncation"] for c in scanned} == {"cross-validated"}
     assert "token ceiling (held out)" in (tmp_path / "scan.md").read_text()
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}

@@ -109,6 +109,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.report_dir,
         p.extrapolator,
         p.target_mode,
+        p.chi_estimator,
     )
     reproducibility = mode_reproducibility(
         main_store,
@@ -117,6 +118,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.preset,
         reference["later_scores"],
         weights["summary"]["mode"],
+        p.chi_estimator,
     )
 
     # The linear response of the two-run χ that the weights invert, at small doses.
@@ -241,6 +243,8 @@ def _retrain_and_close_loop(
             name = f"{run['condition']}_seed{seed}.zarr"
             at_step = [{"step": p.weights_step, "path": str(path)}]
             stores[run["condition"]] = _chi_store(p, out / "retrained" / name, at_step, p.sampler)
-        loop[str(seed)] = loop_closure(main_store, p.weights_step, weights["published"], stores)
+        loop[str(seed)] = loop_closure(
+            main_store, p.weights_step, weights["published"], stores, p.chi_estimator
+        )
 
     return runs, loop

@@ -542,7 +542,11 @@ class InduceParameters(RetrainingFields):
     ``"regression"`` (dh regressed on the unit features) or ``"span"`` (the patterning
     equation solved in the features' span; ``natural_weights``); ``target_mode``: steer
     along this leading mode (2…``n_leading``) instead of the one the mode search picks, a
-    design choice the report states (None: the search's).
+    design choice the report states (None: the search's); ``chi_estimator``: the χ the mode
+    search, the weights and the loop's prediction read, ``"two-run"`` (the store's, the
+    authors' estimator) or ``"restricted"`` (each restricted run's own −Cov_C[φ, ℓ_z − L],
+    the response of the localized loss that a retrained model is measured by;
+    ``chi_store.chi_at``).
     """
 
     preset: str = "demo"
@@ -567,6 +571,7 @@ class InduceParameters(RetrainingFields):
     linear_check_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25])
     extrapolator: Literal["regression", "span"] = "regression"
     target_mode: int | None = None
+    chi_estimator: Literal["two-run", "restricted"] = "two-run"
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:

@@ -21,7 +21,7 @@ from patterning_core.estimators.convergence import (
     variant_agreement,
 )
 from patterning_core.estimators.decomposition import decompose
-from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.estimators.susceptibility import chi_from_stats, restricted_chi_from_stats
 from patterning_core.experiments.induction.linear_check import (
     circuit_heads,
     induction_linear_check,
@@ -106,6 +106,7 @@ def induce_weights(
     publish_dir: str | None = None,
     extrapolator: str = "regression",
     target_mode: int | None = None,
+    chi_estimator: str = "two-run",
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
@@ -113,7 +114,7 @@ def induce_weights(
     chi_and_probe_weights.nc`` (beside the report, for anyone to recompute the mode). Returns
     ``{"files": {condition: {"path", "digest"}}, "summary", "published"}``."""
     config = model_preset(preset)
-    chi, n_beta, ds = chi_at(store, step)
+    chi, n_beta, ds = chi_at(store, step, chi_estimator)
     probes, strings = _probes(ds, preset)
     train = load_lm_tokens(data, config).train
     result = natural_weights(
@@ -144,7 +145,8 @@ def induce_weights(
         attrs={
             "n_beta": n_beta,
             "checkpoint": int(step),
-            "chi_convention": "χ_z(φ_C) = −Cov[φ_C, ℓ_z − L], no nβ factor, as stored",
+            "chi_convention": "χ_z(φ_C) = −Cov[φ_C, ℓ_z − L], no nβ factor",
+            "chi_estimator": chi.attrs.get("estimator", chi_estimator),
             "induction_mode": int(result.summary["mode"]["index"]),
         },
     )
@@ -167,18 +169,26 @@ def induce_weights(
 
 @task(name="induce-mode-reproducibility")
 def mode_reproducibility(
-    store: str, replica_store: str, step: int, preset: str, head_scores: dict, mode: dict
+    store: str,
+    replica_store: str,
+    step: int,
+    preset: str,
+    head_scores: dict,
+    mode: dict,
+    chi_estimator: str = "two-run",
 ) -> dict:
     """The induction mode found again with another SGLD seed (``replica_store``): |cos| of
-    the component loadings; and in how many of the main store's chains its sign holds."""
-    chi, _, ds = chi_at(store, step)
-    replica, _, _ = chi_at(replica_store, step)
+    the component loadings; and in how many of the main store's chains its sign holds (χ
+    read with ``chi_estimator``, as the weights were)."""
+    chi, _, ds = chi_at(store, step, chi_estimator)
+    replica, _, _ = chi_at(replica_store, step, chi_estimator)
     probes, _ = _probes(ds, preset)
     predictable = predictable_units(probes).ravel()
     modes = decompose(chi.transpose("component", "unit"), "component")
     modes_r = decompose(replica.transpose("component", "unit"), "component")
     found_r = find_induction_mode(modes_r, head_scores, predictable)
-    per_chain = chi_from_stats(read_stats(store, step), per_chain=True)
+    per_chain_chi = restricted_chi_from_stats if chi_estimator == "restricted" else chi_from_stats
+    per_chain = per_chain_chi(read_stats(store, step), per_chain=True)
     count, cosines = chain_sign_agreement(per_chain, modes, mode["index"], mode["sign"])
     return {
         "seed_agreement": mode_agreement(modes, mode["index"], modes_r, found_r["mode"]),
@@ -223,13 +233,16 @@ def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -
 
 
 @task(name="induce-loop")
-def loop_closure(reference_store: str, step: int, published: str, stores: dict) -> dict:
+def loop_closure(
+    reference_store: str, step: int, published: str, stores: dict, chi_estimator: str = "two-run"
+) -> dict:
     """χ measured again on the retrained models of one seed (``stores``: ``{condition:
     store}`` at ``step``, ``"baseline"`` among them): per condition the measured shift of
     every component's localized loss against the baseline run, the first-order prediction
     from the reference's χ and the condition's probe weights (``published``), and their
-    comparison (``experiments.induction.loop``)."""
-    chi, n_beta, _ = chi_at(reference_store, step)
+    comparison (``experiments.induction.loop``; the prediction from χ read with
+    ``chi_estimator``, the one the weights inverted)."""
+    chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
     components = [str(c) for c in chi.component.values]
     probe = xr.open_dataset(published)
     base, base_se = localized_loss(read_stats(stores["baseline"], step), step)

@@ -55,7 +55,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from patterning_core.estimators.susceptibility import CHI_CONVENTION, chi_from_stats
+from patterning_core.estimators.susceptibility import (
+    CHI_CONVENTION,
+    chi_from_stats,
+    restricted_chi_from_stats,
+)
 
 SCHEMA_VERSION = 1
 
@@ -347,11 +351,26 @@ def open_chi(
     return ds
 
 
-def chi_at(store: str | Path, step: int) -> tuple[xr.DataArray, float, xr.Dataset]:
+CHI_ESTIMATORS = ("two-run", "restricted")
+"""What :func:`chi_at` can read: the stored two-run χ, or the restricted runs' own χ."""
+
+
+def chi_at(
+    store: str | Path, step: int, estimator: str = "two-run"
+) -> tuple[xr.DataArray, float, xr.Dataset]:
     """χ ``(component, unit)`` of checkpoint ``step`` (loaded), the store's nβ, and the lazy
     store (:func:`open_chi`). A step the store lacks, a χ not assembled yet or a store
-    without ``n_beta`` is a ``ConfigError`` naming the fix."""
+    without ``n_beta`` is a ``ConfigError`` naming the fix.
+
+    ``estimator``: ``"two-run"`` is the χ the store holds (``chi_from_stats``, the authors'
+    estimator); ``"restricted"`` is −Cov_C[φ, ℓ_z − L_fix] of each restricted run alone
+    (``susceptibility.restricted_chi_from_stats``, from the same statistics): the response of
+    the restricted run's own ⟨φ⟩_C, which is what a retrained model's localized loss is
+    measured as. Both come with the stored χ's coordinates."""
     from patterning_core.sampling.config import ConfigError
+
+    if estimator not in CHI_ESTIMATORS:
+        raise ConfigError(f"χ estimator must be one of {CHI_ESTIMATORS}, not {estimator!r}.")
 
     ds = open_chi(store)
     steps = [int(s) for s in ds.checkpoint.values]
@@ -364,7 +383,12 @@ def chi_at(store: str | Path, step: int) -> tuple[xr.DataArray, float, xr.Datase
         )
     if "n_beta" not in ds.attrs:
         raise ConfigError(f"χ store {store} does not record the n_beta it was made with.")
-    return ds["chi"].sel(checkpoint=step).load(), float(ds.attrs["n_beta"]), ds
+    chi = ds["chi"].sel(checkpoint=step).load()
+    if estimator == "restricted":
+        restricted = restricted_chi_from_stats(read_stats(store, step))
+        restricted = restricted.sel(component=chi.component.values).transpose(*chi.dims)
+        chi = chi.copy(data=restricted.values).assign_attrs(estimator=restricted.attrs["estimator"])
+    return chi, float(ds.attrs["n_beta"]), ds
 
 
 def _load_coords(ds: xr.Dataset) -> xr.Dataset:

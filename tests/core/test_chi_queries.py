@@ -276,3 +276,25 @@ def test_readers_racing_a_run_never_see_a_partial_checkpoint(tmp_path):
     writer.join()
     assert not errors, errors
     assert (True, True, True) in states and len(states) >= 2
+
+
+def test_chi_at_reads_the_stored_or_the_restricted_estimator(store):
+    """``chi_at(..., "restricted")`` is ``restricted_chi_from_stats`` of the checkpoint's
+    statistics with the stored χ's coordinates; the default is the stored two-run χ; an
+    unknown estimator is an error naming the choices."""
+    from patterning_core.estimators.susceptibility import restricted_chi_from_stats
+    from patterning_core.sampling.config import ConfigError
+    from patterning_core.store.chi_store import chi_at, read_stats
+
+    step = CHECKPOINTS[1]
+    stored, n_beta, ds = chi_at(store, step)
+    np.testing.assert_array_equal(stored.values, ds["chi"].sel(checkpoint=step).values)
+    restricted, _, _ = chi_at(store, step, "restricted")
+    expected = restricted_chi_from_stats(read_stats(store, step))
+    expected = expected.sel(component=stored.component.values).transpose(*stored.dims)
+    np.testing.assert_allclose(restricted.values, expected.values)
+    assert restricted.dims == stored.dims and restricted.coords.keys() == stored.coords.keys()
+    assert not np.allclose(restricted.values, stored.values)
+    assert restricted.attrs["estimator"].startswith("restricted") and n_beta == 30.0
+    with pytest.raises(ConfigError, match="χ estimator must be one of"):
+        chi_at(store, step, "full")

@@ -136,15 +136,24 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
 
     # Without retrain_without_mode the flow retrains only when the mode search found the
     # mode; either way the report and results.json are written (everything else memoized).
-    # This run also takes the span extrapolator, which the report and results.json name.
+    # This run also takes the span extrapolator, a given target mode and the restricted χ,
+    # which the report and results.json name.
     gated = induce(
         params.model_copy(
-            update={"retrain_without_mode": False, "extrapolator": "span", "target_mode": 2}
+            update={
+                "retrain_without_mode": False,
+                "extrapolator": "span",
+                "target_mode": 2,
+                "chi_estimator": "restricted",
+            }
         )
     )
     gated_results = json.loads(Path(gated["results"]).read_text())
-    assert (gated_results["runs"] == []) == (not mode["found"])
-    assert gated_results["mode"]["table"] == mode["table"]
+    assert (gated_results["runs"] == []) == (not gated_results["mode"]["found"])
+    # the restricted χ is another matrix: same leading modes searched, other loadings
+    gated_table = gated_results["mode"]["table"]
+    assert [r["mode"] for r in gated_table] == [r["mode"] for r in mode["table"]]
+    assert gated_table != mode["table"]
     extrapolation = gated_results["extrapolation"]
     assert extrapolation["extrapolator"] == "span" and extrapolation["heldout_r2"] is None
     assert -1 <= extrapolation["heldout_target_cosine"] <= 1
@@ -153,6 +162,9 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     report = Path(gated["report"]).read_text()
     assert "solved in the span of the unit features" in report
     assert "was given by the parameters (`target_mode`)" in report
+    assert "χ read with the restricted estimator" in report
+    with xr.open_dataset(tmp_path / "out" / "published" / "chi_and_probe_weights.nc") as table:
+        assert table.attrs["chi_estimator"].startswith("restricted")
 
 
 @pytest.mark.parametrize(

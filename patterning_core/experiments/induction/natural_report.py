@@ -243,6 +243,10 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         f"{_fmt(mode['seed_agreement'])}; its sign holds in {_fmt(mode['chain_sign_agreement'])}"
         f" of {_fmt(mode['chains'])} chains.",
         *_target_lines(mode),
+        "",
+        f"χ read with the {numbers['settings'].get('chi_estimator', 'two-run')} estimator "
+        "(two-run: the store's, centred by the full run; restricted: each restricted run's "
+        "own −Cov_C[φ, ℓ_z − L]) by the mode search, the weights and the loop's prediction.",
         *_ceiling_lines(mode.get("token_ceiling")),
         "",
         *markdown_table(

@@ -250,7 +250,8 @@ def test_the_embed_mode_config_is_the_formation_run_steering_a_given_mode():
     """``docs/examples/induce_wide_embed_mode.json``: the formation run's substrate, χ and
     sampler (so its stores are reused), steering along PC2 (given, not searched: the
     README's design change of target) with the span extrapolator, retrained without a found
-    induction mode, one seed."""
+    induction mode, one seed; ``induce_wide_embed_mode_restricted.json`` the same with the
+    restricted χ inverted."""
     from flows.parameters import InduceParameters
 
     root = Path(__file__).parents[2] / "docs/examples"
@@ -261,3 +262,10 @@ def test_the_embed_mode_config_is_the_formation_run_steering_a_given_mode():
     assert embed.probe_seqs == formation.probe_seqs and embed.ratio == 4.0
     assert (embed.target_mode, embed.extrapolator, embed.retrain_without_mode) == (2, "span", True)
     assert embed.report_dir != formation.report_dir
+    restricted = json.loads((root / "induce_wide_embed_mode_restricted.json").read_text())
+    assert InduceParameters(**restricted).chi_estimator == "restricted"
+    assert {k: v for k, v in restricted.items() if k not in ("chi_estimator", "report_dir")} == {
+        k: v
+        for k, v in json.loads((root / "induce_wide_embed_mode.json").read_text()).items()
+        if k != "report_dir"
+    }

@@ -29,6 +29,7 @@ from pydantic import (
 
 from patterning_core.data.lm_data import check_data_spec
 from patterning_core.estimators.mode_weights import DEFAULT_ALPHA
+from patterning_core.experiments.induction.natural_weights import check_target_mode
 from patterning_core.experiments.parentheses.config import ExperimentConfig, build_config
 from patterning_core.experiments.toy_superposition.model import ToyConfig
 from patterning_core.experiments.toy_superposition.patterning import DEFAULT_SAMPLER, LLC_SAMPLER
@@ -575,11 +576,7 @@ class InduceParameters(RetrainingFields):
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
-        if self.target_mode is not None and not 2 <= self.target_mode <= self.n_leading:
-            raise ConfigError(
-                f"target_mode {self.target_mode} must be a leading mode beyond PC1: 2…"
-                f"{self.n_leading} (n_leading)."
-            )
+        check_target_mode(self.target_mode, self.n_leading)
         schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_seeds_and_alpha(self.seeds, 1.0)
         _check_chi_checkpoints(schedule, self.chi_checkpoints, self.weights_step)

@@ -21,7 +21,6 @@ from patterning_core.estimators.convergence import (
     variant_agreement,
 )
 from patterning_core.estimators.decomposition import decompose
-from patterning_core.estimators.susceptibility import chi_from_stats, restricted_chi_from_stats
 from patterning_core.experiments.induction.linear_check import (
     circuit_heads,
     induction_linear_check,
@@ -46,7 +45,12 @@ from patterning_core.model.checkpoints import load_checkpoint
 from patterning_core.model.transformer import head_name
 from patterning_core.sampling.config import SamplerConfig
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
-from patterning_core.store.chi_store import chi_at, plain_string_coords, read_stats
+from patterning_core.store.chi_store import (
+    CHI_ESTIMATORS,
+    chi_at,
+    plain_string_coords,
+    read_stats,
+)
 from tasks.caching import expensive_task_policy, result_storage
 from tasks.reporting import publish_report
 from tasks.retraining import save_weights
@@ -187,8 +191,7 @@ def mode_reproducibility(
     modes = decompose(chi.transpose("component", "unit"), "component")
     modes_r = decompose(replica.transpose("component", "unit"), "component")
     found_r = find_induction_mode(modes_r, head_scores, predictable)
-    per_chain_chi = restricted_chi_from_stats if chi_estimator == "restricted" else chi_from_stats
-    per_chain = per_chain_chi(read_stats(store, step), per_chain=True)
+    per_chain = CHI_ESTIMATORS[chi_estimator](read_stats(store, step), per_chain=True)
     count, cosines = chain_sign_agreement(per_chain, modes, mode["index"], mode["sign"])
     return {
         "seed_agreement": mode_agreement(modes, mode["index"], modes_r, found_r["mode"]),

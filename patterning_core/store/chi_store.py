@@ -351,8 +351,9 @@ def open_chi(
     return ds
 
 
-CHI_ESTIMATORS = ("two-run", "restricted")
-"""What :func:`chi_at` can read: the stored two-run χ, or the restricted runs' own χ."""
+CHI_ESTIMATORS = {"two-run": chi_from_stats, "restricted": restricted_chi_from_stats}
+"""χ from a checkpoint's statistics, by estimator name (each takes ``per_chain``): the
+two-run χ the store holds, or the restricted runs' own χ (:func:`chi_at`)."""
 
 
 def chi_at(
@@ -370,7 +371,7 @@ def chi_at(
     from patterning_core.sampling.config import ConfigError
 
     if estimator not in CHI_ESTIMATORS:
-        raise ConfigError(f"χ estimator must be one of {CHI_ESTIMATORS}, not {estimator!r}.")
+        raise ConfigError(f"χ estimator must be one of {tuple(CHI_ESTIMATORS)}, not {estimator!r}.")
 
     ds = open_chi(store)
     steps = [int(s) for s in ds.checkpoint.values]
@@ -384,10 +385,10 @@ def chi_at(
     if "n_beta" not in ds.attrs:
         raise ConfigError(f"χ store {store} does not record the n_beta it was made with.")
     chi = ds["chi"].sel(checkpoint=step).load()
-    if estimator == "restricted":
-        restricted = restricted_chi_from_stats(read_stats(store, step))
-        restricted = restricted.sel(component=chi.component.values).transpose(*chi.dims)
-        chi = chi.copy(data=restricted.values).assign_attrs(estimator=restricted.attrs["estimator"])
+    if estimator != "two-run":  # the stored χ is the two-run one; others from the statistics
+        other = CHI_ESTIMATORS[estimator](read_stats(store, step))
+        other = other.sel(component=chi.component.values).transpose(*chi.dims)
+        chi = chi.copy(data=other.values).assign_attrs(estimator=other.attrs["estimator"])
     return chi, float(ds.attrs["n_beta"]), ds
 
 

@@ -65,6 +65,7 @@ from patterning_core.experiments.induction.unit_features import (
     unit_feature_names,
     unit_features,
 )
+from patterning_core.sampling.config import ConfigError
 
 CONDITIONS = ("induce", "repress", "control_random", "control_shuffled")
 EXTRAPOLATORS = ("regression", "span")
@@ -96,6 +97,16 @@ def predict_units(
             out.append(fit.predict(x).astype(np.float32))
         codes.append(x[..., :N_CLASSES].argmax(-1).astype(np.int8))
     return [np.concatenate(d) for d in dh], np.concatenate(codes)
+
+
+def check_target_mode(target_mode: int | None, n_leading: int) -> None:
+    """A given target mode must be a leading mode beyond PC1 (the pattern all components
+    share): ``ConfigError`` naming the range otherwise; None (the search's mode) passes."""
+    if target_mode is not None and not 2 <= target_mode <= n_leading:
+        raise ConfigError(
+            f"target_mode {target_mode} must be a leading mode beyond PC1: 2…{n_leading} "
+            "(n_leading; PC1 is the pattern all components share)."
+        )
 
 
 def same_rule(dh: np.ndarray, dh_train: np.ndarray, alpha: float) -> np.ndarray:
@@ -131,11 +142,7 @@ def natural_weights(
     ``found`` is true only if it is also the induction mode the search found)."""
     if extrapolator not in EXTRAPOLATORS:
         raise ValueError(f"extrapolator must be one of {EXTRAPOLATORS}, not {extrapolator!r}.")
-    if target_mode is not None and not 2 <= target_mode <= n_leading:
-        raise ValueError(
-            f"target_mode {target_mode} is not one of the leading modes 2…{n_leading} "
-            "(PC1 is the pattern all components share; raise n_leading to reach further)."
-        )
+    check_target_mode(target_mode, n_leading)
     chi = chi.transpose("component", "unit")
     units = probe_tokens.shape[0] * (probe_tokens.shape[1] - 1)
     if chi.sizes["unit"] != units:

@@ -15,8 +15,9 @@ against same-dose controls (demonstration 1).
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
 5. χ again at ``weights_step`` of every retrained run of ``loop_seeds`` (default: the first
-   seed), and each condition's shift of the localized losses against its prediction
-   (``experiments/induction/loop.py``). Before retraining, the linear response of the
+   seed; ``loop/<run folder>-<sampler digest>.zarr``, sampled with ``loop_sampler`` when
+   set, the baseline too), and each condition's shift of the localized losses against its
+   prediction (``experiments/induction/loop.py``). Before retraining, the linear response of the
    two-run χ itself at small doses of the Induce weights (``linear_check``).
 6. Report, plot and ``results.json`` (``natural_report``).
 
@@ -36,6 +37,7 @@ from flows.runtime import file_digest
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.induction.natural_report import CONDITIONS, summarize_induce
 from patterning_core.model.checkpoints import list_checkpoints
+from patterning_core.workspace import settings_digest
 from tasks.induce import (
     chi_convergence,
     head_score_curve,
@@ -192,6 +194,22 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
     return str(store)
 
 
+def _loop_store(
+    p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str
+) -> str:
+    """χ at ``weights_step`` of one retrained ``run`` with the loop's sampler, in
+    ``out/loop/<run folder>-<sampler digest>.zarr`` (one store per training run and sampler,
+    so that doses and samplers never share one); the reference's own main store when
+    ``run`` is the reference and the loop samples as the main store did."""
+    sampler = {**p.sampler, **(p.loop_sampler or {})}
+    if run["run_dir"] == reference_run["run_dir"] and sampler == p.sampler:
+        return main_store
+    path = dict(list_checkpoints(run["run_dir"]))[p.weights_step]
+    name = f"{Path(run['run_dir']).name}-{settings_digest(sampler, 8)}.zarr"
+    at_step = [{"step": p.weights_step, "path": str(path)}]
+    return _chi_store(p, out / "loop" / name, at_step, sampler)
+
+
 def _retrain_and_close_loop(
     p: InduceParameters,
     weights: dict,
@@ -232,17 +250,11 @@ def _retrain_and_close_loop(
     # χ again at the weights step of every retrained run of the loop seeds.
     loop = {}
     for seed in p.loop_seeds if p.loop_seeds is not None else p.seeds[:1]:
-        stores = {}
-        for run in runs:
-            if run["seed"] != seed:
-                continue
-            if run["run_dir"] == reference_run["run_dir"]:
-                stores[run["condition"]] = main_store  # the reference is this run
-                continue
-            path = dict(list_checkpoints(run["run_dir"]))[p.weights_step]
-            name = f"{run['condition']}_seed{seed}.zarr"
-            at_step = [{"step": p.weights_step, "path": str(path)}]
-            stores[run["condition"]] = _chi_store(p, out / "retrained" / name, at_step, p.sampler)
+        stores = {
+            run["condition"]: _loop_store(p, run, out, reference_run, main_store)
+            for run in runs
+            if run["seed"] == seed
+        }
         loop[str(seed)] = loop_closure(
             main_store, p.weights_step, weights["published"], stores, p.chi_estimator
         )

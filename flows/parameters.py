@@ -547,7 +547,10 @@ class InduceParameters(RetrainingFields):
     search, the weights and the loop's prediction read, ``"two-run"`` (the store's, the
     authors' estimator) or ``"restricted"`` (each restricted run's own −Cov_C[φ, ℓ_z − L],
     the response of the localized loss that a retrained model is measured by;
-    ``chi_store.chi_at``).
+    ``chi_store.chi_at``); ``loop_sampler``: ``SamplerConfig`` fields that replace
+    ``sampler``'s for the χ measured again in the loop (the loop reads each component's
+    ⟨φ_C⟩, not per-token χ, so fewer chains and draws serve; when set, the baseline is
+    measured again with it too, so that every shift compares like with like).
     """
 
     preset: str = "demo"
@@ -573,6 +576,7 @@ class InduceParameters(RetrainingFields):
     extrapolator: Literal["regression", "span"] = "regression"
     target_mode: int | None = None
     chi_estimator: Literal["two-run", "restricted"] = "two-run"
+    loop_sampler: dict | None = None
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
@@ -592,6 +596,8 @@ class InduceParameters(RetrainingFields):
                 f"every weight ≥ 0, got {self.linear_check_fractions}."
             )
         _check_sampler(self.sampler)
+        if self.loop_sampler is not None:
+            _check_sampler({**self.sampler, **self.loop_sampler})
         return self
 
 

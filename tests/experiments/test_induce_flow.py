@@ -79,12 +79,15 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert len(convergence["structure"]["per_component"]) == 18
     draws = SAMPLER["num_chains"] * SAMPLER["num_draws"]
     assert 0 < convergence["autocorrelation_time"]["effective_draws"] <= draws
-    # χ again on the retrained runs of seed 0 (the baseline is the reference: its store)
+    # χ again on the retrained runs of seed 0 (the baseline is the reference: its store),
+    # one store per training run, named by its run folder
     loop = results["loop"]["0"]
     assert set(loop) == {"induce", "repress", "control_random", "control_shuffled"}
     assert -1 <= loop["induce"]["cosine"] <= 1 and loop["induce"]["heads"] == 16
     assert "predicted" not in loop["control_shuffled"]  # no probe weights for a shuffle
-    assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 4
+    weighted = {Path(r["run_dir"]).name for r in results["runs"] if r["condition"] != "baseline"}
+    stores = list((tmp_path / "out" / "loop").glob("*.zarr"))
+    assert {s.name.rsplit("-", 1)[0] for s in stores} == weighted and len(stores) == 4
     # the two-run χ's linear check: two layer-1 heads and one layer-0 head, two doses each
     check = results["linear_check"]
     assert len(check["heads"]) == 3 and [h[:2] for h in check["heads"]] == ["L1", "L1", "L0"]
@@ -165,6 +168,54 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert "χ read with the restricted estimator" in report
     with xr.open_dataset(tmp_path / "out" / "published" / "chi_and_probe_weights.nc") as table:
         assert table.attrs["chi_estimator"].startswith("restricted")
+
+
+def test_the_loop_measures_the_baseline_again_when_it_samples_otherwise(tmp_path, monkeypatch):
+    """With ``loop_sampler`` the loop's stores (the baseline's too) are sampled with it, one
+    store per training run and sampler; without it the reference's baseline is read from
+    the main store, which was sampled the same way."""
+    import flows.induce as induce_flow
+    from flows.parameters import InduceParameters
+
+    sampled = []
+    monkeypatch.setattr(
+        induce_flow,
+        "_chi_store",
+        lambda p, store, checkpoints, sampler: (
+            sampled.append((store, checkpoints, sampler)) or str(store)
+        ),
+    )
+    runs = {}
+    for name in ("reference", "induce_wide-wabc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "step_00000040.safetensors").write_bytes(b"")
+        runs[name] = {"run_dir": str(tmp_path / name)}
+    base = dict(train=TRAIN, chi_checkpoints=[20, 40], weights_step=40, sampler={**SAMPLER})
+    plain = InduceParameters(**base)
+    cheap = InduceParameters(**base, loop_sampler={"num_draws": 2})
+    reference, weighted = runs["reference"], runs["induce_wide-wabc"]
+    out = tmp_path / "out"
+
+    assert induce_flow._loop_store(plain, reference, out, reference, "main.zarr") == "main.zarr"
+    assert induce_flow._loop_store(cheap, reference, out, reference, "main.zarr") != "main.zarr"
+    induce_flow._loop_store(plain, weighted, out, reference, "main.zarr")
+    induce_flow._loop_store(cheap, weighted, out, reference, "main.zarr")
+    (cheap_ref, _, sampler), (plain_run, at, _), (cheap_run, _, cheap_sampler) = sampled
+    assert sampler == cheap_sampler == {**SAMPLER, "num_draws": 2}
+    assert at == [
+        {"step": 40, "path": str(tmp_path / "induce_wide-wabc/step_00000040.safetensors")}
+    ]
+    assert cheap_ref.name.startswith("reference-") and cheap_ref.parent == out / "loop"
+    assert plain_run.name.startswith("induce_wide-wabc-") and plain_run != cheap_run
+
+
+def test_a_bad_loop_sampler_is_refused_before_anything_runs():
+    from pydantic import ValidationError
+
+    from flows.parameters import InduceParameters
+
+    with pytest.raises(ValidationError, match="num_draws"):
+        InduceParameters(loop_sampler={"num_draws": 0})
 
 
 @pytest.mark.parametrize(

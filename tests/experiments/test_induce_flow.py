@@ -314,8 +314,12 @@ def test_the_embed_mode_config_is_the_formation_run_steering_a_given_mode():
     assert (embed.target_mode, embed.extrapolator, embed.retrain_without_mode) == (2, "span", True)
     assert embed.report_dir != formation.report_dir
     restricted = json.loads((root / "induce_wide_embed_mode_restricted.json").read_text())
-    assert InduceParameters(**restricted).chi_estimator == "restricted"
-    assert {k: v for k, v in restricted.items() if k not in ("chi_estimator", "report_dir")} == {
+    restricted_params = InduceParameters(**restricted)
+    assert restricted_params.chi_estimator == "restricted"
+    # the loop reads ⟨φ_C⟩ only: 4 chains × 50 draws, the baseline measured again with it
+    assert restricted_params.loop_sampler == {"num_chains": 4, "num_draws": 50}
+    different = ("chi_estimator", "report_dir", "loop_sampler")
+    assert {k: v for k, v in restricted.items() if k not in different} == {
         k: v
         for k, v in json.loads((root / "induce_wide_embed_mode.json").read_text()).items()
         if k != "report_dir"

@@ -26,6 +26,7 @@ from patterning_core.experiments.induction.linear_check import (
     induction_linear_check,
 )
 from patterning_core.experiments.induction.loop import (
+    along_direction,
     compare_shift,
     localized_loss,
     predicted_shift,
@@ -244,7 +245,9 @@ def loop_closure(
     every component's localized loss against the baseline run, the first-order prediction
     from the reference's χ and the condition's probe weights (``published``), and their
     comparison (``experiments.induction.loop``; the prediction from χ read with
-    ``chi_estimator``, the one the weights inverted)."""
+    ``chi_estimator``, the one the weights inverted); and every condition's shift along
+    Induce's predicted one (``along_induce`` ± ``along_induce_se``, and
+    ``predicted_along_induce`` where the condition has a prediction)."""
     chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
     components = [str(c) for c in chi.component.values]
     probe = xr.open_dataset(published)
@@ -268,6 +271,18 @@ def loop_closure(
             row.update(compare_shift(measured, predicted, components))
         out[condition] = row
     probe.close()
+    # Every condition along Induce's predicted direction (the controls' common yardstick).
+    if "predicted" in out.get("induce", {}):
+        direction = np.asarray(out["induce"]["predicted"])
+        for row in out.values():
+            value, value_se = along_direction(
+                np.asarray(row["measured"]), np.asarray(row["measured_se"]), direction
+            )
+            row["along_induce"], row["along_induce_se"] = value, value_se
+            if "predicted" in row:
+                row["predicted_along_induce"] = along_direction(
+                    np.asarray(row["predicted"]), np.zeros(len(direction)), direction
+                )[0]
     return out
 
 

@@ -85,6 +85,13 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert set(loop) == {"induce", "repress", "control_random", "control_shuffled"}
     assert -1 <= loop["induce"]["cosine"] <= 1 and loop["induce"]["heads"] == 16
     assert "predicted" not in loop["control_shuffled"]  # no probe weights for a shuffle
+    # every condition along Induce's predicted direction; Induce's prediction is its norm
+    induce_pred = np.asarray(loop["induce"]["predicted"])
+    assert loop["induce"]["predicted_along_induce"] == pytest.approx(np.linalg.norm(induce_pred))
+    for row in loop.values():
+        unit = induce_pred / np.linalg.norm(induce_pred)
+        assert row["along_induce"] == pytest.approx(unit @ np.asarray(row["measured"]))
+        assert row["along_induce_se"] > 0
     weighted = {Path(r["run_dir"]).name for r in results["runs"] if r["condition"] != "baseline"}
     stores = list((tmp_path / "out" / "loop").glob("*.zarr"))
     assert {s.name.rsplit("-", 1)[0] for s in stores} == weighted and len(stores) == 4
@@ -110,6 +117,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     report = Path(first["report"]).read_text()
     assert "## Targets per seed" in report and "Written by the `induce` flow, run as `" in report
     assert "## Linear response of the two-run χ" in report and "measured / two-run" in report
+    assert "along Induce's prediction: measured" in report
     assert (tmp_path / "out" / "formation.png").is_file()
     for figure in ("reference_prefix_matching.png", "reference_previous_token.png"):
         assert (tmp_path / "out" / figure).is_file() and f"]({figure})" in report

@@ -5,6 +5,7 @@ import pytest
 import xarray as xr
 
 from patterning_core.experiments.induction.loop import (
+    along_direction,
     compare_shift,
     localized_loss,
     predicted_shift,
@@ -35,3 +36,16 @@ def test_predicted_shift_and_comparison():
     assert out["heads"] == 2
     with pytest.raises(ValueError, match="units"):
         predicted_shift(chi, rho[:3], 1.0)
+
+
+def test_along_direction_projects_on_the_unit_vector_with_independent_errors():
+    # direction (3, 4)/5; measured (1, 2) → (3 + 8)/5; se² = (9·0.1² + 16·0.2²)/25
+    value, se = along_direction(np.array([1.0, 2.0]), np.array([0.1, 0.2]), np.array([3.0, 4.0]))
+    assert value == pytest.approx(11 / 5)
+    assert se == pytest.approx(np.sqrt((9 * 0.01 + 16 * 0.04) / 25))
+    # the scale of the direction does not matter, its sign does
+    assert along_direction(np.array([1.0, 2.0]), np.zeros(2), np.array([-6.0, -8.0]))[0] == (
+        pytest.approx(-11 / 5)
+    )
+    with pytest.raises(ValueError, match="zero"):
+        along_direction(np.ones(2), np.ones(2), np.zeros(2))

@@ -12,7 +12,9 @@ checkpoint; a retrained model is measured at the matched checkpoint of its own r
 training has compounded the change. So the comparison (:func:`compare_shift`) is of
 *direction* first (cosine over components, and the heads' signs) and of size second
 (``gain``: the least-squares factor of the measured shift on the predicted one, > 1 when
-training amplified it).
+training amplified it). Every condition, the controls too, is also read along one common
+direction, Induce's predicted shift (:func:`along_direction`): Induce should move the
+models along it, Repress against it, and a control at the same dose not by as much.
 """
 
 from __future__ import annotations
@@ -63,3 +65,18 @@ def compare_shift(
         "head_signs_agree": int((np.sign(m[heads]) == np.sign(p[heads])).sum()),
         "heads": int(heads.sum()),
     }
+
+
+def along_direction(
+    measured: np.ndarray, se: np.ndarray, direction: np.ndarray
+) -> tuple[float, float]:
+    """``(value, se)`` of the projection of a measured shift ``[component]`` on the unit
+    vector of ``direction`` ``[component]``; its standard error from the components' ``se``
+    as independent (each component's ⟨φ_C⟩ comes from its own restricted chains)."""
+    d = np.asarray(direction, dtype=np.float64)
+    norm = np.linalg.norm(d)
+    if norm == 0:
+        raise ValueError("The direction is zero: nothing to project on.")
+    unit = d / norm
+    value = float(unit @ np.asarray(measured, dtype=np.float64))
+    return value, float(np.sqrt((unit**2) @ np.asarray(se, dtype=np.float64) ** 2))

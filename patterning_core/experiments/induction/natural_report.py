@@ -193,6 +193,13 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return format(x, spec) if isinstance(x, float) else str(x)
 
 
+def _with_se(value: float | None, se: float | None) -> str:
+    """``value ± se`` to four decimals; ``—`` without a value."""
+    if value is None:
+        return "—"
+    return f"{value:.4f} ± {se:.4f}" if se is not None else f"{value:.4f}"
+
+
 def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
     """Markdown of ``numbers`` (``summarize_induce``) with a figure of every run's best
     layer-1 prefix-matching score over training, written beside it."""
@@ -284,7 +291,10 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "Shift of every component's localized loss ⟨φ_C⟩ at the weights step against the "
         "seed's baseline run, compared with the first-order prediction nβ·χ·dh from the "
         "reference's χ and the condition's probe weights (cosine over components, the "
-        "heads whose sign agrees, and the gain: measured over predicted, least squares).",
+        "heads whose sign agrees, and the gain: measured over predicted, least squares). "
+        "Every condition is also read along Induce's predicted shift (its unit vector over "
+        "the components): Induce should move along it, Repress against it, and the controls, "
+        "at the same dose, less than either.",
         "",
         *(
             markdown_table(
@@ -297,11 +307,15 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
                         if "heads" in row
                         else "—",
                         "gain": _fmt(row.get("gain"), ".3g"),
+                        "along Induce's prediction: measured": _with_se(
+                            row.get("along_induce"), row.get("along_induce_se")
+                        ),
+                        "predicted": _fmt(row.get("predicted_along_induce"), ".4f"),
                     }
                     for seed, rows in numbers["loop"].items()
                     for condition, row in rows.items()
                 ],
-                align=["r", "l", "r", "r", "r"],
+                align=["r", "l", "r", "r", "r", "r", "r"],
             )
             or ["None: no model was retrained."]
         ),

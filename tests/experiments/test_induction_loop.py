@@ -38,6 +38,25 @@ def test_predicted_shift_and_comparison():
         predicted_shift(chi, rho[:3], 1.0)
 
 
+def test_predicted_shift_does_not_depend_on_the_reference_loss():
+    """χ_z = −Cov[φ, ℓ_z − L] moves by a per-component constant when the reference loss L
+    changes; a re-weighting normalized like the retraining's loss (Σρℓ/Σρ) has zero total
+    mass over the units, so its predicted response must not move, whatever the weights' mean.
+    Uniform weights of any size predict nothing; weights scaled by a constant predict the
+    same as the unscaled ones."""
+    rng = np.random.default_rng(0)
+    chi = rng.normal(size=(3, 50))
+    rho = rng.uniform(0.5, 1.5, size=50)
+    shifted = chi + np.array([[2.0], [-1.0], [0.5]])  # another reference loss
+    np.testing.assert_allclose(predicted_shift(shifted, rho, 30.0), predicted_shift(chi, rho, 30.0))
+    np.testing.assert_allclose(
+        predicted_shift(chi, 1.3 * rho, 30.0), predicted_shift(chi, rho, 30.0)
+    )
+    np.testing.assert_allclose(predicted_shift(chi, np.full(50, 1.7), 30.0), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        predicted_shift(chi, np.zeros(50), 1.0)
+
+
 def test_along_direction_projects_on_the_unit_vector_with_independent_errors():
     # direction (3, 4)/5; measured (1, 2) → (3 + 8)/5; se² = (9·0.1² + 16·0.2²)/25
     value, se = along_direction(np.array([1.0, 2.0]), np.array([0.1, 0.2]), np.array([3.0, 4.0]))

@@ -4,17 +4,26 @@ The observable whose linear response defines χ is each component's localized lo
 ⟨φ_C⟩ (φ_C = L_fix(w) − L_fix(w*) under the restricted SGLD run of C, the store's
 ``phi_mean``): re-weighting the data by ρ moves it by, to first order,
 
-    Δ⟨φ_C⟩ = nβ · Σ_z χ_Cz · dh_z,   dh_z = (ρ_z − 1)/U
+    Δ⟨φ_C⟩ = nβ · Σ_z χ_Cz · dh_z,   dh_z = (ρ_z / ρ̄ − 1)/U
 
 over U probe units standing in for the data (``predicted_shift``; raw χ as stored, no nβ
-factor, so nβ enters here once). That prediction is for the posterior at the fixed
-checkpoint; a retrained model is measured at the matched checkpoint of its own run, where
-training has compounded the change. So the comparison (:func:`compare_shift`) is of
-*direction* first (cosine over components, and the heads' signs) and of size second
-(``gain``: the least-squares factor of the measured shift on the predicted one, > 1 when
-training amplified it). Every condition, the controls too, is also read along one common
-direction, Induce's predicted shift (:func:`along_direction`): Induce should move the
-models along it, Repress against it, and a control at the same dose not by as much.
+factor, so nβ enters here once). The weights are taken relative to their mean ρ̄ over the
+probes, so that Σ_z dh_z = 0: χ_z = −Cov[φ, ℓ_z − L] is measured against a reference loss L
+(the fixed batch L_fix), and only for a shift of zero total mass does that reference cancel
+(Σ_z dh_z χ_z = −Cov[φ, Σ_z dh_z ℓ_z]); with Σ dh ≠ 0 the prediction would carry
+(ρ̄ − 1)·Σ_z χ_z/U, the response to re-weighting the probes against L_fix's batch, which
+the retraining (its loss normalized by Σρ) does not apply. ρ̄ differs from 1 when the
+probes are not distributed as the training tokens the weights are normalized over (the
+natural-text probes against a corpus with synthetic sequences).
+
+That prediction is for the posterior at the fixed checkpoint; a retrained model is
+measured at the matched checkpoint of its own run, where training has compounded the
+change. So the comparison (:func:`compare_shift`) is of *direction* first (cosine over
+components, and the heads' signs) and of size second (``gain``: the least-squares factor
+of the measured shift on the predicted one, > 1 when training amplified it). Every
+condition, the controls too, is also read along one common direction, Induce's predicted
+shift (:func:`along_direction`): Induce should move the models along it, Repress against
+it, and a control at the same dose not by as much.
 """
 
 from __future__ import annotations
@@ -40,13 +49,16 @@ def localized_loss(stats: xr.Dataset, step: int | None = None) -> tuple[np.ndarr
 
 
 def predicted_shift(chi: np.ndarray, rho: np.ndarray, n_beta: float) -> np.ndarray:
-    """``[component]`` first-order Δ⟨φ_C⟩ = nβ·Σ_z χ_Cz (ρ_z − 1)/U for weights ``rho [U]``
-    on the probe units (``chi [component, U]`` raw, as stored)."""
+    """``[component]`` first-order Δ⟨φ_C⟩ = nβ·Σ_z χ_Cz (ρ_z/ρ̄ − 1)/U for weights ``rho
+    [U]`` on the probe units (``chi [component, U]`` raw, as stored; ρ̄ the weights' mean
+    over the units: module doc)."""
     chi = np.asarray(chi, dtype=np.float64)
     rho = np.asarray(rho, dtype=np.float64)
     if chi.shape[1] != rho.shape[0]:
         raise ValueError(f"χ over {chi.shape[1]} units, weights over {rho.shape[0]}.")
-    return n_beta * chi @ (rho - 1.0) / rho.shape[0]
+    if not rho.mean() > 0:
+        raise ValueError("The weights' mean over the probe units must be positive.")
+    return n_beta * chi @ (rho / rho.mean() - 1.0) / rho.shape[0]
 
 
 def compare_shift(

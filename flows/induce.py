@@ -14,11 +14,13 @@ against same-dose controls (demonstration 1).
    the other modes, Induce shuffled within pattern classes (``natural_weights``).
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
-5. χ again at ``weights_step`` of every retrained run of ``loop_seeds`` (default: the first
-   seed; ``loop/<run folder>-<sampler digest>.zarr``, sampled with ``loop_sampler`` when
-   set, the baseline too), and each condition's shift of the localized losses against its
-   prediction (``experiments/induction/loop.py``). Before retraining, the linear response of the
-   two-run χ itself at small doses of the Induce weights (``linear_check``).
+5. χ again at ``loop_step`` (default ``weights_step``) of every retrained run of
+   ``loop_seeds`` (default: the first seed; ``loop/<run folder>-<sampler digest>.zarr``,
+   sampled with ``loop_sampler`` when set, the baseline too), and each condition's shift
+   of the localized losses against its prediction (``experiments/induction/loop.py``).
+   With ``weights_from_step`` the weighted runs are the baseline up to that step and
+   re-weighted from it on. Before retraining, the linear response of the two-run χ itself
+   at small doses of the Induce weights (``linear_check``).
 6. Report, plot and ``results.json`` (``natural_report``).
 
     patterning run induce     # hours on 2 cores; a rerun recomputes nothing
@@ -194,19 +196,27 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
     return str(store)
 
 
+def _loop_step(p: InduceParameters) -> int:
+    """The checkpoint at which the loop measures χ again (``loop_step``, default the
+    weights step)."""
+    return p.weights_step if p.loop_step is None else p.loop_step
+
+
 def _loop_store(
     p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str
 ) -> str:
-    """χ at ``weights_step`` of one retrained ``run`` with the loop's sampler, in
+    """χ at the loop step of one retrained ``run`` with the loop's sampler, in
     ``out/loop/<run folder>-<sampler digest>.zarr`` (one store per training run and sampler,
     so that doses and samplers never share one); the reference's own main store when
     ``run`` is the reference and the loop samples as the main store did."""
     sampler = {**p.sampler, **(p.loop_sampler or {})}
-    if run["run_dir"] == reference_run["run_dir"] and sampler == p.sampler:
+    step = _loop_step(p)
+    is_reference = run["run_dir"] == reference_run["run_dir"]
+    if is_reference and sampler == p.sampler and step in p.chi_checkpoints:
         return main_store
-    path = dict(list_checkpoints(run["run_dir"]))[p.weights_step]
+    path = dict(list_checkpoints(run["run_dir"]))[step]
     name = f"{Path(run['run_dir']).name}-{settings_digest(sampler, 8)}.zarr"
-    at_step = [{"step": p.weights_step, "path": str(path)}]
+    at_step = [{"step": step, "path": str(path)}]
     return _chi_store(p, out / "loop" / name, at_step, sampler)
 
 
@@ -230,6 +240,7 @@ def _retrain_and_close_loop(
         runs_root,
         p.threads,
         conditions=CONDITIONS,
+        weights_from_step=p.weights_from_step,
     )
     logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 5)
     results = retrain(jobs, p.dask_address, p.n_workers)
@@ -256,7 +267,12 @@ def _retrain_and_close_loop(
             if run["seed"] == seed
         }
         loop[str(seed)] = loop_closure(
-            main_store, p.weights_step, weights["published"], stores, p.chi_estimator
+            main_store,
+            p.weights_step,
+            weights["published"],
+            stores,
+            p.chi_estimator,
+            loop_step=_loop_step(p),
         )
 
     return runs, loop

@@ -550,7 +550,12 @@ class InduceParameters(RetrainingFields):
     ``chi_store.chi_at``); ``loop_sampler``: ``SamplerConfig`` fields that replace
     ``sampler``'s for the χ measured again in the loop (the loop reads each component's
     ⟨φ_C⟩, not per-token χ, so fewer chains and draws serve; when set, the baseline is
-    measured again with it too, so that every shift compares like with like).
+    measured again with it too, so that every shift compares like with like);
+    ``weights_from_step``: the weighted conditions train unweighted up to this step and with
+    their weights from it on (0: from initialization; e.g. ``weights_step``, so that the
+    re-weighting starts at the checkpoint whose χ gave the weights); ``loop_step``: the
+    checkpoint of every run at which the loop measures χ again (None: ``weights_step``;
+    after ``weights_from_step``, or nothing has changed yet).
     """
 
     preset: str = "demo"
@@ -577,6 +582,8 @@ class InduceParameters(RetrainingFields):
     target_mode: int | None = None
     chi_estimator: Literal["two-run", "restricted"] = "two-run"
     loop_sampler: dict | None = None
+    weights_from_step: int = Field(0, ge=0)
+    loop_step: int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
@@ -598,6 +605,19 @@ class InduceParameters(RetrainingFields):
         _check_sampler(self.sampler)
         if self.loop_sampler is not None:
             _check_sampler({**self.sampler, **self.loop_sampler})
+        if self.weights_from_step >= schedule[-1]:
+            raise ConfigError(
+                f"weights_from_step {self.weights_from_step} must lie before the last step "
+                f"{schedule[-1]}, or the weights never apply."
+            )
+        loop_step = self.weights_step if self.loop_step is None else self.loop_step
+        if loop_step not in schedule:
+            raise ConfigError(f"loop_step {loop_step} must be a checkpoint step: {schedule}.")
+        if self.weights_from_step and loop_step <= self.weights_from_step:
+            raise ConfigError(
+                f"loop_step {loop_step} must come after weights_from_step "
+                f"{self.weights_from_step}: before it every run is the baseline."
+            )
         return self
 
 

@@ -52,6 +52,7 @@ def training_jobs(
     names: Mapping[str, str] | None = None,
     conditions: Sequence[str] | None = None,
     data_by_condition: Mapping[str, dict] | None = None,
+    weights_from_step: int = 0,
 ) -> list[dict]:
     """Baseline, Induce and Repress for every seed (same seed: same init and data order).
 
@@ -60,6 +61,8 @@ def training_jobs(
     the condition itself); ``conditions``: the conditions per seed (default: baseline,
     Induce, Repress); ``data_by_condition``: a data spec replacing ``data`` for a condition
     (a data edit rather than weights). A condition without a weights file trains uniformly.
+    ``weights_from_step``: weighted conditions apply their weights from this step on (their
+    runs are the baseline's up to it; ``TrainConfig.weights_from_step``).
     """
     names = names or {}
     data_by_condition = data_by_condition or {}
@@ -71,7 +74,15 @@ def training_jobs(
                 {
                     "preset": preset,
                     "data": data_by_condition.get(condition, data),
-                    "train_settings": {**train, "seed": seed},
+                    "train_settings": {
+                        **train,
+                        "seed": seed,
+                        **(
+                            {"weights_from_step": weights_from_step}
+                            if weights_from_step and weights
+                            else {}
+                        ),
+                    },
                     "weights_path": weights["path"] if weights else None,
                     "weights_digest": weights["digest"] if weights else UNIFORM,
                     "runs_root": runs_root,

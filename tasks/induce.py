@@ -238,10 +238,16 @@ def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -
 
 @task(name="induce-loop")
 def loop_closure(
-    reference_store: str, step: int, published: str, stores: dict, chi_estimator: str = "two-run"
+    reference_store: str,
+    step: int,
+    published: str,
+    stores: dict,
+    chi_estimator: str = "two-run",
+    loop_step: int | None = None,
 ) -> dict:
     """χ measured again on the retrained models of one seed (``stores``: ``{condition:
-    store}`` at ``step``, ``"baseline"`` among them): per condition the measured shift of
+    store}`` at ``loop_step``, default ``step``, the χ checkpoint; ``"baseline"`` among
+    them): per condition the measured shift of
     every component's localized loss against the baseline run, the first-order prediction
     from the reference's χ and the condition's probe weights (``published``), and their
     comparison (``experiments.induction.loop``; the prediction from χ read with
@@ -251,12 +257,13 @@ def loop_closure(
     chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
     components = [str(c) for c in chi.component.values]
     probe = xr.open_dataset(published)
-    base, base_se = localized_loss(read_stats(stores["baseline"], step), step)
+    at = step if loop_step is None else loop_step
+    base, base_se = localized_loss(read_stats(stores["baseline"], at), at)
     out = {}
     for condition, store in stores.items():
         if condition == "baseline":
             continue
-        phi, se = localized_loss(read_stats(store, step), step)
+        phi, se = localized_loss(read_stats(store, at), at)
         measured = phi - base
         row = {
             "components": components,

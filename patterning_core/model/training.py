@@ -67,6 +67,10 @@ class TrainConfig:
             (``transformer.loss_per_token(..., fused=True)``): same arithmetic up to float
             rounding, about 2.8× faster per step at context 256, no faster at context 64.
             Off by default so that runs recorded with the reference path reproduce exactly.
+        weights_from_step: the data weights ρ apply from this step on; before it the run
+            trains on the unweighted loss, exactly as the uniform run of the same seed does
+            (0: from the start). Re-weighting from a checkpoint w* is the regime in which
+            χ at w* predicts the response.
     """
 
     steps: int
@@ -80,10 +84,15 @@ class TrainConfig:
     seed: int = 0
     checkpoint_steps: tuple[int, ...] | None = None
     fused: bool = False
+    weights_from_step: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError("TrainConfig needs steps >= 0, batch_size >= 1, warmup_steps >= 0")
+        if self.weights_from_step < 0:
+            raise ValueError(
+                f"TrainConfig.weights_from_step must be >= 0, got {self.weights_from_step}"
+            )
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
 
@@ -104,6 +113,8 @@ class TrainConfig:
         d.pop("checkpoint_steps")
         if not self.fused:  # runs from before the option existed keep their fingerprint
             d.pop("fused")
+        if not self.weights_from_step:  # the same for weights applied from the start
+            d.pop("weights_from_step")
         return d
 
 
@@ -380,7 +391,7 @@ def train(
         batch = tokens[idx]
         losses = loss_per_token(params, batch, config, fused=tc.fused)
         mean_loss = losses.mean()
-        if weights is None:
+        if weights is None or step < tc.weights_from_step:
             objective = mean_loss
         else:
             w = weights[idx]

@@ -147,3 +147,50 @@ def test_resume_refuses_different_settings(tmp_path) -> None:
         train(CFG, TOKENS, TC, run_dir=tmp_path, resume=False, progress=False)
     # extending the same run is fine
     assert train(CFG, TOKENS, TC, run_dir=tmp_path, progress=False).resumed_from == 3
+
+
+def test_weights_from_a_step_leave_the_run_uniform_before_it(tmp_path) -> None:
+    """``weights_from_step=S``: the checkpoints up to S are the uniform run's, bit for bit
+    (same init, data order, objective); after S the weights act; S beyond the run gives the
+    uniform run; resuming across S reproduces the uninterrupted run; a run re-weighted from
+    S refuses to resume one re-weighted from the start."""
+    weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(3))
+    plain = train(CFG, TOKENS, TC, run_dir=tmp_path / "plain", progress=False)
+    late_tc = dataclasses.replace(TC, weights_from_step=5)
+    late = train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "late", progress=False)
+    for (s, a), (_, b) in zip(
+        list_checkpoints(tmp_path / "plain"), list_checkpoints(tmp_path / "late"), strict=True
+    ):
+        same = _equal(load_checkpoint(a).params, load_checkpoint(b).params)
+        assert same == (s <= 5), s
+    assert late.objectives[:5] == plain.objectives[:5] and late.objectives[5] != late.losses[5]
+    never = train(
+        CFG, TOKENS, dataclasses.replace(TC, weights_from_step=12), weights=weights, progress=False
+    )
+    assert _equal(never.params, plain.params)
+
+    class InterruptError(Exception):
+        pass
+
+    def stop_at_4(step, params, loss):
+        if step == 4:
+            raise InterruptError
+
+    with pytest.raises(InterruptError):
+        train(
+            CFG,
+            TOKENS,
+            late_tc,
+            weights=weights,
+            run_dir=tmp_path / "cut",
+            progress=False,
+            callback=stop_at_4,
+        )
+    resumed = train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 3 and _equal(resumed.params, late.params)
+    with pytest.raises(ValueError, match="weights_from_step"):
+        train(CFG, TOKENS, TC, weights=weights, run_dir=tmp_path / "late", progress=False)
+    # runs weighted from the start keep the fingerprint they had before the option existed
+    assert "weights_from_step" not in TC.resume_key()
+    with pytest.raises(ValueError, match="weights_from_step must be >= 0"):
+        TrainConfig(steps=3, weights_from_step=-1)

@@ -217,6 +217,59 @@ def test_the_loop_measures_the_baseline_again_when_it_samples_otherwise(tmp_path
     assert plain_run.name.startswith("induce_wide-wabc-") and plain_run != cheap_run
 
 
+def test_reweighting_from_a_checkpoint_reaches_the_weighted_runs_and_the_loop(
+    tmp_path, monkeypatch
+):
+    """``weights_from_step``: only the weighted conditions' training settings carry it (the
+    baseline stays the reference run); the loop then reads every run at ``loop_step``, the
+    reference from its main store when that step is one of the χ checkpoints."""
+    import flows.induce as induce_flow
+    from flows.parameters import InduceParameters
+    from flows.retraining import training_jobs
+
+    files = {"induce": {"path": "w.npy", "digest": "abc"}}
+    jobs = training_jobs("demo", {}, TRAIN, [0], files, "runs", 1, weights_from_step=20)
+    by_condition = {job["label"].split()[0]: job["train_settings"] for job in jobs}
+    assert by_condition["induce"]["weights_from_step"] == 20
+    assert "weights_from_step" not in by_condition["baseline"]
+
+    sampled = []
+    monkeypatch.setattr(
+        induce_flow,
+        "_chi_store",
+        lambda p, store, checkpoints, sampler: sampled.append(checkpoints) or str(store),
+    )
+    run = tmp_path / "induce_wide-wabc"
+    run.mkdir()
+    for step in (20, 40):
+        (run / f"step_{step:08d}.safetensors").write_bytes(b"")
+    base = dict(train=TRAIN, chi_checkpoints=[20, 40], weights_step=20, sampler={**SAMPLER})
+    p = InduceParameters(**base, weights_from_step=20, loop_step=40)
+    reference = {"run_dir": str(tmp_path / "reference")}
+    out = tmp_path / "out"
+    assert induce_flow._loop_store(p, reference, out, reference, "main.zarr") == "main.zarr"
+    induce_flow._loop_store(p, {"run_dir": str(run)}, out, reference, "main.zarr")
+    assert sampled == [[{"step": 40, "path": str(run / "step_00000040.safetensors")}]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"weights_from_step": 40}, "must lie before the last step"),
+        ({"loop_step": 30}, "must be a checkpoint step"),
+        ({"weights_from_step": 20}, "must come after weights_from_step"),
+    ],
+)
+def test_bad_reweighting_steps_are_refused(fields: dict, message: str):
+    from pydantic import ValidationError
+
+    from flows.parameters import InduceParameters
+
+    base = dict(train=TRAIN, chi_checkpoints=[20, 40], weights_step=20, sampler={**SAMPLER})
+    with pytest.raises(ValidationError, match=message):
+        InduceParameters(**base, **fields)
+
+
 def test_a_bad_loop_sampler_is_refused_before_anything_runs():
     from pydantic import ValidationError
 

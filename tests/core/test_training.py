@@ -23,6 +23,20 @@ TOKENS = torch.randint(0, 23, (40, 12), generator=torch.Generator().manual_seed(
 TC = TrainConfig(steps=12, batch_size=8, lr=3e-3, seed=7, checkpoint_steps=(3, 5, 9))
 
 
+class InterruptError(Exception):
+    """Raised by :func:`_stop_at` to interrupt a training run."""
+
+
+def _stop_at(stop: int):
+    """A training callback that interrupts the run after step ``stop``."""
+
+    def callback(step, params, loss):
+        if step == stop:
+            raise InterruptError
+
+    return callback
+
+
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(a[k], b[k]) for k in a)
 
@@ -118,15 +132,8 @@ def test_resume_after_interruption_reproduces_the_run(tmp_path, fused: bool) -> 
     tc = dataclasses.replace(TC, fused=fused)
     full = train(CFG, TOKENS, tc, run_dir=tmp_path / "full", progress=False)
 
-    class InterruptError(Exception):
-        pass
-
-    def stop_at_7(step, params, loss):
-        if step == 7:
-            raise InterruptError
-
     with pytest.raises(InterruptError):
-        train(CFG, TOKENS, tc, run_dir=tmp_path / "cut", progress=False, callback=stop_at_7)
+        train(CFG, TOKENS, tc, run_dir=tmp_path / "cut", progress=False, callback=_stop_at(7))
     assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [0, 3, 5]
     resumed = train(CFG, TOKENS, tc, run_dir=tmp_path / "cut", progress=False)
     assert resumed.resumed_from == 5
@@ -169,13 +176,6 @@ def test_weights_from_a_step_leave_the_run_uniform_before_it(tmp_path) -> None:
     )
     assert _equal(never.params, plain.params)
 
-    class InterruptError(Exception):
-        pass
-
-    def stop_at_4(step, params, loss):
-        if step == 4:
-            raise InterruptError
-
     with pytest.raises(InterruptError):
         train(
             CFG,
@@ -184,7 +184,7 @@ def test_weights_from_a_step_leave_the_run_uniform_before_it(tmp_path) -> None:
             weights=weights,
             run_dir=tmp_path / "cut",
             progress=False,
-            callback=stop_at_4,
+            callback=_stop_at(4),
         )
     resumed = train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "cut", progress=False)
     assert resumed.resumed_from == 3 and _equal(resumed.params, late.params)

@@ -196,12 +196,6 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
     return str(store)
 
 
-def _loop_step(p: InduceParameters) -> int:
-    """The checkpoint at which the loop measures χ again (``loop_step``, default the
-    weights step)."""
-    return p.weights_step if p.loop_step is None else p.loop_step
-
-
 def _loop_store(
     p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str
 ) -> str:
@@ -210,7 +204,7 @@ def _loop_store(
     so that doses and samplers never share one); the reference's own main store when
     ``run`` is the reference and the loop samples as the main store did."""
     sampler = {**p.sampler, **(p.loop_sampler or {})}
-    step = _loop_step(p)
+    step = p.loop_checkpoint
     is_reference = run["run_dir"] == reference_run["run_dir"]
     if is_reference and sampler == p.sampler and step in p.chi_checkpoints:
         return main_store
@@ -258,7 +252,7 @@ def _retrain_and_close_loop(
         for job, result in zip(jobs, results, strict=True)
     ]
 
-    # χ again at the weights step of every retrained run of the loop seeds.
+    # χ again at the loop checkpoint of every retrained run of the loop seeds.
     loop = {}
     for seed in p.loop_seeds if p.loop_seeds is not None else p.seeds[:1]:
         stores = {
@@ -272,7 +266,7 @@ def _retrain_and_close_loop(
             weights["published"],
             stores,
             p.chi_estimator,
-            loop_step=_loop_step(p),
+            loop_step=p.loop_checkpoint,
         )
 
     return runs, loop

@@ -585,6 +585,12 @@ class InduceParameters(RetrainingFields):
     weights_from_step: int = Field(0, ge=0)
     loop_step: int | None = None
 
+    @property
+    def loop_checkpoint(self) -> int:
+        """The checkpoint at which the loop measures χ again: ``loop_step``, default
+        ``weights_step``."""
+        return self.weights_step if self.loop_step is None else self.loop_step
+
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
         check_target_mode(self.target_mode, self.n_leading)
@@ -610,7 +616,7 @@ class InduceParameters(RetrainingFields):
                 f"weights_from_step {self.weights_from_step} must lie before the last step "
                 f"{schedule[-1]}, or the weights never apply."
             )
-        loop_step = self.weights_step if self.loop_step is None else self.loop_step
+        loop_step = self.loop_checkpoint
         if loop_step not in schedule:
             raise ConfigError(f"loop_step {loop_step} must be a checkpoint step: {schedule}.")
         if self.weights_from_step and loop_step <= self.weights_from_step:

@@ -114,6 +114,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.extrapolator,
         p.target_mode,
         p.chi_estimator,
+        p.balance_positions,
     )
     reproducibility = mode_reproducibility(
         main_store,

@@ -555,7 +555,9 @@ class InduceParameters(RetrainingFields):
     their weights from it on (0: from initialization; e.g. ``weights_step``, so that the
     re-weighting starts at the checkpoint whose χ gave the weights); ``loop_step``: the
     checkpoint of every run at which the loop measures χ again (None: ``weights_step``;
-    after ``weights_from_step``, or nothing has changed yet).
+    after ``weights_from_step``, or nothing has changed yet); ``balance_positions``: centre
+    every condition's weights per context position (``natural_weights``), so that no
+    condition moves weight between early and late positions of the context.
     """
 
     preset: str = "demo"
@@ -584,6 +586,7 @@ class InduceParameters(RetrainingFields):
     loop_sampler: dict | None = None
     weights_from_step: int = Field(0, ge=0)
     loop_step: int | None = None
+    balance_positions: bool = False
 
     @property
     def loop_checkpoint(self) -> int:

@@ -112,6 +112,7 @@ def induce_weights(
     extrapolator: str = "regression",
     target_mode: int | None = None,
     chi_estimator: str = "two-run",
+    balance_positions: bool = False,
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
@@ -133,6 +134,7 @@ def induce_weights(
         n_leading=n_leading,
         extrapolator=extrapolator,
         target_mode=target_mode,
+        balance=balance_positions,
     )
     files = {}
     for name, weights in result.weights.items():

@@ -104,7 +104,7 @@ def r_squared(target: np.ndarray, predicted: np.ndarray) -> float:
     return 1.0 - float(((y - np.asarray(predicted)) ** 2).sum()) / total
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
     norms = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / norms) if norms > 0 else 0.0
 
@@ -141,8 +141,8 @@ def heldout_evaluation(
         "fit": model,
         "fit_r2": r_squared(dh[fit_mask], predicted[fit_mask]),
         "heldout_r2": r_squared(dh[held], predicted[held]),
-        "heldout_target_cosine": _cosine(response, np.asarray(d_mu, dtype=np.float64)),
-        "exact_target_cosine": _cosine(exact, np.asarray(d_mu, dtype=np.float64)),
+        "heldout_target_cosine": cosine(response, np.asarray(d_mu, dtype=np.float64)),
+        "exact_target_cosine": cosine(exact, np.asarray(d_mu, dtype=np.float64)),
         "fit_units": int(fit_mask.sum()),
         "heldout_units": int(held.sum()),
     }
@@ -201,8 +201,8 @@ def feature_solution_evaluation(
     d_mu = np.asarray(d_mu, dtype=np.float64)
     return {
         "fit": model,
-        "fit_target_cosine": _cosine(n_beta * chi_std[:, fit_mask] @ dh[fit_mask], d_mu),
-        "heldout_target_cosine": _cosine(n_beta * chi_std[:, held] @ dh[held], d_mu),
+        "fit_target_cosine": cosine(n_beta * chi_std[:, fit_mask] @ dh[fit_mask], d_mu),
+        "heldout_target_cosine": cosine(n_beta * chi_std[:, held] @ dh[held], d_mu),
         "fit_units": int(fit_mask.sum()),
         "heldout_units": int(held.sum()),
     }

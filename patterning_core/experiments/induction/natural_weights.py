@@ -23,6 +23,10 @@ last checkpoint).
    beside it), truncated at the rcond that cross-validation over the fitted half's probe
    sequences picks (``feature_extrapolation.choose_rcond``; the held-out half plays no part,
    and the fit on all probes keeps that rcond).
+   With ``balance_positions`` the extrapolated dĥ of every unit is centred by the training
+   units' mean dĥ at its context position (``position_profile.balance_positions``): the
+   in-context features grow with the position, so unbalanced weights also move weight
+   between early and late positions, which by itself can delay or stop the circuit.
 4. ρ = 1 + α·dĥ/max|dĥ| (clipped at 0, mean 1) with α chosen so that the top/bottom-decile
    weight ratio is ``ratio`` (4: one reading of the paper's "4× weight modification"),
    separately for each condition.
@@ -46,6 +50,7 @@ from patterning_core.estimators.feature_extrapolation import (
     RidgeFit,
     alpha_for_ratio,
     choose_rcond,
+    cosine,
     decile_ratio,
     feature_solution_evaluation,
     fit_feature_solution,
@@ -60,6 +65,11 @@ from patterning_core.experiments.induction.controls import (
     shuffle_within_classes,
 )
 from patterning_core.experiments.induction.mode_search import find_induction_mode, token_ceiling
+from patterning_core.experiments.induction.position_profile import (
+    balance_positions,
+    position_profile,
+    profile_summary,
+)
 from patterning_core.experiments.induction.unit_features import (
     predictable_units,
     unit_feature_names,
@@ -134,8 +144,15 @@ def natural_weights(
     seed: int = 0,
     extrapolator: str = "regression",
     target_mode: int | None = None,
+    balance: bool = False,
 ) -> NaturalWeights:
     """The weights of the module doc, with a summary for the report and ``results.json``.
+
+    ``balance``: centre the extrapolated dĥ per context position (step 3 of the module doc);
+    the held-out target cosine of the centred weights is reported as
+    ``extrapolation.induce.balanced_heldout_target_cosine`` (the fit on the fitted half,
+    centred by *its* training means, read on the held-out half). Every condition's profile
+    over positions is in ``summary["position_profile"]`` either way.
 
     ``target_mode``: steer along this leading mode instead of the one the search picks (a
     design choice, reported as such: ``summary["mode"]["target"]`` is ``"given"`` and
@@ -192,8 +209,10 @@ def natural_weights(
                     key: held[key] for key in ("heldout_r2", "heldout_target_cosine", "fit_r2")
                 },
             }
+        half = held["fit"] if extrapolator == "regression" else span["fit"]
         return {
             "dh": dh,
+            "half_fit": half,
             "dh_fit": model.predict(features),
             "model": model,
             "evaluation": {**evaluation, "extrapolator": extrapolator},
@@ -202,9 +221,17 @@ def natural_weights(
 
     induce = solve_and_fit(targets["induce"])
     control = solve_and_fit(targets["control_random"])
-    (induce["dh_train"], control["dh_train"]), codes = predict_units(
-        [induce["model"], control["model"]], train_tokens, kinds
+    (induce["dh_train"], control["dh_train"], half_train), codes = predict_units(
+        [induce["model"], control["model"], induce["half_fit"]], train_tokens, kinds
     )
+    if balance:
+        for sol in (induce, control):
+            sol["dh_train"], sol["dh_fit"] = balance_positions(sol["dh_train"], sol["dh_fit"])
+        _, half_probe = balance_positions(half_train, induce["half_fit"].predict(features))
+        held = ~fit_mask
+        induce["evaluation"]["balanced_heldout_target_cosine"] = cosine(
+            n_beta * z.values[:, held] @ half_probe[held], targets["induce"]
+        )
     solutions = {
         "induce": induce,
         "repress": {key: -induce[key] for key in ("dh", "dh_fit", "dh_train")},
@@ -237,6 +264,8 @@ def natural_weights(
             "token_ceiling": ceiling,
         },
         "extrapolation": evaluation,
+        "balance_positions": bool(balance),
+        "position_profile": {c: profile_summary(position_profile(w)) for c, w in weights.items()},
         "dose": {
             "ratio_target": ratio,
             "alpha": alphas,

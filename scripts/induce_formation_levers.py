@@ -1,0 +1,164 @@
+"""What decides formation under re-weighting: the weights' profile over context positions,
+their weight on the tokens where induction pays, or the per-token content χ chose?
+
+    .venv/bin/python scripts/induce_formation_levers.py \\
+        --config docs/examples/induce_wide_embed_mode_restricted.json \\
+        --weights induce=.patterning/induce/wide_formation/weights/4bfacd427d50d8e3.npy \\
+        --profile induce --scale synthetic_predictable=0.8 \\
+        --out docs/results/induction_patterning/formation_levers
+
+Reads every weights file given (``--weights``, ``NAME=PATH``) with the formation step of its
+retrained run where that run exists (the folder found from the config's training settings and
+the file's digest, as the flow names it), its position profile (``position_profile``: mean
+weight per context position over the mean, first and last quarter) and its mean weight on
+each token group (``token_groups``: synthetic or natural sequence, predictable by copying or
+not). Then retrains, from the same initialization and data order, with
+
+- ``--profile NAME``: the position profile of weights ``NAME`` alone
+  (``position_only_weights``), and
+- ``--scale GROUP=FACTOR``: one token group's weight times FACTOR, 1 elsewhere
+  (``group_scaled_weights``),
+
+and reports their formation steps beside the others. Runs are memoized and resumed like the
+flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
+by side, and a last one without any reads them all. Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.parameters import InduceParameters
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.experiments.induction.metrics import induction_curve
+from patterning_core.experiments.induction.position_profile import (
+    position_only_weights,
+    position_profile,
+    profile_summary,
+)
+from patterning_core.experiments.induction.token_groups import (
+    GROUPS,
+    group_scaled_weights,
+    group_weights,
+    token_groups,
+)
+from patterning_core.model.checkpoints import file_sha256
+from tasks.retraining import UNIFORM, load_weights, save_weights, weighted_run_dir
+from tasks.training import check_training_inputs, model_preset, train_in_run_dir
+
+
+def describe(name: str, weights: np.ndarray | None, groups: dict, run_dir: Path, config) -> dict:
+    """One table row: the weights' profile and group weights, the run's formation."""
+    row: dict = {"name": name, "run_dir": str(run_dir)}
+    if weights is not None:
+        row.update(profile_summary(position_profile(weights)))
+        row["groups"] = group_weights(weights, groups)
+    if run_dir.is_dir() and any(run_dir.glob("step_*.safetensors")):
+        curve = induction_curve(run_dir, config)
+        row.update(
+            formation_step=curve.formation_step,
+            last_step=int(curve.steps[-1]),
+            final_best_pms=float(curve.best[-1]),
+        )
+    return row
+
+
+def _number(row: dict, key: str) -> str:
+    value = row.get(key, row.get("groups", {}).get(key))
+    return "—" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="an induce flow config (JSON)")
+    parser.add_argument("--weights", nargs="*", default=[], help="NAME=PATH of .npy ρ")
+    parser.add_argument("--profile", nargs="*", default=[], help="NAMEs: retrain by profile")
+    parser.add_argument("--scale", nargs="*", default=[], help="GROUP=FACTOR: retrain")
+    parser.add_argument("--runs", default=".patterning/runs")
+    parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args()
+
+    p = InduceParameters(**json.loads(Path(args.config).read_text()))
+    seed = p.seeds[0]
+    train = {**p.train, "seed": seed}
+    tc = check_training_inputs(p.preset, p.data, train)
+    config = model_preset(p.preset)
+    tokens = load_lm_tokens(p.data, config)
+    shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
+    groups = token_groups(tokens.train, float(p.data.get("in_context_bigrams", 0.0)))
+    torch.set_num_threads(args.threads)
+
+    def run_dir_of(digest: str) -> Path:
+        return weighted_run_dir(args.runs, p.preset, p.data, train, digest)
+
+    rows = [describe("uniform", None, groups, run_dir_of(UNIFORM), config)]
+    named = {}
+    for item in args.weights:
+        name, path = item.split("=", 1)
+        digest = file_sha256(path)
+        named[name] = load_weights(path, digest, shape).numpy()
+        rows.append(describe(name, named[name], groups, run_dir_of(digest), config))
+
+    retrain = {
+        f"{n}_position": position_only_weights(position_profile(named[n]), shape[0])
+        for n in args.profile
+    }
+    for item in args.scale:
+        group, factor = item.split("=", 1)
+        retrain[f"{group}×{factor}"] = group_scaled_weights(groups, group, float(factor))
+    for name, weights in retrain.items():
+        _, digest = save_weights(weights, args.weights_dir)
+        run_dir = run_dir_of(digest)
+        print(f"training {name} in {run_dir}", flush=True)
+        train_in_run_dir(
+            config,
+            tokens,
+            tc,
+            run_dir,
+            weights=torch.from_numpy(weights),
+            title=f"training loss (unweighted) {name}",
+        )
+        rows.append(describe(name, weights, groups, run_dir, config))
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps({"config": args.config, "seed": seed, "rows": rows}, indent=1)
+    )
+    columns = ["first_quarter", "last_quarter", *GROUPS]
+    lines = [
+        "# Formation against what the weights do",
+        "",
+        f"Config `{args.config}`, seed {seed}, same initialization and data order for every "
+        "run; formation: the best layer-1 head's prefix matching reaches 0.3. Weights divided "
+        "by their mean; position quarters: mean weight over the first and last quarter of the "
+        "context positions; groups: mean weight on synthetic / natural sequences' tokens that "
+        "copying predicts (predictable) or not (other).",
+        "",
+        "| weights | formation step | best prefix matching, last step | "
+        + " | ".join(c.replace("_", " ") for c in columns)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for r in rows:
+        form = r.get("formation_step") if "last_step" in r else "not trained"
+        lines.append(
+            f"| {r['name']} | {'none' if form is None else form} | "
+            f"{_number(r, 'final_best_pms')} | " + " | ".join(_number(r, c) for c in columns) + " |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -183,6 +183,7 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
         "probe_seqs": p.probe_seqs,
         # Only when set, so that stores written without it keep their identity.
         **({"probe_repeat": p.probe_repeat} if p.probe_repeat else {}),
+        **({"probe_synthetic": p.probe_synthetic} if p.probe_synthetic else {}),
     }
     susceptibilities(
         SusceptibilityParameters(

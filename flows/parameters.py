@@ -533,6 +533,10 @@ class InduceParameters(RetrainingFields):
     ``n_leading``: modes searched; ``loop_seeds``: seeds whose retrained runs get χ again
     at ``weights_step`` (None: the first seed); ``sgld_seqs``, ``probe_seqs``: the χ workload (probe
     units = probe_seqs × (n_ctx − 1), natural text: validation sequences);
+    ``probe_synthetic``: synthetic in-context-bigram probe sequences after the natural ones
+    (the kind ``data.in_context_bigrams`` mixes into training, so that the weights of those
+    training tokens are read off χ measured on their kind rather than extrapolated from
+    natural text; the mode's token test and the target cosine use every probe unit);
     ``report_dir``: report, plots and ``results.json`` (default ``out_dir``);
     ``retrain_without_mode``: retrain even when the mode search finds no induction mode (by
     default the flow stops after the weights and reports the mode search);
@@ -575,6 +579,7 @@ class InduceParameters(RetrainingFields):
     sgld_seqs: int = Field(1024, ge=1)
     probe_seqs: int = Field(32, ge=2)
     probe_repeat: float = Field(0.0, ge=0.0, le=1.0)
+    probe_synthetic: int = Field(0, ge=0)
     report_dir: str | None = None
     retrain_without_mode: bool = False
     linear_check: bool = True

@@ -235,18 +235,34 @@ def select_sequences(tokens: Tensor, n: int, seed: int) -> Tensor:
     return tokens[torch.randperm(tokens.shape[0], generator=g)[:n].sort().values]
 
 
-def workload_probes(val: Tensor, spec: Mapping) -> Tensor:
+SYNTHETIC_PROBE_SEED = 10_000  # + probe_seed: the synthetic probes are not training sequences
+
+
+def workload_probes(val: Tensor, spec: Mapping, d_vocab: int | None = None) -> Tensor:
     """The probe sequences of a transformer workload ``spec`` from the validation sequences
     ``val [N, T]``: ``probe_seqs`` of them (seed ``probe_seed``), and with ``probe_repeat``
     = f > 0 the second half of a seeded fraction f of them replaced by a copy of the first
     half (natural text that repeats, where copying predicts the second copy; the other
-    sequences keep their own second half, so positions are balanced)."""
-    probes = select_sequences(
-        val, int(spec.get("probe_seqs", 8)), seed=int(spec.get("probe_seed", 0))
-    )
-    return repeat_halves(
-        probes, float(spec.get("probe_repeat", 0.0)), seed=int(spec.get("probe_seed", 0))
-    )
+    sequences keep their own second half, so positions are balanced). With
+    ``probe_synthetic`` = k > 0, k synthetic in-context-bigram sequences
+    (``synthetic.synthetic_like``, the generator of the training mix, seed
+    ``SYNTHETIC_PROBE_SEED + probe_seed``: not the training ones) follow the natural ones,
+    so that χ is also measured on the kind of sequence that ``in_context_bigrams`` mixes into
+    training (``d_vocab``: the model's vocabulary, needed then)."""
+    seed = int(spec.get("probe_seed", 0))
+    probes = select_sequences(val, int(spec.get("probe_seqs", 8)), seed=seed)
+    probes = repeat_halves(probes, float(spec.get("probe_repeat", 0.0)), seed=seed)
+    k = int(spec.get("probe_synthetic", 0))
+    if k < 0:
+        raise ValueError(f"probe_synthetic must be a number of sequences >= 0, got {k}.")
+    if k == 0:
+        return probes
+    if d_vocab is None:
+        raise ValueError("probe_synthetic needs the model's d_vocab.")
+    from patterning_core.data.synthetic import synthetic_like
+
+    synthetic, _ = synthetic_like(d_vocab, probes.shape[1], k, seed=SYNTHETIC_PROBE_SEED + seed)
+    return torch.cat([probes, synthetic.to(probes.dtype)])
 
 
 def repeat_halves(seqs: Tensor, share: float, seed: int = 0) -> Tensor:

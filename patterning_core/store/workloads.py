@@ -139,10 +139,12 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     """An attention-only transformer checkpoint on its LM data.
 
     Spec: ``{"kind": "transformer", "data": DATA_SPEC (see lm_data.py), "sgld_seqs": 2048,
-    "probe_seqs": 8, "probe_seed": 0, "probe_repeat": 0.0, "components": None or [names]}``.
-    The SGLD data are ``sgld_seqs`` training sequences, the probes ``probe_seqs`` validation
-    sequences (``lm_data.workload_probes``: with ``probe_repeat`` a share of them repeat
-    their first half); units are probe tokens (see ``lm_data.unit_labels``).
+    "probe_seqs": 8, "probe_seed": 0, "probe_repeat": 0.0, "probe_synthetic": 0,
+    "components": None or [names]}``. The SGLD data are ``sgld_seqs`` training sequences,
+    the probes ``probe_seqs`` validation sequences (``lm_data.workload_probes``: with
+    ``probe_repeat`` a share of them repeat their first half), followed by
+    ``probe_synthetic`` synthetic in-context-bigram sequences; units are probe tokens (see
+    ``lm_data.unit_labels``; with synthetic probes also ``synthetic``, True on their units).
     """
     from patterning_core.data.lm_data import select_sequences, unit_labels, workload_probes
     from patterning_core.model.checkpoints import load_checkpoint
@@ -154,7 +156,13 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     ckpt = load_checkpoint(checkpoint)
     tokens = _lm_tokens(json.dumps(spec["data"], sort_keys=True), json.dumps(ckpt.config.to_dict()))
     data = select_sequences(tokens.train, int(spec.get("sgld_seqs", 2048)), seed=0)
-    probes = workload_probes(tokens.val, spec)
+    probes = workload_probes(tokens.val, spec, ckpt.config.d_vocab)
+    labels = unit_labels(probes, tokens.token_strings)
+    n_synthetic = int(spec.get("probe_synthetic", 0))
+    if n_synthetic:
+        labels["synthetic"] = np.repeat(
+            np.arange(probes.shape[0]) >= probes.shape[0] - n_synthetic, probes.shape[1] - 1
+        )
     comps = components(ckpt.config)
     wanted = spec.get("components")
     if wanted:
@@ -168,7 +176,7 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
         (data,),
         (probes,),
         comps,
-        unit_labels(probes, tokens.token_strings),
+        labels,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,49 @@ def test_workload_probes_repeat_the_first_half_of_the_stated_share() -> None:
     assert bool(repeats[copied][:, 33:].all())
     with pytest.raises(ValueError, match="probe_repeat must be a fraction"):
         workload_probes(val, {"probe_seqs": 10, "probe_repeat": 1.5})
+
+
+def test_workload_probes_append_synthetic_sequences_that_are_not_the_training_ones() -> None:
+    """``probe_synthetic`` k: the natural probes unchanged, then k sequences of the training
+    mix's generator with another seed (none equals a training synthetic sequence);
+    reproducible; a negative k or a missing vocabulary is named."""
+    from patterning_core.data.lm_data import mix_in_context_bigrams, workload_probes
+
+    config = preset("tiny")
+    val = torch.randint(0, config.d_vocab, (40, config.n_ctx), generator=torch.Generator())
+    spec = {"probe_seqs": 10, "probe_seed": 3, "probe_synthetic": 4}
+    probes = workload_probes(val, spec, config.d_vocab)
+    assert probes.shape == (14, config.n_ctx) and probes.dtype == val.dtype
+    assert torch.equal(probes[:10], workload_probes(val, {"probe_seqs": 10, "probe_seed": 3}))
+    assert torch.equal(probes, workload_probes(val, spec, config.d_vocab))
+    corpus = torch.zeros(16, config.n_ctx, dtype=torch.int64)
+    training = mix_in_context_bigrams(corpus, 0.5, config)[16:]
+    assert not (probes[10:, None, :] == training[None]).all(-1).any()
+    with pytest.raises(ValueError, match="d_vocab"):
+        workload_probes(val, spec)
+    with pytest.raises(ValueError, match="probe_synthetic must be"):
+        workload_probes(val, {**spec, "probe_synthetic": -1}, config.d_vocab)
+
+
+def test_transformer_workload_labels_its_synthetic_probe_units(tmp_path) -> None:
+    from patterning_core.model.checkpoints import save_checkpoint
+    from patterning_core.model.transformer import init_params
+    from patterning_core.store.workloads import build_workload
+
+    cfg = preset("tiny")
+    ckpt = save_checkpoint(tmp_path / "step_00000001.safetensors", init_params(cfg, 0), cfg, 1, 0)
+    spec = {
+        "kind": "transformer",
+        "data": {"source": "synthetic", "preset": "tiny"},
+        "sgld_seqs": 8,
+        "probe_seqs": 2,
+        "probe_synthetic": 1,
+    }
+    work = build_workload(spec, ckpt)
+    assert work.probes[0].shape[0] == 3
+    units = cfg.n_ctx - 1
+    np.testing.assert_array_equal(
+        work.unit_coords["synthetic"], [False] * 2 * units + [True] * units
+    )
+    plain = build_workload({**spec, "probe_synthetic": 0}, ckpt)
+    assert "synthetic" not in plain.unit_coords

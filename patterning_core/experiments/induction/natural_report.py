@@ -72,6 +72,21 @@ def seed_targets(runs: Sequence[Mapping[str, Any]], steps: int) -> list[dict[str
     return out
 
 
+def best_after(
+    steps: Sequence[int], best: Sequence[float], start: int, offsets: Sequence[int]
+) -> dict[str, float | None]:
+    """The best layer-1 prefix-matching score ``offset`` steps after ``start`` (the step the
+    weights start to apply), for each offset (keys ``"+<offset>"``; None where the run has no
+    checkpoint there). With weights applied from a checkpoint the runs agree up to it, so how
+    far each has built the circuit some steps later is the comparison that remains when the
+    baseline's formation step is already close."""
+    at = dict(zip(steps, best, strict=True))
+    return {f"+{o}": (float(at[start + o]) if start + o in at else None) for o in offsets}
+
+
+AFTER_WEIGHTS_OFFSETS = (250, 500, 1000, 2000)
+
+
 def summarize_induce(
     settings: Mapping[str, Any],
     reference: Mapping[str, Any],
@@ -103,6 +118,12 @@ def summarize_induce(
                 "final_best_pms": r["final_best_pms"],
                 "run_dir": r.get("run_dir"),
                 "curve": {"steps": r["steps"], "best": r["best"]},
+                "best_pms_after_weights": best_after(
+                    r["steps"],
+                    r["best"],
+                    int(settings.get("weights_from_step", 0)),
+                    AFTER_WEIGHTS_OFFSETS,
+                ),
             }
             for r in runs
         ],
@@ -284,7 +305,11 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
         "",
         "## Retraining",
         "",
-        *(_retraining_lines(numbers["runs"]) if numbers["runs"] else _no_retraining(mode)),
+        *(
+            _retraining_lines(numbers["runs"], int(numbers["settings"].get("weights_from_step", 0)))
+            if numbers["runs"]
+            else _no_retraining(mode)
+        ),
         "",
         "## χ measured again on the retrained models",
         "",
@@ -378,10 +403,26 @@ def _heads_over_training(out: Path, ref: Mapping[str, Any], chi_steps: Sequence[
     ]
 
 
-def _retraining_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+def _retraining_lines(runs: Sequence[Mapping[str, Any]], weights_from: int = 0) -> list[str]:
+    after = [
+        key
+        for key in (f"+{o}" for o in AFTER_WEIGHTS_OFFSETS)
+        if any((r.get("best_pms_after_weights") or {}).get(key) is not None for r in runs)
+    ]
+    start = (
+        [
+            f"The weighted runs train unweighted up to step {weights_from} (the baseline's run "
+            "until then) and with their weights from it on; the columns +k give the best "
+            f"layer-1 prefix matching k steps after step {weights_from}.",
+            "",
+        ]
+        if weights_from
+        else []
+    )
     return [
         "![formation](formation.png)",
         "",
+        *start,
         *markdown_table(
             [
                 {
@@ -390,10 +431,14 @@ def _retraining_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
                     "formation step": _fmt(r["formation_step"]),
                     "held-out loss": _fmt(r["heldout_loss"]),
                     "final best PMS": _fmt(r["final_best_pms"]),
+                    **{
+                        key: _fmt((r.get("best_pms_after_weights") or {}).get(key))
+                        for key in (after if weights_from else [])
+                    },
                 }
                 for r in runs
             ],
-            align=["r", "l", "r", "r", "r"],
+            align=["r", "l", "r", "r", "r", *(["r"] * len(after) if weights_from else [])],
         ),
     ]
 

@@ -26,7 +26,8 @@ last checkpoint).
    With ``balance_positions`` the extrapolated dĥ of every unit is centred by the training
    units' mean dĥ at its context position (``position_profile.balance_positions``): the
    in-context features grow with the position, so unbalanced weights also move weight
-   between early and late positions, which by itself can delay or stop the circuit.
+   between early and late positions (measured alone on the ``induce_wide`` substrate, that
+   profile moved formation by 5–10 %: ``scripts/induce_formation_levers.py``).
 4. ρ = 1 + α·dĥ/max|dĥ| (clipped at 0, mean 1) with α chosen so that the top/bottom-decile
    weight ratio is ``ratio`` (4: one reading of the paper's "4× weight modification"),
    separately for each condition.
@@ -221,10 +222,11 @@ def natural_weights(
 
     induce = solve_and_fit(targets["induce"])
     control = solve_and_fit(targets["control_random"])
-    (induce["dh_train"], control["dh_train"], half_train), codes = predict_units(
-        [induce["model"], control["model"], induce["half_fit"]], train_tokens, kinds
-    )
+    fits = [induce["model"], control["model"], *([induce["half_fit"]] if balance else [])]
+    predicted, codes = predict_units(fits, train_tokens, kinds)
+    induce["dh_train"], control["dh_train"] = predicted[:2]
     if balance:
+        half_train = predicted[2]
         for sol in (induce, control):
             sol["dh_train"], sol["dh_fit"] = balance_positions(sol["dh_train"], sol["dh_fit"])
         _, half_probe = balance_positions(half_train, induce["half_fit"].predict(features))

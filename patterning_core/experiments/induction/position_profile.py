@@ -5,10 +5,13 @@ Weights ρ ``[N, T − 1]`` (one per loss unit; unit ``(b, t)`` predicts token t
 first t + 1 tokens) that are functions of in-context features (how often the preceding token
 occurred before, how recently, …) inherit a dependence on the position t: those features
 grow with it. Induction only pays later in the context, so a weighting that moves weight
-from late to early positions can delay the circuit whatever χ it was computed from. These
-helpers measure that profile (:func:`position_profile`, :func:`profile_summary`), build the
-weights that carry the profile alone (:func:`position_only_weights`, the control for it),
-and remove it from an intervention (:func:`balance_positions`).
+between early and late positions could move formation whatever χ it was computed from
+(measured on the ``induce_wide`` substrate: the profiles of two χ weightings, alone, moved
+formation by −5 % and +10 %, not enough to explain what the weightings did;
+``scripts/induce_formation_levers.py``). These helpers measure that profile
+(:func:`position_profile`, :func:`profile_summary`), build the weights that carry the profile
+alone (:func:`position_only_weights`, the control for it), and remove it from an
+intervention (:func:`balance_positions`).
 """
 
 from __future__ import annotations

@@ -126,3 +126,32 @@ def test_balanced_weights_keep_every_position_at_its_total_and_the_dose():
     induce = out.weights["induce"]
     assert induce[pred].mean() > 1.2 * induce[~pred].mean()
     assert out.summary["extrapolation"]["induce"]["balanced_heldout_target_cosine"] > 0.8
+
+
+def test_probes_of_two_kinds_get_each_kinds_token_correlation():
+    """With a ``synthetic`` unit coordinate (probes of natural and synthetic sequences), every
+    mode's token correlation is also given over each kind alone, in the mode's orientation:
+    the planted mode follows the indicator on both kinds, and over all units it is the
+    table's own number."""
+    chi, probes, train = setup()
+    synthetic = np.repeat(np.arange(16) >= 12, 20)
+    chi = chi.assign_coords(synthetic=("unit", synthetic))
+    out = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS)
+    mode = out.summary["mode"]
+    pred = predictable_units(probes).ravel()
+    for row in mode["table"]:
+        assert {"token_correlation_natural", "token_correlation_synthetic"} <= set(row)
+    # χ < 0 where the circuit heads meet predictable units: r < 0 in the circuit's orientation
+    assert mode["token_correlation"] < -0.8
+    assert mode["token_correlation_natural"] < -0.8 and mode["token_correlation_synthetic"] < -0.8
+    # a constructed check of the subset reading: the r over the natural units alone
+    from patterning_core.estimators.decomposition import decompose
+    from patterning_core.experiments.induction.mode_search import point_biserial
+
+    modes = decompose(chi, "component")
+    row = next(r for r in mode["table"] if r["mode"] == mode["index"])
+    loading = modes["unit_loading"].sel(mode=row["mode"]).values * row["sign"]
+    expected = point_biserial(loading[None, ~synthetic], pred[~synthetic])[0]
+    assert row["token_correlation_natural"] == pytest.approx(expected)
+    plain = natural_weights(chi.drop_vars("synthetic"), 30.0, SCORES, probes, train, STRINGS)
+    assert "token_correlation_natural" not in plain.summary["mode"]

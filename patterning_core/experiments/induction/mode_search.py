@@ -74,6 +74,27 @@ def mode_table(
     ]
 
 
+def subset_token_correlations(
+    modes: xr.Dataset, table: list[dict], predictable: np.ndarray, subsets: Mapping[str, np.ndarray]
+) -> list[dict]:
+    """Each row of :func:`mode_table` with ``token_correlation_<name>`` added for every
+    ``subsets[name]`` (bool over units): the same point-biserial r, in the row's orientation,
+    over those units only (e.g. natural and synthetic probe sequences apart, since a mode
+    that merely separates the synthetic sequences, where most tokens are predictable, would
+    correlate with the indicator over all units)."""
+    out = []
+    for row in table:
+        loading = modes["unit_loading"].sel(mode=row["mode"]).values * row["sign"]
+        extra = {
+            f"token_correlation_{name}": float(
+                point_biserial(loading[None, mask], np.asarray(predictable)[mask])[0]
+            )
+            for name, mask in subsets.items()
+        }
+        out.append({**row, **extra})
+    return out
+
+
 def find_induction_mode(
     modes: xr.Dataset,
     head_scores: Mapping[str, float],

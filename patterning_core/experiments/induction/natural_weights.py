@@ -65,7 +65,11 @@ from patterning_core.experiments.induction.controls import (
     random_mode_target,
     shuffle_within_classes,
 )
-from patterning_core.experiments.induction.mode_search import find_induction_mode, token_ceiling
+from patterning_core.experiments.induction.mode_search import (
+    find_induction_mode,
+    subset_token_correlations,
+    token_ceiling,
+)
 from patterning_core.experiments.induction.position_profile import (
     balance_positions,
     position_profile,
@@ -173,6 +177,11 @@ def natural_weights(
     modes = decompose(chi, "component")
     predictable = predictable_units(probe_tokens).ravel()
     found = find_induction_mode(modes, head_scores, predictable, n_leading=n_leading)
+    if "synthetic" in chi.coords:  # probes of both kinds: each kind's own token correlation
+        synthetic = np.asarray(chi["synthetic"].values, dtype=bool)
+        found["table"] = subset_token_correlations(
+            modes, found["table"], predictable, {"natural": ~synthetic, "synthetic": synthetic}
+        )
     sequence = np.repeat(np.arange(probe_tokens.shape[0]), probe_tokens.shape[1] - 1)
     ceiling = token_ceiling(chi, predictable, sequence)
     k = found["mode"] if target_mode is None else target_mode
@@ -256,6 +265,7 @@ def natural_weights(
             "index": int(k),
             "head_alignment": steered["head_alignment"],
             "token_correlation": steered["token_correlation"],
+            **{k: v for k, v in steered.items() if k.startswith("token_correlation_")},
             "found": bool(found["found"] and k == found["mode"]),
             "target": "search" if target_mode is None else "given",
             "search": {"index": int(found["mode"]), "found": found["found"]},

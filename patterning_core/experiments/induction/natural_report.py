@@ -284,10 +284,18 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
                     "explained variance": _fmt(row["explained_variance"], ".2%"),
                     "head alignment": _fmt(row["head_alignment"]),
                     "token correlation": _fmt(row["token_correlation"]),
+                    **{
+                        f"token correlation, {key.removeprefix('token_correlation_')} probes": (
+                            _fmt(value)
+                        )
+                        for key, value in row.items()
+                        if key.startswith("token_correlation_")
+                    },
                 }
                 for row in mode["table"]
             ],
-            align=["r", "r", "r", "r"],
+            align=["r"]
+            * (4 + sum(k.startswith("token_correlation_") for k in (mode["table"] or [{}])[0])),
         ),
         "",
         "## Weights for every training token",

@@ -202,8 +202,9 @@ def _loop_store(
     p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str
 ) -> str:
     """χ at the loop step of one retrained ``run`` with the loop's sampler, in
-    ``out/loop/<run folder>-<sampler digest>.zarr`` (one store per training run and sampler,
-    so that doses and samplers never share one); the reference's own main store when
+    ``out/loop/<run folder>-<sampler digest>-<step>.zarr`` (one store per training run,
+    sampler and step, so that doses, samplers and loop steps never share one; the reference
+    run's is measured at every loop step a design asks for); the reference's own main store when
     ``run`` is the reference and the loop samples as the main store did."""
     sampler = {**p.sampler, **(p.loop_sampler or {})}
     step = p.loop_checkpoint
@@ -211,7 +212,7 @@ def _loop_store(
     if is_reference and sampler == p.sampler and step in p.chi_checkpoints:
         return main_store
     path = dict(list_checkpoints(run["run_dir"]))[step]
-    name = f"{Path(run['run_dir']).name}-{settings_digest(sampler, 8)}.zarr"
+    name = f"{Path(run['run_dir']).name}-{settings_digest(sampler, 8)}-{step}.zarr"
     at_step = [{"step": step, "path": str(path)}]
     return _chi_store(p, out / "loop" / name, at_step, sampler)
 

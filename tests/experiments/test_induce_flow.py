@@ -215,6 +215,7 @@ def test_the_loop_measures_the_baseline_again_when_it_samples_otherwise(tmp_path
     ]
     assert cheap_ref.name.startswith("reference-") and cheap_ref.parent == out / "loop"
     assert plain_run.name.startswith("induce_wide-wabc-") and plain_run != cheap_run
+    assert plain_run.name.endswith("-40.zarr")  # the loop step: another step, another store
 
 
 def test_reweighting_from_a_checkpoint_reaches_the_weighted_runs_and_the_loop(

@@ -1,0 +1,144 @@
+"""More random-mode controls for an ``induce`` design: is Induce's effect outside what a
+random direction of the same mode space does at the same dose?
+
+    .venv/bin/python scripts/induce_random_controls.py \\
+        --config docs/examples/induce_wide_embed_mode_from_checkpoint.json \\
+        --seeds 1 2 --out docs/results/induction_patterning/from_checkpoint_random_controls
+
+The flow retrains one random-mode control per seed (``controls.random_mode_target`` with
+the extrapolation seed 0). This script recomputes the design's weights from its χ store
+(``natural_weights`` with the flow's settings) with extrapolation seeds ``--seeds`` and
+retrains each seed's ``control_random`` weights exactly as the flow would (same
+initialization and data order, the config's ``weights_from_step``, runs memoized in the
+flow's run folders), then reports every run's best layer-1 prefix matching k steps after
+the weights start, beside the flow's own runs of the design found in the same folders. A
+seed also changes the split of the probes for the extrapolator's cross-validated rcond, as
+it would in the flow. Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.parameters import InduceParameters
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.experiments.induction.metrics import induction_curve
+from patterning_core.experiments.induction.natural_report import AFTER_WEIGHTS_OFFSETS, best_after
+from patterning_core.experiments.induction.natural_weights import natural_weights
+from patterning_core.experiments.induction.patterning import circuit_scores_from
+from patterning_core.experiments.spacing.fin_store import probe_tokens
+from patterning_core.store.chi_store import chi_at
+from tasks.retraining import UNIFORM, save_weights, weighted_run_dir
+from tasks.training import check_training_inputs, model_preset, train_in_run_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="an induce flow config (JSON)")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--runs", default=".patterning/runs")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args()
+
+    p = InduceParameters(**json.loads(Path(args.config).read_text()))
+    config = model_preset(p.preset)
+    tokens = load_lm_tokens(p.data, config)
+    seed = p.seeds[0]
+    start = p.weights_from_step
+    weighted = {**p.train, "seed": seed, **({"weights_from_step": start} if start else {})}
+    tc = check_training_inputs(p.preset, p.data, weighted)
+    reference = weighted_run_dir(args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM)
+    curve = induction_curve(reference, config)
+    scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
+    chi, n_beta, ds = chi_at(Path(p.out_dir) / "chi.zarr", p.weights_step, p.chi_estimator)
+    probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
+    torch.set_num_threads(args.threads)
+
+    def row(name: str, run_dir: Path) -> dict:
+        c = induction_curve(run_dir, config)
+        return {
+            "name": name,
+            "run_dir": str(run_dir),
+            "formation_step": c.formation_step,
+            "final_best_pms": float(c.best[-1]),
+            "best_pms_after_weights": best_after(c.steps, c.best, start, AFTER_WEIGHTS_OFFSETS),
+        }
+
+    rows = [row("baseline", reference)]
+    flow_files = json.loads((Path(p.out_dir) / "weights.json").read_text())["files"]
+    for condition, info in flow_files.items():
+        run_dir = weighted_run_dir(args.runs, p.preset, p.data, weighted, info["digest"])
+        if run_dir.is_dir():
+            rows.append(row(f"{condition} (flow)", run_dir))
+    for s in args.seeds:
+        result = natural_weights(
+            chi,
+            n_beta,
+            scores,
+            probes,
+            tokens.train,
+            strings,
+            ratio=p.ratio,
+            n_leading=p.n_leading,
+            seed=s,
+            extrapolator=p.extrapolator,
+            target_mode=p.target_mode,
+            balance=p.balance_positions,
+        )
+        weights = result.weights["control_random"]
+        _, digest = save_weights(weights, Path(p.out_dir) / "weights")
+        run_dir = weighted_run_dir(args.runs, p.preset, p.data, weighted, digest)
+        print(
+            f"control_random seed {s}: ratio "
+            f"{result.summary['dose']['ratio']['control_random']:.2f}, training in {run_dir}",
+            flush=True,
+        )
+        train_in_run_dir(
+            config,
+            tokens,
+            tc,
+            run_dir,
+            weights=torch.from_numpy(weights),
+            title=f"training loss (unweighted) control_random extrapolation seed {s}",
+        )
+        control = result.summary["extrapolation"]["control_random"]
+        rows.append(
+            {
+                **row(f"control_random, extrapolation seed {s}", run_dir),
+                "weights_digest": digest,
+                "heldout_target_cosine": control.get("heldout_target_cosine"),
+            }
+        )
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"config": args.config, "rows": rows}, indent=1))
+    keys = [f"+{o}" for o in AFTER_WEIGHTS_OFFSETS]
+    lines = [
+        "# Random-mode controls against Induce, re-weighted from a checkpoint",
+        "",
+        f"Config `{args.config}`, seed {seed}; weights from step {start}; best layer-1 prefix "
+        "matching k steps after it (+k), formation step and the last step's value.",
+        "",
+        "| run | formation step | " + " | ".join(keys) + " | last step |",
+        "|---|---:|" + "---:|" * len(keys) + "---:|",
+    ]
+    for r in rows:
+        after = r["best_pms_after_weights"]
+        cells = " | ".join("—" if after[k] is None else f"{after[k]:.3f}" for k in keys)
+        form = "none" if r["formation_step"] is None else r["formation_step"]
+        lines.append(f"| {r['name']} | {form} | {cells} | {r['final_best_pms']:.3f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

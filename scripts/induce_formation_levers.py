@@ -51,8 +51,8 @@ from patterning_core.experiments.induction.token_groups import (
     token_groups,
 )
 from patterning_core.model.checkpoints import file_sha256
-from tasks.retraining import UNIFORM, load_weights, save_weights, weighted_run_dir
-from tasks.training import check_training_inputs, model_preset, train_in_run_dir
+from tasks.retraining import UNIFORM, load_weights, train_with_weights, weighted_run_dir
+from tasks.training import model_preset
 
 
 def describe(name: str, weights: np.ndarray | None, groups: dict, run_dir: Path, config) -> dict:
@@ -91,7 +91,6 @@ def main() -> None:
     p = InduceParameters(**json.loads(Path(args.config).read_text()))
     seed = p.seeds[0]
     train = {**p.train, "seed": seed}
-    tc = check_training_inputs(p.preset, p.data, train)
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
     shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
@@ -117,16 +116,9 @@ def main() -> None:
         group, factor = item.split("=", 1)
         retrain[f"{group}×{factor}"] = group_scaled_weights(groups, group, float(factor))
     for name, weights in retrain.items():
-        _, digest = save_weights(weights, args.weights_dir)
-        run_dir = run_dir_of(digest)
-        print(f"training {name} in {run_dir}", flush=True)
-        train_in_run_dir(
-            config,
-            tokens,
-            tc,
-            run_dir,
-            weights=torch.from_numpy(weights),
-            title=f"training loss (unweighted) {name}",
+        print(f"training {name}", flush=True)
+        run_dir = train_with_weights(
+            p.preset, p.data, train, weights, args.weights_dir, args.runs, tokens, name
         )
         rows.append(describe(name, weights, groups, run_dir, config))
 

@@ -35,8 +35,8 @@ from patterning_core.experiments.induction.natural_weights import natural_weight
 from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.store.chi_store import chi_at
-from tasks.retraining import UNIFORM, save_weights, weighted_run_dir
-from tasks.training import check_training_inputs, model_preset, train_in_run_dir
+from tasks.retraining import UNIFORM, train_with_weights, weighted_run_dir
+from tasks.training import model_preset
 
 
 def main() -> None:
@@ -54,7 +54,6 @@ def main() -> None:
     seed = p.seeds[0]
     start = p.weights_from_step
     weighted = {**p.train, "seed": seed, **({"weights_from_step": start} if start else {})}
-    tc = check_training_inputs(p.preset, p.data, weighted)
     reference = weighted_run_dir(args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM)
     curve = induction_curve(reference, config)
     scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
@@ -94,26 +93,25 @@ def main() -> None:
             balance=p.balance_positions,
         )
         weights = result.weights["control_random"]
-        _, digest = save_weights(weights, Path(p.out_dir) / "weights")
-        run_dir = weighted_run_dir(args.runs, p.preset, p.data, weighted, digest)
         print(
             f"control_random seed {s}: ratio "
-            f"{result.summary['dose']['ratio']['control_random']:.2f}, training in {run_dir}",
+            f"{result.summary['dose']['ratio']['control_random']:.2f}",
             flush=True,
         )
-        train_in_run_dir(
-            config,
+        run_dir = train_with_weights(
+            p.preset,
+            p.data,
+            weighted,
+            weights,
+            Path(p.out_dir) / "weights",
+            args.runs,
             tokens,
-            tc,
-            run_dir,
-            weights=torch.from_numpy(weights),
-            title=f"training loss (unweighted) control_random extrapolation seed {s}",
+            f"control_random extrapolation seed {s}",
         )
         control = result.summary["extrapolation"]["control_random"]
         rows.append(
             {
                 **row(f"control_random, extrapolation seed {s}", run_dir),
-                "weights_digest": digest,
                 "heldout_target_cosine": control.get("heldout_target_cosine"),
             }
         )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from prefect import get_run_logger, task
 
-from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.data.lm_data import LMTokens, load_lm_tokens
 from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
 from patterning_core.experiments.induction.patterning import loss_by_class
 from patterning_core.model.checkpoints import file_sha256, list_checkpoints, load_checkpoint
@@ -89,6 +89,33 @@ def weighted_run_dir(
         length=16,
     )
     return Path(runs_root) / f"{preset}-w{key}"
+
+
+def train_with_weights(
+    preset: str,
+    data: dict,
+    train_settings: dict,
+    weights: np.ndarray,
+    weights_dir: str | os.PathLike[str],
+    runs_root: str,
+    tokens: LMTokens,
+    label: str,
+) -> Path:
+    """Outside a flow (scripts, notebooks): write ρ ``[N, T − 1]`` as ``retrain_weighted``
+    reads it, then train (or resume) in the folder that task would use for the same
+    settings, so a flow later finds the run done. Returns the run folder."""
+    tc = check_training_inputs(preset, data, train_settings)
+    _, digest = save_weights(weights, weights_dir)
+    run_dir = weighted_run_dir(runs_root, preset, data, train_settings, digest)
+    train_in_run_dir(
+        model_preset(preset),
+        tokens,
+        tc,
+        run_dir,
+        weights=torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)),
+        title=f"training loss (unweighted) {label}".strip(),
+    )
+    return run_dir
 
 
 def continue_from(run_dir: str | os.PathLike[str], shorter: str | os.PathLike[str]) -> bool:

@@ -94,7 +94,8 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         assert row["along_induce_se"] > 0
     weighted = {Path(r["run_dir"]).name for r in results["runs"] if r["condition"] != "baseline"}
     stores = list((tmp_path / "out" / "loop").glob("*.zarr"))
-    assert {s.name.rsplit("-", 1)[0] for s in stores} == weighted and len(stores) == 4
+    # <run folder>-<sampler digest>-<step>.zarr
+    assert {s.name.rsplit("-", 2)[0] for s in stores} == weighted and len(stores) == 4
     # the two-run χ's linear check: two layer-1 heads and one layer-0 head, two doses each
     check = results["linear_check"]
     assert len(check["heads"]) == 3 and [h[:2] for h in check["heads"]] == ["L1", "L1", "L0"]

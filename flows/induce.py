@@ -15,7 +15,7 @@ against same-dose controls (demonstration 1).
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
 5. χ again at ``loop_step`` (default ``weights_step``) of every retrained run of
-   ``loop_seeds`` (default: the first seed; ``loop/<run folder>-<sampler digest>.zarr``,
+   ``loop_seeds`` (default: the first seed; ``loop/<run folder>-<sampler digest>-<step>.zarr``,
    sampled with ``loop_sampler`` when set, the baseline too), and each condition's shift
    of the localized losses against its prediction (``experiments/induction/loop.py``).
    With ``weights_from_step`` the weighted runs are the baseline up to that step and

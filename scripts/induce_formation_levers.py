@@ -94,7 +94,7 @@ def main() -> None:
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
     shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
-    groups = token_groups(tokens.train, float(p.data.get("in_context_bigrams", 0.0)))
+    groups = token_groups(tokens.train, tokens.n_synthetic)
     torch.set_num_threads(args.threads)
 
     def run_dir_of(digest: str) -> Path:

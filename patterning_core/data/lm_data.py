@@ -32,11 +32,16 @@ from patterning_core.sampling.sgld import ConfigError
 
 @dataclass
 class LMTokens:
-    """Training and validation sequences ``int64 [N, n_ctx]`` and the text of each token id."""
+    """Training and validation sequences ``int64 [N, n_ctx]`` and the text of each token id.
+
+    ``n_synthetic``: the last ``n_synthetic`` training sequences are synthetic in-context
+    bigrams (:func:`mix_in_context_bigrams`), the others corpus text.
+    """
 
     train: Tensor
     val: Tensor
     token_strings: list[str]
+    n_synthetic: int = 0
 
 
 DATA_SPEC_KEYS = {
@@ -177,8 +182,9 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
     train = data.train
     if spec.get("collapse_spaces", False):
         train = collapse_space_runs(train, data.token_strings)
+    n_corpus = train.shape[0]
     train = mix_in_context_bigrams(train, float(spec.get("in_context_bigrams", 0.0)), config)
-    return LMTokens(train, data.val, data.token_strings)
+    return LMTokens(train, data.val, data.token_strings, n_synthetic=train.shape[0] - n_corpus)
 
 
 def collapse_space_runs(train: Tensor, strings: list[str]) -> Tensor:
@@ -198,6 +204,14 @@ def collapse_space_runs(train: Tensor, strings: list[str]) -> Tensor:
     kept = stream[~repeated]
     T = train.shape[1]
     return kept[: len(kept) // T * T].view(-1, T).clone()
+
+
+def synthetic_count(n_corpus: int, fraction: float) -> int:
+    """``M = round(N·f / (1 − f))``: the synthetic sequences that make up ``fraction`` of a
+    training set with ``n_corpus`` corpus sequences."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must lie in [0, 1), got {fraction}")
+    return round(n_corpus * fraction / (1.0 - fraction))
 
 
 def mix_in_context_bigrams(
@@ -221,8 +235,7 @@ def mix_in_context_bigrams(
         return corpus_train
     from patterning_core.data.synthetic import synthetic_like
 
-    n = len(corpus_train)
-    m = round(n * fraction / (1.0 - fraction))
+    m = synthetic_count(len(corpus_train), fraction)
     synthetic, _ = synthetic_like(config.d_vocab, corpus_train.shape[1], m, seed=seed)
     return torch.cat([corpus_train, synthetic])
 

@@ -10,6 +10,7 @@ from patterning_core.data.lm_data import (
     check_data_spec,
     collapse_space_runs,
     mix_in_context_bigrams,
+    synthetic_count,
 )
 from patterning_core.data.synthetic import synthetic_like
 from patterning_core.model.transformer import preset
@@ -27,6 +28,7 @@ def test_mix_adds_the_stated_fraction_of_synthetic_sequences() -> None:
     assert torch.equal(mixed[300:], synthetic)
     assert torch.equal(mix_in_context_bigrams(corpus, 0.25, DEMO, seed=3), mixed)
     assert mix_in_context_bigrams(corpus, 0.0, DEMO) is corpus
+    assert synthetic_count(300, 0.25) == 100 and synthetic_count(300, 0.0) == 0
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         mix_in_context_bigrams(corpus, 1.0, DEMO)
 
@@ -136,3 +138,19 @@ def test_transformer_workload_labels_its_synthetic_probe_units(tmp_path) -> None
     )
     plain = build_workload({**spec, "probe_synthetic": 0}, ckpt)
     assert "synthetic" not in plain.unit_coords
+
+
+def test_loaded_tokens_say_how_many_sequences_are_synthetic(tmp_path, monkeypatch) -> None:
+    import json
+    from pathlib import Path
+
+    from patterning_core.data.lm_data import load_lm_tokens
+
+    monkeypatch.setenv("PATTERNING_HOME", str(tmp_path))
+    spec = {"source": "corpus", "paths": [str(Path(json.__file__).parent)]}
+    plain = load_lm_tokens(spec, DEMO)
+    mixed = load_lm_tokens({**spec, "in_context_bigrams": 0.2}, DEMO)
+    n = plain.train.shape[0]
+    assert plain.n_synthetic == 0
+    assert mixed.n_synthetic == synthetic_count(n, 0.2) == mixed.train.shape[0] - n > 0
+    assert torch.equal(mixed.train[:n], plain.train)

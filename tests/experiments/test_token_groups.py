@@ -4,31 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from patterning_core.data.lm_data import mix_in_context_bigrams
 from patterning_core.experiments.induction.token_groups import (
     GROUPS,
     group_scaled_weights,
     group_weights,
-    synthetic_sequences,
     token_groups,
 )
 from patterning_core.experiments.induction.unit_features import predictable_units
-from patterning_core.model.transformer import preset
-
-
-@pytest.mark.parametrize(("n", "fraction"), [(100, 0.2), (37, 0.5), (1000, 0.1), (9, 0.0)])
-def test_synthetic_sequences_are_the_ones_the_mix_appended(n, fraction):
-    config = preset("tiny")
-    corpus = torch.zeros(n, config.n_ctx, dtype=torch.int64)  # all-zero rows: corpus
-    mixed = mix_in_context_bigrams(corpus, fraction, config)
-    mask = synthetic_sequences(mixed.shape[0], fraction)
-    assert mask.sum() == mixed.shape[0] - n and not mask[:n].any()
 
 
 def test_groups_partition_the_units_by_sequence_kind_and_copying():
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 5, (8, 12), generator=g)  # few ids: many repeated bigrams
-    groups = token_groups(tokens, 0.2, chunk=3)  # 8 = 6 + round(6·0.25): the last 2
+    groups = token_groups(tokens, 2, chunk=3)  # the last 2 of 8 synthetic
     assert set(groups) == set(GROUPS)
     total = sum(m.astype(int) for m in groups.values())
     np.testing.assert_array_equal(total, np.ones((8, 11), dtype=int))
@@ -40,7 +28,7 @@ def test_groups_partition_the_units_by_sequence_kind_and_copying():
 
 def test_group_weights_and_one_group_scaled():
     g = torch.Generator().manual_seed(1)
-    groups = token_groups(torch.randint(0, 5, (8, 12), generator=g), 0.2)
+    groups = token_groups(torch.randint(0, 5, (8, 12), generator=g), 2)
     uniform = group_weights(np.full((8, 11), 3.0), groups)
     assert all(v == pytest.approx(1.0) for v in uniform.values())
     w = group_scaled_weights(groups, "synthetic_predictable", 2.0)
@@ -52,3 +40,8 @@ def test_group_weights_and_one_group_scaled():
         group_scaled_weights(groups, "synthetic", 2.0)
     with pytest.raises(ValueError, match="positive"):
         group_scaled_weights(groups, "natural_other", 0.0)
+
+
+def test_groups_refuse_more_synthetic_sequences_than_there_are():
+    with pytest.raises(ValueError, match="n_synthetic"):
+        token_groups(torch.zeros(4, 6, dtype=torch.int64), 5)

@@ -20,28 +20,16 @@ from patterning_core.experiments.induction.unit_features import predictable_unit
 GROUPS = ("synthetic_predictable", "synthetic_other", "natural_predictable", "natural_other")
 
 
-def synthetic_sequences(n_sequences: int, fraction: float) -> np.ndarray:
-    """``bool [n_sequences]``: the synthetic sequences of a training set that
-    ``mix_in_context_bigrams`` made with ``fraction`` (the last ``m`` of them, where
-    ``n_sequences = n + round(n·f / (1 − f))``)."""
-    if fraction == 0.0:
-        return np.zeros(n_sequences, dtype=bool)
-    for n in range(int(n_sequences * (1 - fraction)) - 2, n_sequences + 1):
-        if n + round(n * fraction / (1.0 - fraction)) == n_sequences:
-            mask = np.zeros(n_sequences, dtype=bool)
-            mask[n:] = True
-            return mask
-    raise ValueError(f"{n_sequences} sequences cannot come from a synthetic fraction {fraction}")
-
-
-def token_groups(tokens: Tensor, fraction: float, chunk: int = 4096) -> dict[str, np.ndarray]:
+def token_groups(tokens: Tensor, n_synthetic: int, chunk: int = 4096) -> dict[str, np.ndarray]:
     """``{group: bool [N, T − 1]}`` for every group of :data:`GROUPS`, over the loss units of
-    the training tokens ``int64 [N, T]`` (``fraction``: the data spec's
-    ``in_context_bigrams``)."""
+    the training tokens ``int64 [N, T]`` whose last ``n_synthetic`` sequences are synthetic
+    (``LMTokens.n_synthetic``)."""
+    if not 0 <= n_synthetic <= tokens.shape[0]:
+        raise ValueError(f"n_synthetic must lie in [0, {tokens.shape[0]}], got {n_synthetic}")
     predictable = np.concatenate(
         [predictable_units(tokens[i : i + chunk]) for i in range(0, tokens.shape[0], chunk)]
     )
-    synthetic = synthetic_sequences(tokens.shape[0], fraction)[:, None]
+    synthetic = (np.arange(tokens.shape[0]) >= tokens.shape[0] - n_synthetic)[:, None]
     return {
         "synthetic_predictable": synthetic & predictable,
         "synthetic_other": synthetic & ~predictable,

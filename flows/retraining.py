@@ -13,7 +13,8 @@ from prefect.futures import wait
 from flows.runtime import make_task_runner
 from patterning_core.estimators.mode_weights import CONDITIONS
 from patterning_core.workspace import patterning_home, settings_digest
-from tasks.retraining import UNIFORM, retrain_weighted
+from tasks.retraining import UNIFORM, retrain_weighted, uniform_prefix_settings
+from tasks.training import train_model
 
 #: Fields that say where an experiment runs and writes, not what it computes.
 PLACEMENT = {"out_dir", "report_dir", "runs_root", "dask_address", "n_workers"}
@@ -100,7 +101,19 @@ def condition_of(job: dict) -> str:
 
 def retrain(jobs: list[dict], dask_address: str | None, n_workers: int) -> list[dict]:
     """Run every job: on a Dask cluster (``dask_address``, or ``n_workers`` local processes)
-    through :func:`retrain_all`, or one by one here when ``n_workers <= 1`` and no address."""
+    through :func:`retrain_all`, or one by one here when ``n_workers <= 1`` and no address.
+
+    Weighted jobs re-weighted from a step ``s`` first get the uniform run up to ``s``
+    (``train_model``, memoized like every run), which each of them then starts from
+    (``tasks.retraining.seed_from_uniform_prefix``) instead of training those steps again."""
+    prefixes = {}
+    for job in jobs:
+        prefix = uniform_prefix_settings(job["train_settings"])
+        if prefix is not None and job["weights_path"] is not None:
+            key = settings_digest({"preset": job["preset"], "data": job["data"], "train": prefix})
+            prefixes[key] = (job["preset"], job["data"], prefix, job["runs_root"], job["threads"])
+    for preset, data, prefix, runs_root, threads in prefixes.values():
+        train_model(preset, data, prefix, runs_root, threads)
     if dask_address or n_workers > 1:
         runner = make_task_runner(dask_address, n_workers, 1)
         return retrain_all.with_options(task_runner=runner)(jobs)

@@ -5,7 +5,7 @@
 
 A 3,000-step run cannot show that Repress delays formation to ≥ 2× a baseline that forms at
 2,250. Each run of ``--condition`` is copied into the folder of the same settings with
-``--steps`` steps (``tasks.retraining.continue_from``) and resumed there, which continues it
+``--steps`` steps (``training.copy_run_prefix``) and resumed there, which continues it
 exactly as an uninterrupted longer run would (checkpoints keep their spacing). Writes
 ``extension_<condition>_<steps>.md`` and ``.json`` beside ``results.json``.
 """
@@ -25,8 +25,9 @@ from flows.retraining import retrain_all
 from flows.runtime import make_task_runner
 from flows.server import prefect_api
 from patterning_core.experiments.induction.report import run_rows
+from patterning_core.model.training import copy_run_prefix
 from patterning_core.report.markdown import markdown_table
-from tasks.retraining import UNIFORM, continue_from, weighted_run_dir
+from tasks.retraining import UNIFORM, weighted_run_dir
 
 
 def longer(train: dict, steps: int) -> dict:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         target = weighted_run_dir(
             settings["runs_root"], settings["preset"], settings["data"], train, digest
         )
-        continue_from(target, run["run_dir"])
+        copy_run_prefix(target, run["run_dir"])
         jobs.append(
             {
                 "preset": settings["preset"],

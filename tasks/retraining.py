@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from patterning_core.data.lm_data import LMTokens, load_lm_tokens
 from patterning_core.experiments.induction.metrics import FORMATION_THRESHOLD, induction_curve
 from patterning_core.experiments.induction.patterning import loss_by_class
 from patterning_core.model.checkpoints import file_sha256, list_checkpoints, load_checkpoint
-from patterning_core.model.training import load_train_log
+from patterning_core.model.training import copy_run_prefix, load_train_log
 from patterning_core.model.transformer import preset as get_preset
 from patterning_core.sampling.config import ConfigError
 from patterning_core.workspace import settings_digest
@@ -103,10 +102,18 @@ def train_with_weights(
 ) -> Path:
     """Outside a flow (scripts, notebooks): write ρ ``[N, T − 1]`` as ``retrain_weighted``
     reads it, then train (or resume) in the folder that task would use for the same
-    settings, so a flow later finds the run done. Returns the run folder."""
+    settings, so a flow later finds the run done (with ``weights_from_step``, from the
+    uniform prefix run, trained first if needed). Returns the run folder."""
     tc = check_training_inputs(preset, data, train_settings)
     _, digest = save_weights(weights, weights_dir)
     run_dir = weighted_run_dir(runs_root, preset, data, train_settings, digest)
+    prefix = uniform_prefix_settings(train_settings)
+    if prefix is not None:
+        prefix_dir = weighted_run_dir(runs_root, preset, data, prefix, UNIFORM)
+        train_in_run_dir(
+            model_preset(preset), tokens, check_training_inputs(preset, data, prefix), prefix_dir
+        )
+        seed_from_uniform_prefix(run_dir, runs_root, preset, data, train_settings)
     train_in_run_dir(
         model_preset(preset),
         tokens,
@@ -118,22 +125,30 @@ def train_with_weights(
     return run_dir
 
 
-def continue_from(run_dir: str | os.PathLike[str], shorter: str | os.PathLike[str]) -> bool:
-    """Seed an empty ``run_dir`` with a copy of ``shorter``: a run with the same settings
-    and weights but fewer steps. ``training.train`` then resumes from its last checkpoint
-    and, the learning rate being constant after warm-up and the data order fixed by the
-    seed, continues it exactly as an uninterrupted longer run would. Returns whether it
-    copied (False if ``run_dir`` already has checkpoints or ``shorter`` has none)."""
-    target, source = Path(run_dir), Path(shorter)
-    if list_checkpoints(target) or not list_checkpoints(source):
-        return False
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and not path.name.endswith(".tmp"):
-            tmp = target / f".{path.name}.{os.getpid()}.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target / path.name)
-    return True
+def uniform_prefix_settings(train_settings: dict) -> dict | None:
+    """The uniform run that a run re-weighted from step ``s`` (``weights_from_step``) is
+    up to ``s``: the same settings, no weights, ``steps = s``. None when the weights apply
+    from the start."""
+    start = int(train_settings.get("weights_from_step", 0))
+    if not start:
+        return None
+    uniform = {k: v for k, v in train_settings.items() if k != "weights_from_step"}
+    return {**uniform, "steps": start}
+
+
+def seed_from_uniform_prefix(
+    run_dir: str | os.PathLike[str], runs_root: str, preset: str, data: dict, train_settings: dict
+) -> int | None:
+    """Put the first ``weights_from_step`` steps of the run into the empty ``run_dir`` from
+    the uniform prefix run (:func:`uniform_prefix_settings`; ``train_model`` trains it),
+    so that training resumes at the step the weights start from. Returns that step, or None
+    when nothing was seeded (no prefix, a prefix not yet trained, or ``run_dir`` not empty):
+    the run then trains from the start, with the same result."""
+    prefix = uniform_prefix_settings(train_settings)
+    if prefix is None:
+        return None
+    source = weighted_run_dir(runs_root, preset, data, prefix, UNIFORM)
+    return copy_run_prefix(run_dir, source, up_to_step=prefix["steps"])
 
 
 @task(name="retrain-weighted")
@@ -171,6 +186,10 @@ def retrain_weighted(
     tokens = load_lm_tokens(data, config)
     shape = (tokens.train.shape[0], tokens.train.shape[1] - 1)
     weights = None if weights_path is None else load_weights(weights_path, weights_digest, shape)
+    if weights is not None:
+        seeded = seed_from_uniform_prefix(run_dir, runs_root, preset, data, train_settings)
+        if seeded is not None:
+            logger.info("%s %s: steps up to %d from the uniform prefix run", label, run_dir, seeded)
     title = f"training loss (unweighted) {label}".strip()
     result = train_in_run_dir(config, tokens, tc, run_dir, weights=weights, title=title)
     start = result.resumed_from or 0

@@ -19,6 +19,10 @@ Conventions:
   (``.optim.safetensors``; older ones are deleted); ``train_log.json`` holds the loss history.
   With ``resume=True`` a run directory that already has checkpoints continues from the last
   one and reproduces the uninterrupted run exactly (same data order, same optimizer state).
+- A run with ``weights_from_step = s`` is the uniform run of the same settings up to step
+  ``s``. So it may resume from a checkpoint at step ``<= s`` of that uniform run
+  (:func:`copy_run_prefix` puts one in place): weighted conditions re-weighted from one
+  checkpoint share their first ``s`` steps instead of each training them again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +338,14 @@ def train(
         "data_digest": tensor_digest(tokens),
         "weights_digest": tensor_digest(weights),
     }
+    # Before weights_from_step the run is the uniform one: its checkpoints up to there are ours.
+    uniform_prefix = None
+    if weights is not None and tc.weights_from_step:
+        uniform = dataclasses.replace(tc, weights_from_step=0)
+        uniform_prefix = (
+            tc.weights_from_step,
+            {**fingerprint, "train": uniform.resume_key(), "weights_digest": None},
+        )
 
     params = {k: v.requires_grad_() for k, v in init_params(config, tc.seed).items()}
     names = list(params)
@@ -347,7 +360,9 @@ def train(
         result.run_dir = out_dir
         existing = list_checkpoints(out_dir)
         if existing and resume:
-            start = _resume(out_dir, existing, config, fingerprint, params, opt, names, result)
+            start = _resume(
+                out_dir, existing, config, fingerprint, params, opt, names, result, uniform_prefix
+            )
         elif existing:
             raise FileExistsError(
                 f"{out_dir} already holds checkpoints; pass resume=True to continue that run "
@@ -431,11 +446,16 @@ def _resume(
     opt: torch.optim.Optimizer,
     names: list[str],
     result: TrainResult,
+    uniform_prefix: tuple[int, dict[str, Any]] | None = None,
 ) -> int:
+    """Load the last checkpoint of ``existing`` into ``params``/``opt``; return its step.
+    Its fingerprint must be ``fingerprint``, or ``uniform_prefix = (s, uniform fingerprint)``
+    when the checkpoint is at a step ``<= s`` (the weighted run is the uniform one there)."""
     step, path = existing[-1]
     ckpt = load_checkpoint(path, expected_config=config)
     found = {k: ckpt.extra.get(k) for k in fingerprint}
-    if found != fingerprint:
+    in_prefix = uniform_prefix is not None and step <= uniform_prefix[0]
+    if found != fingerprint and not (in_prefix and found == uniform_prefix[1]):
         diff = [k for k in fingerprint if found[k] != fingerprint[k]]
         raise ValueError(
             f"cannot resume {out_dir}: its checkpoints were trained with different {diff} "
@@ -465,6 +485,47 @@ def _resume(
     result.checkpoints = [(s, p) for s, p in existing if s <= step]
     result.resumed_from = step
     return step
+
+
+def copy_run_prefix(
+    target: str | os.PathLike[str],
+    source: str | os.PathLike[str],
+    up_to_step: int | None = None,
+) -> int | None:
+    """Seed a run folder ``target`` that has no checkpoints with the checkpoints of
+    ``source`` up to ``up_to_step`` (None: all), the optimizer state of the last of them and
+    the training log, so that :func:`train` resumes there. Checkpoints are hard-linked when
+    the file system allows (every write here replaces a file, never rewrites one), else
+    copied; the folder is assembled beside ``target`` and renamed into place, so a crash
+    leaves either nothing or a complete prefix. Returns the step ``target`` will resume
+    from, or None when nothing was copied (``target`` holds files already, or ``source`` has
+    no checkpoint up to the step or no optimizer state at the last one)."""
+    target, source = Path(target), Path(source)
+    if target.is_dir() and any(target.iterdir()):
+        return None
+    chosen = [(s, p) for s, p in list_checkpoints(source) if up_to_step is None or s <= up_to_step]
+    if not chosen or not _optim_path(chosen[-1][1]).is_file():
+        return None
+    staging = target.with_name(f".{target.name}.{os.getpid()}.prefix")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for _, path in chosen:
+        try:
+            os.link(path, staging / path.name)
+        except OSError:
+            shutil.copyfile(path, staging / path.name)
+    optim = _optim_path(chosen[-1][1])
+    shutil.copyfile(optim, staging / optim.name)
+    if (source / LOG_NAME).is_file():
+        shutil.copyfile(source / LOG_NAME, staging / LOG_NAME)
+    if target.is_dir() and any(target.iterdir()):
+        shutil.rmtree(staging)  # not ours to overwrite: train from the start there
+        return None
+    if target.is_dir():
+        target.rmdir()
+    os.replace(staging, target)
+    return chosen[-1][0]
 
 
 def load_train_log(run_dir: str | os.PathLike[str]) -> dict[str, list]:

@@ -13,6 +13,7 @@ from patterning_core.model.training import (
     TrainConfig,
     batch_indices,
     checkpoint_schedule,
+    copy_run_prefix,
     load_train_log,
     train,
 )
@@ -194,3 +195,61 @@ def test_weights_from_a_step_leave_the_run_uniform_before_it(tmp_path) -> None:
     assert "weights_from_step" not in TC.resume_key()
     with pytest.raises(ValueError, match="weights_from_step must be >= 0"):
         TrainConfig(steps=3, weights_from_step=-1)
+
+
+def test_a_weighted_run_starts_from_the_uniform_prefix_and_ends_bit_for_bit_the_same(
+    tmp_path,
+) -> None:
+    """A run re-weighted from S resumes from the uniform run cut at S (``steps=S``) and
+    ends exactly where the same run trained from the start ends; a prefix beyond S, or one
+    trained with other settings, is refused."""
+    weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(3))
+    late_tc = dataclasses.replace(TC, weights_from_step=5)
+    direct = train(
+        CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "direct", progress=False
+    )
+    train(
+        CFG, TOKENS, dataclasses.replace(TC, steps=5), run_dir=tmp_path / "prefix", progress=False
+    )
+    assert copy_run_prefix(tmp_path / "late", tmp_path / "prefix", up_to_step=5) == 5
+    assert copy_run_prefix(tmp_path / "late", tmp_path / "prefix") is None  # not empty now
+    late = train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "late", progress=False)
+    assert late.resumed_from == 5 and _equal(late.params, direct.params)
+    assert [s for s, _ in list_checkpoints(tmp_path / "late")] == [0, 3, 5, 9, 12]
+    assert load_train_log(tmp_path / "late")["loss"] == load_train_log(tmp_path / "direct")["loss"]
+
+    # the uniform run past S is not the weighted run's: its step-9 state is refused
+    train(CFG, TOKENS, TC, run_dir=tmp_path / "plain", progress=False)
+    cut = tmp_path / "plain_to_9"
+    train(CFG, TOKENS, dataclasses.replace(TC, steps=9), run_dir=cut, progress=False)
+    assert copy_run_prefix(tmp_path / "past", cut) == 9
+    with pytest.raises(ValueError, match="weights_digest"):
+        train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "past", progress=False)
+    # a prefix trained at another learning rate is refused too
+    other = tmp_path / "other_lr"
+    train(CFG, TOKENS, dataclasses.replace(TC, steps=5, lr=1e-3), run_dir=other, progress=False)
+    assert copy_run_prefix(tmp_path / "wrong", other, up_to_step=5) == 5
+    with pytest.raises(ValueError, match="train"):
+        train(CFG, TOKENS, late_tc, weights=weights, run_dir=tmp_path / "wrong", progress=False)
+
+
+def test_copy_run_prefix_continues_a_shorter_run_exactly(tmp_path) -> None:
+    """A shorter run copied into an empty folder and resumed with more steps equals the
+    longer run trained in one go; nothing is copied into a folder that holds files, or from
+    a run without checkpoints up to the step."""
+    weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(0))
+    short = dataclasses.replace(TC, steps=9)
+    train(CFG, TOKENS, short, weights=weights, run_dir=tmp_path / "short", progress=False)
+    assert copy_run_prefix(tmp_path / "long", tmp_path / "short") == 9
+    long = train(CFG, TOKENS, TC, weights=weights, run_dir=tmp_path / "long", progress=False)
+    direct = train(CFG, TOKENS, TC, weights=weights, run_dir=tmp_path / "direct", progress=False)
+    assert long.resumed_from == 9 and _equal(long.params, direct.params)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert copy_run_prefix(tmp_path / "busy", tmp_path / "short") is None
+    assert copy_run_prefix(tmp_path / "none", tmp_path / "short", up_to_step=-1) is None
+    assert not (tmp_path / "none").exists()
+    # the copied checkpoints are the source's files (hard links where possible), unchanged
+    a = load_checkpoint(tmp_path / "long" / "step_00000005.safetensors").params
+    b = load_checkpoint(tmp_path / "short" / "step_00000005.safetensors").params
+    assert _equal(a, b)

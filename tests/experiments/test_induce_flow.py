@@ -235,6 +235,22 @@ def test_reweighting_from_a_checkpoint_reaches_the_weighted_runs_and_the_loop(
     assert by_condition["induce"]["weights_from_step"] == 20
     assert "weights_from_step" not in by_condition["baseline"]
 
+    # the uniform run up to step 20 is trained once, before the weighted runs start from it
+    import flows.retraining as retraining_flow
+
+    trained, retrained = [], []
+    monkeypatch.setattr(retraining_flow, "train_model", lambda *a: trained.append(a))
+    monkeypatch.setattr(retraining_flow, "retrain_weighted", lambda **job: retrained.append(job))
+    files2 = {**files, "repress": {"path": "r.npy", "digest": "def"}}
+    jobs2 = training_jobs("demo", {}, TRAIN, [0, 1], files2, "runs", 1, weights_from_step=20)
+    retraining_flow.retrain(jobs2, None, 1)
+    assert len(retrained) == len(jobs2)
+    prefix = {**TRAIN, "steps": 20}
+    assert trained == [
+        ("demo", {}, {**prefix, "seed": 0}, "runs", 1),
+        ("demo", {}, {**prefix, "seed": 1}, "runs", 1),
+    ]
+
     sampled = []
     monkeypatch.setattr(
         induce_flow,

@@ -327,30 +327,3 @@ def test_flow_end_to_end_and_rerun_trains_nothing(tiny_experiment, prefect_serve
     assert again["trained_steps"] == 0
     assert _checkpoint_times(run_dirs) == before
     assert again["rows"] == first["rows"]
-
-
-def test_continue_from_a_shorter_run_equals_the_longer_run(tmp_path):
-    from patterning_core.data.synthetic import synthetic_tokens
-    from patterning_core.model.checkpoints import load_checkpoint
-    from patterning_core.model.training import TrainConfig, train
-    from patterning_core.model.transformer import preset
-    from tasks.retraining import continue_from
-
-    config, tokens = preset("tiny"), synthetic_tokens("tiny", 64, seed=0)
-    weights = torch.rand(64, tokens.shape[1] - 1, generator=torch.Generator().manual_seed(0))
-
-    def run(steps: int, folder: str) -> None:
-        tc = TrainConfig(
-            steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, seed=3, checkpoint_steps=(4, 8, 12)
-        )
-        train(config, tokens, tc, weights=weights, run_dir=tmp_path / folder, progress=False)
-
-    run(8, "short")
-    assert continue_from(tmp_path / "long", tmp_path / "short")
-    assert not continue_from(tmp_path / "long", tmp_path / "short")  # has checkpoints now
-    run(12, "long")
-    run(12, "direct")
-    a = load_checkpoint(tmp_path / "long" / "step_00000012.safetensors").params
-    b = load_checkpoint(tmp_path / "direct" / "step_00000012.safetensors").params
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)

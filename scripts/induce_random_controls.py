@@ -9,8 +9,9 @@ The flow retrains one random-mode control per seed (``controls.random_mode_targe
 the extrapolation seed 0). This script recomputes the design's weights from its χ store
 (``natural_weights`` with the flow's settings) with extrapolation seeds ``--seeds`` and
 retrains each seed's ``control_random`` weights exactly as the flow would (same
-initialization and data order, the config's ``weights_from_step``, runs memoized in the
-flow's run folders), then reports every run's best layer-1 prefix matching k steps after
+initialization and data order, the config's ``weights_from_step`` — from the uniform
+prefix run, trained once — runs memoized in the flow's run folders; ``--steps`` stops
+them early), then reports every run's best layer-1 prefix matching k steps after
 the weights start, beside the flow's own runs of the design found in the same folders. A
 seed also changes the split of the probes for the extrapolator's cross-validated rcond, as
 it would in the flow. Writes ``<out>.md`` and ``<out>.json``.
@@ -45,6 +46,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train the controls to this step only (default: the config's; e.g. "
+        "weights_from_step + 1000 for the +1000 column). The flow's runs are read as they are.",
+    )
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
 
@@ -54,6 +62,7 @@ def main() -> None:
     seed = p.seeds[0]
     start = p.weights_from_step
     weighted = {**p.train, "seed": seed, **({"weights_from_step": start} if start else {})}
+    controls = {**weighted, **({"steps": args.steps} if args.steps else {})}
     reference = weighted_run_dir(args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM)
     curve = induction_curve(reference, config)
     scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
@@ -101,7 +110,7 @@ def main() -> None:
         run_dir = train_with_weights(
             p.preset,
             p.data,
-            weighted,
+            controls,
             weights,
             Path(p.out_dir) / "weights",
             args.runs,

@@ -110,10 +110,9 @@ def train_with_weights(
     prefix = uniform_prefix_settings(train_settings)
     if prefix is not None:
         prefix_dir = weighted_run_dir(runs_root, preset, data, prefix, UNIFORM)
-        train_in_run_dir(
-            model_preset(preset), tokens, check_training_inputs(preset, data, prefix), prefix_dir
-        )
-        seed_from_uniform_prefix(run_dir, runs_root, preset, data, train_settings)
+        prefix_tc = check_training_inputs(preset, data, prefix)
+        train_in_run_dir(model_preset(preset), tokens, prefix_tc, prefix_dir)
+        copy_run_prefix(run_dir, prefix_dir, up_to_step=prefix["steps"])
     train_in_run_dir(
         model_preset(preset),
         tokens,

@@ -176,19 +176,10 @@ def induce(params: InduceParameters | None = None) -> dict:
 def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sampler: dict) -> str:
     """χ of the reference's workload at ``checkpoints`` into ``store`` (``susceptibilities``
     subflow: shards on Dask, resumable); returns the store's path."""
-    workload = {
-        "kind": "transformer",
-        "data": p.data,
-        "sgld_seqs": p.sgld_seqs,
-        "probe_seqs": p.probe_seqs,
-        # Only when set, so that stores written without it keep their identity.
-        **({"probe_repeat": p.probe_repeat} if p.probe_repeat else {}),
-        **({"probe_synthetic": p.probe_synthetic} if p.probe_synthetic else {}),
-    }
     susceptibilities(
         SusceptibilityParameters(
             store=str(store),
-            workload=workload,
+            workload=p.chi_workload(),
             checkpoints=checkpoints,
             sampler=sampler,
             dask_address=p.dask_address,

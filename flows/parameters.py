@@ -593,6 +593,19 @@ class InduceParameters(RetrainingFields):
     loop_step: int | None = None
     balance_positions: bool = False
 
+    def chi_workload(self) -> dict:
+        """The ``"transformer"`` workload χ is estimated on (SGLD and probe sequences of
+        ``data``); the probe units of the published χ are rebuilt from it."""
+        return {
+            "kind": "transformer",
+            "data": self.data,
+            "sgld_seqs": self.sgld_seqs,
+            "probe_seqs": self.probe_seqs,
+            # Only when set, so that stores written without them keep their identity.
+            **({"probe_repeat": self.probe_repeat} if self.probe_repeat else {}),
+            **({"probe_synthetic": self.probe_synthetic} if self.probe_synthetic else {}),
+        }
+
     @property
     def loop_checkpoint(self) -> int:
         """The checkpoint at which the loop measures χ again: ``loop_step``, default

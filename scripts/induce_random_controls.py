@@ -15,6 +15,19 @@ them early), then reports every run's best layer-1 prefix matching k steps after
 the weights start, beside the flow's own runs of the design found in the same folders. A
 seed also changes the split of the probes for the extrapolator's cross-validated rcond, as
 it would in the flow. Writes ``<out>.md`` and ``<out>.json``.
+
+Replication on another training seed, from what the design published (no χ store, no
+reference run needed): ``--published DIR`` reads χ at the weights step from
+``DIR/published/chi_and_probe_weights.nc`` and the heads' later circuit scores from
+``DIR/results.json``; ``--train-seed S`` trains, from seed S's own uniform prefix at
+``weights_from_step``, its baseline (uniform), Induce, Repress and the shuffled control
+(extrapolation seed 0, the flow's) and one random direction per ``--seeds`` — the weights
+stay those of the design's χ (seed 0's reference), only the training seed changes::
+
+    .venv/bin/python scripts/induce_random_controls.py \\
+        --config docs/examples/induce_wide_embed_mode_from_checkpoint.json \\
+        --published docs/results/induction_patterning/natural_wide_embed_mode_from_checkpoint \\
+        --train-seed 1 --seeds 0 1 2 --steps 6000 --out /tmp/seed1
 """
 
 from __future__ import annotations
@@ -24,20 +37,86 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.parameters import InduceParameters
-from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.data.lm_data import LMTokens, load_lm_tokens
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_report import AFTER_WEIGHTS_OFFSETS, best_after
 from patterning_core.experiments.induction.natural_weights import natural_weights
 from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.spacing.fin_store import probe_tokens
+from patterning_core.model.training import copy_run_prefix
 from patterning_core.store.chi_store import chi_at
-from tasks.retraining import UNIFORM, train_with_weights, weighted_run_dir
-from tasks.training import model_preset
+from tasks.retraining import (
+    UNIFORM,
+    train_with_weights,
+    uniform_prefix_settings,
+    weighted_run_dir,
+)
+from tasks.training import check_training_inputs, model_preset, train_in_run_dir
+
+PUBLISHED_CHI = Path("published") / "chi_and_probe_weights.nc"
+
+
+def design_chi(p: InduceParameters, config, args) -> tuple[xr.DataArray, float, dict, object, list]:
+    """``(χ [component, unit] at the weights step, nβ, head scores, probes, strings)``: from
+    the design's χ store and its seed's reference run, or (``--published``) from the χ and
+    the heads' later circuit scores the design published."""
+    if args.published is None:
+        seed = p.seeds[0]
+        reference = weighted_run_dir(
+            args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM
+        )
+        curve = induction_curve(reference, config)
+        scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
+        chi, n_beta, ds = chi_at(Path(p.out_dir) / "chi.zarr", p.weights_step, p.chi_estimator)
+        probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
+        return chi, n_beta, scores, probes, strings
+    folder = Path(args.published)
+    ds = xr.open_dataset(folder / PUBLISHED_CHI).load()
+    if int(ds.attrs["checkpoint"]) != p.weights_step:
+        raise SystemExit(
+            f"{folder / PUBLISHED_CHI} holds χ at step {ds.attrs['checkpoint']}, the config's "
+            f"weights_step is {p.weights_step}: give the design's own config."
+        )
+    scores = json.loads((folder / "results.json").read_text())["reference"]["later_scores"]
+    probes, strings = probe_tokens(p.chi_workload(), config)
+    return ds["chi"], float(ds.attrs["n_beta"]), scores, probes, strings
+
+
+def check_reproduces_published(result, published: Path) -> None:
+    """The recomputed probe weights ρ must be the published ones (same χ, same code)."""
+    ds = xr.open_dataset(published / PUBLISHED_CHI)
+    for condition in ("induce", "repress", "control_random"):
+        found, want = result.probe[f"rho_{condition}"], ds[f"rho_{condition}"].values
+        gap = float(np.max(np.abs(found - want)))
+        if gap > 1e-6:
+            raise SystemExit(
+                f"recomputed probe weights of {condition} differ from the published ones by "
+                f"{gap:.2e}: the weights code changed since the design was published."
+            )
+        print(f"{condition}: probe weights reproduce the published ones (max gap {gap:.1e})")
+
+
+def train_uniform(p: InduceParameters, settings: dict, start: int, args, tokens: LMTokens) -> Path:
+    """The uniform run with ``settings``, its first ``start`` steps from the uniform prefix
+    run the weighted runs start from (the same run, trained once)."""
+    config = model_preset(p.preset)
+    run_dir = weighted_run_dir(args.runs, p.preset, p.data, settings, UNIFORM)
+    prefix = uniform_prefix_settings({**settings, "weights_from_step": start})
+    if prefix is not None:
+        prefix_dir = weighted_run_dir(args.runs, p.preset, p.data, prefix, UNIFORM)
+        tc = check_training_inputs(p.preset, p.data, prefix)
+        train_in_run_dir(config, tokens, tc, prefix_dir, title="training loss uniform prefix")
+        copy_run_prefix(run_dir, prefix_dir, up_to_step=start)
+    tc = check_training_inputs(p.preset, p.data, settings)
+    train_in_run_dir(config, tokens, tc, run_dir, title="training loss baseline")
+    return run_dir
 
 
 def main() -> None:
@@ -53,22 +132,46 @@ def main() -> None:
         help="train the controls to this step only (default: the config's; e.g. "
         "weights_from_step + 1000 for the +1000 column). The flow's runs are read as they are.",
     )
+    parser.add_argument(
+        "--published",
+        default=None,
+        help="the design's report folder: χ and head scores from what it published",
+    )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="train baseline, Induce, Repress, the shuffled control and the random "
+        "directions with this training seed (default: read the flow's runs of its first seed)",
+    )
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
 
     p = InduceParameters(**json.loads(Path(args.config).read_text()))
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
-    seed = p.seeds[0]
+    seed = p.seeds[0] if args.train_seed is None else args.train_seed
     start = p.weights_from_step
     weighted = {**p.train, "seed": seed, **({"weights_from_step": start} if start else {})}
     controls = {**weighted, **({"steps": args.steps} if args.steps else {})}
-    reference = weighted_run_dir(args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM)
-    curve = induction_curve(reference, config)
-    scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
-    chi, n_beta, ds = chi_at(Path(p.out_dir) / "chi.zarr", p.weights_step, p.chi_estimator)
-    probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
     torch.set_num_threads(args.threads)
+    chi, n_beta, scores, probes, strings = design_chi(p, config, args)
+
+    def weights_for(extrapolation_seed: int):
+        return natural_weights(
+            chi,
+            n_beta,
+            scores,
+            probes,
+            tokens.train,
+            strings,
+            ratio=p.ratio,
+            n_leading=p.n_leading,
+            seed=extrapolation_seed,
+            extrapolator=p.extrapolator,
+            target_mode=p.target_mode,
+            balance=p.balance_positions,
+        )
 
     def row(name: str, run_dir: Path) -> dict:
         c = induction_curve(run_dir, config)
@@ -80,34 +183,8 @@ def main() -> None:
             "best_pms_after_weights": best_after(c.steps, c.best, start, AFTER_WEIGHTS_OFFSETS),
         }
 
-    rows = [row("baseline", reference)]
-    flow_files = json.loads((Path(p.out_dir) / "weights.json").read_text())["files"]
-    for condition, info in flow_files.items():
-        run_dir = weighted_run_dir(args.runs, p.preset, p.data, weighted, info["digest"])
-        if run_dir.is_dir():
-            rows.append(row(f"{condition} (flow)", run_dir))
-    for s in args.seeds:
-        result = natural_weights(
-            chi,
-            n_beta,
-            scores,
-            probes,
-            tokens.train,
-            strings,
-            ratio=p.ratio,
-            n_leading=p.n_leading,
-            seed=s,
-            extrapolator=p.extrapolator,
-            target_mode=p.target_mode,
-            balance=p.balance_positions,
-        )
-        weights = result.weights["control_random"]
-        print(
-            f"control_random seed {s}: ratio "
-            f"{result.summary['dose']['ratio']['control_random']:.2f}",
-            flush=True,
-        )
-        run_dir = train_with_weights(
+    def train(weights: np.ndarray, label: str) -> Path:
+        return train_with_weights(
             p.preset,
             p.data,
             controls,
@@ -115,8 +192,39 @@ def main() -> None:
             Path(p.out_dir) / "weights",
             args.runs,
             tokens,
-            f"control_random extrapolation seed {s}",
+            label,
         )
+
+    if args.train_seed is None:  # the flow's own runs of its first seed, where they exist
+        reference = weighted_run_dir(
+            args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM
+        )
+        rows = [row("baseline", reference)]
+        flow_files = json.loads((Path(p.out_dir) / "weights.json").read_text())["files"]
+        for condition, info in flow_files.items():
+            run_dir = weighted_run_dir(args.runs, p.preset, p.data, weighted, info["digest"])
+            if run_dir.is_dir():
+                rows.append(row(f"{condition} (flow)", run_dir))
+    else:  # train the design's conditions on this seed: weights of extrapolation seed 0
+        design = weights_for(0)
+        if args.published is not None:
+            check_reproduces_published(design, Path(args.published))
+        baseline = {**p.train, "seed": seed, **({"steps": args.steps} if args.steps else {})}
+        rows = [row("baseline", train_uniform(p, baseline, start, args, tokens))]
+        for condition in ("induce", "repress", "control_shuffled"):
+            rows.append(
+                row(condition, train(design.weights[condition], f"{condition} seed {seed}"))
+            )
+            print(f"{condition}: {rows[-1]['best_pms_after_weights']}", flush=True)
+    for s in args.seeds:
+        result = weights_for(s)
+        weights = result.weights["control_random"]
+        print(
+            f"control_random seed {s}: ratio "
+            f"{result.summary['dose']['ratio']['control_random']:.2f}",
+            flush=True,
+        )
+        run_dir = train(weights, f"control_random extrapolation seed {s}")
         control = result.summary["extrapolation"]["control_random"]
         rows.append(
             {
@@ -124,10 +232,22 @@ def main() -> None:
                 "heldout_target_cosine": control.get("heldout_target_cosine"),
             }
         )
+        print(f"{rows[-1]['name']}: {rows[-1]['best_pms_after_weights']}", flush=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"config": args.config, "rows": rows}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "train_seed": seed,
+                "published": args.published,
+                "steps": args.steps,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     keys = [f"+{o}" for o in AFTER_WEIGHTS_OFFSETS]
     lines = [
         "# Random-mode controls against Induce, re-weighted from a checkpoint",

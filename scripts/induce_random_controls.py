@@ -22,7 +22,9 @@ reference run needed): ``--published DIR`` reads χ at the weights step from
 ``DIR/results.json``; ``--train-seed S`` trains, from seed S's own uniform prefix at
 ``weights_from_step``, its baseline (uniform), Induce, Repress and the shuffled control
 (extrapolation seed 0, the flow's) and one random direction per ``--seeds`` — the weights
-stay those of the design's χ (seed 0's reference), only the training seed changes::
+stay those of the design's χ (seed 0's reference), only the training seed changes.
+``--cell-shuffles K`` adds K permutations of the Induce weights within pattern class ×
+token group cells (``controls.cell_codes``; shuffle seeds 0…K−1)::
 
     .venv/bin/python scripts/induce_random_controls.py \\
         --config docs/examples/induce_wide_embed_mode_from_checkpoint.json \\
@@ -45,10 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.parameters import InduceParameters
 from patterning_core.data.lm_data import LMTokens, load_lm_tokens
+from patterning_core.data.token_classes import TokenKinds
+from patterning_core.experiments.induction.controls import cell_codes, shuffle_within_classes
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_report import AFTER_WEIGHTS_OFFSETS, best_after
-from patterning_core.experiments.induction.natural_weights import natural_weights
+from patterning_core.experiments.induction.natural_weights import natural_weights, predict_units
 from patterning_core.experiments.induction.patterning import circuit_scores_from
+from patterning_core.experiments.induction.token_groups import token_groups
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.training import copy_run_prefix
 from patterning_core.store.chi_store import chi_at
@@ -122,7 +127,9 @@ def train_uniform(p: InduceParameters, settings: dict, start: int, args, tokens:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="an induce flow config (JSON)")
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[], help="extrapolation seeds of random directions"
+    )
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
@@ -144,8 +151,17 @@ def main() -> None:
         help="train baseline, Induce, Repress, the shuffled control and the random "
         "directions with this training seed (default: read the flow's runs of its first seed)",
     )
+    parser.add_argument(
+        "--cell-shuffles",
+        type=int,
+        default=0,
+        help="with --train-seed: this many permutations of the Induce weights within pattern "
+        "class × token group cells",
+    )
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
+    if args.cell_shuffles and args.train_seed is None:
+        parser.error("--cell-shuffles needs --train-seed (the design's weights are rebuilt there)")
 
     p = InduceParameters(**json.loads(Path(args.config).read_text()))
     config = model_preset(p.preset)
@@ -216,6 +232,15 @@ def main() -> None:
                 row(condition, train(design.weights[condition], f"{condition} seed {seed}"))
             )
             print(f"{condition}: {rows[-1]['best_pms_after_weights']}", flush=True)
+        if args.cell_shuffles:
+            kinds = TokenKinds.from_strings(tokens.token_strings)
+            _, class_codes = predict_units([], tokens.train, kinds)
+            cells = cell_codes(class_codes, token_groups(tokens.train, tokens.n_synthetic))
+            for k in range(args.cell_shuffles):
+                shuffled = shuffle_within_classes(design.weights["induce"], cells, seed=k)
+                name = f"induce shuffled within cells, seed {k}"
+                rows.append(row(name, train(shuffled, f"{name}, training seed {seed}")))
+                print(f"{name}: {rows[-1]['best_pms_after_weights']}", flush=True)
     for s in args.seeds:
         result = weights_for(s)
         weights = result.weights["control_random"]

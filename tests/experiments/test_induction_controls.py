@@ -7,6 +7,7 @@ import xarray as xr
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.controls import (
+    cell_codes,
     random_mode_target,
     shuffle_within_classes,
 )
@@ -37,3 +38,21 @@ def test_random_target_lies_in_the_other_leading_modes():
     assert loadings[1] @ target == pytest.approx(0.0, abs=1e-12)  # mode 2 (index 1)
     in_span = loadings[[0, 2, 3]].T @ (loadings[[0, 2, 3]] @ target)
     np.testing.assert_allclose(in_span, target, atol=1e-12)
+
+
+def test_cell_codes_split_each_class_by_group_and_keep_cell_totals():
+    classes = np.array([[0, 0, 1, 1], [2, 0, 1, 2]])
+    first = np.array([[True, False, True, False], [False, False, True, True]])
+    groups = {"first": first, "second": ~first}
+    codes = cell_codes(classes, groups)
+    # class · 2 + (0 for the first group, 1 for the second)
+    np.testing.assert_array_equal(codes, [[0, 1, 2, 3], [5, 1, 2, 4]])
+    weights = np.arange(8, dtype=float).reshape(2, 4)
+    shuffled = shuffle_within_classes(weights, codes, seed=3)
+    for code in np.unique(codes):
+        mask = codes == code
+        assert shuffled[mask].sum() == pytest.approx(weights[mask].sum())
+    with pytest.raises(ValueError, match="exactly once"):
+        cell_codes(classes, {"first": first, "again": first})
+    with pytest.raises(ValueError, match="differ in shape"):
+        cell_codes(classes[:, :3], groups)

@@ -11,9 +11,15 @@ induction anyway". Both keep the dose, the top/bottom-decile weight ratio
   each pattern class. The multiset of weights is unchanged (the same ratio, exactly), and
   so is each class's total weight, so whatever class re-weighting does is kept and only
   χ's per-token information is destroyed.
+- the same permutation within finer cells (:func:`cell_codes`): pattern class × token
+  group (synthetic or natural sequence, predictable by copying or not). Each cell keeps its
+  total weight, so what is left for χ is the detail beyond "which class, and can copying
+  predict it".
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
@@ -48,3 +54,17 @@ def shuffle_within_classes(weights: np.ndarray, codes: np.ndarray, seed: int = 0
         idx = np.flatnonzero(flat_c == code)
         out[idx] = flat_w[rng.permutation(idx)]
     return out.reshape(w.shape)
+
+
+def cell_codes(class_codes: np.ndarray, groups: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``int64`` codes of the shape of ``class_codes``: one per (pattern class, group) cell,
+    ``class_code · len(groups) + index of the unit's group`` (groups in their order). The
+    ``groups`` (``{name: bool mask}``, e.g. ``token_groups``) must partition the units."""
+    c = np.asarray(class_codes).astype(np.int64)
+    masks = [np.asarray(m, dtype=bool) for m in groups.values()]
+    if any(m.shape != c.shape for m in masks):
+        raise ValueError(f"class codes {c.shape} and group masks differ in shape.")
+    if not np.array_equal(np.sum(masks, axis=0), np.ones(c.shape, dtype=np.int64)):
+        raise ValueError("the groups must cover every unit exactly once.")
+    group_index = np.argmax(np.stack(masks), axis=0)
+    return c * len(masks) + group_index

@@ -101,6 +101,7 @@ def main() -> None:
             chi, n_beta, scores, probes, tokens.train, strings, ratio=p.ratio,
             n_leading=p.n_leading, seed=seed, extrapolator=p.extrapolator,
             target_mode=p.target_mode, balance=p.balance_positions,
+            n_synthetic=tokens.n_synthetic,
         )  # fmt: skip
 
     def describe(train_weights: np.ndarray, probe_rho: np.ndarray | None) -> dict:

@@ -187,6 +187,7 @@ def main() -> None:
             extrapolator=p.extrapolator,
             target_mode=p.target_mode,
             balance=p.balance_positions,
+            n_synthetic=tokens.n_synthetic,
         )
 
     def row(name: str, run_dir: Path) -> dict:

@@ -122,19 +122,20 @@ def induce_weights(
     config = model_preset(preset)
     chi, n_beta, ds = chi_at(store, step, chi_estimator)
     probes, strings = _probes(ds, preset)
-    train = load_lm_tokens(data, config).train
+    tokens = load_lm_tokens(data, config)
     result = natural_weights(
         chi,
         n_beta,
         head_scores,
         probes,
-        train,
+        tokens.train,
         strings,
         ratio=ratio,
         n_leading=n_leading,
         extrapolator=extrapolator,
         target_mode=target_mode,
         balance=balance_positions,
+        n_synthetic=tokens.n_synthetic,
     )
     files = {}
     for name, weights in result.weights.items():

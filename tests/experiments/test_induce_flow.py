@@ -60,7 +60,14 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         assert key in results
     assert results["synthetic_share"] == 0.2 and results["steps"] == 40
     assert results["layer1_heads"] == 8 and 0 <= results["layer1_induction_heads"] <= 8
-    conditions = ["baseline", "induce", "repress", "control_random", "control_shuffled"]
+    conditions = [
+        "baseline",
+        "induce",
+        "repress",
+        "control_random",
+        "control_shuffled",
+        "control_cell_shuffled",
+    ]
     assert [r["condition"] for r in results["runs"]] == conditions
     for r in results["runs"]:
         assert np.isfinite(r["heldout_loss"]) and 0 <= r["final_best_pms"] <= 1
@@ -70,9 +77,8 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert mode["chains"] == SAMPLER["num_chains"]
     assert 0 <= mode["chain_sign_agreement"] <= mode["chains"]
     assert results["dose"]["induce_ratio"] == pytest.approx(2.0, rel=1e-2)
-    assert results["dose"]["control_shuffled_ratio"] == pytest.approx(
-        results["dose"]["induce_ratio"]
-    )
+    for shuffle in ("control_shuffled", "control_cell_shuffled"):  # permutations: same dose
+        assert results["dose"][f"{shuffle}_ratio"] == pytest.approx(results["dose"]["induce_ratio"])
     convergence = results["convergence"]
     assert set(convergence["variants"]) == {"twice_the_draws", "burn_in"}
     assert set(convergence["variants"]["burn_in"]) == {"raw", "beyond_pc1"}
@@ -82,9 +88,10 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     # χ again on the retrained runs of seed 0 (the baseline is the reference: its store),
     # one store per training run, named by its run folder
     loop = results["loop"]["0"]
-    assert set(loop) == {"induce", "repress", "control_random", "control_shuffled"}
+    assert set(loop) == set(conditions[1:])
     assert -1 <= loop["induce"]["cosine"] <= 1 and loop["induce"]["heads"] == 16
-    assert "predicted" not in loop["control_shuffled"]  # no probe weights for a shuffle
+    for shuffle in ("control_shuffled", "control_cell_shuffled"):  # no probe weights
+        assert "predicted" not in loop[shuffle]
     # every condition along Induce's predicted direction; Induce's prediction is its norm
     induce_pred = np.asarray(loop["induce"]["predicted"])
     assert loop["induce"]["predicted_along_induce"] == pytest.approx(np.linalg.norm(induce_pred))
@@ -95,7 +102,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     weighted = {Path(r["run_dir"]).name for r in results["runs"] if r["condition"] != "baseline"}
     stores = list((tmp_path / "out" / "loop").glob("*.zarr"))
     # <run folder>-<sampler digest>-<step>.zarr
-    assert {s.name.rsplit("-", 2)[0] for s in stores} == weighted and len(stores) == 4
+    assert {s.name.rsplit("-", 2)[0] for s in stores} == weighted and len(stores) == 5
     # the two-run χ's linear check: two layer-1 heads and one layer-0 head, two doses each
     check = results["linear_check"]
     assert len(check["heads"]) == 3 and [h[:2] for h in check["heads"]] == ["L1", "L1", "L0"]

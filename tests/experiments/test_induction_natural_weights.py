@@ -5,9 +5,10 @@ import pytest
 import torch
 import xarray as xr
 
+from patterning_core.data.token_classes import TokenKinds
 from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.natural_weights import CONDITIONS, natural_weights
-from patterning_core.experiments.induction.unit_features import predictable_units
+from patterning_core.experiments.induction.unit_features import predictable_units, unit_features
 
 STRINGS = ["a", "b", "c", "d", " e", " f", "(", ")", "  ", "g", "h", "i"]
 COMPONENTS = ["embed", "L0H0", "L0H1", "L1H0", "L1H1", "L1H2", "unembed"]
@@ -155,3 +156,22 @@ def test_probes_of_two_kinds_get_each_kinds_token_correlation():
     assert row["token_correlation_natural"] == pytest.approx(expected)
     plain = natural_weights(chi.drop_vars("synthetic"), 30.0, SCORES, probes, train, STRINGS)
     assert "token_correlation_natural" not in plain.summary["mode"]
+
+
+def test_cell_shuffle_keeps_each_class_and_sequence_kind_total():
+    """The cell control permutes Induce's weights within pattern class × (synthetic or
+    natural) × predictable cells: each cell's total and the dose stay, the tokens' weights
+    do not."""
+    chi, probes, train = setup()
+    out = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS, n_synthetic=20)
+    induce, cells = out.weights["induce"], out.weights["control_cell_shuffled"]
+    assert not np.array_equal(induce, cells)
+    classes = np.argmax(unit_features(train, TokenKinds.from_strings(STRINGS))[..., :8], -1)
+    synthetic = np.broadcast_to((np.arange(60) >= 40)[:, None], classes.shape)
+    predictable = predictable_units(train)
+    for c in np.unique(classes):
+        for kind in (False, True):
+            for pred in (False, True):
+                cell = (classes == c) & (synthetic == kind) & (predictable == pred)
+                assert cells[cell].sum() == pytest.approx(induce[cell].sum(), rel=1e-5)
+    assert decile_ratio(cells) == pytest.approx(decile_ratio(induce))

@@ -15,7 +15,14 @@ from patterning_core.report.plots import plot_head_scores
 
 __all__ = ["TARGETS", "induce_report", "summarize_induce"]
 
-CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
+CONDITIONS = (
+    "baseline",
+    "induce",
+    "repress",
+    "control_random",
+    "control_shuffled",
+    "control_cell_shuffled",
+)
 TARGETS = {
     "induce_max_ratio": 0.5,  # Induce forms at most at 0.5× the baseline step
     "repress_min_ratio": 2.0,  # Repress at least 2× (or not within the run)

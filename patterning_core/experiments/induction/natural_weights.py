@@ -32,8 +32,11 @@ last checkpoint).
    weight ratio is ``ratio`` (4: one reading of the paper's "4× weight modification"),
    separately for each condition.
 5. Controls at the same ratio (``controls``): a random target in the other leading modes,
-   solved and extrapolated the same way; and the Induce weights shuffled within pattern
-   classes.
+   solved and extrapolated the same way; the Induce weights shuffled within pattern
+   classes; and the Induce weights shuffled within the finer cells of pattern class ×
+   token group (``controls.cell_codes``: synthetic or natural sequence — the last
+   ``n_synthetic`` training sequences are synthetic — × predictable by copying), which keeps
+   every cell's total weight and loses only which token of a cell gets which weight.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from patterning_core.estimators.feature_extrapolation import (
 from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
 from patterning_core.estimators.mode_weights import induce_sign
 from patterning_core.experiments.induction.controls import (
+    cell_codes,
     random_mode_target,
     shuffle_within_classes,
 )
@@ -75,6 +79,7 @@ from patterning_core.experiments.induction.position_profile import (
     position_profile,
     profile_summary,
 )
+from patterning_core.experiments.induction.token_groups import token_groups
 from patterning_core.experiments.induction.unit_features import (
     predictable_units,
     unit_feature_names,
@@ -82,7 +87,13 @@ from patterning_core.experiments.induction.unit_features import (
 )
 from patterning_core.sampling.config import ConfigError
 
-CONDITIONS = ("induce", "repress", "control_random", "control_shuffled")
+CONDITIONS = (
+    "induce",
+    "repress",
+    "control_random",
+    "control_shuffled",
+    "control_cell_shuffled",
+)
 EXTRAPOLATORS = ("regression", "span")
 N_CLASSES = len(PRIMARY_CLASSES)
 
@@ -150,6 +161,7 @@ def natural_weights(
     extrapolator: str = "regression",
     target_mode: int | None = None,
     balance: bool = False,
+    n_synthetic: int = 0,
 ) -> NaturalWeights:
     """The weights of the module doc, with a summary for the report and ``results.json``.
 
@@ -260,6 +272,8 @@ def natural_weights(
         "control_random": control["evaluation"],
     }
     weights["control_shuffled"] = shuffle_within_classes(weights["induce"], codes, seed)
+    cells = cell_codes(codes, token_groups(train_tokens, n_synthetic))
+    weights["control_cell_shuffled"] = shuffle_within_classes(weights["induce"], cells, seed)
     summary = {
         "mode": {
             "index": int(k),

@@ -34,6 +34,7 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     from flows.induce import induce
     from flows.parameters import InduceParameters
     from patterning_core.estimators.feature_extrapolation import decile_ratio
+    from patterning_core.experiments.induction.natural_report import CONDITIONS
 
     data = {"source": "corpus", "paths": [str(Path(json.__file__).parent)]}
     params = InduceParameters(
@@ -60,14 +61,9 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
         assert key in results
     assert results["synthetic_share"] == 0.2 and results["steps"] == 40
     assert results["layer1_heads"] == 8 and 0 <= results["layer1_induction_heads"] <= 8
-    conditions = [
-        "baseline",
-        "induce",
-        "repress",
-        "control_random",
-        "control_shuffled",
-        "control_cell_shuffled",
-    ]
+    conditions = list(CONDITIONS)  # the five and the cell permutation
+    assert conditions[:5] == ["baseline", "induce", "repress", "control_random", "control_shuffled"]
+    assert conditions[5:] == ["control_cell_shuffled"]
     assert [r["condition"] for r in results["runs"]] == conditions
     for r in results["runs"]:
         assert np.isfinite(r["heldout_loss"]) and 0 <= r["final_best_pms"] <= 1

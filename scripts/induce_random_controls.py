@@ -24,7 +24,7 @@ reference run needed): ``--published DIR`` reads χ at the weights step from
 (extrapolation seed 0, the flow's) and one random direction per ``--seeds`` — the weights
 stay those of the design's χ (seed 0's reference), only the training seed changes.
 ``--cell-shuffles K`` adds K permutations of the Induce weights within pattern class ×
-token group cells (``controls.cell_codes``; shuffle seeds 0…K−1)::
+sequence kind cells (``controls.cell_codes``; shuffle seeds 0…K−1)::
 
     .venv/bin/python scripts/induce_random_controls.py \\
         --config docs/examples/induce_wide_embed_mode_from_checkpoint.json \\
@@ -53,14 +53,13 @@ from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_report import AFTER_WEIGHTS_OFFSETS, best_after
 from patterning_core.experiments.induction.natural_weights import natural_weights, predict_units
 from patterning_core.experiments.induction.patterning import circuit_scores_from
-from patterning_core.experiments.induction.token_groups import token_groups
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.training import copy_run_prefix
 from patterning_core.store.chi_store import chi_at
 from tasks.retraining import (
     UNIFORM,
+    train_uniform_prefix,
     train_with_weights,
-    uniform_prefix_settings,
     weighted_run_dir,
 )
 from tasks.training import check_training_inputs, model_preset, train_in_run_dir
@@ -111,16 +110,13 @@ def check_reproduces_published(result, published: Path) -> None:
 def train_uniform(p: InduceParameters, settings: dict, start: int, args, tokens: LMTokens) -> Path:
     """The uniform run with ``settings``, its first ``start`` steps from the uniform prefix
     run the weighted runs start from (the same run, trained once)."""
-    config = model_preset(p.preset)
     run_dir = weighted_run_dir(args.runs, p.preset, p.data, settings, UNIFORM)
-    prefix = uniform_prefix_settings({**settings, "weights_from_step": start})
-    if prefix is not None:
-        prefix_dir = weighted_run_dir(args.runs, p.preset, p.data, prefix, UNIFORM)
-        tc = check_training_inputs(p.preset, p.data, prefix)
-        train_in_run_dir(config, tokens, tc, prefix_dir, title="training loss uniform prefix")
+    with_start = {**settings, "weights_from_step": start}
+    prefix_dir = train_uniform_prefix(p.preset, p.data, with_start, args.runs, tokens)
+    if prefix_dir is not None:
         copy_run_prefix(run_dir, prefix_dir, up_to_step=start)
     tc = check_training_inputs(p.preset, p.data, settings)
-    train_in_run_dir(config, tokens, tc, run_dir, title="training loss baseline")
+    train_in_run_dir(model_preset(p.preset), tokens, tc, run_dir, title="training loss baseline")
     return run_dir
 
 
@@ -156,7 +152,7 @@ def main() -> None:
         type=int,
         default=0,
         help="with --train-seed: this many permutations of the Induce weights within pattern "
-        "class × token group cells",
+        "class × sequence kind cells",
     )
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
@@ -236,7 +232,7 @@ def main() -> None:
         if args.cell_shuffles:
             kinds = TokenKinds.from_strings(tokens.token_strings)
             _, class_codes = predict_units([], tokens.train, kinds)
-            cells = cell_codes(class_codes, token_groups(tokens.train, tokens.n_synthetic))
+            cells = cell_codes(class_codes, tokens.n_synthetic)
             for k in range(args.cell_shuffles):
                 shuffled = shuffle_within_classes(design.weights["induce"], cells, seed=k)
                 name = f"induce shuffled within cells, seed {k}"

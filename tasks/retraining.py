@@ -107,12 +107,9 @@ def train_with_weights(
     tc = check_training_inputs(preset, data, train_settings)
     _, digest = save_weights(weights, weights_dir)
     run_dir = weighted_run_dir(runs_root, preset, data, train_settings, digest)
-    prefix = uniform_prefix_settings(train_settings)
-    if prefix is not None:
-        prefix_dir = weighted_run_dir(runs_root, preset, data, prefix, UNIFORM)
-        prefix_tc = check_training_inputs(preset, data, prefix)
-        train_in_run_dir(model_preset(preset), tokens, prefix_tc, prefix_dir)
-        copy_run_prefix(run_dir, prefix_dir, up_to_step=prefix["steps"])
+    prefix_dir = train_uniform_prefix(preset, data, train_settings, runs_root, tokens)
+    if prefix_dir is not None:
+        copy_run_prefix(run_dir, prefix_dir, up_to_step=int(train_settings["weights_from_step"]))
     train_in_run_dir(
         model_preset(preset),
         tokens,
@@ -122,6 +119,21 @@ def train_with_weights(
         title=f"training loss (unweighted) {label}".strip(),
     )
     return run_dir
+
+
+def train_uniform_prefix(
+    preset: str, data: dict, train_settings: dict, runs_root: str, tokens: LMTokens
+) -> Path | None:
+    """Outside a flow: train (or resume, or find done) the uniform prefix run of
+    ``train_settings`` (:func:`uniform_prefix_settings`) in the folder ``train_model`` uses
+    for it; its folder, or None when the weights apply from the start."""
+    prefix = uniform_prefix_settings(train_settings)
+    if prefix is None:
+        return None
+    prefix_dir = weighted_run_dir(runs_root, preset, data, prefix, UNIFORM)
+    tc = check_training_inputs(preset, data, prefix)
+    train_in_run_dir(model_preset(preset), tokens, tc, prefix_dir)
+    return prefix_dir
 
 
 def uniform_prefix_settings(train_settings: dict) -> dict | None:

@@ -40,19 +40,17 @@ def test_random_target_lies_in_the_other_leading_modes():
     np.testing.assert_allclose(in_span, target, atol=1e-12)
 
 
-def test_cell_codes_split_each_class_by_group_and_keep_cell_totals():
-    classes = np.array([[0, 0, 1, 1], [2, 0, 1, 2]])
-    first = np.array([[True, False, True, False], [False, False, True, True]])
-    groups = {"first": first, "second": ~first}
-    codes = cell_codes(classes, groups)
-    # class · 2 + (0 for the first group, 1 for the second)
-    np.testing.assert_array_equal(codes, [[0, 1, 2, 3], [5, 1, 2, 4]])
-    weights = np.arange(8, dtype=float).reshape(2, 4)
+def test_cell_codes_split_each_class_by_sequence_kind_and_keep_cell_totals():
+    classes = np.array([[0, 0, 1, 1], [2, 0, 1, 2], [1, 1, 0, 2]])
+    codes = cell_codes(classes, n_synthetic=1)  # the last row is synthetic
+    # 2·class, + 1 on natural text
+    np.testing.assert_array_equal(codes, [[1, 1, 3, 3], [5, 1, 3, 5], [2, 2, 0, 4]])
+    weights = np.arange(12, dtype=float).reshape(3, 4)
     shuffled = shuffle_within_classes(weights, codes, seed=3)
     for code in np.unique(codes):
         mask = codes == code
         assert shuffled[mask].sum() == pytest.approx(weights[mask].sum())
-    with pytest.raises(ValueError, match="exactly once"):
-        cell_codes(classes, {"first": first, "again": first})
-    with pytest.raises(ValueError, match="differ in shape"):
-        cell_codes(classes[:, :3], groups)
+    with pytest.raises(ValueError, match="n_synthetic"):
+        cell_codes(classes, n_synthetic=4)
+    with pytest.raises(ValueError, match="N, T"):
+        cell_codes(classes.ravel(), n_synthetic=0)

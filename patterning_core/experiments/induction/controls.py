@@ -11,15 +11,13 @@ induction anyway". Both keep the dose, the top/bottom-decile weight ratio
   each pattern class. The multiset of weights is unchanged (the same ratio, exactly), and
   so is each class's total weight, so whatever class re-weighting does is kept and only
   χ's per-token information is destroyed.
-- the same permutation within finer cells (:func:`cell_codes`): pattern class × token
-  group (synthetic or natural sequence, predictable by copying or not). Each cell keeps its
-  total weight, so what is left for χ is the detail beyond "which class, and can copying
-  predict it".
+- the same permutation within finer cells (:func:`cell_codes`): pattern class × sequence
+  kind (synthetic or natural; the ``induction`` class is the tokens copying predicts). Each
+  cell keeps its total weight, so what is left for χ is the detail beyond "which class, in
+  which kind of sequence".
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
@@ -56,15 +54,16 @@ def shuffle_within_classes(weights: np.ndarray, codes: np.ndarray, seed: int = 0
     return out.reshape(w.shape)
 
 
-def cell_codes(class_codes: np.ndarray, groups: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``int64`` codes of the shape of ``class_codes``: one per (pattern class, group) cell,
-    ``class_code · len(groups) + index of the unit's group`` (groups in their order). The
-    ``groups`` (``{name: bool mask}``, e.g. ``token_groups``) must partition the units."""
+def cell_codes(class_codes: np.ndarray, n_synthetic: int) -> np.ndarray:
+    """``int64`` codes of the shape of ``class_codes`` ``[N, T − 1]``: one per cell of
+    pattern class × sequence kind, ``2·class_code`` for the last ``n_synthetic`` sequences
+    (synthetic) and ``2·class_code + 1`` for the others (natural text). The ``induction``
+    class is the tokens copying predicts, so the cells also split predictable from not."""
     c = np.asarray(class_codes).astype(np.int64)
-    masks = [np.asarray(m, dtype=bool) for m in groups.values()]
-    if any(m.shape != c.shape for m in masks):
-        raise ValueError(f"class codes {c.shape} and group masks differ in shape.")
-    if not np.array_equal(np.sum(masks, axis=0), np.ones(c.shape, dtype=np.int64)):
-        raise ValueError("the groups must cover every unit exactly once.")
-    group_index = np.argmax(np.stack(masks), axis=0)
-    return c * len(masks) + group_index
+    if c.ndim != 2 or not 0 <= n_synthetic <= c.shape[0]:
+        raise ValueError(
+            f"class codes [N, T − 1] and 0 <= n_synthetic <= N, got {list(c.shape)} and "
+            f"{n_synthetic}."
+        )
+    natural = np.arange(c.shape[0])[:, None] < c.shape[0] - n_synthetic
+    return 2 * c + natural

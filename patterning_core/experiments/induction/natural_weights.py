@@ -34,9 +34,9 @@ last checkpoint).
 5. Controls at the same ratio (``controls``): a random target in the other leading modes,
    solved and extrapolated the same way; the Induce weights shuffled within pattern
    classes; and the Induce weights shuffled within the finer cells of pattern class ×
-   token group (``controls.cell_codes``: synthetic or natural sequence — the last
-   ``n_synthetic`` training sequences are synthetic — × predictable by copying), which keeps
-   every cell's total weight and loses only which token of a cell gets which weight.
+   sequence kind (``controls.cell_codes``: the last ``n_synthetic`` training sequences are
+   synthetic), which keeps every cell's total weight and loses only which token of a cell
+   gets which weight.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ from patterning_core.experiments.induction.position_profile import (
     position_profile,
     profile_summary,
 )
-from patterning_core.experiments.induction.token_groups import token_groups
 from patterning_core.experiments.induction.unit_features import (
     predictable_units,
     unit_feature_names,
@@ -272,7 +271,7 @@ def natural_weights(
         "control_random": control["evaluation"],
     }
     weights["control_shuffled"] = shuffle_within_classes(weights["induce"], codes, seed)
-    cells = cell_codes(codes, token_groups(train_tokens, n_synthetic))
+    cells = cell_codes(codes, n_synthetic)
     weights["control_cell_shuffled"] = shuffle_within_classes(weights["induce"], cells, seed)
     summary = {
         "mode": {

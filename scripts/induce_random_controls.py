@@ -154,6 +154,13 @@ def main() -> None:
         help="with --train-seed: this many permutations of the Induce weights within pattern "
         "class × sequence kind cells",
     )
+    parser.add_argument(
+        "--ratio",
+        type=float,
+        default=None,
+        help="the dose (top/bottom-decile weight ratio) of every weighted run (default: the "
+        "config's); with --published the design's own ratio is still checked first",
+    )
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
     if args.cell_shuffles and args.train_seed is None:
@@ -169,7 +176,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     chi, n_beta, scores, probes, strings = design_chi(p, config, args)
 
-    def weights_for(extrapolation_seed: int):
+    design_ratio = p.ratio
+    ratio = design_ratio if args.ratio is None else args.ratio
+
+    def weights_for(extrapolation_seed: int, ratio: float = ratio):
         return natural_weights(
             chi,
             n_beta,
@@ -177,7 +187,7 @@ def main() -> None:
             probes,
             tokens.train,
             strings,
-            ratio=p.ratio,
+            ratio=ratio,
             n_leading=p.n_leading,
             seed=extrapolation_seed,
             extrapolator=p.extrapolator,
@@ -219,9 +229,9 @@ def main() -> None:
             if run_dir.is_dir():
                 rows.append(row(f"{condition} (flow)", run_dir))
     else:  # train the design's conditions on this seed: weights of extrapolation seed 0
-        design = weights_for(0)
         if args.published is not None:
-            check_reproduces_published(design, Path(args.published))
+            check_reproduces_published(weights_for(0, design_ratio), Path(args.published))
+        design = weights_for(0)
         baseline = {**p.train, "seed": seed, **({"steps": args.steps} if args.steps else {})}
         rows = [row("baseline", train_uniform(p, baseline, start, args, tokens))]
         for condition in ("induce", "repress", "control_shuffled"):
@@ -265,6 +275,7 @@ def main() -> None:
                 "train_seed": seed,
                 "published": args.published,
                 "steps": args.steps,
+                "ratio": ratio,
                 "rows": rows,
             },
             indent=1,
@@ -274,7 +285,8 @@ def main() -> None:
     lines = [
         "# Random-mode controls against Induce, re-weighted from a checkpoint",
         "",
-        f"Config `{args.config}`, seed {seed}; weights from step {start}; best layer-1 prefix "
+        f"Config `{args.config}`, seed {seed}; weight ratio {ratio:g}; weights from step {start}; "
+        "best layer-1 prefix "
         "matching k steps after it (+k), formation step and the last step's value.",
         "",
         "| run | formation step | " + " | ".join(keys) + " | last step |",

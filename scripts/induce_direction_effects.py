@@ -44,21 +44,14 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from induce_random_controls import (  # the sibling script's reading of the design
-    check_reproduces_published,
-    design_chi,
-)
+from induce_random_controls import load_published  # the sibling script's reading of the design
 
-from flows.parameters import InduceParameters
-from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.experiments.induction.loop import predicted_shift
-from patterning_core.experiments.induction.natural_weights import natural_weights
 from patterning_core.experiments.induction.position_profile import (
     position_profile,
     profile_summary,
 )
 from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
-from tasks.training import model_preset
 
 RANDOM = "control_random, extrapolation seed {}"
 FLOW_NAMES = {"induce": "induce", "repress": "repress", "control_shuffled": "control_shuffled"}
@@ -84,25 +77,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    p = InduceParameters(**json.loads(Path(args.config).read_text()))
-    config = model_preset(p.preset)
-    tokens = load_lm_tokens(p.data, config)
-    chi, n_beta, scores, probes, strings = design_chi(
-        p, config, argparse.Namespace(published=args.published, runs=None)
-    )
+    d = load_published(args.config, args.published)
+    chi, n_beta, scores, tokens = d.chi, d.n_beta, d.scores, d.tokens
     chi_raw = chi.transpose("component", "unit").values
     components = [str(c) for c in chi.component.values]
     score_vector = np.array([scores.get(c, 0.0) for c in components])
     score_unit = score_vector / np.linalg.norm(score_vector)
     groups = token_groups(tokens.train, tokens.n_synthetic)
-
-    def weights_for(seed: int):
-        return natural_weights(
-            chi, n_beta, scores, probes, tokens.train, strings, ratio=p.ratio,
-            n_leading=p.n_leading, seed=seed, extrapolator=p.extrapolator,
-            target_mode=p.target_mode, balance=p.balance_positions,
-            n_synthetic=tokens.n_synthetic,
-        )  # fmt: skip
 
     def describe(train_weights: np.ndarray, probe_rho: np.ndarray | None) -> dict:
         row = dict(group_weights(train_weights, groups))
@@ -111,14 +92,13 @@ def main() -> None:
             row["predicted"] = predicted_shift(chi_raw, probe_rho, n_beta)
         return row
 
-    design = weights_for(0)
-    check_reproduces_published(design, Path(args.published))
+    design = d.weights(0)
     rows: dict[str, dict] = {}
     for name in FLOW_NAMES:
         rho = design.probe.get(f"rho_{name}")
         rows[name] = describe(design.weights[name], rho)
     for s in range(args.directions):
-        result = design if s == 0 else weights_for(s)
+        result = design if s == 0 else d.weights(s)
         rows[RANDOM.format(s)] = describe(
             result.weights["control_random"], result.probe["rho_control_random"]
         )
@@ -173,7 +153,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     seed_cols = " | ".join(f"seed {s}" for s in seeds)
     lines = [
-        f"# Re-weightings from step {p.weights_from_step}: effect at {args.offset} per seed, "
+        f"# Re-weightings from step {d.p.weights_from_step}: effect at {args.offset} per seed, "
         "and what predicts it",
         "",
         "Effect: best layer-1 prefix matching minus the seed's baseline. Group columns: mean "

@@ -24,16 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from induce_random_controls import check_reproduces_published, design_chi
+from induce_random_controls import load_published
 
-from flows.parameters import InduceParameters
-from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import TokenKinds
 from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.controls import cell_codes, shuffle_within_classes
-from patterning_core.experiments.induction.natural_weights import natural_weights, predict_units
+from patterning_core.experiments.induction.natural_weights import predict_units
 from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
-from tasks.training import model_preset
 
 CONDITIONS = ("induce", "repress", "control_shuffled", "control_random", "cell_permutation")
 
@@ -46,29 +43,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    p = InduceParameters(**json.loads(Path(args.config).read_text()))
-    config = model_preset(p.preset)
-    tokens = load_lm_tokens(p.data, config)
-    chi, n_beta, scores, probes, strings = design_chi(
-        p, config, argparse.Namespace(published=args.published, runs=None)
-    )
+    design = load_published(args.config, args.published)
+    tokens = design.tokens
     groups = token_groups(tokens.train, tokens.n_synthetic)
     kinds = TokenKinds.from_strings(tokens.token_strings)
     _, class_codes = predict_units([], tokens.train, kinds)
     cells = cell_codes(class_codes, tokens.n_synthetic)
-
-    def weights_at(ratio: float):
-        return natural_weights(
-            chi, n_beta, scores, probes, tokens.train, strings, ratio=ratio,
-            n_leading=p.n_leading, seed=0, extrapolator=p.extrapolator,
-            target_mode=p.target_mode, balance=p.balance_positions,
-            n_synthetic=tokens.n_synthetic,
-        )  # fmt: skip
-
-    check_reproduces_published(weights_at(p.ratio), Path(args.published))
     rows = []
     for ratio in args.ratios:
-        result = weights_at(ratio)
+        result = design.weights(0, ratio)
         weights = {c: result.weights[c] for c in CONDITIONS[:4]}
         weights["cell_permutation"] = shuffle_within_classes(weights["induce"], cells, seed=0)
         for condition, w in weights.items():

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,42 @@ def design_chi(p: InduceParameters, config, args) -> tuple[xr.DataArray, float, 
     scores = json.loads((folder / "results.json").read_text())["reference"]["later_scores"]
     probes, strings = probe_tokens(p.chi_workload(), config)
     return ds["chi"], float(ds.attrs["n_beta"]), scores, probes, strings
+
+
+@dataclass
+class PublishedDesign:
+    """A design's flow parameters, training tokens and published χ (``load_published``)."""
+
+    p: InduceParameters
+    config: object  # TransformerConfig
+    tokens: LMTokens
+    chi: xr.DataArray
+    n_beta: float
+    scores: dict
+    probes: object
+    strings: list
+
+    def weights(self, extrapolation_seed: int = 0, ratio: float | None = None):
+        """``natural_weights`` with the design's settings (``ratio`` None: the design's)."""
+        p = self.p
+        return natural_weights(
+            self.chi, self.n_beta, self.scores, self.probes, self.tokens.train, self.strings,
+            ratio=p.ratio if ratio is None else ratio, n_leading=p.n_leading,
+            seed=extrapolation_seed, extrapolator=p.extrapolator, target_mode=p.target_mode,
+            balance=p.balance_positions, n_synthetic=self.tokens.n_synthetic,
+        )  # fmt: skip
+
+
+def load_published(config_path: str, published: str) -> PublishedDesign:
+    """The design of flow config ``config_path`` from what it published in ``published``;
+    refused unless its probe weights rebuild to the published ones."""
+    p = InduceParameters(**json.loads(Path(config_path).read_text()))
+    config = model_preset(p.preset)
+    tokens = load_lm_tokens(p.data, config)
+    found = design_chi(p, config, argparse.Namespace(published=published, runs=None))
+    design = PublishedDesign(p, config, tokens, *found)
+    check_reproduces_published(design.weights(0), Path(published))
+    return design
 
 
 def check_reproduces_published(result, published: Path) -> None:

@@ -24,7 +24,9 @@ reference run needed): ``--published DIR`` reads χ at the weights step from
 (extrapolation seed 0, the flow's) and one random direction per ``--seeds`` — the weights
 stay those of the design's χ (seed 0's reference), only the training seed changes.
 ``--cell-shuffles K`` adds K permutations of the Induce weights within pattern class ×
-sequence kind cells (``controls.cell_codes``; shuffle seeds 0…K−1)::
+sequence kind cells (``controls.cell_codes``; shuffle seeds 0…K−1). ``--ratio R`` gives
+every weighted run the dose R instead of the config's (with ``--published`` the design's own
+ratio is checked against the published weights first)::
 
     .venv/bin/python scripts/induce_random_controls.py \\
         --config docs/examples/induce_wide_embed_mode_from_checkpoint.json \\

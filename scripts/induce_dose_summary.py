@@ -57,6 +57,11 @@ def repress_meets(step: int | None, baseline: int | None) -> bool | None:
     return step is None or step >= 2 * baseline
 
 
+def run_steps(config_path: str) -> int:
+    """The training steps of an induce flow config (where runs end without ``--steps``)."""
+    return int(json.loads(Path(config_path).read_text())["train"]["steps"])
+
+
 def dose_row(data: dict) -> dict:
     """One seed and dose: formation steps, ratios and the plan's verdicts."""
     steps = {r["name"]: r["formation_step"] for r in data["rows"]}
@@ -64,7 +69,7 @@ def dose_row(data: dict) -> dict:
     row = {
         "seed": data["train_seed"],
         "ratio": data.get("ratio", 4.0),
-        "run_end": data.get("steps") or 10000,
+        "run_end": data.get("steps") or run_steps(data["config"]),
         "formation": {k: steps[k] for k in CONDITIONS if k in steps},
         "ratio_to_baseline": {k: formation_ratio(steps[k], base) for k in CONDITIONS if k in steps},
         "repress_meets_target": repress_meets(steps["repress"], base),

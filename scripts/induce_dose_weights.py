@@ -6,7 +6,7 @@
         --ratios 4 8 16 --out docs/results/induction_patterning/from_checkpoint_dose_weights
 
 For each ratio, the design's weights rebuilt from its published χ
-(``induce_random_controls.design_chi``; refused unless at the design's own ratio the probe
+(``induce_random_controls.load_published``; refused unless at the design's own ratio the probe
 weights equal the published ones) for Induce, Repress, the class shuffle, the flow's random
 direction (extrapolation seed 0) and the first permutation of Induce within pattern class ×
 sequence kind cells (shuffle seed 0), each condition's mean weight on the four token groups

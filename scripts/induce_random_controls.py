@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +97,9 @@ def design_chi(p: InduceParameters, config, args) -> tuple[xr.DataArray, float, 
 
 
 @dataclass
-class PublishedDesign:
-    """A design's flow parameters, training tokens and published χ (``load_published``)."""
+class Design:
+    """A design's flow parameters, training tokens and χ at its weights step (from its
+    store or what it published: ``design_chi``); ``weights`` rebuilds its weights."""
 
     p: InduceParameters
     config: object  # TransformerConfig
@@ -108,26 +109,35 @@ class PublishedDesign:
     scores: dict
     probes: object
     strings: list
+    _computed: dict = field(default_factory=dict, repr=False)
 
     def weights(self, extrapolation_seed: int = 0, ratio: float | None = None):
-        """``natural_weights`` with the design's settings (``ratio`` None: the design's)."""
+        """``natural_weights`` with the design's settings (``ratio`` None: the design's),
+        computed once per (seed, ratio)."""
+        p = self.p
+        key = (extrapolation_seed, p.ratio if ratio is None else ratio)
+        if key not in self._computed:
+            self._computed[key] = self._solve(*key)
+        return self._computed[key]
+
+    def _solve(self, extrapolation_seed: int, ratio: float):
         p = self.p
         return natural_weights(
             self.chi, self.n_beta, self.scores, self.probes, self.tokens.train, self.strings,
-            ratio=p.ratio if ratio is None else ratio, n_leading=p.n_leading,
+            ratio=ratio, n_leading=p.n_leading,
             seed=extrapolation_seed, extrapolator=p.extrapolator, target_mode=p.target_mode,
             balance=p.balance_positions, n_synthetic=self.tokens.n_synthetic,
         )  # fmt: skip
 
 
-def load_published(config_path: str, published: str) -> PublishedDesign:
+def load_published(config_path: str, published: str) -> Design:
     """The design of flow config ``config_path`` from what it published in ``published``;
     refused unless its probe weights rebuild to the published ones."""
     p = InduceParameters(**json.loads(Path(config_path).read_text()))
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
     found = design_chi(p, config, argparse.Namespace(published=published, runs=None))
-    design = PublishedDesign(p, config, tokens, *found)
+    design = Design(p, config, tokens, *found)
     check_reproduces_published(design.weights(0), Path(published))
     return design
 
@@ -213,27 +223,8 @@ def main() -> None:
     weighted = {**p.train, "seed": seed, **({"weights_from_step": start} if start else {})}
     controls = {**weighted, **({"steps": args.steps} if args.steps else {})}
     torch.set_num_threads(args.threads)
-    chi, n_beta, scores, probes, strings = design_chi(p, config, args)
-
-    design_ratio = p.ratio
-    ratio = design_ratio if args.ratio is None else args.ratio
-
-    def weights_for(extrapolation_seed: int, ratio: float = ratio):
-        return natural_weights(
-            chi,
-            n_beta,
-            scores,
-            probes,
-            tokens.train,
-            strings,
-            ratio=ratio,
-            n_leading=p.n_leading,
-            seed=extrapolation_seed,
-            extrapolator=p.extrapolator,
-            target_mode=p.target_mode,
-            balance=p.balance_positions,
-            n_synthetic=tokens.n_synthetic,
-        )
+    found = Design(p, config, tokens, *design_chi(p, config, args))
+    ratio = p.ratio if args.ratio is None else args.ratio
 
     def row(name: str, run_dir: Path) -> dict:
         c = induction_curve(run_dir, config)
@@ -269,8 +260,8 @@ def main() -> None:
                 rows.append(row(f"{condition} (flow)", run_dir))
     else:  # train the design's conditions on this seed: weights of extrapolation seed 0
         if args.published is not None:
-            check_reproduces_published(weights_for(0, design_ratio), Path(args.published))
-        design = weights_for(0)
+            check_reproduces_published(found.weights(0), Path(args.published))
+        design = found.weights(0, ratio)
         baseline = {**p.train, "seed": seed, **({"steps": args.steps} if args.steps else {})}
         rows = [row("baseline", train_uniform(p, baseline, start, args, tokens))]
         for condition in ("induce", "repress", "control_shuffled"):
@@ -288,7 +279,7 @@ def main() -> None:
                 rows.append(row(name, train(shuffled, f"{name}, training seed {seed}")))
                 print(f"{name}: {rows[-1]['best_pms_after_weights']}", flush=True)
     for s in args.seeds:
-        result = weights_for(s)
+        result = found.weights(s, ratio)
         weights = result.weights["control_random"]
         print(
             f"control_random seed {s}: ratio "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.experiments.test_induce_flow import _load_script
 
 summary = _load_script("induce_dose_summary")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(**steps):
@@ -31,6 +34,7 @@ def test_repress_meets_its_target_at_twice_the_baseline_or_beyond_the_run():
 
 def test_a_dose_row_reads_the_controls_script_json():
     data = {
+        "config": str(ROOT / "docs/examples/induce_wide_embed_mode_from_checkpoint.json"),
         "train_seed": 1,
         "ratio": 16.0,
         "steps": None,

@@ -1,0 +1,220 @@
+"""Steer the circuit through cell weights: a design change of target and extrapolator.
+
+    .venv/bin/python scripts/induce_circuit_cells.py \\
+        --published docs/results/induction_patterning/natural_wide_from4000/published \\
+        --config docs/examples/induce_wide_embed_mode_restricted.json \\
+        --train-seed 0 --conditions induce repress --out DIR/seed0
+
+Target: the circuit itself rather than an SVD mode, dμ_C = −(s_C − mean s) over the heads
+(s: the reference's later circuit scores, layer-0 previous-token and layer-1 prefix matching,
+from the published ``results.json`` beside the config's report; embed and unembed 0): the
+heads that later form the circuit lower their localized loss relative to the others.
+Extrapolator: the patterning equation nβ·χ̃·dh = dμ solved in the span of four cell
+indicators that every training token has (synthetic or natural sequence × predictable by
+copying or not; ``token_groups``), so each cell's weight is set by the sum of its probe
+units' χ, which averages per-token noise away. Held-out target cosine: fitted on half the
+probe sequences, read on the other half. Weights ρ = 1 + α·dĥ/max|dĥ| at the weight ratio
+asked (top/bottom decile), from step 0 of the config's training settings with seed
+``--train-seed``.
+
+Conditions: ``induce`` (dμ), ``repress`` (−dμ), ``control_random`` (a random target in the
+leading 8 modes of the same χ, solved the same way), ``control_shuffled`` (the Induce
+weights permuted within pattern classes), ``baseline`` (uniform). Runs are memoized like the
+flow's (``<runs>/<preset>-w<digest>``). Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.parameters import InduceParameters
+from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.data.token_classes import TokenKinds
+from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.estimators.feature_extrapolation import (
+    alpha_for_ratio,
+    cosine,
+    decile_ratio,
+    feature_solution_evaluation,
+    fit_feature_solution,
+    sequence_halves,
+)
+from patterning_core.estimators.intervention import weights_from_intervention
+from patterning_core.experiments.induction.controls import random_mode_target, shuffle_within_classes
+from patterning_core.experiments.induction.metrics import induction_curve
+from patterning_core.experiments.induction.natural_weights import predict_units
+from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
+from tasks.retraining import UNIFORM, train_with_weights, weighted_run_dir
+from tasks.training import model_preset
+
+CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
+
+
+def circuit_target(components: list[str], scores: dict[str, float]) -> np.ndarray:
+    """``[components]`` unit vector: −(s − mean s) over the heads, 0 elsewhere."""
+    heads = [c for c in components if c in scores]
+    s = np.array([scores[c] for c in heads])
+    d_mu = np.zeros(len(components))
+    for c, v in zip(heads, -(s - s.mean()), strict=True):
+        d_mu[components.index(c)] = v
+    return d_mu / np.linalg.norm(d_mu)
+
+
+def probe_cells(ds: xr.Dataset) -> np.ndarray:
+    """``float [units, 4]`` indicators of the cells of :data:`GROUPS` for the probe units."""
+    syn = np.asarray(ds["synthetic"].values, dtype=bool)
+    pred = np.asarray(ds["predictable"].values, dtype=bool)
+    cells = {
+        "synthetic_predictable": syn & pred,
+        "synthetic_other": syn & ~pred,
+        "natural_predictable": ~syn & pred,
+        "natural_other": ~syn & ~pred,
+    }
+    return np.stack([cells[g] for g in GROUPS], axis=1).astype(np.float64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--published", required=True, help="folder with chi_and_probe_weights.nc")
+    parser.add_argument("--scores", default=None, help="results.json with reference.later_scores")
+    parser.add_argument("--config", required=True, help="induce config: training settings")
+    parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--ratio", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=0, help="halves, random target, shuffle")
+    parser.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
+    parser.add_argument("--runs", default=".patterning/runs")
+    parser.add_argument("--weights-dir", default=".patterning/induce/circuit_cells")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ds = xr.open_dataset(Path(args.published) / "chi_and_probe_weights.nc")
+    n_beta = float(ds.attrs["n_beta"])
+    chi = ds["chi"].transpose("component", "unit")
+    components = [str(c) for c in chi.component.values]
+    scores_path = Path(args.scores) if args.scores else None
+    if scores_path is None:
+        raise SystemExit("--scores: a results.json with reference.later_scores is needed.")
+    scores = json.loads(scores_path.read_text())["reference"]["later_scores"]
+    z = standardize(chi, "component").values
+    d_mu = circuit_target(components, scores)
+    modes = decompose(chi, "component")
+    targets = {
+        "induce": d_mu,
+        "repress": -d_mu,
+        "control_random": random_mode_target(modes, -1, 8, args.seed),
+    }
+    x = probe_cells(ds)
+    fit_mask, _ = sequence_halves(np.asarray(ds["sequence"].values), args.seed)
+
+    p = InduceParameters(**json.loads(Path(args.config).read_text()))
+    train = {**p.train, "seed": args.train_seed}
+    config = model_preset(p.preset)
+    tokens = load_lm_tokens(p.data, config)
+    groups = token_groups(tokens.train, tokens.n_synthetic)
+    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)
+    _, class_codes = predict_units([], tokens.train, TokenKinds.from_strings(tokens.token_strings))
+
+    weights: dict[str, np.ndarray] = {"baseline": None}
+    summary: dict = {}
+    for name, target in targets.items():
+        held = feature_solution_evaluation(z, x, target, n_beta, fit_mask)
+        model = fit_feature_solution(z, x, target, n_beta)
+        dh_train = model.predict(x_train)
+        alpha = alpha_for_ratio(dh_train, args.ratio)
+        rho = weights_from_intervention(dh_train, alpha, "clip").astype(np.float32)
+        weights[name] = rho
+        summary[name] = {
+            "heldout_target_cosine": held["heldout_target_cosine"],
+            "fit_target_cosine": held["fit_target_cosine"],
+            "target_cosine_with_induce": cosine(target, d_mu),
+            "cell_coefficients": dict(zip(GROUPS, model.coef.tolist(), strict=True)),
+            "alpha": alpha,
+        }
+    weights["control_shuffled"] = shuffle_within_classes(
+        weights["induce"], class_codes, args.seed
+    )
+    rows = []
+    for name in CONDITIONS:
+        rho = weights[name]
+        digest = UNIFORM
+        row: dict = {"condition": name, **summary.get(name, {})}
+        if rho is not None:
+            row["ratio"] = decile_ratio(rho)
+            row["groups"] = group_weights(rho, groups)
+        if name in args.conditions:
+            print(f"training {name} (seed {args.train_seed})", flush=True)
+            if rho is None:
+                run_dir = weighted_run_dir(args.runs, p.preset, p.data, train, UNIFORM)
+                if not (run_dir / f"step_{train['steps']:08d}.safetensors").exists():
+                    raise SystemExit(f"baseline run {run_dir} missing: train it with the flow.")
+            else:
+                run_dir = train_with_weights(
+                    p.preset, p.data, train, rho, args.weights_dir, args.runs, tokens, name
+                )
+        else:
+            from tasks.retraining import save_weights  # digest only, to find a run
+
+            run_dir = None
+            if rho is not None:
+                _, digest = save_weights(rho, args.weights_dir)
+            candidate = weighted_run_dir(args.runs, p.preset, p.data, train, digest)
+            run_dir = candidate if candidate.is_dir() else None
+        if run_dir is not None and any(run_dir.glob("step_*.safetensors")):
+            curve = induction_curve(run_dir, config)
+            row.update(
+                run_dir=str(run_dir),
+                formation_step=curve.formation_step,
+                last_step=int(curve.steps[-1]),
+                best_pms={int(s): round(float(b), 4) for s, b in zip(curve.steps, curve.best)},
+            )
+        rows.append(row)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "published": args.published,
+        "config": args.config,
+        "train_seed": args.train_seed,
+        "ratio": args.ratio,
+        "command": " ".join(sys.argv),
+        "rows": rows,
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    lines = [
+        f"# Circuit target through cell weights, training seed {args.train_seed}",
+        "",
+        f"χ: `{args.published}` (nβ {n_beta:g}); weights from step 0 at ratio {args.ratio:g}; "
+        "formation: best layer-1 prefix matching ≥ 0.3. Cells: mean weight per token group.",
+        "",
+        "| condition | formation | last step | held-out target cos | "
+        + " | ".join(g.replace("_", " ") for g in GROUPS)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(GROUPS),
+    ]
+    for r in rows:
+        form = r.get("formation_step", "—") if "last_step" in r else "not trained"
+        cos = r.get("heldout_target_cosine")
+        g = r.get("groups", {})
+        lines.append(
+            f"| {r['condition']} | {'none' if form is None else form} | {r.get('last_step', '—')} | "
+            f"{'—' if cos is None else f'{cos:.3f}'} | "
+            + " | ".join(f"{g[k]:.2f}" if k in g else "1.00" for k in GROUPS)
+            + " |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -49,12 +49,15 @@ from patterning_core.estimators.feature_extrapolation import (
     sequence_halves,
 )
 from patterning_core.estimators.intervention import weights_from_intervention
-from patterning_core.experiments.induction.controls import random_mode_target, shuffle_within_classes
+from patterning_core.experiments.induction.controls import (
+    random_mode_target,
+    shuffle_within_classes,
+)
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_weights import predict_units
 from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
-from tasks.retraining import UNIFORM, train_with_weights, weighted_run_dir
-from tasks.training import model_preset
+from tasks.retraining import UNIFORM, save_weights, train_with_weights, weighted_run_dir
+from tasks.training import check_training_inputs, model_preset, train_in_run_dir
 
 CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
 
@@ -141,9 +144,7 @@ def main() -> None:
             "cell_coefficients": dict(zip(GROUPS, model.coef.tolist(), strict=True)),
             "alpha": alpha,
         }
-    weights["control_shuffled"] = shuffle_within_classes(
-        weights["induce"], class_codes, args.seed
-    )
+    weights["control_shuffled"] = shuffle_within_classes(weights["induce"], class_codes, args.seed)
     rows = []
     for name in CONDITIONS:
         rho = weights[name]
@@ -156,16 +157,13 @@ def main() -> None:
             print(f"training {name} (seed {args.train_seed})", flush=True)
             if rho is None:
                 run_dir = weighted_run_dir(args.runs, p.preset, p.data, train, UNIFORM)
-                if not (run_dir / f"step_{train['steps']:08d}.safetensors").exists():
-                    raise SystemExit(f"baseline run {run_dir} missing: train it with the flow.")
+                tc = check_training_inputs(p.preset, p.data, train)
+                train_in_run_dir(config, tokens, tc, run_dir, title="training loss baseline")
             else:
                 run_dir = train_with_weights(
                     p.preset, p.data, train, rho, args.weights_dir, args.runs, tokens, name
                 )
         else:
-            from tasks.retraining import save_weights  # digest only, to find a run
-
-            run_dir = None
             if rho is not None:
                 _, digest = save_weights(rho, args.weights_dir)
             candidate = weighted_run_dir(args.runs, p.preset, p.data, train, digest)
@@ -176,7 +174,9 @@ def main() -> None:
                 run_dir=str(run_dir),
                 formation_step=curve.formation_step,
                 last_step=int(curve.steps[-1]),
-                best_pms={int(s): round(float(b), 4) for s, b in zip(curve.steps, curve.best)},
+                best_pms={
+                    int(s): round(float(b), 4) for s, b in zip(curve.steps, curve.best, strict=True)
+                },
             )
         rows.append(row)
 
@@ -207,7 +207,8 @@ def main() -> None:
         cos = r.get("heldout_target_cosine")
         g = r.get("groups", {})
         lines.append(
-            f"| {r['condition']} | {'none' if form is None else form} | {r.get('last_step', '—')} | "
+            f"| {r['condition']} | {'none' if form is None else form} | "
+            f"{r.get('last_step', '—')} | "
             f"{'—' if cos is None else f'{cos:.3f}'} | "
             + " | ".join(f"{g[k]:.2f}" if k in g else "1.00" for k in GROUPS)
             + " |"

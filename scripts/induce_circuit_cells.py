@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.parameters import InduceParameters
-from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.data.lm_data import LMTokens, load_lm_tokens
 from patterning_core.data.token_classes import TokenKinds
 from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.feature_extrapolation import (
@@ -54,7 +55,7 @@ from patterning_core.experiments.induction.controls import (
     shuffle_within_classes,
 )
 from patterning_core.experiments.induction.metrics import induction_curve
-from patterning_core.experiments.induction.natural_weights import predict_units
+from patterning_core.experiments.induction.natural_weights import predict_units, same_rule
 from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
 from tasks.retraining import UNIFORM, save_weights, train_with_weights, weighted_run_dir
 from tasks.training import check_training_inputs, model_preset, train_in_run_dir
@@ -85,10 +86,73 @@ def probe_cells(ds: xr.Dataset) -> np.ndarray:
     return np.stack([cells[g] for g in GROUPS], axis=1).astype(np.float64)
 
 
+@dataclass
+class CellDesign:
+    """The design's weights: ρ ``float32 [N, T − 1]`` per condition (``baseline``: None),
+    ρ of the probe units under the same rule (``probe``, none for the shuffle), and the
+    numbers of each solve (``summary``)."""
+
+    weights: dict[str, np.ndarray | None]
+    probe: dict[str, np.ndarray]
+    summary: dict
+    chi: xr.DataArray
+    n_beta: float
+    d_mu: np.ndarray
+
+
+def cell_design(
+    ds: xr.Dataset, scores: dict[str, float], tokens: LMTokens, ratio: float, seed: int
+) -> CellDesign:
+    """Solve every condition of the module doc from the published ``ds`` at ``ratio``."""
+    n_beta = float(ds.attrs["n_beta"])
+    chi = ds["chi"].transpose("component", "unit")
+    components = [str(c) for c in chi.component.values]
+    z = standardize(chi, "component").values
+    d_mu = circuit_target(components, scores)
+    modes = decompose(chi, "component")
+    targets = {
+        "induce": d_mu,
+        "repress": -d_mu,
+        "control_random": random_mode_target(modes, -1, 8, seed),
+    }
+    x = probe_cells(ds)
+    fit_mask, _ = sequence_halves(np.asarray(ds["sequence"].values), seed)
+    groups = token_groups(tokens.train, tokens.n_synthetic)
+    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)
+    _, class_codes = predict_units([], tokens.train, TokenKinds.from_strings(tokens.token_strings))
+
+    weights: dict[str, np.ndarray | None] = {"baseline": None}
+    probe: dict[str, np.ndarray] = {}
+    summary: dict = {}
+    for name, target in targets.items():
+        held = feature_solution_evaluation(z, x, target, n_beta, fit_mask)
+        model = fit_feature_solution(z, x, target, n_beta)
+        dh_train = model.predict(x_train)
+        alpha = alpha_for_ratio(dh_train, ratio)
+        rho = weights_from_intervention(dh_train, alpha, "clip").astype(np.float32)
+        weights[name] = rho
+        probe[name] = same_rule(model.predict(x), dh_train, alpha)
+        summary[name] = {
+            "heldout_target_cosine": held["heldout_target_cosine"],
+            "fit_target_cosine": held["fit_target_cosine"],
+            "target_cosine_with_induce": cosine(target, d_mu),
+            "cell_coefficients": dict(zip(GROUPS, model.coef.tolist(), strict=True)),
+            "alpha": alpha,
+            "ratio": decile_ratio(rho),
+            "groups": group_weights(rho, groups),
+        }
+    weights["control_shuffled"] = shuffle_within_classes(weights["induce"], class_codes, seed)
+    summary["control_shuffled"] = {
+        "ratio": decile_ratio(weights["control_shuffled"]),
+        "groups": group_weights(weights["control_shuffled"], groups),
+    }
+    return CellDesign(weights, probe, summary, chi, n_beta, d_mu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", required=True, help="folder with chi_and_probe_weights.nc")
-    parser.add_argument("--scores", default=None, help="results.json with reference.later_scores")
+    parser.add_argument("--scores", required=True, help="results.json: reference.later_scores")
     parser.add_argument("--config", required=True, help="induce config: training settings")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--ratio", type=float, default=4.0)
@@ -102,57 +166,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     ds = xr.open_dataset(Path(args.published) / "chi_and_probe_weights.nc")
-    n_beta = float(ds.attrs["n_beta"])
-    chi = ds["chi"].transpose("component", "unit")
-    components = [str(c) for c in chi.component.values]
-    scores_path = Path(args.scores) if args.scores else None
-    if scores_path is None:
-        raise SystemExit("--scores: a results.json with reference.later_scores is needed.")
-    scores = json.loads(scores_path.read_text())["reference"]["later_scores"]
-    z = standardize(chi, "component").values
-    d_mu = circuit_target(components, scores)
-    modes = decompose(chi, "component")
-    targets = {
-        "induce": d_mu,
-        "repress": -d_mu,
-        "control_random": random_mode_target(modes, -1, 8, args.seed),
-    }
-    x = probe_cells(ds)
-    fit_mask, _ = sequence_halves(np.asarray(ds["sequence"].values), args.seed)
-
+    scores = json.loads(Path(args.scores).read_text())["reference"]["later_scores"]
     p = InduceParameters(**json.loads(Path(args.config).read_text()))
     train = {**p.train, "seed": args.train_seed}
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
-    groups = token_groups(tokens.train, tokens.n_synthetic)
-    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)
-    _, class_codes = predict_units([], tokens.train, TokenKinds.from_strings(tokens.token_strings))
-
-    weights: dict[str, np.ndarray] = {"baseline": None}
-    summary: dict = {}
-    for name, target in targets.items():
-        held = feature_solution_evaluation(z, x, target, n_beta, fit_mask)
-        model = fit_feature_solution(z, x, target, n_beta)
-        dh_train = model.predict(x_train)
-        alpha = alpha_for_ratio(dh_train, args.ratio)
-        rho = weights_from_intervention(dh_train, alpha, "clip").astype(np.float32)
-        weights[name] = rho
-        summary[name] = {
-            "heldout_target_cosine": held["heldout_target_cosine"],
-            "fit_target_cosine": held["fit_target_cosine"],
-            "target_cosine_with_induce": cosine(target, d_mu),
-            "cell_coefficients": dict(zip(GROUPS, model.coef.tolist(), strict=True)),
-            "alpha": alpha,
-        }
-    weights["control_shuffled"] = shuffle_within_classes(weights["induce"], class_codes, args.seed)
+    design = cell_design(ds, scores, tokens, args.ratio, args.seed)
+    n_beta = design.n_beta
     rows = []
     for name in CONDITIONS:
-        rho = weights[name]
+        rho = design.weights[name]
         digest = UNIFORM
-        row: dict = {"condition": name, **summary.get(name, {})}
-        if rho is not None:
-            row["ratio"] = decile_ratio(rho)
-            row["groups"] = group_weights(rho, groups)
+        row: dict = {"condition": name, **design.summary.get(name, {})}
         if name in args.conditions:
             print(f"training {name} (seed {args.train_seed})", flush=True)
             if rho is None:

@@ -45,11 +45,14 @@ from patterning_core.estimators.feature_extrapolation import (
     alpha_for_ratio,
     cosine,
     decile_ratio,
-    feature_solution_evaluation,
-    fit_feature_solution,
     sequence_halves,
 )
 from patterning_core.estimators.intervention import weights_from_intervention
+from patterning_core.experiments.induction.cell_weights import (
+    cell_indicators,
+    circuit_target,
+    solve_cells,
+)
 from patterning_core.experiments.induction.controls import (
     random_mode_target,
     shuffle_within_classes,
@@ -61,29 +64,6 @@ from tasks.retraining import UNIFORM, save_weights, train_with_weights, weighted
 from tasks.training import check_training_inputs, model_preset, train_in_run_dir
 
 CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
-
-
-def circuit_target(components: list[str], scores: dict[str, float]) -> np.ndarray:
-    """``[components]`` unit vector: −(s − mean s) over the heads, 0 elsewhere."""
-    heads = [c for c in components if c in scores]
-    s = np.array([scores[c] for c in heads])
-    d_mu = np.zeros(len(components))
-    for c, v in zip(heads, -(s - s.mean()), strict=True):
-        d_mu[components.index(c)] = v
-    return d_mu / np.linalg.norm(d_mu)
-
-
-def probe_cells(ds: xr.Dataset) -> np.ndarray:
-    """``float [units, 4]`` indicators of the cells of :data:`GROUPS` for the probe units."""
-    syn = np.asarray(ds["synthetic"].values, dtype=bool)
-    pred = np.asarray(ds["predictable"].values, dtype=bool)
-    cells = {
-        "synthetic_predictable": syn & pred,
-        "synthetic_other": syn & ~pred,
-        "natural_predictable": ~syn & pred,
-        "natural_other": ~syn & ~pred,
-    }
-    return np.stack([cells[g] for g in GROUPS], axis=1).astype(np.float64)
 
 
 @dataclass
@@ -115,28 +95,29 @@ def cell_design(
         "repress": -d_mu,
         "control_random": random_mode_target(modes, -1, 8, seed),
     }
-    x = probe_cells(ds)
+    x = cell_indicators(ds["synthetic"].values, ds["predictable"].values)
     fit_mask, _ = sequence_halves(np.asarray(ds["sequence"].values), seed)
     groups = token_groups(tokens.train, tokens.n_synthetic)
-    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)
+    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)  # one-hot
     _, class_codes = predict_units([], tokens.train, TokenKinds.from_strings(tokens.token_strings))
 
     weights: dict[str, np.ndarray | None] = {"baseline": None}
     probe: dict[str, np.ndarray] = {}
     summary: dict = {}
     for name, target in targets.items():
-        held = feature_solution_evaluation(z, x, target, n_beta, fit_mask)
-        model = fit_feature_solution(z, x, target, n_beta)
+        sol = solve_cells(z, x, target, n_beta, fit_mask)
+        model = sol["model"]
         dh_train = model.predict(x_train)
         alpha = alpha_for_ratio(dh_train, ratio)
         rho = weights_from_intervention(dh_train, alpha, "clip").astype(np.float32)
         weights[name] = rho
         probe[name] = same_rule(model.predict(x), dh_train, alpha)
         summary[name] = {
-            "heldout_target_cosine": held["heldout_target_cosine"],
-            "fit_target_cosine": held["fit_target_cosine"],
+            "heldout_target_cosine": sol["heldout_target_cosine"],
+            "fit_target_cosine": sol["fit_target_cosine"],
+            "target_cosine": sol["target_cosine"],
             "target_cosine_with_induce": cosine(target, d_mu),
-            "cell_coefficients": dict(zip(GROUPS, model.coef.tolist(), strict=True)),
+            "cell_coefficients": sol["coef"],
             "alpha": alpha,
             "ratio": decile_ratio(rho),
             "groups": group_weights(rho, groups),

@@ -8,10 +8,14 @@ against same-dose controls (demonstration 1).
    circuit forms; ``susceptibilities`` subflow: shards on Dask, Zarr store, resumable).
    At ``weights_step`` also χ with a second SGLD seed (the mode's reproducibility and the
    seed-to-seed noise) and, with ``convergence``, with twice the draws and with a burn-in
-   (``estimators.convergence``).
+   (``estimators.convergence``). With ``published_chi`` χ at ``weights_step`` is read from
+   a published file instead (its sha256 checked), and none of these is sampled.
 3. The induction mode found among the leading modes; weights for every training token from
    the features extrapolator, at the dose ``ratio``: Induce, Repress, a random target in
-   the other modes, Induce shuffled within pattern classes (``natural_weights``).
+   the other modes, Induce shuffled within pattern classes (``natural_weights``). With
+   ``target="circuit"`` the target is the circuit itself (the heads' later circuit scores,
+   ``circuit_scores`` or the reference's), with ``extrapolator="cells"`` one weight per
+   cell of sequence kind × predictable (``cell_weights``).
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
 5. χ again at ``loop_step`` (default ``weights_step``) of every retrained run of
@@ -76,37 +80,53 @@ def induce(params: InduceParameters | None = None) -> dict:
         reference["layer1_heads"],
     )
 
-    # 2. χ before formation; at the weights step also a replica seed and the variants.
+    # 2. χ before formation; at the weights step also a replica seed and the variants
+    #    (or χ at the weights step read from a published file: none of these).
     by_step = {c["step"]: c for c in reference_run["checkpoints"]}
     at_weights = [by_step[p.weights_step]]
-    main_store = _chi_store(p, out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler)
-    replica_store = _chi_store(
-        p, out / "chi_replica.zarr", at_weights, {**p.sampler, "seed": p.replica_seed}
-    )
-    variants = {}
-    if p.convergence:
-        draws, seed = int(p.sampler["num_draws"]), p.replica_seed + 1
-        longer = {**p.sampler, "num_draws": 2 * draws, "seed": seed}
-        burned = {**p.sampler, "num_burnin": draws, "seed": seed + 1}
-        variants = {
-            "twice_the_draws": {
-                "store": _chi_store(p, out / "chi_draws2x.zarr", at_weights, longer),
-                "draw_ratio": 0.5,
-            },
-            "burn_in": {
-                "store": _chi_store(p, out / "chi_burnin.zarr", at_weights, burned),
-                "draw_ratio": 1.0,
-            },
+    published_chi = None
+    if p.published_chi is not None:
+        published_chi = {
+            "path": p.published_chi,
+            "sha256": p.published_chi_sha256,
+            "workload": p.chi_workload(),
         }
-    convergence = chi_convergence(main_store, replica_store, variants, p.weights_step)
+        main_store = replica_store = None
+        skipped = {"not_measured": f"χ read from the published file {p.published_chi}"}
+        convergence = dict(skipped)
+    else:
+        main_store = _chi_store(
+            p, out / "chi.zarr", [by_step[s] for s in p.chi_checkpoints], p.sampler
+        )
+        replica_store = _chi_store(
+            p, out / "chi_replica.zarr", at_weights, {**p.sampler, "seed": p.replica_seed}
+        )
+        variants = {}
+        if p.convergence:
+            draws, seed = int(p.sampler["num_draws"]), p.replica_seed + 1
+            longer = {**p.sampler, "num_draws": 2 * draws, "seed": seed}
+            burned = {**p.sampler, "num_burnin": draws, "seed": seed + 1}
+            variants = {
+                "twice_the_draws": {
+                    "store": _chi_store(p, out / "chi_draws2x.zarr", at_weights, longer),
+                    "draw_ratio": 0.5,
+                },
+                "burn_in": {
+                    "store": _chi_store(p, out / "chi_burnin.zarr", at_weights, burned),
+                    "draw_ratio": 1.0,
+                },
+            }
+        convergence = chi_convergence(main_store, replica_store, variants, p.weights_step)
 
-    # 3. The mode and the weights.
+    # 3. The mode and the weights (the circuit scores as the user states them, or the
+    #    reference's own).
+    head_scores = p.circuit_scores or reference["later_scores"]
     weights = induce_weights(
         main_store,
         p.weights_step,
         p.data,
         p.preset,
-        reference["later_scores"],
+        head_scores,
         p.ratio,
         p.n_leading,
         str(out),
@@ -115,16 +135,21 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.target_mode,
         p.chi_estimator,
         p.balance_positions,
+        p.target,
+        published_chi,
     )
-    reproducibility = mode_reproducibility(
-        main_store,
-        replica_store,
-        p.weights_step,
-        p.preset,
-        reference["later_scores"],
-        weights["summary"]["mode"],
-        p.chi_estimator,
-    )
+    if published_chi is None:
+        reproducibility = mode_reproducibility(
+            main_store,
+            replica_store,
+            p.weights_step,
+            p.preset,
+            head_scores,
+            weights["summary"]["mode"],
+            p.chi_estimator,
+        )
+    else:
+        reproducibility = dict(skipped)
 
     # The linear response of the two-run χ that the weights invert, at small doses.
     check = {}
@@ -135,7 +160,7 @@ def induce(params: InduceParameters | None = None) -> dict:
             p.preset,
             p.data,
             weights["files"]["induce"],
-            reference["later_scores"],
+            head_scores,
             p.sampler,
             p.linear_check_seqs,
             p.linear_check_fractions,
@@ -190,7 +215,7 @@ def _chi_store(p: InduceParameters, store: Path, checkpoints: list[dict], sample
 
 
 def _loop_store(
-    p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str
+    p: InduceParameters, run: dict, out: Path, reference_run: dict, main_store: str | None
 ) -> str:
     """χ at the loop step of one retrained ``run`` with the loop's sampler, in
     ``out/loop/<run folder>-<sampler digest>-<step>.zarr`` (one store per training run,
@@ -200,7 +225,12 @@ def _loop_store(
     sampler = {**p.sampler, **(p.loop_sampler or {})}
     step = p.loop_checkpoint
     is_reference = run["run_dir"] == reference_run["run_dir"]
-    if is_reference and sampler == p.sampler and step in p.chi_checkpoints:
+    if (
+        main_store is not None
+        and is_reference
+        and sampler == p.sampler
+        and step in p.chi_checkpoints
+    ):
         return main_store
     path = dict(list_checkpoints(run["run_dir"]))[step]
     name = f"{Path(run['run_dir']).name}-{settings_digest(sampler, 8)}-{step}.zarr"
@@ -214,7 +244,7 @@ def _retrain_and_close_loop(
     runs_root: Path,
     out: Path,
     reference_run: dict,
-    main_store: str,
+    main_store: str | None,
 ) -> tuple[list[dict], dict]:
     """Every condition for every seed from the same initialization and data order (steps 4
     and 5 of the module doc): the runs, and per loop seed the loop closure."""
@@ -227,10 +257,10 @@ def _retrain_and_close_loop(
         weights["files"],
         runs_root,
         p.threads,
-        conditions=CONDITIONS,
+        conditions=[c for c in CONDITIONS if c == "baseline" or c in weights["files"]],
         weights_from_step=p.weights_from_step,
     )
-    logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 5)
+    logger.info("%d training runs (%d seeds)", len(jobs), len(p.seeds))
     results = retrain(jobs, p.dask_address, p.n_workers)
     runs = [
         {

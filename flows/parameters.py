@@ -561,7 +561,16 @@ class InduceParameters(RetrainingFields):
     checkpoint of every run at which the loop measures χ again (None: ``weights_step``;
     after ``weights_from_step``, or nothing has changed yet); ``balance_positions``: centre
     every condition's weights per context position (``natural_weights``), so that no
-    condition moves weight between early and late positions of the context.
+    condition moves weight between early and late positions of the context; ``target``:
+    ``"mode"`` (steer the mode found, or ``target_mode``) or ``"circuit"`` (steer the
+    circuit itself: dμ from the heads' later circuit scores, ``cell_weights.circuit_target``);
+    ``circuit_scores``: those scores as the user states them (``{head: score}``; None: the
+    reference run's own, at its last checkpoint); ``extrapolator`` ``"cells"``: one weight
+    per cell of sequence kind × predictable by copying (``cell_weights``);
+    ``published_chi`` with ``published_chi_sha256``: χ at ``weights_step`` read from a
+    published ``chi_and_probe_weights.nc`` (its digest checked; the probes are rebuilt from
+    this config's workload) instead of sampled, so no replica, convergence or chain-sign
+    check is made.
     """
 
     preset: str = "demo"
@@ -585,8 +594,12 @@ class InduceParameters(RetrainingFields):
     linear_check: bool = True
     linear_check_seqs: int = Field(16, ge=2)
     linear_check_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25])
-    extrapolator: Literal["regression", "span"] = "regression"
+    extrapolator: Literal["regression", "span", "cells"] = "regression"
     target_mode: int | None = None
+    target: Literal["mode", "circuit"] = "mode"
+    circuit_scores: dict[str, float] | None = None
+    published_chi: str | None = None
+    published_chi_sha256: str | None = None
     chi_estimator: Literal["two-run", "restricted"] = "two-run"
     loop_sampler: dict | None = None
     weights_from_step: int = Field(0, ge=0)
@@ -615,6 +628,20 @@ class InduceParameters(RetrainingFields):
     @model_validator(mode="after")
     def _check(self) -> InduceParameters:
         check_target_mode(self.target_mode, self.n_leading)
+        if self.target == "circuit" and self.target_mode is not None:
+            raise ConfigError("target 'circuit' steers the circuit, not a mode: drop target_mode.")
+        if self.extrapolator == "cells" and self.balance_positions:
+            raise ConfigError("balance_positions does not apply to cell weights (one per cell).")
+        if (self.published_chi is None) != (self.published_chi_sha256 is None):
+            raise ConfigError(
+                "published_chi needs published_chi_sha256 (sha256sum of the file) and the other "
+                "way round, so that a changed file is refused."
+            )
+        if self.published_chi is not None and self.linear_check:
+            raise ConfigError(
+                "linear_check re-samples at the reference's checkpoint against the χ store that "
+                "published_chi replaces: set linear_check false."
+            )
         schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_seeds_and_alpha(self.seeds, 1.0)
         _check_chi_checkpoints(schedule, self.chi_checkpoints, self.weights_step)

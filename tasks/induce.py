@@ -42,7 +42,7 @@ from patterning_core.experiments.induction.natural_weights import natural_weight
 from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.induction.unit_features import predictable_units
 from patterning_core.experiments.spacing.fin_store import probe_tokens
-from patterning_core.model.checkpoints import load_checkpoint
+from patterning_core.model.checkpoints import file_sha256, load_checkpoint
 from patterning_core.model.transformer import head_name
 from patterning_core.sampling.config import SamplerConfig
 from patterning_core.sampling.diagnostics import integrated_autocorrelation_time
@@ -113,15 +113,24 @@ def induce_weights(
     target_mode: int | None = None,
     chi_estimator: str = "two-run",
     balance_positions: bool = False,
+    target: str = "mode",
+    published_chi: dict | None = None,
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
     extrapolator's probe weights published as ``<publish_dir or out_dir>/published/
     chi_and_probe_weights.nc`` (beside the report, for anyone to recompute the mode). Returns
-    ``{"files": {condition: {"path", "digest"}}, "summary", "published"}``."""
+    ``{"files": {condition: {"path", "digest"}}, "summary", "published"}``.
+
+    ``published_chi`` (``{"path", "sha256", "workload"}``): χ read from that published file
+    (:func:`read_published_chi`) instead of ``store``."""
     config = model_preset(preset)
-    chi, n_beta, ds = chi_at(store, step, chi_estimator)
-    probes, strings = _probes(ds, preset)
+    if published_chi is None:
+        chi, n_beta, ds = chi_at(store, step, chi_estimator)
+        probes, strings = _probes(ds, preset)
+    else:
+        chi, n_beta = read_published_chi(published_chi, step, chi_estimator)
+        probes, strings = probe_tokens(published_chi["workload"], config)
     tokens = load_lm_tokens(data, config)
     result = natural_weights(
         chi,
@@ -136,12 +145,22 @@ def induce_weights(
         target_mode=target_mode,
         balance=balance_positions,
         n_synthetic=tokens.n_synthetic,
+        target=target,
     )
     files = {}
     for name, weights in result.weights.items():
         path, digest = save_weights(weights, Path(out_dir) / "weights")
         files[name] = {"path": path, "digest": digest}
     published = Path(publish_dir or out_dir) / "published"
+    if (
+        published_chi is not None
+        and (published / "chi_and_probe_weights.nc").resolve()
+        == Path(published_chi["path"]).resolve()
+    ):
+        raise ValueError(
+            f"report_dir would overwrite the published χ it reads ({published_chi['path']}): "
+            "give the design its own report_dir."
+        )
     published.mkdir(parents=True, exist_ok=True)
     chi_out = plain_string_coords(chi.transpose("component", "unit"))
     table = xr.Dataset(
@@ -173,6 +192,36 @@ def induce_weights(
         result.summary["extrapolation"]["induce"]["heldout_target_cosine"],
     )
     return info
+
+
+def read_published_chi(source: dict, step: int, chi_estimator: str) -> tuple[xr.DataArray, float]:
+    """``(χ [component, unit], nβ)`` from a published ``chi_and_probe_weights.nc``
+    (``source["path"]``), refused unless its sha256 is ``source["sha256"]``, it holds χ at
+    ``step`` and was estimated with ``chi_estimator``."""
+    path = Path(source["path"])
+    if not path.is_file():
+        raise FileNotFoundError(f"published χ {path} does not exist: check published_chi.")
+    digest = file_sha256(path)
+    if digest != source["sha256"]:
+        raise ValueError(
+            f"published χ {path} has sha256 {digest}, the config says {source['sha256']}: the "
+            "file changed since the config was written; restore it or update the digest."
+        )
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    if int(ds.attrs["checkpoint"]) != int(step):
+        raise ValueError(
+            f"{path} holds χ at step {ds.attrs['checkpoint']}, weights_step is {step}: set "
+            "weights_step to the published checkpoint."
+        )
+    estimator = str(ds.attrs.get("chi_estimator", "two-run"))
+    if not estimator.startswith(chi_estimator):
+        raise ValueError(
+            f"{path} holds the {estimator!r} χ, the config asks chi_estimator "
+            f"{chi_estimator!r}: make them agree."
+        )
+    chi = ds["chi"].transpose("component", "unit").assign_attrs(estimator=chi_estimator)
+    return chi, float(ds.attrs["n_beta"])
 
 
 @task(name="induce-mode-reproducibility")
@@ -241,7 +290,7 @@ def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -
 
 @task(name="induce-loop")
 def loop_closure(
-    reference_store: str,
+    reference_store: str | None,
     step: int,
     published: str,
     stores: dict,
@@ -257,9 +306,12 @@ def loop_closure(
     ``chi_estimator``, the one the weights inverted); and every condition's shift along
     Induce's predicted one (``along_induce`` ± ``along_induce_se``, and
     ``predicted_along_induce`` where the condition has a prediction)."""
-    chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
-    components = [str(c) for c in chi.component.values]
     probe = xr.open_dataset(published)
+    if reference_store is None:  # χ as the weights read it, from their published file
+        chi, n_beta = probe["chi"], float(probe.attrs["n_beta"])
+    else:
+        chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
+    components = [str(c) for c in chi.component.values]
     at = step if loop_step is None else loop_step
     base, base_se = localized_loss(read_stats(stores["baseline"], at), at)
     out = {}

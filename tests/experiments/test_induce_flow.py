@@ -181,6 +181,58 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     with xr.open_dataset(tmp_path / "out" / "published" / "chi_and_probe_weights.nc") as table:
         assert table.attrs["chi_estimator"].startswith("restricted")
 
+    # χ read from a published file (digest-checked, nothing sampled for it), the circuit as
+    # the target and one weight per cell of sequence kind × predictable.
+    import shutil
+
+    from patterning_core.experiments.induction.token_groups import GROUPS, token_groups
+    from patterning_core.model.checkpoints import file_sha256
+
+    source = tmp_path / "published_chi.nc"
+    shutil.copy(tmp_path / "out" / "published" / "chi_and_probe_weights.nc", source)
+    heads = [f"L{layer}H{h}" for layer in (0, 1) for h in range(8)]
+    stated = {head: (1.0 if head in ("L0H3", "L1H5") else 0.0) for head in heads}
+    cells_params = InduceParameters(
+        **{
+            **params.model_dump(),
+            "published_chi": str(source),
+            "published_chi_sha256": file_sha256(source),
+            "chi_estimator": "restricted",
+            "target": "circuit",
+            "circuit_scores": stated,
+            "extrapolator": "cells",
+            "linear_check": False,
+            "out_dir": str(tmp_path / "cells_out"),
+        }
+    )
+    cells = induce(cells_params)
+    cells_results = json.loads(Path(cells["results"]).read_text())
+    assert not (tmp_path / "cells_out" / "chi.zarr").exists()  # χ was not sampled
+    assert cells_results["mode"]["target"] == "circuit"
+    assert cells_results["mode"]["seed_agreement"] is None
+    assert "not_measured" in cells_results["convergence"]
+    assert cells_results["extrapolation"]["extrapolator"] == "cells"
+    # the within-cell permutation would be Induce itself: not made, not trained
+    assert [r["condition"] for r in cells_results["runs"]] == conditions[:5]
+    assert set(cells_results["loop"]["0"]) == set(conditions[1:5])
+    cell_files = json.loads((tmp_path / "cells_out" / "weights.json").read_text())["files"]
+    assert "control_cell_shuffled" not in cell_files
+    induce_w = np.load(cell_files["induce"]["path"])
+    assert decile_ratio(induce_w) == pytest.approx(2.0, rel=1e-2)
+    from patterning_core.data.lm_data import load_lm_tokens
+    from tasks.training import model_preset
+
+    tokens = load_lm_tokens(params.data, model_preset("demo"))
+    groups = token_groups(tokens.train, tokens.n_synthetic)
+    for g in GROUPS:  # one weight per cell
+        if groups[g].any():
+            assert np.ptp(induce_w[groups[g]]) == 0
+    # a changed file is refused before any weight is written
+    with source.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        induce(cells_params.model_copy(update={"out_dir": str(tmp_path / "cells_changed")}))
+
 
 def test_the_loop_measures_the_baseline_again_when_it_samples_otherwise(tmp_path, monkeypatch):
     """With ``loop_sampler`` the loop's stores (the baseline's too) are sampled with it, one
@@ -282,6 +334,26 @@ def test_reweighting_from_a_checkpoint_reaches_the_weighted_runs_and_the_loop(
     ],
 )
 def test_bad_reweighting_steps_are_refused(fields: dict, message: str):
+    from pydantic import ValidationError
+
+    from flows.parameters import InduceParameters
+
+    base = dict(train=TRAIN, chi_checkpoints=[20, 40], weights_step=20, sampler={**SAMPLER})
+    with pytest.raises(ValidationError, match=message):
+        InduceParameters(**base, **fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"published_chi": "chi.nc"}, "published_chi_sha256"),
+        ({"published_chi": "chi.nc", "published_chi_sha256": "0" * 64}, "linear_check"),
+        ({"target": "circuit", "target_mode": 2}, "drop target_mode"),
+        ({"extrapolator": "cells", "balance_positions": True}, "one per cell"),
+        ({"target": "shape"}, "target"),
+    ],
+)
+def test_bad_designs_are_refused_before_anything_runs(fields: dict, message: str):
     from pydantic import ValidationError
 
     from flows.parameters import InduceParameters

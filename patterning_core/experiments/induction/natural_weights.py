@@ -64,6 +64,11 @@ from patterning_core.estimators.feature_extrapolation import (
 )
 from patterning_core.estimators.intervention import solve_intervention, weights_from_intervention
 from patterning_core.estimators.mode_weights import induce_sign
+from patterning_core.experiments.induction.cell_weights import (
+    cell_indicators,
+    circuit_target,
+    solve_cells,
+)
 from patterning_core.experiments.induction.controls import (
     cell_codes,
     random_mode_target,
@@ -79,6 +84,7 @@ from patterning_core.experiments.induction.position_profile import (
     position_profile,
     profile_summary,
 )
+from patterning_core.experiments.induction.token_groups import GROUPS, token_groups
 from patterning_core.experiments.induction.unit_features import (
     predictable_units,
     unit_feature_names,
@@ -93,8 +99,10 @@ CONDITIONS = (
     "control_shuffled",
     "control_cell_shuffled",
 )
-EXTRAPOLATORS = ("regression", "span")
+EXTRAPOLATORS = ("regression", "span", "cells")
+TARGETS = ("mode", "circuit")
 N_CLASSES = len(PRIMARY_CLASSES)
+NO_MODE = -1  # random_mode_target excludes no leading mode
 
 
 @dataclass
@@ -161,6 +169,7 @@ def natural_weights(
     target_mode: int | None = None,
     balance: bool = False,
     n_synthetic: int = 0,
+    target: str = "mode",
 ) -> NaturalWeights:
     """The weights of the module doc, with a summary for the report and ``results.json``.
 
@@ -199,11 +208,22 @@ def natural_weights(
     steered = next(row for row in found["table"] if row["mode"] == k)
     s = induce_sign(modes, k, head_scores)
     u = modes["component_loading"].sel(mode=k).values
-    targets = {"induce": s * u, "repress": -s * u}
-    targets["control_random"] = random_mode_target(modes, k, n_leading, seed)
+    if target == "circuit":
+        circuit = circuit_target([str(c) for c in chi.component.values], head_scores)
+        targets = {"induce": circuit, "repress": -circuit}
+        targets["control_random"] = random_mode_target(modes, NO_MODE, n_leading, seed)
+    else:
+        targets = {"induce": s * u, "repress": -s * u}
+        targets["control_random"] = random_mode_target(modes, k, n_leading, seed)
 
     features = unit_features(probe_tokens, kinds).reshape(units, -1)
     fit_mask, _ = sequence_halves(sequence, seed)
+    probe_synthetic = (
+        np.asarray(chi["synthetic"].values, dtype=bool)
+        if "synthetic" in chi.coords
+        else np.zeros(units, dtype=bool)
+    )
+    probe_cells = cell_indicators(probe_synthetic, predictable)
 
     def solve_and_fit(target: np.ndarray) -> dict:
         dh = solve_intervention(z, target, n_beta, rcond=rcond).values
@@ -211,6 +231,28 @@ def natural_weights(
         evaluation = {key: v for key, v in held.items() if key != "fit"}
         if extrapolator == "regression":
             model = fit_ridge(features, dh, ridge)
+        elif extrapolator == "cells":
+            cells = solve_cells(z.values, probe_cells, target, n_beta, fit_mask)
+            model = cells["model"]
+            evaluation = {
+                "heldout_target_cosine": cells["heldout_target_cosine"],
+                "fit_target_cosine": cells["fit_target_cosine"],
+                "target_cosine": cells["target_cosine"],
+                "exact_target_cosine": held["exact_target_cosine"],
+                "heldout_r2": None,  # the cell solution is not fitted to dh
+                "fit_r2": None,
+                "regression": {
+                    key: held[key] for key in ("heldout_r2", "heldout_target_cosine", "fit_r2")
+                },
+            }
+            return {
+                "dh": dh,
+                "half_fit": None,
+                "dh_fit": model.predict(probe_cells),
+                "model": model,
+                "evaluation": {**evaluation, "extrapolator": extrapolator},
+                "coef": cells["coef"],
+            }
         else:
             span_rcond, rcond_scores = choose_rcond(
                 z.values[:, fit_mask], features[fit_mask], target, n_beta, sequence[fit_mask]
@@ -242,9 +284,17 @@ def natural_weights(
 
     induce = solve_and_fit(targets["induce"])
     control = solve_and_fit(targets["control_random"])
-    fits = [induce["model"], control["model"], *([induce["half_fit"]] if balance else [])]
-    predicted, codes = predict_units(fits, train_tokens, kinds)
-    induce["dh_train"], control["dh_train"] = predicted[:2]
+    if extrapolator == "cells":
+        _, codes = predict_units([], train_tokens, kinds)
+        groups = token_groups(train_tokens, n_synthetic)
+        train_cells = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)
+        induce["dh_train"] = induce["model"].predict(train_cells)
+        control["dh_train"] = control["model"].predict(train_cells)
+        predicted = []
+    else:
+        fits = [induce["model"], control["model"], *([induce["half_fit"]] if balance else [])]
+        predicted, codes = predict_units(fits, train_tokens, kinds)
+        induce["dh_train"], control["dh_train"] = predicted[:2]
     if balance:
         half_train = predicted[2]
         for sol in (induce, control):
@@ -271,8 +321,9 @@ def natural_weights(
         "control_random": control["evaluation"],
     }
     weights["control_shuffled"] = shuffle_within_classes(weights["induce"], codes, seed)
-    cells = cell_codes(codes, n_synthetic)
-    weights["control_cell_shuffled"] = shuffle_within_classes(weights["induce"], cells, seed)
+    if extrapolator != "cells":  # cell weights are constant within these cells already
+        cells = cell_codes(codes, n_synthetic)
+        weights["control_cell_shuffled"] = shuffle_within_classes(weights["induce"], cells, seed)
     summary = {
         "mode": {
             "index": int(k),
@@ -280,7 +331,9 @@ def natural_weights(
             "token_correlation": steered["token_correlation"],
             **{k: v for k, v in steered.items() if k.startswith("token_correlation_")},
             "found": bool(found["found"] and k == found["mode"]),
-            "target": "search" if target_mode is None else "given",
+            "target": (
+                "circuit" if target == "circuit" else "search" if target_mode is None else "given"
+            ),
             "search": {"index": int(found["mode"]), "found": found["found"]},
             "sign": steered["sign"],
             "explained_variance": steered["explained_variance"],

@@ -487,3 +487,33 @@ def test_the_embed_mode_config_is_the_formation_run_steering_a_given_mode():
         for k, v in json.loads((root / "induce_wide_embed_mode.json").read_text()).items()
         if k != "report_dir"
     }
+
+
+def test_the_circuit_cells_config_reads_the_published_chi_it_names():
+    """``docs/examples/induce_wide_circuit_cells.json``: χ at 4,000 from the published file of
+    ``induce_wide_from4000.json`` (same probes: natural and synthetic; its sha256 matches),
+    the circuit as target with the reference's published later scores, cell weights, from
+    initialization, with the restricted design's training settings (so the one-off runs of
+    ``scripts/induce_circuit_cells.py`` are the flow's), three seeds."""
+    from flows.parameters import InduceParameters
+    from patterning_core.model.checkpoints import file_sha256
+
+    repo = Path(__file__).parents[2]
+    root = repo / "docs/examples"
+    cells = InduceParameters(**json.loads((root / "induce_wide_circuit_cells.json").read_text()))
+    chi_design = InduceParameters(**json.loads((root / "induce_wide_from4000.json").read_text()))
+    restricted = InduceParameters(
+        **json.loads((root / "induce_wide_embed_mode_restricted.json").read_text())
+    )
+    assert file_sha256(repo / cells.published_chi) == cells.published_chi_sha256
+    assert cells.chi_workload() == chi_design.chi_workload()
+    assert cells.weights_step == chi_design.weights_step == 4000
+    assert cells.train == restricted.train and cells.weights_from_step == 0
+    assert (cells.target, cells.extrapolator, cells.chi_estimator) == (
+        "circuit",
+        "cells",
+        "restricted",
+    )
+    published = repo / "docs/results/induction_patterning/natural_wide_embed_mode_from_checkpoint"
+    scores = json.loads((published / "results.json").read_text())["reference"]["later_scores"]
+    assert cells.circuit_scores == scores and cells.seeds == [0, 1, 2]

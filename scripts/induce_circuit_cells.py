@@ -17,6 +17,10 @@ probe sequences, read on the other half. Weights ρ = 1 + α·dĥ/max|dĥ| at th
 asked (top/bottom decile), from step 0 of the config's training settings with seed
 ``--train-seed``.
 
+The flow runs the same design (``patterning induce --config
+docs/examples/induce_wide_circuit_cells.json``: the same weights bit for bit, so it finds
+these runs done); this script trains one condition per process, for side-by-side runs.
+
 Conditions: ``induce`` (dμ), ``repress`` (−dμ), ``control_random`` (a random target in the
 leading 8 modes of the same χ, solved the same way), ``control_shuffled`` (the Induce
 weights permuted within pattern classes), ``baseline`` (uniform). Runs are memoized like the

@@ -212,6 +212,9 @@ def test_induce_flow_end_to_end(tmp_path, prefect_server):
     assert cells_results["mode"]["seed_agreement"] is None
     assert "not_measured" in cells_results["convergence"]
     assert cells_results["extrapolation"]["extrapolator"] == "cells"
+    cells_report = Path(cells["report"]).read_text()
+    assert "span of four cells" in cells_report
+    assert "The target is the circuit itself" in cells_report
     # the within-cell permutation would be Induce itself: not made, not trained
     assert [r["condition"] for r in cells_results["runs"]] == conditions[:5]
     assert set(cells_results["loop"]["0"]) == set(conditions[1:5])

@@ -187,6 +187,20 @@ def _extrapolator_lines(ex: Mapping[str, Any]) -> list[str]:
     if ex.get("extrapolator", "regression") == "regression":
         return ["Extrapolator: ridge regression of the probes' exact dh on the unit features.", ""]
     reg = ex.get("regression") or {}
+    if ex["extrapolator"] == "cells":
+        coef = ex.get("coef") or {}
+        return [
+            "Extrapolator: the patterning equation solved in the span of four cells, sequence "
+            "kind × predictable by copying (`cell_weights`: one weight per cell, set by the sum "
+            "of its probe units' χ). On the fitted half its response reaches cosine "
+            f"{_fmt(ex.get('fit_target_cosine'))} with the target, on all probes "
+            f"{_fmt(ex.get('target_cosine'))}. Cell coefficients (standardized): "
+            + ", ".join(f"{k.replace('_', ' ')} {v:+.3g}" for k, v in coef.items())
+            + ". The regression of dh on the unit features would keep R² "
+            f"{_fmt(reg.get('heldout_r2'))} and target cosine "
+            f"{_fmt(reg.get('heldout_target_cosine'))} on the held-out probes.",
+            "",
+        ]
     return [
         "Extrapolator: the patterning equation solved in the span of the unit features "
         "(weights that the features can express, chosen for their response; no R² to dh). "
@@ -201,7 +215,17 @@ def _extrapolator_lines(ex: Mapping[str, Any]) -> list[str]:
 
 
 def _target_lines(mode: Mapping[str, Any]) -> list[str]:
-    """A line saying that the steered mode was given by the parameters, when it was."""
+    """A line saying that the steered mode was given by the parameters, or that the target
+    was the circuit itself, when either was."""
+    if mode.get("target") == "circuit":
+        search = mode.get("search") or {}
+        return [
+            "",
+            "The target is the circuit itself (`target: circuit`: dμ = −(s − mean s) over the "
+            "heads, s the later circuit scores), not a mode; the mode search above is "
+            f"reported for reference (best candidate mode {_fmt(search.get('index'))}, found: "
+            f"{_fmt(search.get('found'))}).",
+        ]
     if mode.get("target", "search") != "given":
         return []
     search = mode.get("search") or {}

@@ -116,6 +116,17 @@ class NaturalWeights:
     summary: dict
 
 
+def _beside_regression(held: dict) -> dict:
+    """For an extrapolator not fitted to dh (span, cells): no R² of its own, the exact
+    solution's target cosine and the regression's held-out numbers beside it."""
+    return {
+        "exact_target_cosine": held["exact_target_cosine"],
+        "heldout_r2": None,
+        "fit_r2": None,
+        "regression": {key: held[key] for key in ("heldout_r2", "heldout_target_cosine", "fit_r2")},
+    }
+
+
 def predict_units(
     fits: Sequence[RidgeFit], tokens: Tensor, kinds: TokenKinds, chunk: int = 2048
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -238,12 +249,7 @@ def natural_weights(
                 "heldout_target_cosine": cells["heldout_target_cosine"],
                 "fit_target_cosine": cells["fit_target_cosine"],
                 "target_cosine": cells["target_cosine"],
-                "exact_target_cosine": held["exact_target_cosine"],
-                "heldout_r2": None,  # the cell solution is not fitted to dh
-                "fit_r2": None,
-                "regression": {
-                    key: held[key] for key in ("heldout_r2", "heldout_target_cosine", "fit_r2")
-                },
+                **_beside_regression(held),
             }
             return {
                 "dh": dh,
@@ -265,12 +271,7 @@ def natural_weights(
                 **{key: v for key, v in span.items() if key != "fit"},
                 "span_rcond": span_rcond,
                 "span_rcond_scores": {f"{r:g}": c for r, c in rcond_scores.items()},
-                "exact_target_cosine": held["exact_target_cosine"],
-                "heldout_r2": None,  # the span solution is not fitted to dh
-                "fit_r2": None,
-                "regression": {
-                    key: held[key] for key in ("heldout_r2", "heldout_target_cosine", "fit_r2")
-                },
+                **_beside_regression(held),
             }
         half = held["fit"] if extrapolator == "regression" else span["fit"]
         return {

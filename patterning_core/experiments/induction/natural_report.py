@@ -158,6 +158,7 @@ def summarize_induce(
             "coef": induce_eval.get("coef"),
             "extrapolator": induce_eval.get("extrapolator", "regression"),
             "fit_target_cosine": induce_eval.get("fit_target_cosine"),
+            "target_cosine": induce_eval.get("target_cosine"),
             "regression": induce_eval.get("regression"),
             "span_rcond": induce_eval.get("span_rcond"),
             "span_rcond_scores": induce_eval.get("span_rcond_scores"),

@@ -240,8 +240,10 @@ def natural_weights(
         dh = solve_intervention(z, target, n_beta, rcond=rcond).values
         held = heldout_evaluation(z.values, dh, features, target, n_beta, fit_mask, ridge)
         evaluation = {key: v for key, v in held.items() if key != "fit"}
+        x_probe, half = features, None
         if extrapolator == "regression":
             model = fit_ridge(features, dh, ridge)
+            half = held["fit"]
         elif extrapolator == "cells":
             cells = solve_cells(z.values, probe_cells, target, n_beta, fit_mask)
             model = cells["model"]
@@ -251,14 +253,7 @@ def natural_weights(
                 "target_cosine": cells["target_cosine"],
                 **_beside_regression(held),
             }
-            return {
-                "dh": dh,
-                "half_fit": None,
-                "dh_fit": model.predict(probe_cells),
-                "model": model,
-                "evaluation": {**evaluation, "extrapolator": extrapolator},
-                "coef": cells["coef"],
-            }
+            x_probe = probe_cells
         else:
             span_rcond, rcond_scores = choose_rcond(
                 z.values[:, fit_mask], features[fit_mask], target, n_beta, sequence[fit_mask]
@@ -273,14 +268,15 @@ def natural_weights(
                 "span_rcond_scores": {f"{r:g}": c for r, c in rcond_scores.items()},
                 **_beside_regression(held),
             }
-        half = held["fit"] if extrapolator == "regression" else span["fit"]
+            half = span["fit"]
+        names = list(GROUPS) if extrapolator == "cells" else unit_feature_names()
         return {
             "dh": dh,
             "half_fit": half,
-            "dh_fit": model.predict(features),
+            "dh_fit": model.predict(x_probe),
             "model": model,
             "evaluation": {**evaluation, "extrapolator": extrapolator},
-            "coef": dict(zip(unit_feature_names(), model.coef.tolist(), strict=True)),
+            "coef": dict(zip(names, model.coef.tolist(), strict=True)),
         }
 
     induce = solve_and_fit(targets["induce"])

@@ -43,95 +43,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.parameters import InduceParameters
 from patterning_core.data.lm_data import LMTokens, load_lm_tokens
-from patterning_core.data.token_classes import TokenKinds
-from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.feature_extrapolation import (
-    alpha_for_ratio,
-    cosine,
     decile_ratio,
-    sequence_halves,
-)
-from patterning_core.estimators.intervention import weights_from_intervention
-from patterning_core.experiments.induction.cell_weights import (
-    cell_indicators,
-    circuit_target,
-    solve_cells,
-)
-from patterning_core.experiments.induction.controls import (
-    random_mode_target,
-    shuffle_within_classes,
 )
 from patterning_core.experiments.induction.metrics import induction_curve
-from patterning_core.experiments.induction.natural_weights import predict_units, same_rule
+from patterning_core.experiments.induction.natural_weights import natural_weights
 from patterning_core.experiments.induction.token_groups import GROUPS, group_weights, token_groups
+from patterning_core.experiments.spacing.fin_store import probe_tokens
 from tasks.retraining import UNIFORM, save_weights, train_with_weights, weighted_run_dir
 from tasks.training import check_training_inputs, model_preset, train_in_run_dir
 
 CONDITIONS = ("baseline", "induce", "repress", "control_random", "control_shuffled")
 
 
+CHI_CONFIG = "docs/examples/induce_wide_circuit_cells.json"  # the published χ's probes
+
+
 @dataclass
 class CellDesign:
-    """The design's weights: ρ ``float32 [N, T − 1]`` per condition (``baseline``: None),
-    ρ of the probe units under the same rule (``probe``, none for the shuffle), and the
-    numbers of each solve (``summary``)."""
+    """The design's weights: ρ ``float32 [N, T − 1]`` per condition (``baseline``: None)
+    and per condition its solve's numbers and token-group weights (``summary``)."""
 
     weights: dict[str, np.ndarray | None]
-    probe: dict[str, np.ndarray]
     summary: dict
-    chi: xr.DataArray
-    n_beta: float
-    d_mu: np.ndarray
 
 
 def cell_design(
     ds: xr.Dataset, scores: dict[str, float], tokens: LMTokens, ratio: float, seed: int
 ) -> CellDesign:
-    """Solve every condition of the module doc from the published ``ds`` at ``ratio``."""
-    n_beta = float(ds.attrs["n_beta"])
-    chi = ds["chi"].transpose("component", "unit")
-    components = [str(c) for c in chi.component.values]
-    z = standardize(chi, "component").values
-    d_mu = circuit_target(components, scores)
-    modes = decompose(chi, "component")
-    targets = {
-        "induce": d_mu,
-        "repress": -d_mu,
-        "control_random": random_mode_target(modes, -1, 8, seed),
-    }
-    x = cell_indicators(ds["synthetic"].values, ds["predictable"].values)
-    fit_mask, _ = sequence_halves(np.asarray(ds["sequence"].values), seed)
+    """The flow's weights (``natural_weights`` with the circuit target and cell weights) from
+    the published ``ds`` at ``ratio``, its probes rebuilt from :data:`CHI_CONFIG`'s workload."""
+    chi_p = InduceParameters(**json.loads(Path(CHI_CONFIG).read_text()))
+    config = model_preset(chi_p.preset)
+    probes, strings = probe_tokens(chi_p.chi_workload(), config)
+    result = natural_weights(
+        ds["chi"], float(ds.attrs["n_beta"]), scores, probes, tokens.train, strings,
+        ratio=ratio, seed=seed, extrapolator="cells", target="circuit",
+        n_synthetic=tokens.n_synthetic,
+    )  # fmt: skip
     groups = token_groups(tokens.train, tokens.n_synthetic)
-    x_train = np.stack([groups[g] for g in GROUPS], axis=-1).astype(np.float64)  # one-hot
-    _, class_codes = predict_units([], tokens.train, TokenKinds.from_strings(tokens.token_strings))
-
-    weights: dict[str, np.ndarray | None] = {"baseline": None}
-    probe: dict[str, np.ndarray] = {}
-    summary: dict = {}
-    for name, target in targets.items():
-        sol = solve_cells(z, x, target, n_beta, fit_mask)
-        model = sol["model"]
-        dh_train = model.predict(x_train)
-        alpha = alpha_for_ratio(dh_train, ratio)
-        rho = weights_from_intervention(dh_train, alpha, "clip").astype(np.float32)
-        weights[name] = rho
-        probe[name] = same_rule(model.predict(x), dh_train, alpha)
-        summary[name] = {
-            "heldout_target_cosine": sol["heldout_target_cosine"],
-            "fit_target_cosine": sol["fit_target_cosine"],
-            "target_cosine": sol["target_cosine"],
-            "target_cosine_with_induce": cosine(target, d_mu),
-            "cell_coefficients": sol["coef"],
-            "alpha": alpha,
+    evaluation = result.summary["extrapolation"]
+    summary = {
+        name: {
+            **evaluation.get("induce" if name == "repress" else name, {}),
             "ratio": decile_ratio(rho),
             "groups": group_weights(rho, groups),
         }
-    weights["control_shuffled"] = shuffle_within_classes(weights["induce"], class_codes, seed)
-    summary["control_shuffled"] = {
-        "ratio": decile_ratio(weights["control_shuffled"]),
-        "groups": group_weights(weights["control_shuffled"], groups),
+        for name, rho in result.weights.items()
     }
-    return CellDesign(weights, probe, summary, chi, n_beta, d_mu)
+    return CellDesign({"baseline": None, **result.weights}, summary)
 
 
 def main() -> None:
@@ -157,7 +117,7 @@ def main() -> None:
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)
     design = cell_design(ds, scores, tokens, args.ratio, args.seed)
-    n_beta = design.n_beta
+    n_beta = float(ds.attrs["n_beta"])
     rows = []
     for name in CONDITIONS:
         rho = design.weights[name]

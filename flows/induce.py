@@ -284,13 +284,6 @@ def _retrain_and_close_loop(
             for run in runs
             if run["seed"] == seed
         }
-        loop[str(seed)] = loop_closure(
-            main_store,
-            p.weights_step,
-            weights["published"],
-            stores,
-            p.chi_estimator,
-            loop_step=p.loop_checkpoint,
-        )
+        loop[str(seed)] = loop_closure(weights["published"], stores, p.loop_checkpoint)
 
     return runs, loop

@@ -289,30 +289,18 @@ def chi_convergence(store: str, replica_store: str, variants: dict, step: int) -
 
 
 @task(name="induce-loop")
-def loop_closure(
-    reference_store: str | None,
-    step: int,
-    published: str,
-    stores: dict,
-    chi_estimator: str = "two-run",
-    loop_step: int | None = None,
-) -> dict:
+def loop_closure(published: str, stores: dict, at: int) -> dict:
     """χ measured again on the retrained models of one seed (``stores``: ``{condition:
-    store}`` at ``loop_step``, default ``step``, the χ checkpoint; ``"baseline"`` among
-    them): per condition the measured shift of
-    every component's localized loss against the baseline run, the first-order prediction
-    from the reference's χ and the condition's probe weights (``published``), and their
-    comparison (``experiments.induction.loop``; the prediction from χ read with
-    ``chi_estimator``, the one the weights inverted); and every condition's shift along
-    Induce's predicted one (``along_induce`` ± ``along_induce_se``, and
-    ``predicted_along_induce`` where the condition has a prediction)."""
+    store}`` at checkpoint ``at``; ``"baseline"`` among them): per condition the measured
+    shift of every component's localized loss against the baseline run, the first-order
+    prediction from the χ and the probe weights the weights were solved with (both from
+    their ``published`` file, so from the estimator they inverted), and their comparison
+    (``experiments.induction.loop``); and every condition's shift along Induce's predicted
+    one (``along_induce`` ± ``along_induce_se``, and ``predicted_along_induce`` where the
+    condition has a prediction)."""
     probe = xr.open_dataset(published)
-    if reference_store is None:  # χ as the weights read it, from their published file
-        chi, n_beta = probe["chi"], float(probe.attrs["n_beta"])
-    else:
-        chi, n_beta, _ = chi_at(reference_store, step, chi_estimator)
+    chi, n_beta = probe["chi"], float(probe.attrs["n_beta"])
     components = [str(c) for c in chi.component.values]
-    at = step if loop_step is None else loop_step
     base, base_se = localized_loss(read_stats(stores["baseline"], at), at)
     out = {}
     for condition, store in stores.items():

@@ -92,7 +92,7 @@ def _entries() -> list[tuple[Path, dict]]:
 def _ended(entry: dict) -> bool:
     """Whether the entry's command is over: it said so (its flow raised), or its process
     is gone (entries of other hosts: unknown, never)."""
-    from flows.server import process_running
+    from tasks.processes import process_running
 
     if entry.get("ended"):
         return True
@@ -291,7 +291,8 @@ def run_tracked(flow: Any, /, *args: Any, **kwargs: Any) -> Any:
 
     from prefect import tags
 
-    from flows.server import _process_key, current_database
+    from flows.server import current_database
+    from tasks.processes import process_key
 
     database = current_database()
     if database is None:
@@ -312,7 +313,7 @@ def run_tracked(flow: Any, /, *args: Any, **kwargs: Any) -> Any:
     entry = {
         "session": session,
         "host": socket.gethostname(),
-        "process": _process_key(os.getpid()),
+        "process": process_key(os.getpid()),
         "database": database,
         "key": key,
         "flow": flow.name,

@@ -32,6 +32,7 @@ from pathlib import Path
 import psutil
 
 from patterning_core.workspace import patterning_home
+from tasks.processes import process_key, process_running
 
 HOST = "127.0.0.1"
 SERVICE_HOME_VAR = "PATTERNING_SERVICE_HOME"  # the home a service belongs to
@@ -101,7 +102,7 @@ def _spawn(args: list[str], log: Path, env: dict | None = None, owned: bool = Fa
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**(os.environ if env is None else env), SERVICE_HOME_VAR: str(patterning_home())}
     if owned:
-        env[SERVICE_OWNER_VAR] = _process_key(os.getpid())
+        env[SERVICE_OWNER_VAR] = process_key(os.getpid())
         args = [sys.executable, "-m", "flows.guard", str(os.getpid()), "--", *args]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -113,42 +114,6 @@ def _spawn(args: list[str], log: Path, env: dict | None = None, owned: bool = Fa
             stdin=subprocess.DEVNULL,
         )
     return proc.pid
-
-
-def _start_ticks(pid: int) -> str | None:
-    """A process's start time in clock ticks after boot (``/proc/PID/stat``, field 22), or
-    None where there is no ``/proc``. Unlike ``create_time()`` (boot time read from the wall
-    clock plus these ticks) it never drifts while the process runs."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _process_key(pid: int) -> str:
-    """``pid:start``: names one process, even after its pid is reused (start: clock ticks
-    after boot on Linux, else the creation time in seconds with two decimals)."""
-    ticks = _start_ticks(pid)
-    return (
-        f"{pid}:{ticks}" if ticks is not None else f"{pid}:{psutil.Process(pid).create_time():.2f}"
-    )
-
-
-def process_running(key: str) -> bool:
-    """Whether the process named by ``_process_key`` still runs on this machine."""
-    pid, _, started = key.partition(":")
-    try:
-        proc = psutil.Process(int(pid))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        if "." not in started:
-            return _start_ticks(int(pid)) == started
-        return abs(proc.create_time() - float(started)) < 0.05
-    except (psutil.NoSuchProcess, ValueError):
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 def start_prefect_server(

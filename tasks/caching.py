@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
@@ -21,26 +23,29 @@ from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
 from patterning_core.workspace import patterning_home
+from tasks.processes import process_key, process_running
 
 
 class ProcessAwareLockManager(FileSystemLockManager):
     """File locks that die with their holder.
 
     Prefect's file locks carry no expiry, so a worker killed while computing a shard
-    would block every later run of that shard forever. Each lock file here also records
-    the holder's host and pid; a lock whose holder process no longer exists on this host
-    (or a lock file left empty by a kill mid-write) is stale and is removed.
+    would block every later run of that shard forever. Each lock file here also names its
+    holder's host and process (``pid:start``, see :mod:`tasks.processes`); a lock whose
+    holder no longer runs on this host is stale and is removed.
 
-    A lock file is created empty and filled a moment later (Prefect's ``acquire_lock``
-    touches it, then writes it); another process reading it in between sees an empty or
-    partial file. That reads as "locked, holder not yet known" here, never as an error,
-    and the holder's own rewrite (host and pid) replaces the file atomically.
+    A lock file is created whole, in one step: written under a private name, then
+    hard-linked to the lock's name (a link fails where the name exists). So no kill at any
+    moment can leave a lock without its holder. (Prefect's own ``acquire_lock`` touches the
+    file, then writes it: a kill in between would leave an empty file, or, before the holder
+    was known, one that nothing could tell stale.) An empty or unreadable lock file, left by
+    an older version, is stale once it is 10 s old.
     """
 
     def _get_lock_info(self, key: str, use_cache: bool = True):  # type: ignore[override]
         try:
             return super()._get_lock_info(key, use_cache=use_cache)
-        except ValueError:  # empty or half-written: its holder is creating it right now
+        except ValueError:  # empty or half-written (an older version's kill)
             return {"holder": None, "expiration": None, "path": self._lock_path_for_key(key)}
 
     def acquire_lock(
@@ -50,15 +55,42 @@ class ProcessAwareLockManager(FileSystemLockManager):
         acquire_timeout: float | None = None,
         hold_timeout: float | None = None,
     ) -> bool:
-        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout)
-        if acquired:
-            path = self._lock_path_for_key(key)
-            info = json.loads(path.read_text() or "{}")
-            info.update(host=socket.gethostname(), pid=os.getpid())
-            partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps(info))
-            os.replace(partial, path)  # readers see the old or the new file, never half
-        return acquired
+        self._ensure_lock_files_directory_exists()
+        path = self._lock_path_for_key(key)
+        while True:
+            waiting = self.is_locked(key) and not self.is_lock_holder(key, holder)
+            if waiting and not self.wait_for_lock(key, acquire_timeout):
+                return False
+            expiration = None
+            if hold_timeout is not None:
+                expiration = datetime.now(UTC) + timedelta(seconds=hold_timeout)
+            info = {
+                "holder": holder,
+                "expiration": None if expiration is None else str(expiration),
+                "host": socket.gethostname(),
+                "process": process_key(os.getpid()),
+            }
+            private = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            private.write_text(json.dumps(info))
+            try:
+                os.link(private, path)
+            except FileExistsError:
+                if self.is_lock_holder(key, holder):
+                    return True  # held already, by this holder
+                continue  # another holder took it first: wait again
+            finally:
+                private.unlink(missing_ok=True)
+            self._locks[key] = {"holder": holder, "expiration": expiration, "path": path}
+            return True
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        return self.acquire_lock(key, holder, acquire_timeout, hold_timeout)
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         path = self._lock_path_for_key(key)
@@ -70,22 +102,28 @@ class ProcessAwareLockManager(FileSystemLockManager):
             return False
         except json.JSONDecodeError:
             info = None
-        if info is None:  # killed between creating and writing the lock file
+        if info is None:  # an older version's kill between creating and writing the file
             if time.time() - path.stat().st_mtime > 10:
                 path.unlink(missing_ok=True)
                 self._locks.pop(key, None)
                 return False
             return True
-        if info.get("host") == socket.gethostname() and not _process_alive(info.get("pid")):
+        if info.get("host") == socket.gethostname() and not _holder_runs(info):
             path.unlink(missing_ok=True)
             self._locks.pop(key, None)
             return False
         return super().is_locked(key, use_cache=use_cache)
 
 
-def _process_alive(pid: object) -> bool:
+def _holder_runs(info: dict) -> bool:
+    """Whether the process a lock file names still runs (``process``: ``pid:start``; a
+    bare ``pid`` from an older version is checked by number). A lock naming no process
+    was not written by this manager: it is kept."""
+    if isinstance(info.get("process"), str):
+        return process_running(info["process"])
+    pid = info.get("pid")
     if not isinstance(pid, int):
-        return True  # unknown holder: keep the lock
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

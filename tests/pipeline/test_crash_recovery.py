@@ -172,7 +172,7 @@ class Command:
         deadline = time.monotonic() + timeout
         while not condition():
             assert self.proc.poll() is None, f"ended before {what}:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no {what} in {timeout:.0f} s"
+            assert time.monotonic() < deadline, f"no {what} in {timeout:.0f} s:\n{self.tail()}"
             time.sleep(0.1)
 
     def signal_group(self, signum: int) -> int:
@@ -236,7 +236,8 @@ def fake_service(tmp_path: Path, argv: list[str], env: dict) -> subprocess.Popen
 
 
 def test_status_reports_services_left_behind_and_stop_ends_them(tmp_path, monkeypatch, capsys):
-    from flows.server import _process_key, end_orphaned_services
+    from flows.server import end_orphaned_services
+    from tasks.processes import process_key
 
     home = (tmp_path / "home").resolve()
     home.mkdir()
@@ -258,7 +259,7 @@ def test_status_reports_services_left_behind_and_stop_ends_them(tmp_path, monkey
             ["prefect", "server", "start", "--port", "2"],
             {
                 "PATTERNING_SERVICE_HOME": str(home),
-                "PATTERNING_SERVICE_OWNER": _process_key(os.getpid()),
+                "PATTERNING_SERVICE_OWNER": process_key(os.getpid()),
             },
         ),
         # another project home's
@@ -310,10 +311,10 @@ def test_the_ledger_resumes_the_newest_ended_run_and_forgets_old_entries(monkeyp
     import socket
 
     from flows import command_runs as cr
-    from flows.server import _process_key
+    from tasks.processes import process_key
 
     monkeypatch.setattr(cr, "ledger_dir", lambda: Path(os.environ["PATTERNING_HOME"]) / "led")
-    gone, alive = "1:0.00", _process_key(os.getpid())  # pid 1 did not start at time 0
+    gone, alive = "1:0.00", process_key(os.getpid())  # pid 1 did not start at time 0
     key = cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "x", "n_workers": 2})
     assert key == cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "x", "n_workers": 4})
     assert key != cr.resume_key("pipeline", {"preset": "tiny", "out_dir": "y", "n_workers": 2})

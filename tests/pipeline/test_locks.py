@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -47,3 +48,36 @@ def test_lock_file_being_created_reads_as_locked_not_as_an_error(tmp_path):
     assert manager.acquire_lock("shard", holder="me", acquire_timeout=1)
     assert manager.is_lock_holder("shard", holder="me")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_lock_file_names_its_holder_from_the_moment_it_exists(tmp_path):
+    """Another process takes and releases one lock over and over; every time this one finds
+    the lock file, the file already names the process that holds it. So a kill at any
+    moment of an acquisition leaves either no lock or one whose holder is gone, free at
+    once (a file found empty would hold for 10 s; one naming no process, forever: such a
+    lock once stopped a resumed run for good)."""
+    code = (
+        "from tasks.caching import ProcessAwareLockManager as M; import pathlib;"
+        f"m = M(lock_files_directory=pathlib.Path({str(tmp_path)!r}));"
+        "print('ready', flush=True)\n"
+        "for _ in range(3000):\n"
+        "    m.acquire_lock('shard', holder='worker'); m.release_lock('shard', holder='worker')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    lock, found, without_holder = tmp_path / "shard.lock", 0, []
+    while proc.poll() is None:
+        try:
+            text = lock.read_text()
+        except FileNotFoundError:
+            continue
+        found += 1
+        try:
+            info = json.loads(text)
+        except json.JSONDecodeError:
+            info = {}
+        if not isinstance(info.get("process"), str):
+            without_holder.append(text)
+    assert proc.returncode == 0
+    assert found >= 100, f"the lock was seen only {found} times: the check means little"
+    assert not without_holder, f"{len(without_holder)} of {found}, e.g. {without_holder[:3]}"

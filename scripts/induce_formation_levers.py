@@ -18,6 +18,10 @@ not). Then retrains, from the same initialization and data order, with
   (``position_only_weights``), and
 - ``--scale GROUP=FACTOR``: one token group's weight times FACTOR, 1 elsewhere
   (``group_scaled_weights``),
+- ``--half GROUP:HALF=FACTOR``: half of one group's units times FACTOR, 1 elsewhere
+  (``half_scaled_weights``), HALF ``high`` or ``low`` the units whose bigram is rarest or
+  commonest given its first token (``bigram_surprise``, counted over the natural
+  sequences), ``random`` a random half (what shuffling either across the group gives),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -46,8 +50,10 @@ from patterning_core.experiments.induction.position_profile import (
 )
 from patterning_core.experiments.induction.token_groups import (
     GROUPS,
+    bigram_surprise,
     group_scaled_weights,
     group_weights,
+    half_scaled_weights,
     token_groups,
 )
 from patterning_core.model.checkpoints import file_sha256
@@ -82,6 +88,7 @@ def main() -> None:
     parser.add_argument("--weights", nargs="*", default=[], help="NAME=PATH of .npy ρ")
     parser.add_argument("--profile", nargs="*", default=[], help="NAMEs: retrain by profile")
     parser.add_argument("--scale", nargs="*", default=[], help="GROUP=FACTOR: retrain")
+    parser.add_argument("--half", nargs="*", default=[], help="GROUP:HALF=FACTOR: retrain")
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
     parser.add_argument("--threads", type=int, default=1)
@@ -115,6 +122,14 @@ def main() -> None:
     for item in args.scale:
         group, factor = item.split("=", 1)
         retrain[f"{group}×{factor}"] = group_scaled_weights(groups, group, float(factor))
+    if args.half:
+        natural = np.arange(tokens.train.shape[0] - tokens.n_synthetic)
+        surprise = bigram_surprise(tokens.train, rows=natural)
+    for item in args.half:
+        chosen, factor = item.split("=", 1)
+        group, half = chosen.split(":", 1)
+        weights = half_scaled_weights(groups, group, surprise, half, float(factor), seed=seed)
+        retrain[f"{group} {half} half×{factor}"] = weights
     for name, weights in retrain.items():
         print(f"training {name}", flush=True)
         run_dir = train_with_weights(

@@ -19,9 +19,11 @@ not). Then retrains, from the same initialization and data order, with
 - ``--scale GROUP=FACTOR``: one token group's weight times FACTOR, 1 elsewhere
   (``group_scaled_weights``),
 - ``--half GROUP:HALF=FACTOR``: half of one group's units times FACTOR, 1 elsewhere
-  (``half_scaled_weights``), HALF ``high`` or ``low`` the units whose bigram is rarest or
-  commonest given its first token (``bigram_surprise``, counted over the natural
-  sequences), ``random`` a random half (what shuffling either across the group gives),
+  (``half_scaled_weights``), HALF ``high`` or ``low`` the units with the highest or lowest
+  ``--score`` (``bigram_surprise``, the default: how rare the bigram is given its first
+  token, counted over the natural sequences; or an in-context feature of
+  ``context_features``, e.g. ``prev_distance``), ``random`` a random half (what shuffling
+  either across the group gives),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -41,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.parameters import InduceParameters
+from patterning_core.data.context_features import FEATURE_NAMES, context_features
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.position_profile import (
@@ -59,6 +62,21 @@ from patterning_core.experiments.induction.token_groups import (
 from patterning_core.model.checkpoints import file_sha256
 from tasks.retraining import UNIFORM, load_weights, train_with_weights, weighted_run_dir
 from tasks.training import model_preset
+
+
+def unit_score(tokens, name: str, chunk: int = 4096) -> np.ndarray:
+    """``[N, T − 1]`` score of every training unit: ``bigram_surprise`` (counted over the
+    natural sequences) or an in-context feature of the unit's token."""
+    if name == "bigram_surprise":
+        natural = np.arange(tokens.train.shape[0] - tokens.n_synthetic)
+        return bigram_surprise(tokens.train, rows=natural)
+    if name not in FEATURE_NAMES:
+        raise SystemExit(f"--score {name}: use bigram_surprise or one of {FEATURE_NAMES}")
+    parts = []
+    for i in range(0, tokens.train.shape[0], chunk):
+        found = getattr(context_features(tokens.train[i : i + chunk]), name)
+        parts.append(found[:, 1:].double().numpy())  # unit (b, t) is token t + 1
+    return np.concatenate(parts)
 
 
 def describe(name: str, weights: np.ndarray | None, groups: dict, run_dir: Path, config) -> dict:
@@ -89,6 +107,7 @@ def main() -> None:
     parser.add_argument("--profile", nargs="*", default=[], help="NAMEs: retrain by profile")
     parser.add_argument("--scale", nargs="*", default=[], help="GROUP=FACTOR: retrain")
     parser.add_argument("--half", nargs="*", default=[], help="GROUP:HALF=FACTOR: retrain")
+    parser.add_argument("--score", default="bigram_surprise", help="what --half ranks by")
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
     parser.add_argument("--threads", type=int, default=1)
@@ -123,13 +142,13 @@ def main() -> None:
         group, factor = item.split("=", 1)
         retrain[f"{group}×{factor}"] = group_scaled_weights(groups, group, float(factor))
     if args.half:
-        natural = np.arange(tokens.train.shape[0] - tokens.n_synthetic)
-        surprise = bigram_surprise(tokens.train, rows=natural)
+        score = unit_score(tokens, args.score)
     for item in args.half:
         chosen, factor = item.split("=", 1)
         group, half = chosen.split(":", 1)
-        weights = half_scaled_weights(groups, group, surprise, half, float(factor), seed=seed)
-        retrain[f"{group} {half} half×{factor}"] = weights
+        weights = half_scaled_weights(groups, group, score, half, float(factor), seed=seed)
+        by = "" if half == "random" else f" by {args.score}"
+        retrain[f"{group} {half} half{by}×{factor}"] = weights
     for name, weights in retrain.items():
         print(f"training {name}", flush=True)
         run_dir = train_with_weights(

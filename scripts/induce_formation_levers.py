@@ -18,12 +18,12 @@ not). Then retrains, from the same initialization and data order, with
   (``position_only_weights``), and
 - ``--scale GROUP=FACTOR``: one token group's weight times FACTOR, 1 elsewhere
   (``group_scaled_weights``),
-- ``--half GROUP:HALF=FACTOR``: half of one group's units times FACTOR, 1 elsewhere
-  (``half_scaled_weights``), HALF ``high`` or ``low`` the units with the highest or lowest
-  ``--score`` (``bigram_surprise``, the default: how rare the bigram is given its first
-  token, counted over the natural sequences; or an in-context feature of
-  ``context_features``, e.g. ``prev_distance``), ``random`` a random half (what shuffling
-  either across the group gives),
+- ``--half GROUP:HALF=FACTOR[/REST]``: half of one group's units times FACTOR, the group's
+  other half times REST (default 1), 1 elsewhere (``half_scaled_weights``), HALF ``high`` or
+  ``low`` the units with the highest or lowest ``--score`` (``bigram_surprise``, the
+  default: how rare the bigram is given its first token, counted over the natural sequences;
+  or an in-context feature of ``context_features``, e.g. ``prev_distance``), ``random`` a
+  random half (what shuffling either across the group gives),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -144,11 +144,15 @@ def main() -> None:
     if args.half:
         score = unit_score(tokens, args.score)
     for item in args.half:
-        chosen, factor = item.split("=", 1)
+        chosen, factors = item.split("=", 1)
         group, half = chosen.split(":", 1)
-        weights = half_scaled_weights(groups, group, score, half, float(factor), seed=seed)
+        factor, _, rest = factors.partition("/")
+        weights = half_scaled_weights(
+            groups, group, score, half, float(factor), seed=seed, rest=float(rest or 1.0)
+        )
         by = "" if half == "random" else f" by {args.score}"
-        retrain[f"{group} {half} half{by}×{factor}"] = weights
+        rest_label = f", other half×{rest}" if rest else ""
+        retrain[f"{group} {half} half{by}×{factor}{rest_label}"] = weights
     for name, weights in retrain.items():
         print(f"training {name}", flush=True)
         run_dir = train_with_weights(

@@ -77,5 +77,7 @@ def test_half_scaled_weights_same_values_on_different_units():
     np.testing.assert_allclose(low, np.array([[1, 4, 1, 4, 1, 1]]) / mean, rtol=1e-6)
     assert sorted(rand.ravel().tolist()) == sorted(high.ravel().tolist())
     assert (rand[0, 4:] == high[0, 4:]).all()  # outside the group: untouched
+    moved = half_scaled_weights(groups, "a", score, "high", 1.75, rest=0.25)
+    np.testing.assert_allclose(moved, [[1.75, 0.25, 1.75, 0.25, 1, 1]], rtol=1e-6)  # mean 1
     with pytest.raises(ValueError, match="half must be"):
         half_scaled_weights(groups, "a", score, "middle", 4.0)

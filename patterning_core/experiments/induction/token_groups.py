@@ -118,19 +118,20 @@ def half_scaled_weights(
     half: str,
     factor: float,
     seed: int = 0,
+    rest: float = 1.0,
 ) -> np.ndarray:
-    """``float32 [N, T − 1]``: weight ``factor`` on half of ``group``'s units, 1 elsewhere,
-    divided by the mean. ``half``: ``"high"`` (the units with the highest ``score``,
-    ``[N, T − 1]``), ``"low"`` (the lowest) or ``"random"`` (a seeded random half: what
-    shuffling either of the others across the group's units gives). Ties are broken by
-    position, so every choice moves the same number of units: the three weightings have
-    the same values, only on different units."""
+    """``float32 [N, T − 1]``: weight ``factor`` on half of ``group``'s units, ``rest`` on the
+    group's other half, 1 outside the group, divided by the mean. ``half``: ``"high"`` (the
+    units with the highest ``score``, ``[N, T − 1]``), ``"low"`` (the lowest) or
+    ``"random"`` (a seeded random half: what shuffling either of the others across the
+    group's units gives). Ties are broken by position, so every choice moves the same number
+    of units: the three weightings have the same values, only on different units."""
     if group not in groups:
         raise ValueError(f"unknown group {group!r}; groups: {', '.join(groups)}")
     if half not in ("high", "low", "random"):
         raise ValueError(f"half must be 'high', 'low' or 'random', got {half!r}")
-    if factor <= 0:
-        raise ValueError(f"factor must be positive, got {factor}")
+    if factor <= 0 or rest <= 0:
+        raise ValueError(f"factor and rest must be positive, got {factor} and {rest}")
     members = np.flatnonzero(groups[group])
     values = np.asarray(score, dtype=np.float64).ravel()[members]
     if half == "random":
@@ -139,6 +140,7 @@ def half_scaled_weights(
         order = np.argsort(-values if half == "high" else values, kind="stable")
     chosen = members[order[: len(members) // 2]]
     w = np.ones(groups[group].size)
+    w[members] = rest
     w[chosen] = factor
     w = w.reshape(groups[group].shape)
     return (w / w.mean()).astype(np.float32)

@@ -24,6 +24,10 @@ not). Then retrains, from the same initialization and data order, with
   default: how rare the bigram is given its first token, counted over the natural sequences;
   or an in-context feature of ``context_features``, e.g. ``prev_distance``), ``random`` a
   random half (what shuffling either across the group gives),
+- ``--neutral NAME[^POWER]``: weights ``NAME`` made class-neutral
+  (``controls.class_neutral``: every pattern class at mean weight 1, ratios within a class
+  raised to POWER), and with ``--shuffle`` also the same weights shuffled within the
+  pattern classes (``controls.shuffle_within_classes``, control b of the issue),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -45,7 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.parameters import InduceParameters
 from patterning_core.data.context_features import FEATURE_NAMES, context_features
 from patterning_core.data.lm_data import load_lm_tokens
+from patterning_core.data.token_classes import TokenKinds
+from patterning_core.experiments.induction.controls import class_neutral, shuffle_within_classes
 from patterning_core.experiments.induction.metrics import induction_curve
+from patterning_core.experiments.induction.natural_weights import predict_units
 from patterning_core.experiments.induction.position_profile import (
     position_only_weights,
     position_profile,
@@ -108,6 +115,8 @@ def main() -> None:
     parser.add_argument("--scale", nargs="*", default=[], help="GROUP=FACTOR: retrain")
     parser.add_argument("--half", nargs="*", default=[], help="GROUP:HALF=FACTOR: retrain")
     parser.add_argument("--score", default="bigram_surprise", help="what --half ranks by")
+    parser.add_argument("--neutral", nargs="*", default=[], help="NAME[^POWER]: retrain")
+    parser.add_argument("--shuffle", action="store_true", help="also each --neutral shuffled")
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
     parser.add_argument("--threads", type=int, default=1)
@@ -153,6 +162,18 @@ def main() -> None:
         by = "" if half == "random" else f" by {args.score}"
         rest_label = f", other half×{rest}" if rest else ""
         retrain[f"{group} {half} half{by}×{factor}{rest_label}"] = weights
+    if args.neutral:
+        kinds = TokenKinds.from_strings(tokens.token_strings)
+        _, class_codes = predict_units([], tokens.train, kinds)
+    for item in args.neutral:
+        name, _, power = item.partition("^")
+        neutral = class_neutral(named[name], class_codes, float(power or 1.0))
+        label = f"{name} class-neutral" + (f"^{power}" if power else "")
+        retrain[label] = neutral
+        if args.shuffle:
+            retrain[f"{label}, shuffled within classes"] = shuffle_within_classes(
+                neutral, class_codes, seed=seed
+            )
     for name, weights in retrain.items():
         print(f"training {name}", flush=True)
         run_dir = train_with_weights(

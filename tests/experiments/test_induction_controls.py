@@ -8,6 +8,7 @@ from patterning_core.estimators.decomposition import decompose
 from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.controls import (
     cell_codes,
+    class_neutral,
     random_mode_target,
     shuffle_within_classes,
 )
@@ -54,3 +55,24 @@ def test_cell_codes_split_each_class_by_sequence_kind_and_keep_cell_totals():
         cell_codes(classes, n_synthetic=4)
     with pytest.raises(ValueError, match="N, T"):
         cell_codes(classes.ravel(), n_synthetic=0)
+
+
+def test_class_neutral_leaves_every_class_at_mean_one_and_keeps_ratios_within_classes():
+    codes = np.array([[0, 0, 1], [1, 1, 2]])
+    weights = np.array([[1.0, 3.0, 2.0], [4.0, 6.0, 5.0]])
+    out = class_neutral(weights, codes)
+    # class 0: {1, 3} / 2; class 1: {2, 4, 6} / 4; class 2: {5} / 5
+    np.testing.assert_allclose(out, [[0.5, 1.5, 0.5], [1.0, 1.5, 1.0]])
+    squared = class_neutral(weights, codes, power=2.0)
+    # class 0: {1, 9} / 5: the within-class ratio 3 becomes 9
+    np.testing.assert_allclose(squared[0, :2], [0.2, 1.8])
+    shuffled = shuffle_within_classes(out, codes, seed=3)
+    for code in (0, 1, 2):
+        assert shuffled[codes == code].mean() == pytest.approx(1.0)
+
+
+def test_class_neutral_refuses_non_positive_weights_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="positive"):
+        class_neutral(np.array([1.0, 0.0]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        class_neutral(np.ones(3), np.zeros(2))

@@ -15,6 +15,10 @@ induction anyway". Both keep the dose, the top/bottom-decile weight ratio
   kind (synthetic or natural; the ``induction`` class is the tokens copying predicts). Each
   cell keeps its total weight, so what is left for χ is the detail beyond "which class, in
   which kind of sequence".
+
+And the design that control b asks for: :func:`class_neutral`, weights whose every pattern
+class keeps mean weight 1, so that a class shuffle of them is no class re-weighting at all
+and whatever they do comes from their order within the classes.
 """
 
 from __future__ import annotations
@@ -67,3 +71,26 @@ def cell_codes(class_codes: np.ndarray, n_synthetic: int) -> np.ndarray:
         )
     natural = np.arange(c.shape[0])[:, None] < c.shape[0] - n_synthetic
     return 2 * c + natural
+
+
+def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """``weights ** power`` divided, within each class of ``codes``, by its class mean.
+
+    Every class then has mean weight 1 (no class re-weighting is left), and the ratios of
+    two weights within a class are those of ``weights`` raised to ``power`` (the dose of
+    the within-class part). ``weights`` must be positive; shapes of ``weights`` and
+    ``codes`` must agree. Returns float64 of the same shape.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    c = np.asarray(codes)
+    if w.shape != c.shape:
+        raise ValueError(f"weights {w.shape} and class codes {c.shape} differ in shape.")
+    if not (w > 0).all():
+        raise ValueError("class_neutral needs positive weights (they are raised to a power).")
+    powered = w**power
+    out = np.empty_like(powered)
+    flat_c, flat_p, flat_o = c.ravel(), powered.ravel(), out.ravel()
+    for code in np.unique(flat_c):
+        idx = flat_c == code
+        flat_o[idx] = flat_p[idx] / flat_p[idx].mean()
+    return out

@@ -26,8 +26,8 @@ not). Then retrains, from the same initialization and data order, with
   random half (what shuffling either across the group gives),
 - ``--neutral NAME[^POWER]``: weights ``NAME`` made class-neutral
   (``controls.class_neutral``: every pattern class at mean weight 1, ratios within a class
-  raised to POWER), and with ``--shuffle`` also the same weights shuffled within the
-  pattern classes (``controls.shuffle_within_classes``, control b of the issue),
+  raised to POWER), and ``--shuffle NAME[^POWER]`` the same weights also shuffled within
+  the pattern classes (``controls.shuffle_within_classes``, control b of the issue),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -50,6 +50,7 @@ from flows.parameters import InduceParameters
 from patterning_core.data.context_features import FEATURE_NAMES, context_features
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import TokenKinds
+from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.controls import class_neutral, shuffle_within_classes
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_weights import predict_units
@@ -91,6 +92,7 @@ def describe(name: str, weights: np.ndarray | None, groups: dict, run_dir: Path,
     row: dict = {"name": name, "run_dir": str(run_dir)}
     if weights is not None:
         row.update(profile_summary(position_profile(weights)))
+        row["dose_ratio"] = decile_ratio(weights)
         row["groups"] = group_weights(weights, groups)
     if run_dir.is_dir() and any(run_dir.glob("step_*.safetensors")):
         curve = induction_curve(run_dir, config)
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument("--half", nargs="*", default=[], help="GROUP:HALF=FACTOR: retrain")
     parser.add_argument("--score", default="bigram_surprise", help="what --half ranks by")
     parser.add_argument("--neutral", nargs="*", default=[], help="NAME[^POWER]: retrain")
-    parser.add_argument("--shuffle", action="store_true", help="also each --neutral shuffled")
+    parser.add_argument("--shuffle", nargs="*", default=[], help="--neutral items: shuffled too")
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
     parser.add_argument("--threads", type=int, default=1)
@@ -170,7 +172,7 @@ def main() -> None:
         neutral = class_neutral(named[name], class_codes, float(power or 1.0))
         label = f"{name} class-neutral" + (f"^{power}" if power else "")
         retrain[label] = neutral
-        if args.shuffle:
+        if item in args.shuffle:
             retrain[f"{label}, shuffled within classes"] = shuffle_within_classes(
                 neutral, class_codes, seed=seed
             )
@@ -186,14 +188,15 @@ def main() -> None:
     out.with_suffix(".json").write_text(
         json.dumps({"config": args.config, "seed": seed, "rows": rows}, indent=1)
     )
-    columns = ["first_quarter", "last_quarter", *GROUPS]
+    columns = ["dose_ratio", "first_quarter", "last_quarter", *GROUPS]
     lines = [
         "# Formation against what the weights do",
         "",
         f"Config `{args.config}`, seed {seed}, same initialization and data order for every "
         "run; formation: the best layer-1 head's prefix matching reaches 0.3. Weights divided "
-        "by their mean; position quarters: mean weight over the first and last quarter of the "
-        "context positions; groups: mean weight on synthetic / natural sequences' tokens that "
+        "by their mean; dose ratio: the top decile's mean weight over the bottom decile's; "
+        "position quarters: mean weight over the first and last quarter of the context "
+        "positions; groups: mean weight on synthetic / natural sequences' tokens that "
         "copying predicts (predictable) or not (other).",
         "",
         "| weights | formation step | best prefix matching, last step | "

@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--score", default="bigram_surprise", help="what --half ranks by")
     parser.add_argument("--neutral", nargs="*", default=[], help="NAME[^POWER]: retrain")
     parser.add_argument("--shuffle", nargs="*", default=[], help="--neutral items: shuffled too")
+    parser.add_argument("--seed", type=int, help="training seed (default: the config's first)")
     parser.add_argument("--runs", default=".patterning/runs")
     parser.add_argument("--weights-dir", default=".patterning/induce/formation_levers")
     parser.add_argument("--threads", type=int, default=1)
@@ -126,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     p = InduceParameters(**json.loads(Path(args.config).read_text()))
-    seed = p.seeds[0]
+    seed = p.seeds[0] if args.seed is None else args.seed
     train = {**p.train, "seed": seed}
     config = model_preset(p.preset)
     tokens = load_lm_tokens(p.data, config)

@@ -24,10 +24,11 @@ not). Then retrains, from the same initialization and data order, with
   default: how rare the bigram is given its first token, counted over the natural sequences;
   or an in-context feature of ``context_features``, e.g. ``prev_distance``), ``random`` a
   random half (what shuffling either across the group gives),
-- ``--neutral NAME[^POWER]``: weights ``NAME`` made class-neutral
+- ``--neutral NAME[^POWER|@RATIO]``: weights ``NAME`` made class-neutral
   (``controls.class_neutral``: every pattern class at mean weight 1, ratios within a class
-  raised to POWER), and ``--shuffle NAME[^POWER]`` the same weights also shuffled within
-  the pattern classes (``controls.shuffle_within_classes``, control b of the issue),
+  raised to POWER, or to the power that gives the dose ratio RATIO); ``--shuffle ITEM``
+  (an item of ``--neutral``) also retrains those weights shuffled within the pattern
+  classes (``controls.shuffle_within_classes``, control b of the issue),
 
 and reports their formation steps beside the others. Runs are memoized and resumed like the
 flow's (``<runs>/<preset>-w<digest>``); invocations with different retrainings can run side
@@ -51,7 +52,11 @@ from patterning_core.data.context_features import FEATURE_NAMES, context_feature
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import TokenKinds
 from patterning_core.estimators.feature_extrapolation import decile_ratio
-from patterning_core.experiments.induction.controls import class_neutral, shuffle_within_classes
+from patterning_core.experiments.induction.controls import (
+    class_neutral,
+    class_neutral_at_ratio,
+    shuffle_within_classes,
+)
 from patterning_core.experiments.induction.metrics import induction_curve
 from patterning_core.experiments.induction.natural_weights import predict_units
 from patterning_core.experiments.induction.position_profile import (
@@ -169,9 +174,14 @@ def main() -> None:
         kinds = TokenKinds.from_strings(tokens.token_strings)
         _, class_codes = predict_units([], tokens.train, kinds)
     for item in args.neutral:
-        name, _, power = item.partition("^")
-        neutral = class_neutral(named[name], class_codes, float(power or 1.0))
-        label = f"{name} class-neutral" + (f"^{power}" if power else "")
+        if "@" in item:
+            name, _, ratio = item.partition("@")
+            neutral, power = class_neutral_at_ratio(named[name], class_codes, float(ratio))
+            label = f"{name} class-neutral at ratio {ratio} (power {power:.2f})"
+        else:
+            name, _, power = item.partition("^")
+            neutral = class_neutral(named[name], class_codes, float(power or 1.0))
+            label = f"{name} class-neutral" + (f"^{power}" if power else "")
         retrain[label] = neutral
         if item in args.shuffle:
             retrain[f"{label}, shuffled within classes"] = shuffle_within_classes(

@@ -9,6 +9,7 @@ from patterning_core.estimators.feature_extrapolation import decile_ratio
 from patterning_core.experiments.induction.controls import (
     cell_codes,
     class_neutral,
+    class_neutral_at_ratio,
     random_mode_target,
     shuffle_within_classes,
 )
@@ -76,3 +77,14 @@ def test_class_neutral_refuses_non_positive_weights_and_mismatched_shapes():
         class_neutral(np.array([1.0, 0.0]), np.array([0, 0]))
     with pytest.raises(ValueError, match="differ in shape"):
         class_neutral(np.ones(3), np.zeros(2))
+
+
+def test_class_neutral_at_ratio_reaches_the_dose_it_is_asked_for():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 3, size=(40, 25))
+    weights = rng.gamma(4.0, size=(40, 25))
+    out, power = class_neutral_at_ratio(weights, codes, 4.0)
+    assert decile_ratio(out) == pytest.approx(4.0, rel=2e-3)
+    np.testing.assert_allclose(out, class_neutral(weights, codes, power))
+    with pytest.raises(ValueError, match="hardly"):
+        class_neutral_at_ratio(np.where(codes == 0, 1.0, 2.0), codes, 4.0)

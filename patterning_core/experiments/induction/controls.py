@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from patterning_core.estimators.feature_extrapolation import decile_ratio
+
 
 def random_mode_target(
     modes: xr.Dataset, induction_mode: int, n_leading: int = 8, seed: int = 0
@@ -94,3 +96,27 @@ def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) ->
         idx = flat_c == code
         flat_o[idx] = flat_p[idx] / flat_p[idx].mean()
     return out
+
+
+def class_neutral_at_ratio(
+    weights: np.ndarray, codes: np.ndarray, ratio: float, tol: float = 1e-3
+) -> tuple[np.ndarray, float]:
+    """:func:`class_neutral` at the power whose ``decile_ratio`` is ``ratio`` (> 1), and
+    that power, by bisection (the within-class ratios, and so the decile ratio, grow with
+    the power). Raises when even power 64 falls short (the weights are nearly constant
+    within every class)."""
+    if ratio <= 1:
+        raise ValueError(f"a dose ratio above 1 is needed, got {ratio}.")
+    low, high = 0.0, 64.0
+    if decile_ratio(class_neutral(weights, codes, high)) < ratio:
+        raise ValueError(
+            f"class-neutral weights do not reach ratio {ratio} at power {high}: they hardly "
+            "vary within the classes."
+        )
+    while high - low > tol * high:
+        mid = 0.5 * (low + high)
+        if decile_ratio(class_neutral(weights, codes, mid)) < ratio:
+            low = mid
+        else:
+            high = mid
+    return class_neutral(weights, codes, high), high

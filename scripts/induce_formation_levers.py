@@ -106,6 +106,9 @@ def describe(name: str, weights: np.ndarray | None, groups: dict, run_dir: Path,
             last_step=int(curve.steps[-1]),
             final_best_pms=float(curve.best[-1]),
         )
+        log = run_dir / "train_log.json"
+        if log.is_file():  # unweighted validation loss at the last step
+            row["heldout_loss"] = float(json.loads(log.read_text())["val_loss"][-1])
     return row
 
 
@@ -199,13 +202,14 @@ def main() -> None:
     out.with_suffix(".json").write_text(
         json.dumps({"config": args.config, "seed": seed, "rows": rows}, indent=1)
     )
-    columns = ["dose_ratio", "first_quarter", "last_quarter", *GROUPS]
+    columns = ["heldout_loss", "dose_ratio", "first_quarter", "last_quarter", *GROUPS]
     lines = [
         "# Formation against what the weights do",
         "",
         f"Config `{args.config}`, seed {seed}, same initialization and data order for every "
         "run; formation: the best layer-1 head's prefix matching reaches 0.3. Weights divided "
-        "by their mean; dose ratio: the top decile's mean weight over the bottom decile's; "
+        "by their mean; held-out loss: unweighted validation loss at the last step; "
+        "dose ratio: the top decile's mean weight over the bottom decile's; "
         "position quarters: mean weight over the first and last quarter of the context "
         "positions; groups: mean weight on synthetic / natural sequences' tokens that "
         "copying predicts (predictable) or not (other).",

@@ -67,6 +67,8 @@ def test_class_neutral_leaves_every_class_at_mean_one_and_keeps_ratios_within_cl
     squared = class_neutral(weights, codes, power=2.0)
     # class 0: {1, 9} / 5: the within-class ratio 3 becomes 9
     np.testing.assert_allclose(squared[0, :2], [0.2, 1.8])
+    # any memory layout: the same answer for Fortran-ordered inputs
+    np.testing.assert_allclose(class_neutral(np.asfortranarray(weights), codes), out)
     shuffled = shuffle_within_classes(out, codes, seed=3)
     for code in (0, 1, 2):
         assert shuffled[codes == code].mean() == pytest.approx(1.0)

@@ -89,13 +89,12 @@ def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) ->
         raise ValueError(f"weights {w.shape} and class codes {c.shape} differ in shape.")
     if not (w > 0).all():
         raise ValueError("class_neutral needs positive weights (they are raised to a power).")
-    powered = w**power
-    out = np.empty_like(powered)
-    flat_c, flat_p, flat_o = c.ravel(), powered.ravel(), out.ravel()
+    flat_c, flat_p = c.ravel(), w.ravel() ** power
+    out = np.empty_like(flat_p)
     for code in np.unique(flat_c):
         idx = flat_c == code
-        flat_o[idx] = flat_p[idx] / flat_p[idx].mean()
-    return out
+        out[idx] = flat_p[idx] / flat_p[idx].mean()
+    return out.reshape(w.shape)
 
 
 def class_neutral_at_ratio(

@@ -74,9 +74,13 @@ def test_class_neutral_leaves_every_class_at_mean_one_and_keeps_ratios_within_cl
         assert shuffled[codes == code].mean() == pytest.approx(1.0)
 
 
-def test_class_neutral_refuses_non_positive_weights_and_mismatched_shapes():
-    with pytest.raises(ValueError, match="positive"):
-        class_neutral(np.array([1.0, 0.0]), np.array([0, 0]))
+def test_class_neutral_refuses_negative_weights_empty_classes_and_mismatched_shapes():
+    with pytest.raises(ValueError, match=">= 0"):
+        class_neutral(np.array([1.0, -0.5]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="weight 0 on every unit"):
+        class_neutral(np.array([1.0, 0.0, 0.0]), np.array([0, 1, 1]))
+    # a clipped weight of 0 stays 0, the rest of its class carries the mean
+    np.testing.assert_allclose(class_neutral(np.array([0.0, 2.0]), np.array([0, 0])), [0, 2])
     with pytest.raises(ValueError, match="differ in shape"):
         class_neutral(np.ones(3), np.zeros(2))
 

@@ -80,20 +80,26 @@ def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) ->
 
     Every class then has mean weight 1 (no class re-weighting is left), and the ratios of
     two weights within a class are those of ``weights`` raised to ``power`` (the dose of
-    the within-class part). ``weights`` must be positive; shapes of ``weights`` and
+    the within-class part). ``weights`` must be >= 0 with no class all 0; shapes of ``weights`` and
     ``codes`` must agree. Returns float64 of the same shape.
     """
     w = np.asarray(weights, dtype=np.float64)
     c = np.asarray(codes)
     if w.shape != c.shape:
         raise ValueError(f"weights {w.shape} and class codes {c.shape} differ in shape.")
-    if not (w > 0).all():
-        raise ValueError("class_neutral needs positive weights (they are raised to a power).")
+    if power <= 0 or not (w >= 0).all():
+        raise ValueError(
+            f"class_neutral needs weights >= 0 and a power > 0, got power {power} and the "
+            f"smallest weight {w.min()}."
+        )
     flat_c, flat_p = c.ravel(), w.ravel() ** power
     out = np.empty_like(flat_p)
     for code in np.unique(flat_c):
         idx = flat_c == code
-        out[idx] = flat_p[idx] / flat_p[idx].mean()
+        mean = flat_p[idx].mean()
+        if mean == 0:
+            raise ValueError(f"class {code} has weight 0 on every unit: it has no mean to keep.")
+        out[idx] = flat_p[idx] / mean
     return out.reshape(w.shape)
 
 

@@ -65,7 +65,10 @@ def main() -> None:
     n = tokens.train.shape[0]
     train_syn = np.broadcast_to((np.arange(n) >= n - tokens.n_synthetic)[:, None], codes.shape)
     shares = np.array(
-        [train_syn[codes == c].mean() if (codes == c).any() else 0.0 for c in range(8)]
+        [
+            train_syn[codes == c].mean() if (codes == c).any() else 0.0
+            for c in range(len(PRIMARY_CLASSES))
+        ]
     )
 
     ds = xr.open_dataset(p.published_chi)

@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--scale", nargs="*", default=[], help="GROUP=FACTOR: retrain")
     parser.add_argument("--half", nargs="*", default=[], help="GROUP:HALF=FACTOR: retrain")
     parser.add_argument("--score", default="bigram_surprise", help="what --half ranks by")
-    parser.add_argument("--neutral", nargs="*", default=[], help="NAME[^POWER]: retrain")
+    parser.add_argument("--neutral", nargs="*", default=[], help="NAME[^POWER|@RATIO]: retrain")
     parser.add_argument("--shuffle", nargs="*", default=[], help="--neutral items: shuffled too")
     parser.add_argument("--seed", type=int, help="training seed (default: the config's first)")
     parser.add_argument("--runs", default=".patterning/runs")
@@ -199,7 +199,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
+    out.with_name(out.name + ".json").write_text(
         json.dumps({"config": args.config, "seed": seed, "rows": rows}, indent=1)
     )
     columns = ["heldout_loss", "dose_ratio", "first_quarter", "last_quarter", *GROUPS]
@@ -225,7 +225,7 @@ def main() -> None:
             f"| {r['name']} | {'none' if form is None else form} | "
             f"{_number(r, 'final_best_pms')} | " + " | ".join(_number(r, c) for c in columns) + " |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -15,7 +15,9 @@ against same-dose controls (demonstration 1).
    the other modes, Induce shuffled within pattern classes (``natural_weights``). With
    ``target="circuit"`` the target is the circuit itself (the heads' later circuit scores,
    ``circuit_scores`` or the reference's), with ``extrapolator="cells"`` one weight per
-   cell of sequence kind × predictable (``cell_weights``).
+   cell of sequence kind × predictable (``cell_weights``). With ``class_neutral`` every
+   solved condition keeps each pattern class's mean weight at 1 (``natural_weights``), so
+   that the class shuffle re-weights no class.
 4. For every seed, from the same initialization and data order: baseline and the four
    weighted conditions (``flows.retraining``); formation step, held-out unweighted loss.
 5. χ again at ``loop_step`` (default ``weights_step``) of every retrained run of
@@ -137,6 +139,7 @@ def induce(params: InduceParameters | None = None) -> dict:
         p.balance_positions,
         p.target,
         published_chi,
+        p.class_neutral,
     )
     if published_chi is None:
         reproducibility = mode_reproducibility(

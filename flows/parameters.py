@@ -570,7 +570,10 @@ class InduceParameters(RetrainingFields):
     ``published_chi`` with ``published_chi_sha256``: χ at ``weights_step`` read from a
     published ``chi_and_probe_weights.nc`` (its digest checked; the probes are rebuilt from
     this config's workload) instead of sampled, so no replica, convergence or chain-sign
-    check is made.
+    check is made; ``class_neutral``: every solved condition's weights divided per pattern
+    class by their class mean after a power that keeps the dose at ``ratio``, so that no
+    class is re-weighted and control b (the class shuffle) re-weights nothing
+    (``natural_weights``, step 6).
     """
 
     preset: str = "demo"
@@ -605,6 +608,7 @@ class InduceParameters(RetrainingFields):
     weights_from_step: int = Field(0, ge=0)
     loop_step: int | None = None
     balance_positions: bool = False
+    class_neutral: bool = False
 
     def chi_workload(self) -> dict:
         """The ``"transformer"`` workload χ is estimated on (SGLD and probe sequences of

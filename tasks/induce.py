@@ -115,6 +115,7 @@ def induce_weights(
     balance_positions: bool = False,
     target: str = "mode",
     published_chi: dict | None = None,
+    class_neutral: bool = False,
 ) -> dict:
     """Weights of every condition for every training unit (``natural_weights``), written as
     ``.npy`` files in ``out_dir``; χ at ``step`` with its probe coordinates and the
@@ -146,6 +147,7 @@ def induce_weights(
         balance=balance_positions,
         n_synthetic=tokens.n_synthetic,
         target=target,
+        class_neutral=class_neutral,
     )
     files = {}
     for name, weights in result.weights.items():

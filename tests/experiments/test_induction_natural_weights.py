@@ -7,8 +7,13 @@ import xarray as xr
 
 from patterning_core.data.token_classes import TokenKinds
 from patterning_core.estimators.feature_extrapolation import decile_ratio
-from patterning_core.experiments.induction.natural_weights import CONDITIONS, natural_weights
+from patterning_core.experiments.induction.natural_weights import (
+    CONDITIONS,
+    applied_target_cosine,
+    natural_weights,
+)
 from patterning_core.experiments.induction.unit_features import predictable_units, unit_features
+from patterning_core.sampling.config import ConfigError
 
 STRINGS = ["a", "b", "c", "d", " e", " f", "(", ")", "  ", "g", "h", "i"]
 COMPONENTS = ["embed", "L0H0", "L0H1", "L1H0", "L1H1", "L1H2", "unembed"]
@@ -175,3 +180,68 @@ def test_cell_shuffle_keeps_each_class_and_sequence_kind_total():
                 cell = (classes == c) & (synthetic == kind) & (predictable == pred)
                 assert cells[cell].sum() == pytest.approx(induce[cell].sum(), rel=1e-5)
     assert decile_ratio(cells) == pytest.approx(decile_ratio(induce))
+
+
+def test_class_neutral_weights_keep_every_class_at_mean_one_and_the_dose():
+    """Class-neutral: each solved condition is ρ^p over its class mean, p giving the
+    dose again, so every pattern class (and its shuffle, control b) has mean weight 1; the
+    within-class order of the plain weights is kept, and the probe weights follow the same
+    power. Steered along a mode that varies within the classes (the planted mode is the
+    predictable indicator, nearly a class of its own: its class-neutral part cannot reach
+    the dose, and that is refused with the fix named)."""
+    chi, probes, train = setup()
+    searched = natural_weights(chi, 30.0, SCORES, probes, train, STRINGS).summary["mode"]
+    other = next(row["mode"] for row in searched["table"][1:] if row["mode"] != searched["index"])
+    args = (chi, 30.0, SCORES, probes, train, STRINGS)
+    plain = natural_weights(*args, ratio=4.0, target_mode=other)
+    out = natural_weights(*args, ratio=4.0, target_mode=other, class_neutral=True)
+    classes = np.argmax(unit_features(train, TokenKinds.from_strings(STRINGS))[..., :8], -1)
+    powers = out.summary["dose"]["class_neutral_power"]
+    assert set(powers) == {"induce", "repress", "control_random"}
+    for condition in ("induce", "repress", "control_random", "control_shuffled"):
+        w = out.weights[condition]
+        assert w.dtype == np.float32 and w.shape == (60, 20)
+        for c in np.unique(classes):
+            assert w[classes == c].mean() == pytest.approx(1.0, rel=1e-5), (condition, c)
+        # bisection stops within 1e-3 of the power: the ratio within about log(4)·1e-3
+        assert decile_ratio(w) == pytest.approx(4.0, rel=5e-3), condition
+    # within each class, ρ_neutral ∝ ρ_plain^p
+    p = powers["induce"]
+    for c in np.unique(classes):
+        here = classes == c
+        expected = plain.weights["induce"][here].astype(np.float64) ** p
+        np.testing.assert_allclose(out.weights["induce"][here], expected / expected.mean(), 1e-4)
+    # probe weights: the same power, so the probe ratio of two units is the plain one ^ p
+    a, b = plain.probe["rho_induce"], out.probe["rho_induce"]
+    codes = unit_features(probes, TokenKinds.from_strings(STRINGS))[..., :8].argmax(-1).ravel()
+    for c in np.unique(codes):
+        i, j = np.flatnonzero(codes == c)[[0, -1]]
+        if a[j] > 0:
+            assert b[i] / b[j] == pytest.approx((a[i] / a[j]) ** p, rel=1e-6)
+    assert "class_neutral_power" not in plain.summary["dose"]
+    with pytest.raises(ConfigError, match="class_neutral"):
+        natural_weights(*args, ratio=4.0, class_neutral=True)
+
+
+def test_applied_target_cosine_is_one_for_weights_that_solve_the_target_on_each_half():
+    """Known answer: χ̃ rows centred over the units of each half (so a constant weight
+    shift moves nothing on either half or on all), dh solving nβ·χ̃·dh = dμ exactly on each half, ρ = 1 + c·dh (c > 0 keeps it
+    positive): the predicted response is along dμ on all units and on each half (cosine 1),
+    and the mirrored weights 2 − ρ point against it (cosine −1)."""
+    rng = np.random.default_rng(3)
+    units, n_beta = 200, 30.0
+    chi = rng.standard_normal((7, units))
+    d_mu = rng.standard_normal(7)
+    fit = np.arange(units) % 2 == 0
+    for half in (fit, ~fit):
+        chi[:, half] -= chi[:, half].mean(axis=1, keepdims=True)
+    dh = np.zeros(units)
+    for half in (fit, ~fit):
+        dh[half] = np.linalg.lstsq(n_beta * chi[:, half], d_mu, rcond=None)[0]
+    rho = 1.0 + 0.4 * dh / np.abs(dh).max()
+    got = applied_target_cosine(chi, rho, d_mu, n_beta, fit)
+    mirrored = applied_target_cosine(chi, 2.0 - rho, d_mu, n_beta, fit)
+    for key in ("all", "fit_half", "heldout_half"):
+        # float64 with an exact solution: rounding only
+        assert got[key] == pytest.approx(1.0, abs=1e-9), key
+        assert mirrored[key] == pytest.approx(-1.0, abs=1e-9), key

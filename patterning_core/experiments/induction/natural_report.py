@@ -163,11 +163,13 @@ def summarize_induce(
             "span_rcond": induce_eval.get("span_rcond"),
             "span_rcond_scores": induce_eval.get("span_rcond_scores"),
             "control_random": w["extrapolation"].get("control_random"),
+            "applied_target_cosine": w["extrapolation"].get("applied_target_cosine"),
         },
         "dose": {
             **{f"{c}_ratio": v for c, v in w["dose"]["ratio"].items()},
             "alpha": w["dose"]["alpha"],
             "class_weight": w["class_weight"],
+            "class_neutral_power": w["dose"].get("class_neutral_power"),
         },
         "layer1_induction_heads": reference["layer1_induction_heads"],
         "layer1_heads": reference["layer1_heads"],
@@ -180,6 +182,37 @@ def summarize_induce(
         "settings": dict(settings),
         "wall_seconds": round(wall_seconds, 1),
     }
+
+
+def _applied_line(applied: Mapping[str, Mapping[str, float]] | None) -> str:
+    """The sentence with each condition's applied target cosine (``natural_weights.
+    applied_target_cosine``; empty for results written before it existed)."""
+    if not applied:
+        return ""
+    return (
+        " The response the applied probe weights predict, nβ·χ̃·(ρ/ρ̄ − 1), against Induce's "
+        "target (cosine; all probes / fitted half / held-out half): "
+        + "; ".join(
+            f"{c} {_fmt(v['all'], '+.2f')} / {_fmt(v['fit_half'], '+.2f')} / "
+            f"{_fmt(v['heldout_half'], '+.2f')}"
+            for c, v in applied.items()
+        )
+        + "."
+    )
+
+
+def _class_neutral_line(powers: Mapping[str, float] | None) -> str:
+    """The sentence saying the weights are class-neutral, with each condition's power
+    (empty when they are not)."""
+    if not powers:
+        return ""
+    return (
+        " Class-neutral weights: every pattern class keeps mean weight 1 (so the class "
+        "shuffle re-weights no class), the dose reached by raising each condition's weights "
+        "to a power before dividing by the class mean ("
+        + ", ".join(f"{c} {p:.2f}" for c, p in powers.items())
+        + ")."
+    )
 
 
 def _extrapolator_lines(ex: Mapping[str, Any]) -> list[str]:
@@ -341,7 +374,9 @@ def induce_report(out: Path, numbers: Mapping[str, Any]) -> str:
             for k, v in numbers["dose"].items()
             if k.endswith("_ratio")
         )
-        + ".",
+        + "."
+        + _class_neutral_line(numbers["dose"].get("class_neutral_power"))
+        + _applied_line(ex.get("applied_target_cosine")),
         "",
         "## Retraining",
         "",

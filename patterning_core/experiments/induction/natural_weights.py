@@ -37,6 +37,13 @@ last checkpoint).
    sequence kind (``controls.cell_codes``: the last ``n_synthetic`` training sequences are
    synthetic), which keeps every cell's total weight and loses only which token of a cell
    gets which weight.
+6. With ``class_neutral``, the weights of every solved condition (Induce, Repress, the
+   random target) are made class-neutral before the controls are drawn
+   (``controls.class_neutral_at_ratio``: ρ^p divided by its pattern class's mean, p chosen
+   so that the decile ratio is again ``ratio``). No pattern class is re-weighted then, so
+   the class shuffle (control b) re-weights nothing at all, and whatever a condition does
+   comes from which units of a class χ weights up. The probe weights follow the same rule
+   (ρ_probe^p over the training units' class mean of ρ^p).
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from patterning_core.experiments.induction.cell_weights import (
 )
 from patterning_core.experiments.induction.controls import (
     cell_codes,
+    class_neutral_at_ratio,
     random_mode_target,
     shuffle_within_classes,
 )
@@ -163,6 +171,64 @@ def same_rule(dh: np.ndarray, dh_train: np.ndarray, alpha: float) -> np.ndarray:
     return raw / train_raw.mean()
 
 
+def applied_target_cosine(
+    chi_std: np.ndarray,
+    rho: np.ndarray,
+    d_mu: np.ndarray,
+    n_beta: float,
+    fit_mask: np.ndarray,
+) -> dict[str, float]:
+    """Cosine with Induce's target ``d_mu`` of the response that the applied probe weights
+    ``rho [units]`` predict, nβ·χ̃·(ρ/ρ̄ − 1) (ρ̄ their mean over the units read): over all
+    probe units (``"all"``) and over each half of ``fit_mask`` (``"fit_half"``,
+    ``"heldout_half"``). The weights are the all-probe fit's, after clipping and (with
+    ``class_neutral``) the class-neutral power, so this is what the weights actually ask
+    for; a gap between the halves is the probes' noise. Induce near +1, Repress near −1."""
+    chi_std = np.asarray(chi_std, dtype=np.float64)
+    rho = np.asarray(rho, dtype=np.float64)
+    d_mu = np.asarray(d_mu, dtype=np.float64)
+    out = {}
+    for name, mask in (
+        ("all", np.ones_like(fit_mask, dtype=bool)),
+        ("fit_half", fit_mask),
+        ("heldout_half", ~fit_mask),
+    ):
+        dh = rho[mask] / rho[mask].mean() - 1.0
+        out[name] = cosine(n_beta * chi_std[:, mask] @ dh, d_mu)
+    return out
+
+
+def _neutral(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    probe_rho: np.ndarray,
+    probe_codes: np.ndarray,
+    ratio: float,
+    condition: str,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(training weights float32, probe weights float64, power)`` of one condition made
+    class-neutral at ``ratio`` (step 6 of the module doc): the training units' ρ^p over
+    their class mean; the probe units' ρ^p over the same training class means (a class no
+    training unit has keeps its probe weights' own mean)."""
+    try:
+        neutral, power = class_neutral_at_ratio(weights, codes, ratio)
+    except ValueError as err:
+        raise ConfigError(
+            f"class_neutral ({condition}): {err} Lower the dose (ratio) or drop "
+            "class_neutral: this target's weights move whole pattern classes, hardly units "
+            "within them."
+        ) from err
+    raised = np.asarray(weights, dtype=np.float64) ** power
+    probe = np.asarray(probe_rho, dtype=np.float64) ** power
+    out = np.empty_like(probe)
+    for code in np.unique(probe_codes):
+        here = probe_codes == code
+        train = codes == code
+        mean = raised[train].mean() if train.any() else probe[here].mean()
+        out[here] = probe[here] / mean if mean > 0 else probe[here]
+    return neutral.astype(np.float32), out, power
+
+
 def natural_weights(
     chi: xr.DataArray,
     n_beta: float,
@@ -181,6 +247,7 @@ def natural_weights(
     balance: bool = False,
     n_synthetic: int = 0,
     target: str = "mode",
+    class_neutral: bool = False,
 ) -> NaturalWeights:
     """The weights of the module doc, with a summary for the report and ``results.json``.
 
@@ -192,7 +259,10 @@ def natural_weights(
 
     ``target_mode``: steer along this leading mode instead of the one the search picks (a
     design choice, reported as such: ``summary["mode"]["target"]`` is ``"given"`` and
-    ``found`` is true only if it is also the induction mode the search found)."""
+    ``found`` is true only if it is also the induction mode the search found).
+
+    ``class_neutral``: step 6 of the module doc; the power of each condition is
+    ``summary["dose"]["class_neutral_power"]``."""
     if extrapolator not in EXTRAPOLATORS:
         raise ValueError(f"extrapolator must be one of {EXTRAPOLATORS}, not {extrapolator!r}.")
     check_target_mode(target_mode, n_leading)
@@ -313,9 +383,22 @@ def natural_weights(
         rho = weights_from_intervention(sol["dh_train"], alphas[condition], "clip")
         weights[condition] = rho.astype(np.float32)
         probe[f"rho_{condition}"] = same_rule(sol["dh_fit"], sol["dh_train"], alphas[condition])
+    powers = {}
+    if class_neutral:
+        probe_codes = features[:, :N_CLASSES].argmax(-1)
+        for condition in solutions:
+            weights[condition], probe[f"rho_{condition}"], powers[condition] = _neutral(
+                weights[condition], codes, probe[f"rho_{condition}"], probe_codes, ratio, condition
+            )
     evaluation = {
         "induce": {**induce["evaluation"], "coef": induce["coef"]},
         "control_random": control["evaluation"],
+        "applied_target_cosine": {
+            condition: applied_target_cosine(
+                z.values, probe[f"rho_{condition}"], targets["induce"], n_beta, fit_mask
+            )
+            for condition in solutions
+        },
     }
     weights["control_shuffled"] = shuffle_within_classes(weights["induce"], codes, seed)
     if extrapolator != "cells":  # cell weights are constant within these cells already
@@ -345,6 +428,7 @@ def natural_weights(
             "ratio_target": ratio,
             "alpha": alphas,
             "ratio": {c: decile_ratio(w) for c, w in weights.items()},
+            **({"class_neutral_power": powers} if class_neutral else {}),
         },
         "class_weight": {
             c: {

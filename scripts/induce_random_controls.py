@@ -16,6 +16,9 @@ the weights start, beside the flow's own runs of the design found in the same fo
 seed also changes the split of the probes for the extrapolator's cross-validated rcond, as
 it would in the flow. Writes ``<out>.md`` and ``<out>.json``.
 
+A design whose config reads ``published_chi`` (with its ``circuit_scores``) is rebuilt from
+that file (its sha256 checked), as the flow builds it.
+
 Replication on another training seed, from what the design published (no χ store, no
 reference run needed): ``--published DIR`` reads χ at the weights step from
 ``DIR/published/chi_and_probe_weights.nc`` and the heads' later circuit scores from
@@ -59,6 +62,7 @@ from patterning_core.experiments.induction.patterning import circuit_scores_from
 from patterning_core.experiments.spacing.fin_store import probe_tokens
 from patterning_core.model.training import copy_run_prefix
 from patterning_core.store.chi_store import chi_at
+from tasks.induce import read_published_chi
 from tasks.retraining import (
     UNIFORM,
     train_uniform_prefix,
@@ -74,13 +78,25 @@ def design_chi(p: InduceParameters, config, args) -> tuple[xr.DataArray, float, 
     """``(χ [component, unit] at the weights step, nβ, head scores, probes, strings)``: from
     the design's χ store and its seed's reference run, or (``--published``) from the χ and
     the heads' later circuit scores the design published."""
+    if args.published is None and p.published_chi is not None:  # the χ the design read
+        source = {"path": p.published_chi, "sha256": p.published_chi_sha256}
+        chi, n_beta = read_published_chi(
+            {**source, "workload": p.chi_workload()}, p.weights_step, p.chi_estimator
+        )
+        probes, strings = probe_tokens(p.chi_workload(), config)
+        if p.circuit_scores is None:
+            raise SystemExit(
+                "a design that reads published_chi needs circuit_scores in its config here "
+                "(or --published DIR, whose results.json holds the reference's scores)."
+            )
+        return chi, n_beta, p.circuit_scores, probes, strings
     if args.published is None:
         seed = p.seeds[0]
         reference = weighted_run_dir(
             args.runs, p.preset, p.data, {**p.train, "seed": seed}, UNIFORM
         )
         curve = induction_curve(reference, config)
-        scores = circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
+        scores = p.circuit_scores or circuit_scores_from(curve.scores[-1], curve.previous_token[-1])
         chi, n_beta, ds = chi_at(Path(p.out_dir) / "chi.zarr", p.weights_step, p.chi_estimator)
         probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
         return chi, n_beta, scores, probes, strings
@@ -91,7 +107,10 @@ def design_chi(p: InduceParameters, config, args) -> tuple[xr.DataArray, float, 
             f"{folder / PUBLISHED_CHI} holds χ at step {ds.attrs['checkpoint']}, the config's "
             f"weights_step is {p.weights_step}: give the design's own config."
         )
-    scores = json.loads((folder / "results.json").read_text())["reference"]["later_scores"]
+    scores = (
+        p.circuit_scores
+        or json.loads((folder / "results.json").read_text())["reference"]["later_scores"]
+    )
     probes, strings = probe_tokens(p.chi_workload(), config)
     return ds["chi"], float(ds.attrs["n_beta"]), scores, probes, strings
 
@@ -127,6 +146,7 @@ class Design:
             ratio=ratio, n_leading=p.n_leading,
             seed=extrapolation_seed, extrapolator=p.extrapolator, target_mode=p.target_mode,
             balance=p.balance_positions, n_synthetic=self.tokens.n_synthetic,
+            target=p.target, class_neutral=p.class_neutral,
         )  # fmt: skip
 
 

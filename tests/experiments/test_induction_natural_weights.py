@@ -225,9 +225,10 @@ def test_class_neutral_weights_keep_every_class_at_mean_one_and_the_dose():
 
 def test_applied_target_cosine_is_one_for_weights_that_solve_the_target_on_each_half():
     """Known answer: χ̃ rows centred over the units of each half (so a constant weight
-    shift moves nothing on either half or on all), dh solving nβ·χ̃·dh = dμ exactly on each half, ρ = 1 + c·dh (c > 0 keeps it
-    positive): the predicted response is along dμ on all units and on each half (cosine 1),
-    and the mirrored weights 2 − ρ point against it (cosine −1)."""
+    shift moves nothing on either half or on all), dh solving nβ·χ̃·dh = dμ exactly on each
+    half, ρ = 1 + c·dh (c > 0 keeps it positive): the predicted response is along dμ on all
+    units and on each half (cosine 1), and the mirrored weights 2 − ρ point against it
+    (cosine −1)."""
     rng = np.random.default_rng(3)
     units, n_beta = 200, 30.0
     chi = rng.standard_normal((7, units))

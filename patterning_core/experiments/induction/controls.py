@@ -75,6 +75,15 @@ def cell_codes(class_codes: np.ndarray, n_synthetic: int) -> np.ndarray:
     return 2 * c + natural
 
 
+def class_means(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) -> dict[int, float]:
+    """``{code: mean of weights ** power over the entries with that code}`` (float64; any
+    shape, ``weights`` and ``codes`` alike): the divisors of :func:`class_neutral`, for
+    applying its rule to other units of the same classes."""
+    w = np.asarray(weights, dtype=np.float64).ravel() ** power
+    c = np.asarray(codes).ravel()
+    return {int(code): float(w[c == code].mean()) for code in np.unique(c)}
+
+
 def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) -> np.ndarray:
     """``weights ** power`` divided, within each class of ``codes``, by its class mean.
 
@@ -94,11 +103,10 @@ def class_neutral(weights: np.ndarray, codes: np.ndarray, power: float = 1.0) ->
         )
     flat_c, flat_p = c.ravel(), w.ravel() ** power
     out = np.empty_like(flat_p)
-    for code in np.unique(flat_c):
-        idx = flat_c == code
-        mean = flat_p[idx].mean()
+    for code, mean in class_means(w, c, power).items():
         if mean == 0:
             raise ValueError(f"class {code} has weight 0 on every unit: it has no mean to keep.")
+        idx = flat_c == code
         out[idx] = flat_p[idx] / mean
     return out.reshape(w.shape)
 

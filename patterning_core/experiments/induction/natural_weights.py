@@ -78,6 +78,7 @@ from patterning_core.experiments.induction.cell_weights import (
 )
 from patterning_core.experiments.induction.controls import (
     cell_codes,
+    class_means,
     class_neutral_at_ratio,
     random_mode_target,
     shuffle_within_classes,
@@ -218,14 +219,12 @@ def _neutral(
             "class_neutral: this target's weights move whole pattern classes, hardly units "
             "within them."
         ) from err
-    raised = np.asarray(weights, dtype=np.float64) ** power
+    means = class_means(weights, codes, power)
     probe = np.asarray(probe_rho, dtype=np.float64) ** power
     out = np.empty_like(probe)
     for code in np.unique(probe_codes):
         here = probe_codes == code
-        train = codes == code
-        mean = raised[train].mean() if train.any() else probe[here].mean()
-        out[here] = probe[here] / mean if mean > 0 else probe[here]
+        out[here] = probe[here] / means.get(int(code), probe[here].mean())
     return neutral.astype(np.float32), out, power
 
 

@@ -137,6 +137,11 @@ PRESETS: dict[str, TransformerConfig] = {
     "fin_wide": TransformerConfig(
         n_layers=2, n_heads=8, d_model=128, d_head=16, n_ctx=256, d_vocab=512
     ),
+    # ``demo_long`` four layers deep: the spacing fin's substrate with more layers to count in
+    # (neither ``demo_long`` nor ``fin_wide`` learns a fin beyond its initialization's).
+    "fin_deep": TransformerConfig(
+        n_layers=4, n_heads=8, d_model=64, d_head=8, n_ctx=256, d_vocab=512
+    ),
     # Natural-text induction substrates with wider heads than ``demo`` (d_head 16 and 32,
     # the papers' head width): per-head χ at d_head 8 is one shared pattern across the
     # layer-1 heads (docs/results/induction_patterning/natural/mode_scan.md).
@@ -155,7 +160,7 @@ PRESETS: dict[str, TransformerConfig] = {
 
 def preset(name: str) -> TransformerConfig:
     """The named preset config (``tiny``, ``bench``, ``demo``, ``demo_long``, ``fin_wide``,
-    ``induce_wide``, ``induce_paper_heads``, ``paper``)."""
+    ``fin_deep``, ``induce_wide``, ``induce_paper_heads``, ``paper``)."""
     try:
         return PRESETS[name]
     except KeyError:

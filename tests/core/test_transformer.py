@@ -66,10 +66,12 @@ def test_presets() -> None:
     wide = preset("induce_wide")  # the demo's shape with heads twice as wide
     assert wide == dataclasses.replace(preset("demo"), d_model=128, d_head=16)
     assert preset("fin_wide") == dataclasses.replace(wide, n_ctx=256)  # demo_long, wide heads
+    assert preset("fin_deep") == dataclasses.replace(long, n_layers=4)  # demo_long, 4 layers
     assert preset("induce_paper_heads").d_head == paper.d_head
     with pytest.raises(
         ValueError,
-        match="bench, demo, demo_long, fin_wide, induce_paper_heads, induce_wide, paper, tiny",
+        match="bench, demo, demo_long, fin_deep, fin_wide, induce_paper_heads, induce_wide, "
+        "paper, tiny",
     ):
         preset("huge")
 

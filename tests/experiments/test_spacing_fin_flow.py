@@ -102,15 +102,16 @@ def test_the_published_long_context_config_is_valid():
     [
         ("spacing_fin_12000", "demo_long", 12000, [0, 3000, 12000]),
         ("spacing_fin_wide", "fin_wide", 6000, [0, 3000, 6000]),
+        ("spacing_fin_deep", "fin_deep", 6000, [0, 3000, 6000]),
     ],
 )
 def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, steps, chi_steps):
     """``docs/examples/<name>_{train,chi}.json`` (the substrate checks in the README's spacing
-    section: demo_long trained 4× longer, and the wider-headed ``fin_wide``): a valid
-    ``train`` configuration on the data and optimizer of ``spacing_fin_long.json``, and a
-    ``susceptibilities`` configuration on the same workload and sampler at the run's
-    initialization, step 3,000 and its last step (checked against stand-in checkpoint files
-    of the preset: the real ones exist after training)."""
+    section: demo_long trained 4× longer, the wider-headed ``fin_wide``, the four-layer
+    ``fin_deep``): a valid ``train`` configuration on the data and optimizer of
+    ``spacing_fin_long.json``, and a ``susceptibilities`` configuration on the same workload
+    and sampler at the run's initialization, step 3,000 and its last step (checked against
+    stand-in checkpoint files of the preset: the real ones exist after training)."""
     from flows.parameters import SusceptibilityParameters, TrainParameters
     from patterning_core.model.checkpoints import save_checkpoint
     from patterning_core.model.transformer import init_params, preset

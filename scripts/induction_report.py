@@ -189,6 +189,20 @@ def _uniform_previous_token(length: int) -> float:
     return sum(1 / (t + 1) for t in range(1, length)) / (length - 1)
 
 
+def copying_reading(first: float, second: float) -> str:
+    """How the report reads the loss on a repeated span's ``first`` and ``second`` copy: by
+    copying when the second costs under three quarters of the first, partly when it costs
+    at least 5 % less, else not at all."""
+    if second < 0.75 * first:
+        return "the second copy is predicted by copying, the circuit works on natural text"
+    if second <= 0.95 * first:
+        return (
+            f"partial copying: the second copy costs {1 - second / first:.0%} less than the "
+            "first (this report reads a cut of more than a quarter as copying)"
+        )
+    return "no copying, the second copy costs about as much as the first"
+
+
 def _load(run_dir: Path, step: int, config):
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 
@@ -222,11 +236,7 @@ def _markdown(n: dict, loss_png: str, pm_png: str) -> str:
     heads0 = " | ".join(f"{x:.2f}" for x in n["final_pm_per_head"][0])
     hdr = " | ".join(f"H{h}" for h in range(c["n_heads"]))
     ri, rf = n["repeated_text_loss_init"], n["repeated_text_loss_final"]
-    copying = (
-        "the second copy is predicted by copying, the circuit works on natural text"
-        if rf[1] < 0.75 * rf[0]
-        else "no copying, the second copy costs as much as the first"
-    )
+    copying = copying_reading(rf[0], rf[1])
     mix = (
         f"plus {n['corpus']['n_synthetic_contexts']:,} synthetic in-context-bigram sequences "
         f"({n['corpus']['in_context_bigrams']:.0%} of training sequences; validation is "

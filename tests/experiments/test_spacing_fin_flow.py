@@ -98,20 +98,21 @@ def test_the_published_long_context_config_is_valid():
 
 
 @pytest.mark.parametrize(
-    ("name", "preset_name", "steps", "chi_steps"),
+    ("name", "preset_name", "steps", "chi_files"),
     [
-        ("spacing_fin_12000", "demo_long", 12000, [0, 3000, 12000]),
-        ("spacing_fin_wide", "fin_wide", 6000, [0, 3000, 6000]),
-        ("spacing_fin_deep", "fin_deep", 6000, [0, 3000, 6000]),
+        ("spacing_fin_12000", "demo_long", 12000, {"chi": [0, 3000, 12000]}),
+        ("spacing_fin_wide", "fin_wide", 6000, {"chi": [0, 3000, 6000]}),
+        ("spacing_fin_deep", "fin_deep", 6000, {"chi": [0, 3000], "chi_6000": [6000]}),
     ],
 )
-def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, steps, chi_steps):
-    """``docs/examples/<name>_{train,chi}.json`` (the substrate checks in the README's spacing
-    section: demo_long trained 4× longer, the wider-headed ``fin_wide``, the four-layer
-    ``fin_deep``): a valid ``train`` configuration on the data and optimizer of
-    ``spacing_fin_long.json``, and a ``susceptibilities`` configuration on the same workload
-    and sampler at the run's initialization, step 3,000 and its last step (checked against
-    stand-in checkpoint files of the preset: the real ones exist after training)."""
+def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, steps, chi_files):
+    """``docs/examples/<name>_train.json`` and ``<name>_<chi file>.json`` (the substrate checks
+    in the README's spacing section: demo_long trained 4× longer, the wider-headed
+    ``fin_wide``, the four-layer ``fin_deep``, whose last step went to a store of its own): a
+    valid ``train`` configuration on the data and optimizer of ``spacing_fin_long.json``, and
+    ``susceptibilities`` configurations on the same workload and sampler at the run's
+    initialization, step 3,000 and its last step (checked against stand-in checkpoint files
+    of the preset: the real ones exist after training)."""
     from flows.parameters import SusceptibilityParameters, TrainParameters
     from patterning_core.model.checkpoints import save_checkpoint
     from patterning_core.model.transformer import init_params, preset
@@ -124,16 +125,20 @@ def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, step
     same = {k: v for k, v in long["train"].items() if k not in ("steps", "checkpoint_steps")}
     assert {k: train.train[k] for k in same} == same
 
-    spec = json.loads((root / f"{name}_chi.json").read_text())
     config = preset(train.preset)
-    for ckpt in spec["checkpoints"]:
-        assert Path(ckpt["path"]).name == f"step_{ckpt['step']:08d}.safetensors"
-        ckpt["path"] = str(
-            save_checkpoint(
-                tmp_path / Path(ckpt["path"]).name, init_params(config), config, ckpt["step"], 0
+    stores = set()
+    for chi_file, chi_steps in chi_files.items():
+        spec = json.loads((root / f"{name}_{chi_file}.json").read_text())
+        for ckpt in spec["checkpoints"]:
+            assert Path(ckpt["path"]).name == f"step_{ckpt['step']:08d}.safetensors"
+            ckpt["path"] = str(
+                save_checkpoint(
+                    tmp_path / Path(ckpt["path"]).name, init_params(config), config, ckpt["step"], 0
+                )
             )
-        )
-    chi = SusceptibilityParameters(**spec)
-    assert chi.sampler == long["sampler"] and chi.workload["data"] == long["data"]
-    assert [c["step"] for c in chi.checkpoints] == chi_steps
-    assert all(c["step"] in train.train["checkpoint_steps"] for c in chi.checkpoints)
+        chi = SusceptibilityParameters(**spec)
+        assert chi.sampler == long["sampler"] and chi.workload["data"] == long["data"]
+        assert [c["step"] for c in chi.checkpoints] == chi_steps
+        assert all(c["step"] in train.train["checkpoint_steps"] for c in chi.checkpoints)
+        stores.add(chi.store)
+    assert len(stores) == len(chi_files)  # a store holds one layout of checkpoints

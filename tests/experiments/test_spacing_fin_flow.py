@@ -98,14 +98,15 @@ def test_the_published_long_context_config_is_valid():
 
 
 @pytest.mark.parametrize(
-    ("name", "preset_name", "steps", "chi_files"),
+    ("name", "preset_name", "seed", "steps", "chi_files"),
     [
-        ("spacing_fin_12000", "demo_long", 12000, {"chi": [0, 3000, 12000]}),
-        ("spacing_fin_wide", "fin_wide", 6000, {"chi": [0, 3000, 6000]}),
-        ("spacing_fin_deep", "fin_deep", 6000, {"chi": [0, 3000], "chi_6000": [6000]}),
+        ("spacing_fin_12000", "demo_long", 0, 12000, {"chi": [0, 3000, 12000]}),
+        ("spacing_fin_wide", "fin_wide", 0, 6000, {"chi": [0, 3000, 6000]}),
+        ("spacing_fin_deep", "fin_deep", 0, 6000, {"chi": [0, 3000], "chi_6000": [6000]}),
+        ("spacing_fin_deep_seed1", "fin_deep", 1, 6000, {"chi": [0], "chi_6000": [6000]}),
     ],
 )
-def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, steps, chi_files):
+def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, seed, steps, chi_files):
     """``docs/examples/<name>_train.json`` and ``<name>_<chi file>.json`` (the substrate checks
     in the README's spacing section: demo_long trained 4× longer, the wider-headed
     ``fin_wide``, the four-layer ``fin_deep``, whose last step went to a store of its own): a
@@ -121,8 +122,10 @@ def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, step
     long = json.loads((root / "spacing_fin_long.json").read_text())
     train = TrainParameters(**json.loads((root / f"{name}_train.json").read_text()))
     assert (train.preset, train.data) == (preset_name, long["data"])
-    assert train.train["steps"] == steps
-    same = {k: v for k, v in long["train"].items() if k not in ("steps", "checkpoint_steps")}
+    assert (train.train["steps"], train.train["seed"]) == (steps, seed)
+    same = {
+        k: v for k, v in long["train"].items() if k not in ("steps", "checkpoint_steps", "seed")
+    }
     assert {k: train.train[k] for k in same} == same
 
     config = preset(train.preset)
@@ -142,3 +145,15 @@ def test_the_substrate_check_configs_are_valid(tmp_path, name, preset_name, step
         assert all(c["step"] in train.train["checkpoint_steps"] for c in chi.checkpoints)
         stores.add(chi.store)
     assert len(stores) == len(chi_files)  # a store holds one layout of checkpoints
+
+
+def test_the_fin_deep_replica_samples_the_same_initialization_with_another_sgld_seed():
+    """``spacing_fin_deep_chi_step0_sampler1.json`` (a control of the fin_deep substrate check:
+    χ of the same initialization estimated again) is ``spacing_fin_deep_chi.json``'s step 0
+    with only the SGLD seed and the store changed."""
+    root = Path(__file__).parents[2] / "docs/examples"
+    main = json.loads((root / "spacing_fin_deep_chi.json").read_text())
+    replica = json.loads((root / "spacing_fin_deep_chi_step0_sampler1.json").read_text())
+    assert replica["checkpoints"] == main["checkpoints"][:1]
+    assert replica["sampler"] == {**main["sampler"], "seed": 1} != main["sampler"]
+    assert replica["store"] != main["store"] and replica["workload"] == main["workload"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Spacing fin beyond the initialization: `{args.preset}`",
         "",
-        "Written by `scripts/fin_substrate_check.py` (see its docstring for the readings).",
+        "Written by `scripts/fin_substrate_check.py` (see its docstring for the readings):",
+        "",
+        "    .venv/bin/python scripts/fin_substrate_check.py "
+        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "",
         f"Initialization: `{init[0]}` step {init[1]}; "
         f"space units: {rows[0]['decoding']['space_units']}.",
         "",

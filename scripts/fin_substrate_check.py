@@ -58,9 +58,8 @@ def parse_location(text: str) -> tuple[str, int]:
 
 
 def permutation_reading(store: str, step: int, init: tuple[str, int], config) -> dict:
-    """Beyond-the-initialization with the read's directions shuffled across space units."""
-    from scipy.stats import rankdata, spearmanr
-
+    """Beyond-the-initialization with the read's χ columns shuffled across the space units
+    (``fin.position_decoding`` on each shuffle; its folds stay those of the reading)."""
     from patterning_core.estimators.decomposition import standardize
     from patterning_core.experiments.spacing.fin_store import chi_at, probe_tokens
 
@@ -73,28 +72,16 @@ def permutation_reading(store: str, step: int, init: tuple[str, int], config) ->
 
     read, positions, loss = columns((store, step))
     base, _, _ = columns(init)
-    keep = np.isfinite(positions)
-    target = rankdata(positions[keep])
-    level = rankdata(loss[keep])[:, None]
-    read_dir, init_dir = fin._directions(read[:, keep]), fin._directions(base[:, keep])
-
-    def score(features: np.ndarray) -> float:
-        prediction = fin._out_of_fold_ridge(features, target, 5, 1.0, 0)
-        return float(spearmanr(prediction, target)[0])
-
-    floor = score(np.c_[init_dir, level])
+    spaces = np.flatnonzero(np.isfinite(positions))
     rng = np.random.default_rng(0)
-    shuffled = np.array(
-        [
-            score(np.c_[read_dir[rng.permutation(len(read_dir))], init_dir, level]) - floor
-            for _ in range(PERMUTATIONS)
-        ]
-    )
-    return {
-        "mean": float(shuffled.mean()),
-        "sd": float(shuffled.std()),
-        "max": float(shuffled.max()),
-    }
+    shuffled = []
+    for _ in range(PERMUTATIONS):
+        mixed = read.copy()
+        mixed[:, spaces] = read[:, spaces[rng.permutation(spaces.size)]]
+        decoded = fin.position_decoding(mixed, positions, loss, baseline=base)
+        shuffled.append(decoded["beyond_init"])
+    values = np.array(shuffled)
+    return {"mean": float(values.mean()), "sd": float(values.std()), "max": float(values.max())}
 
 
 def main(argv: list[str] | None = None) -> int:

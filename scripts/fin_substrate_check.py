@@ -42,8 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from patterning_core.estimators.decomposition import standardize
 from patterning_core.experiments.spacing import fin
-from patterning_core.experiments.spacing.fin_store import fin_at
+from patterning_core.experiments.spacing.fin_store import fin_at, fin_inputs
 from patterning_core.model.transformer import preset
 
 PERMUTATIONS = 200
@@ -57,28 +58,20 @@ def parse_location(text: str) -> tuple[str, int]:
     return store, int(step)
 
 
-def permutation_reading(store: str, step: int, init: tuple[str, int], config) -> dict:
+def permutation_reading(
+    store: str, step: int, init_standardized: np.ndarray, config, permutations: int = PERMUTATIONS
+) -> dict:
     """Beyond-the-initialization with the read's χ columns shuffled across the space units
     (``fin.position_decoding`` on each shuffle; its folds stay those of the reading)."""
-    from patterning_core.estimators.decomposition import standardize
-    from patterning_core.experiments.spacing.fin_store import chi_at, probe_tokens
-
-    def columns(location: tuple[str, int]):
-        chi, _, ds = chi_at(*location)
-        probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
-        loss = ds["full_probe_mean"].sel(checkpoint=location[1]).values.mean(axis=0)
-        std = standardize(chi.transpose("component", "unit"), "component").values
-        return std, fin.run_positions(probes, strings).ravel(), loss
-
-    read, positions, loss = columns((store, step))
-    base, _, _ = columns(init)
+    chi, positions, loss, _ = fin_inputs(store, step, config)
+    read = standardize(chi, "component").values
     spaces = np.flatnonzero(np.isfinite(positions))
     rng = np.random.default_rng(0)
     shuffled = []
-    for _ in range(PERMUTATIONS):
+    for _ in range(permutations):
         mixed = read.copy()
         mixed[:, spaces] = read[:, spaces[rng.permutation(spaces.size)]]
-        decoded = fin.position_decoding(mixed, positions, loss, baseline=base)
+        decoded = fin.position_decoding(mixed, positions, loss, baseline=init_standardized)
         shuffled.append(decoded["beyond_init"])
     values = np.array(shuffled)
     return {"mean": float(values.mean()), "sd": float(values.std()), "max": float(values.max())}
@@ -96,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     init = parse_location(args.init)
     rows = []
     init_fin = fin_at(*init, config)
+    init_standardized = standardize(fin_inputs(*init, config)[0], "component").values
     rows.append({"label": "initialization", "store": init[0], "step": init[1], **init_fin})
     for item in args.read:
         label, _, location = item.partition("=")
         store, step = parse_location(location)
         read = fin_at(store, step, config, init=init)
-        read["permutation"] = permutation_reading(store, step, init, config)
+        read["permutation"] = permutation_reading(store, step, init_standardized, config)
         rows.append({"label": label, "store": store, "step": step, **read})
 
     lines = [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import xarray as xr
 from torch import Tensor
 
 from patterning_core.data.lm_data import load_lm_tokens, workload_probes
@@ -14,7 +16,7 @@ from patterning_core.experiments.spacing.fin import fin_metric, position_decodin
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import chi_at
 
-__all__ = ["N_MODES", "fin_at", "probe_tokens"]
+__all__ = ["N_MODES", "fin_at", "fin_inputs", "probe_tokens"]
 
 N_MODES = 8  # leading modes searched for the fin
 
@@ -25,6 +27,25 @@ def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, lis
     ``probe_synthetic`` sequences) and the token strings."""
     tokens = load_lm_tokens(workload["data"], config)
     return workload_probes(tokens.val, workload, config.d_vocab), tokens.token_strings
+
+
+def fin_inputs(
+    store: str | Path, step: int, config: TransformerConfig
+) -> tuple[xr.DataArray, np.ndarray, np.ndarray, xr.Dataset]:
+    """What the fin readings take from checkpoint ``step`` of ``store``: χ ``[component,
+    unit]`` (raw, as stored), each unit's run position ``[unit]`` (``fin.run_positions``,
+    NaN outside runs), its posterior mean loss E[ℓ_z] ``[unit]`` (the full run's
+    ``full_probe_mean``, averaged over chains) and the store's dataset."""
+    chi, _, ds = chi_at(store, step)
+    probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
+    positions = run_positions(probes, strings).ravel()
+    if positions.size != chi.sizes["unit"]:
+        raise ValueError(
+            f"{chi.sizes['unit']} χ units but {positions.size} probe units were rebuilt: the "
+            "store's data or probes changed since χ was written."
+        )
+    loss = ds["full_probe_mean"].sel(checkpoint=step).values.mean(axis=0)
+    return chi.transpose("component", "unit"), positions, loss, ds
 
 
 def fin_at(
@@ -39,18 +60,10 @@ def fin_at(
     ``n_beta``, ``probe_units`` and ``decoding`` (:func:`fin.position_decoding`: run
     position from the χ directions beyond the loss and, with ``init`` = ``(store, step)``
     of χ of the model's initialization on the same workload, beyond the initialization)."""
-    chi, n_beta, ds = chi_at(store, step)
-    probes, strings = probe_tokens(json.loads(ds.attrs["workload"]), config)
-    positions = run_positions(probes, strings).ravel()
-    if positions.size != chi.sizes["unit"]:
-        raise ValueError(
-            f"{chi.sizes['unit']} χ units but {positions.size} probe units were rebuilt: the "
-            "store's data or probes changed since χ was written."
-        )
-    modes = decompose(chi.transpose("component", "unit"), "component", N_MODES)
-    loss = ds["full_probe_mean"].sel(checkpoint=step).values.mean(axis=0)  # E[ℓ_z], [unit]
+    chi, positions, loss, ds = fin_inputs(store, step, config)
+    modes = decompose(chi, "component", N_MODES)
     fin = fin_metric(modes["unit_loading"], positions, control=loss)
-    standardized = standardize(chi.transpose("component", "unit"), "component").values
+    standardized = standardize(chi, "component").values
     baseline = None
     if init is not None:
         init_chi, _, init_ds = chi_at(*init)
@@ -62,7 +75,7 @@ def fin_at(
         baseline = standardize(init_chi.transpose("component", "unit"), "component").values
     fin["decoding"] = position_decoding(standardized, positions, loss, baseline=baseline)
     fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
-    fin["n_beta"] = float(n_beta)
+    fin["n_beta"] = float(ds.attrs["n_beta"])
     fin["probe_units"] = int(positions.size)
     fin["step"] = int(step)
     return fin

@@ -491,7 +491,9 @@ class SpacingFinParameters(RetrainingFields):
     ``probe_seqs``: the χ workload's SGLD data and probe sequences (probe units =
     probe_seqs × (n_ctx − 1)); ``eval_seqs``: validation sequences for the losses;
     ``report_dir``: where the report, plot and ``results.json`` go (default ``out_dir``,
-    which holds the χ stores and weights).
+    which holds the χ stores and weights); ``further_mode``: also amplify a further mode
+    picked by a fixed rule, its prediction written before retraining
+    (``experiments/spacing/further_mode.py``).
     """
 
     preset: str = "demo"
@@ -506,6 +508,7 @@ class SpacingFinParameters(RetrainingFields):
     probe_seqs: int = Field(32, ge=1)
     eval_seqs: int = Field(256, ge=1)
     report_dir: str | None = None
+    further_mode: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> SpacingFinParameters:

@@ -10,11 +10,16 @@ interventions, χ measured again on every retrained model).
    decoded beyond what the untrained network's χ already holds.
 3. From χ at ``weights_step``: χ-suppress weights along the fin mode and the same-dose
    whitespace control (``fin_weights``).
+   With ``further_mode``, also a further mode picked by a fixed rule and its amplify
+   weights, the prediction written down before any run is retrained
+   (``experiments/spacing/further_mode.py``, ``further_mode_plan.json``).
 4. For every seed, from the same initialization and data order: baseline, the data edit
-   that collapses runs of spaces, χ-suppress, control (``flows.retraining``).
+   that collapses runs of spaces, χ-suppress, control, and with ``further_mode`` the
+   further mode amplified (``flows.retraining``).
 5. χ again at the last checkpoint of every retrained model (its own store; the same
    workload on the unedited data, so every model is probed on the same tokens), the fin
-   metric read off it, and the validation losses on whitespace and other targets.
+   metric read off it, and the validation losses on whitespace and other targets (and the
+   further mode's readings: class separation, class loss, localized losses).
 6. Report, plot and ``results.json`` (``fin_report``).
 
     patterning run spacing-fin     # ≈ 1.5 h on 2 cores; a rerun recomputes nothing
@@ -33,7 +38,13 @@ from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.spacing.fin_report import summarize_fin
 from patterning_core.model.checkpoints import list_checkpoints
 from tasks.spacing import spacing_measures
-from tasks.spacing_fin import fin_of_store, fin_suppress_weights, write_fin_report
+from tasks.spacing_fin import (
+    fin_of_store,
+    fin_suppress_weights,
+    further_mode_plan,
+    further_mode_reading,
+    write_fin_report,
+)
 from tasks.training import train_model
 
 CONDITIONS = ("baseline", "collapse_whitespace", "chi_suppress", "control_dose")
@@ -95,18 +106,27 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
     weights = fin_suppress_weights(
         reference_store, p.weights_step, at_weights, p.data, p.preset, p.alpha, str(out)
     )
+    files, conditions, further = dict(weights["files"]), CONDITIONS, None
+    if p.further_mode:
+        further = further_mode_plan(
+            reference_store, p.weights_step, at_weights, p.data, p.preset, p.alpha, str(out)
+        )
+        files.update(further["files"])
+        conditions = (*CONDITIONS, "chi_further_mode")
     jobs = training_jobs(
         p.preset,
         p.data,
         p.train,
         p.seeds,
-        weights["files"],
+        files,
         runs_root,
         p.threads,
-        conditions=CONDITIONS,
+        conditions=conditions,
         data_by_condition={"collapse_whitespace": {**p.data, "collapse_spaces": True}},
     )
-    logger.info("%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), 4)
+    logger.info(
+        "%d training runs (%d seeds × %d conditions)", len(jobs), len(p.seeds), len(conditions)
+    )
     results = retrain(jobs, p.dask_address, p.n_workers)
     for job, result in zip(jobs, results, strict=True):
         if job["label"].startswith("baseline"):
@@ -125,8 +145,20 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
             )
         fin = fin_of_store(store, last, p.preset, job["label"], init_stores.get(seed))
         losses = spacing_measures(result["run_dir"], p.data, p.eval_seqs)["losses"]
+        run = {}
+        if further is not None:
+            run["further"] = further_mode_reading(
+                store,
+                last,
+                p.preset,
+                further["summary"]["pattern_class"],
+                result["run_dir"],
+                p.data,
+                p.eval_seqs,
+            )
         runs.append(
             {
+                **run,
                 "seed": seed,
                 "condition": condition,
                 "run_dir": result["run_dir"],
@@ -138,7 +170,12 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
             }
         )
     numbers = summarize_fin(
-        settings, growth, weights["summary"], runs, time.perf_counter() - started
+        settings,
+        growth,
+        weights["summary"],
+        runs,
+        time.perf_counter() - started,
+        further["summary"] if further else None,
     )
     paths = write_fin_report(p.report_dir or str(out), numbers)
     logger.info("report %s", paths["report"])

@@ -1,8 +1,8 @@
 """The ``spacing-fin`` flow end to end on tiny sizes: a small Python corpus (the standard
 library's ``json`` package) tokenized with every whitespace character a token, the
 ``demo`` preset for 40 steps, χ at its last checkpoint and at its initialization through the
-sharded flow, the fin, the weights, four conditions retrained, χ on each, report; a rerun
-recomputes nothing."""
+sharded flow, the fin, the weights, five conditions retrained (the fifth along a further
+mode, planned before retraining), χ on each, report; a rerun recomputes nothing."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
         ("collapse_whitespace", 0),
         ("chi_suppress", 0),
         ("control_dose", 0),
+        ("chi_further_mode", 0),
     ]
     for r in results["runs"]:
         assert 0 <= r["fin_metric"] <= 1 and np.isfinite(r["loss_whitespace"])
@@ -73,8 +74,24 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
         "control_cuts_less_than_a_quarter",
         "collapse_removes_the_fin",
     }
-    # the seed-0 baseline's χ is the reference store's; the other three have their own
-    assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 3
+    # the seed-0 baseline's χ is the reference store's; the other four have their own
+    assert len(list((tmp_path / "out" / "retrained").glob("*.zarr"))) == 4
+    # the further mode: planned (and written) before retraining, read on every run
+    plan = json.loads((tmp_path / "out" / "further_mode_plan.json").read_text())["summary"]
+    further = results["further_mode"]
+    assert further["plan"]["mode"] == plan["mode"] >= 2
+    assert plan["mode"] != plan["fin_mode"] and plan["pattern_class"] != "space_run"
+    assert len(plan["predicted_shift"]) == len(plan["components"]) == 18
+    assert [r["condition"] for r in further["runs"]] == [r["condition"] for r in results["runs"]]
+    (seed0,) = further["outcome"]["seeds"]
+    assert set(seed0["along"]) == {
+        "collapse_whitespace",
+        "chi_suppress",
+        "control_dose",
+        "chi_further_mode",
+    }
+    assert -1 <= seed0["loop"]["cosine"] <= 1
+    assert "## A further mode, amplified" in Path(first["report"]).read_text()
     shares = results["weights"]["whitespace_share"]
     assert shares["control_dose"] == pytest.approx(shares["chi_suppress"], rel=1e-5)
     assert "## Targets" in Path(first["report"]).read_text()

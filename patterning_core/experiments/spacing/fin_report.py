@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from patterning_core.experiments.spacing.further_mode import outcome
+
 __all__ = ["CONTROL_MAX_CUT", "REMOVED_NULLS", "SUPPRESS_MIN_CUT", "fin_report", "summarize_fin"]
 
 SUPPRESS_MIN_CUT = 0.5  # χ-suppress must cut the fin metric by at least half, every seed
@@ -65,10 +67,14 @@ def summarize_fin(
     weights: Mapping[str, Any],
     runs: Sequence[Mapping[str, Any]],
     wall_seconds: float,
+    further_plan: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``results.json``: the fin over the reference's training (``growth``, one fin per χ
     checkpoint), the weights' summary, one row per retrained run, and the targets per seed
-    (cut = 1 − metric / the same seed's baseline metric)."""
+    (cut = 1 − metric / the same seed's baseline metric). With ``further_plan`` (the
+    further mode's plan, ``further_mode.plan_further_mode``'s summary) and each run's
+    ``further`` reading, also ``further_mode``: the plan, every run's reading and the
+    prediction's outcome (``further_mode.outcome``)."""
     base = {r["seed"]: r for r in runs if r["condition"] == "baseline"}
     rows = []
     for r in runs:
@@ -124,6 +130,18 @@ def summarize_fin(
             ),
         }
     init_controlled = _init_controlled_targets(rows)
+    further = None
+    if further_plan is not None:
+        readings = [
+            {"seed": r["seed"], "condition": r["condition"], "further": r["further"]}
+            for r in runs
+            if "further" in r
+        ]
+        further = {
+            "plan": dict(further_plan),
+            "runs": readings,
+            "outcome": outcome(further_plan, readings),
+        }
     return {
         "fin_metric_reference": growth[-1]["metric"],
         "fin_beyond_loss_reference": _decoding(growth[-1], "beyond_loss"),
@@ -142,6 +160,7 @@ def summarize_fin(
         "wall_seconds": wall_seconds,
         "settings": dict(settings),
         "fin_note": FIN_NOTE,
+        "further_mode": further,
     }
 
 
@@ -198,6 +217,7 @@ def _plot(out: Path, numbers: Mapping[str, Any]) -> str:
     a.legend()
     a.set_title("the fin over training")
     conditions = ["baseline", "collapse_whitespace", "chi_suppress", "control_dose"]
+    conditions += sorted({r["condition"] for r in numbers["runs"]} - set(conditions))
     for axis, key, title in (
         (b, "fin_metric", "fin metric of χ on each retrained model"),
         (c, "fin_beyond_loss", "run position beyond the loss"),
@@ -305,4 +325,70 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
         f"- {k} (beyond the initialization): {'met' if v else 'NOT met'}"
         for k, v in (numbers.get("targets_init_controlled") or {}).items()
     ]
+    if numbers.get("further_mode"):
+        lines += ["", *_further_mode_section(numbers["further_mode"])]
     return "\n".join(lines) + "\n"
+
+
+def _further_mode_section(further: Mapping[str, Any]) -> list[str]:
+    """The further mode's plan (as written before retraining), every run's reading and the
+    prediction's outcome, as Markdown lines."""
+    from patterning_core.report.markdown import markdown_table
+
+    plan = further["plan"]
+    c = plan["pattern_class"]
+    lines = [
+        "## A further mode, amplified",
+        "",
+        f"Picked at the weights step by the rule of `experiments/spacing/further_mode.py` "
+        f"(fin mode {plan['fin_mode']} and PC1 left out): mode {plan['mode']}, whose unit "
+        f"loadings separate the `{c}` tokens (point-biserial r = {plan['r']:+.3f}). Amplify "
+        f"weights along it: class fit R² {plan['fit_r2']:.3f}, dose mean|ρ − 1| "
+        f"{plan['dose']:.3f}, largest weight {plan['max_weight']:.2f}. Predicted before any "
+        "run was retrained (`further_mode_plan.json`):",
+        "",
+        *[f"{i}. {line}" for i, line in enumerate(plan["prediction"], 1)],
+        "",
+    ]
+    lines += markdown_table(
+        [
+            {
+                "seed": str(r["seed"]),
+                "condition": r["condition"],
+                f"loss, {c}": f"{r['further']['loss']['class']:.3f}",
+                "loss, other": f"{r['further']['loss']['other']:.3f}",
+                f"{c} separation (mode)": (
+                    f"{r['further']['separation']['separation']:.3f} "
+                    f"({r['further']['separation']['mode']})"
+                ),
+            }
+            for r in further["runs"]
+        ],
+        align=["r", "l", "r", "r", "r"],
+    )
+    lines += ["", "Outcome against the baseline of the same seed:", ""]
+    rows = []
+    for s in further["outcome"]["seeds"]:
+        along = s["along"]
+        rows.append(
+            {
+                "seed": str(s["seed"]),
+                "Δ(loss gap)": f"{s['loss_gap_change']:+.3f}",
+                "Δ separation": f"{s['separation_change']:+.3f}",
+                "loop cosine": f"{s['loop']['cosine']:+.2f}",
+                "loop gain": f"{s['loop']['gain']:+.1f}",
+                "along the prediction, by condition": "; ".join(
+                    f"{k} {v[0]:+.4f} ± {v[1]:.4f}" for k, v in along.items()
+                ),
+                "met (loss / map / loop)": " / ".join(
+                    "yes" if s["met"][k] else "no" for k in ("loss", "map", "loop")
+                ),
+            }
+        )
+    lines += markdown_table(rows, align=["r", "r", "r", "r", "r", "l", "l"])
+    lines += [
+        "",
+        "The separation is read off one χ estimate per run (its SGLD noise is not measured "
+        "here); the loop's shifts carry the standard errors of the chains.",
+    ]
+    return lines

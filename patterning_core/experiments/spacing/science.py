@@ -76,14 +76,14 @@ def spacing_scores(
     if not bool(mask.any()) or bool(mask.all()):
         raise ValueError("spacing scores need tokens with both whitespace and other targets")
 
-    base = _unit_losses(params, config, tokens, batch_size)
+    base = unit_losses(params, config, tokens, batch_size)
     scores = {}
     for layer in range(config.n_layers):
         key = f"blocks.{layer}.attn.W_O"
         for head in range(config.n_heads):
             w_o = params[key].clone()
             w_o[head] = 0.0
-            delta = _unit_losses({**params, key: w_o}, config, tokens, batch_size) - base
+            delta = unit_losses({**params, key: w_o}, config, tokens, batch_size) - base
             scores[head_name(layer, head)] = float(delta[mask].mean() - delta[~mask].mean())
     return scores
 
@@ -96,7 +96,7 @@ def unit_losses_by_kind(
 ) -> dict[str, float]:
     """Mean loss on spacing units and on all other units of ``tokens [N, T]``."""
     mask = spacing_units(tokens, token_strings)
-    losses = _unit_losses(params, config, tokens)
+    losses = unit_losses(params, config, tokens)
     return {"spacing": float(losses[mask].mean()), "other": float(losses[~mask].mean())}
 
 
@@ -128,7 +128,7 @@ def run_measures(run_dir: str, data: dict, eval_seqs: int, curve_every: int = 50
 
 
 @torch.no_grad()
-def _unit_losses(
+def unit_losses(
     params: Mapping[str, Tensor], config: TransformerConfig, tokens: Tensor, batch_size: int = 64
 ) -> Tensor:
     """Per-unit losses ``[N, T − 1]`` of ``tokens [N, T]``, in batches."""

@@ -163,12 +163,25 @@ def test_outcome_reads_each_prediction_against_the_same_seeds_baseline():
     got = outcome(plan, runs)
     s0, s1 = got["seeds"]
     assert s0["loop"]["cosine"] == pytest.approx(1.0) and s0["loop"]["gain"] == pytest.approx(3.0)
-    assert s0["loss_gap_change"] == pytest.approx(-0.2)
-    assert s0["separation_change"] == pytest.approx(0.2)
+    moved, control = s0["conditions"]["chi_further_mode"], s0["conditions"]["control_dose"]
+    assert moved["loss_gap_change"] == pytest.approx(-0.2)
+    assert moved["separation_change"] == pytest.approx(0.2)
     assert s0["met"] == {"loss": True, "map": True, "loop": True}
-    value, se = s0["along"]["chi_further_mode"]
+    value, se = moved["along"]
     assert value == pytest.approx(3 * np.linalg.norm(predicted))
     assert se == pytest.approx(np.sqrt(2) * 0.01)  # two independent SEs of 0.01, unit vector
-    assert s0["along"]["control_dose"][0] == pytest.approx(0.0)
+    assert control["along"][0] == pytest.approx(0.0) and control["loss_gap_change"] == 0.0
+    assert set(s1["conditions"]) == {"chi_further_mode"}
     assert s1["met"] == {"loss": False, "map": False, "loop": False}
     assert got["met_every_seed"] == {"loss": False, "map": False, "loop": False}
+
+
+def test_outcome_refuses_runs_read_on_another_workload():
+    plan = {"predicted_shift": [0.1, 0.2], "components": ["L0H0", "embed"]}
+    other = {**_reading([0.1, 0.2], 0.0, 0.3), "components": ["L0H0", "unembed"]}
+    runs = [
+        {"seed": 0, "condition": "baseline", "further": _reading([0.1, 0.2], 0.0, 0.3)},
+        {"seed": 0, "condition": "chi_further_mode", "further": other},
+    ]
+    with pytest.raises(ValueError, match="plan's workload"):
+        outcome(plan, runs)

@@ -84,7 +84,7 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     assert len(plan["predicted_shift"]) == len(plan["components"]) == 18
     assert [r["condition"] for r in further["runs"]] == [r["condition"] for r in results["runs"]]
     (seed0,) = further["outcome"]["seeds"]
-    assert set(seed0["along"]) == {
+    assert set(seed0["conditions"]) == {
         "collapse_whitespace",
         "chi_suppress",
         "control_dose",

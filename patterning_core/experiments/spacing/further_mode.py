@@ -290,10 +290,14 @@ def outcome(plan: dict, runs: Sequence[dict]) -> dict:
     ``{"loss": class_loss(...), "separation": separation_of(...), "phi": [component],
     "phi_se": [component]}`` read at the same final step for every run.
 
-    Returns ``{"seeds": [{"seed", "loss_gap_change", "separation_change", "loop": {cosine,
-    gain, …}, "along": {condition: (value, se)}, "met": {"loss", "map", "loop"}}],
-    "met_every_seed": {"loss", "map", "loop"}}``; ``along`` reads every condition's shift of
-    ⟨φ_C⟩ from the seed's baseline along the predicted shift (the controls' yardstick).
+    Returns ``{"seeds": [{"seed", "conditions": {condition: {"loss_gap_change",
+    "separation_change", "along": (value, se)}}, "loop": {cosine, gain, …}, "met": {"loss",
+    "map", "loop"}}], "met_every_seed": {"loss", "map", "loop"}}``. Every condition other
+    than the baseline is read the same way (the change of the class's loss gap and of its
+    separation from the seed's baseline, and its shift of ⟨φ_C⟩ projected on the predicted
+    shift, with its standard error), so the further mode's changes stand beside what the
+    other re-weightings of the same experiment do; ``loop`` and ``met`` are the further
+    mode's own.
     """
     predicted = np.asarray(plan["predicted_shift"], dtype=np.float64)
     seeds = []
@@ -301,36 +305,36 @@ def outcome(plan: dict, runs: Sequence[dict]) -> dict:
         by = {r["condition"]: r["further"] for r in runs if r["seed"] == seed}
         if "baseline" not in by or "chi_further_mode" not in by:
             continue
-        base, moved = by["baseline"], by["chi_further_mode"]
         for f in by.values():
             if list(f.get("components", plan["components"])) != list(plan["components"]):
                 raise ValueError(
                     f"seed {seed}: a run's χ store has components {f['components']}, the plan "
                     f"{plan['components']}: every run must be read on the plan's workload."
                 )
-        shift = {
-            c: np.asarray(f["phi"]) - np.asarray(base["phi"])
+        base = by.pop("baseline")
+        phi0, se0 = np.asarray(base["phi"]), np.asarray(base["phi_se"])
+        changes = {
+            c: {
+                "loss_gap_change": f["loss"]["gap"] - base["loss"]["gap"],
+                "separation_change": f["separation"]["separation"]
+                - base["separation"]["separation"],
+                "along": along_direction(
+                    np.asarray(f["phi"]) - phi0, np.hypot(np.asarray(f["phi_se"]), se0), predicted
+                ),
+            }
             for c, f in by.items()
-            if c != "baseline"
         }
-        se = {
-            c: np.hypot(np.asarray(f["phi_se"]), np.asarray(base["phi_se"]))
-            for c, f in by.items()
-            if c != "baseline"
-        }
-        loop = compare_shift(shift["chi_further_mode"], predicted, list(plan["components"]))
-        loss_change = moved["loss"]["gap"] - base["loss"]["gap"]
-        sep_change = moved["separation"]["separation"] - base["separation"]["separation"]
+        moved = changes["chi_further_mode"]
+        shift = np.asarray(by["chi_further_mode"]["phi"]) - phi0
+        loop = compare_shift(shift, predicted, list(plan["components"]))
         seeds.append(
             {
                 "seed": seed,
-                "loss_gap_change": loss_change,
-                "separation_change": sep_change,
+                "conditions": changes,
                 "loop": loop,
-                "along": {c: along_direction(shift[c], se[c], predicted) for c in shift},
                 "met": {
-                    "loss": bool(loss_change < 0),
-                    "map": bool(sep_change > 0),
+                    "loss": bool(moved["loss_gap_change"] < 0),
+                    "map": bool(moved["separation_change"] > 0),
                     "loop": bool(loop["cosine"] > 0),
                 },
             }

@@ -34,13 +34,21 @@ from torch import Tensor
 from patterning_core.data.token_classes import PRIMARY_CLASSES, PatternClasses, classify
 from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.intervention import (
+    ClassExtrapolation,
     extrapolate_by_class,
     solve_intervention,
     weights_from_intervention,
 )
 from patterning_core.experiments.spacing.fin import run_positions
 
-__all__ = ["MAX_POSITION", "FinWeights", "control_like", "fin_classes", "fin_weights"]
+__all__ = [
+    "MAX_POSITION",
+    "FinWeights",
+    "control_like",
+    "fin_classes",
+    "fin_weights",
+    "mode_solution",
+]
 
 MAX_POSITION = 12  # run positions beyond this share one class
 
@@ -89,6 +97,24 @@ def control_like(rho: np.ndarray, whitespace: np.ndarray) -> np.ndarray:
     return out / out.mean()
 
 
+def mode_solution(
+    chi: xr.DataArray, n_beta: float, mode: int, sign: float, probe_classes: np.ndarray
+) -> tuple[xr.DataArray, ClassExtrapolation, float]:
+    """The intervention along one mode of the standardized χ̃ and its class fit.
+
+    dh = (1/nβ)·χ̃†·dμ for dμ = sign·σ_k·u_k (``intervention.solve_intervention``; a left
+    singular vector, so dh = sign·v_k/nβ on the probe units), fitted by the probe units'
+    classes ``probe_classes`` ``[unit]`` (``intervention.extrapolate_by_class``). ``chi``:
+    ``(component, unit)`` as stored (no nβ factor). Returns ``(dh, fit, σ_k)``."""
+    chi = chi.transpose("component", "unit")
+    modes = decompose(chi, "component")
+    u = modes["component_loading"].sel(mode=mode).values
+    sigma = float(modes["singular_value"].sel(mode=mode))
+    dh = solve_intervention(standardize(chi, "component"), sign * sigma * u, n_beta, rcond=1e-6)
+    fit = extrapolate_by_class(dh.assign_coords(fin_class=("unit", probe_classes)), "fin_class")
+    return dh, fit, sigma
+
+
 def fin_weights(
     chi: xr.DataArray,
     n_beta: float,
@@ -104,15 +130,8 @@ def fin_weights(
     order of ``probe_tokens`` ``[P, T]`` flattened; ``fin``: :func:`fin.fin_metric` of that
     checkpoint (its ``mode`` and the sign of its ``rho``); ``train_tokens`` ``[N, T]``.
     """
-    chi = chi.transpose("component", "unit")
     k, s = int(fin["mode"]), float(np.sign(fin["rho"]))
-    modes = decompose(chi, "component")
-    u = modes["component_loading"].sel(mode=k).values
-    sigma = float(modes["singular_value"].sel(mode=k))
-    z = standardize(chi, "component")
-    dh = solve_intervention(z, -s * sigma * u, n_beta, rcond=1e-6)
-    probe_classes = fin_classes(probe_tokens, strings).ravel()
-    fit = extrapolate_by_class(dh.assign_coords(fin_class=("unit", probe_classes)), "fin_class")
+    _, fit, _ = mode_solution(chi, n_beta, k, -s, fin_classes(probe_tokens, strings).ravel())
     train_kinds = classify(train_tokens, strings).for_units()  # once: it scans every context
     train_classes = fin_classes(train_tokens, strings, train_kinds)
     names, index = np.unique(train_classes, return_inverse=True)

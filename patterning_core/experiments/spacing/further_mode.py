@@ -46,8 +46,6 @@ from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import PRIMARY_CLASSES
 from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.intervention import (
-    extrapolate_by_class,
-    solve_intervention,
     weights_from_intervention,
 )
 from patterning_core.experiments.induction.loop import (
@@ -56,7 +54,7 @@ from patterning_core.experiments.induction.loop import (
     predicted_shift,
 )
 from patterning_core.experiments.spacing.fin_store import N_MODES
-from patterning_core.experiments.spacing.fin_weights import fin_classes
+from patterning_core.experiments.spacing.fin_weights import fin_classes, mode_solution
 from patterning_core.experiments.spacing.science import unit_losses
 from patterning_core.model.checkpoints import final_checkpoint
 
@@ -180,13 +178,9 @@ def further_mode_weights(
     order of ``probe_tokens`` ``[P, T]`` flattened; ``train_tokens`` ``[N, T]``.
     """
     chi = chi.transpose("component", "unit")
-    k, s = int(pick["mode"]), float(np.sign(pick["r"]))
-    modes = decompose(chi, "component")
-    u = modes["component_loading"].sel(mode=k).values
-    sigma = float(modes["singular_value"].sel(mode=k))
-    dh = solve_intervention(standardize(chi, "component"), s * sigma * u, n_beta, rcond=1e-6)
+    s = float(np.sign(pick["r"]))
     probe_classes = fin_classes(probe_tokens, strings).ravel()
-    fit = extrapolate_by_class(dh.assign_coords(fin_class=("unit", probe_classes)), "fin_class")
+    _, fit, sigma = mode_solution(chi, n_beta, int(pick["mode"]), s, probe_classes)
     train_classes = fin_classes(train_tokens, strings)
     names, index, counts = np.unique(train_classes, return_inverse=True, return_counts=True)
     # classes only the probes hold get dh = 0 and count for nothing in the mean

@@ -45,9 +45,7 @@ from torch import Tensor
 from patterning_core.data.lm_data import load_lm_tokens
 from patterning_core.data.token_classes import PRIMARY_CLASSES
 from patterning_core.estimators.decomposition import decompose, standardize
-from patterning_core.estimators.intervention import (
-    weights_from_intervention,
-)
+from patterning_core.estimators.intervention import weights_from_intervention
 from patterning_core.experiments.induction.loop import (
     along_direction,
     compare_shift,

@@ -493,7 +493,9 @@ class SpacingFinParameters(RetrainingFields):
     ``report_dir``: where the report, plot and ``results.json`` go (default ``out_dir``,
     which holds the χ stores and weights); ``further_mode``: also amplify a further mode
     picked by a fixed rule, its prediction written before retraining
-    (``experiments/spacing/further_mode.py``).
+    (``experiments/spacing/further_mode.py``); ``replica_seed``: χ of the reference's last
+    χ checkpoint estimated again with this SGLD seed and read like every run, the readings'
+    sampler noise (None: not measured).
     """
 
     preset: str = "demo"
@@ -509,11 +511,17 @@ class SpacingFinParameters(RetrainingFields):
     eval_seqs: int = Field(256, ge=1)
     report_dir: str | None = None
     further_mode: bool = True
+    replica_seed: int | None = 1
 
     @model_validator(mode="after")
     def _check(self) -> SpacingFinParameters:
         schedule = check_training_inputs(self.preset, self.data, self.train).schedule()
         _check_seeds_and_alpha(self.seeds, self.alpha)
+        if self.replica_seed is not None and self.replica_seed == self.sampler.get("seed", 0):
+            raise ConfigError(
+                "replica_seed must differ from the sampler's seed (or be null to skip the "
+                "sampler-noise estimate)."
+            )
         if self.data.get("whitespace") != "split":
             raise ConfigError(
                 "the spacing fin needs runs of spaces kept as runs of tokens: set "

@@ -20,7 +20,9 @@ interventions, χ measured again on every retrained model).
    workload on the unedited data, so every model is probed on the same tokens), the fin
    metric read off it, and the validation losses on whitespace and other targets (and the
    further mode's readings: class separation, class loss, localized losses).
-6. Report, plot and ``results.json`` (``fin_report``).
+6. With ``replica_seed``, χ of the reference's last χ checkpoint again with that SGLD seed
+   (``chi_replica.zarr``), read the same way: the sampler noise of every reading above.
+7. Report, plot and ``results.json`` (``fin_report``).
 
     patterning run spacing-fin     # ≈ 1.5 h on 2 cores; a rerun recomputes nothing
 """
@@ -36,6 +38,7 @@ from flows.parameters import SpacingFinParameters, SusceptibilityParameters
 from flows.retraining import experiment_folders, retrain, training_jobs
 from flows.susceptibilities import susceptibilities
 from patterning_core.experiments.spacing.fin_report import summarize_fin
+from patterning_core.experiments.spacing.further_mode import sampler_noise
 from patterning_core.model.checkpoints import list_checkpoints
 from tasks.spacing import spacing_measures
 from tasks.spacing_fin import (
@@ -70,13 +73,13 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
         "probe_seqs": p.probe_seqs,
     }
 
-    def chi_store(store: Path, ckpts: list[dict]) -> str:
+    def chi_store(store: Path, ckpts: list[dict], sampler: dict | None = None) -> str:
         susceptibilities(
             SusceptibilityParameters(
                 store=str(store),
                 workload=workload,
                 checkpoints=ckpts,
-                sampler=p.sampler,
+                sampler=sampler or p.sampler,
                 dask_address=p.dask_address,
                 n_workers=p.n_workers,
             )
@@ -169,6 +172,13 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
                 "loss_other": losses["other"],
             }
         )
+    noise = None
+    if p.replica_seed is not None:
+        replica = chi_store(
+            out / "chi_replica.zarr", checkpoints[-1:], {**p.sampler, "seed": p.replica_seed}
+        )
+        stores = (reference_store, replica)
+        noise = _sampler_noise(p, stores, checkpoints[-1]["step"], reference, further)
     numbers = summarize_fin(
         settings,
         growth,
@@ -176,7 +186,29 @@ def spacing_fin(params: SpacingFinParameters | None = None) -> dict:
         runs,
         time.perf_counter() - started,
         further["summary"] if further else None,
+        noise,
     )
     paths = write_fin_report(p.report_dir or str(out), numbers)
     logger.info("report %s", paths["report"])
     return {**paths, "targets": numbers["targets"]}
+
+
+def _sampler_noise(
+    p: SpacingFinParameters,
+    stores: tuple[str, str],
+    step: int,
+    reference: dict,
+    further: dict | None,
+) -> dict:
+    """The reference's χ at ``step`` and its replica with SGLD seed ``p.replica_seed``
+    (``stores``), read as every retrained run is read (``further_mode.sampler_noise``)."""
+    labels = ("reference", f"reference, SGLD seed {p.replica_seed}")
+    fins = [fin_of_store(s, step, p.preset, label) for s, label in zip(stores, labels, strict=True)]
+    readings = []
+    if further is not None:
+        cls = further["summary"]["pattern_class"]
+        readings = [
+            further_mode_reading(s, step, p.preset, cls, reference["run_dir"], p.data, p.eval_seqs)
+            for s in stores
+        ]
+    return sampler_noise(fins, readings, further["summary"] if further else None)

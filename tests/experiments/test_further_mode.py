@@ -18,6 +18,7 @@ from patterning_core.experiments.spacing.further_mode import (
     further_mode_weights,
     outcome,
     pick_further_mode,
+    sampler_noise,
     separation_of,
 )
 
@@ -185,3 +186,21 @@ def test_outcome_refuses_runs_read_on_another_workload():
     ]
     with pytest.raises(ValueError, match="plan's workload"):
         outcome(plan, runs)
+
+
+def test_sampler_noise_is_the_difference_between_two_estimates_of_one_model():
+    plan = {"predicted_shift": [0.0, 0.3, 0.4], "components": ["L0H0", "L0H1", "embed"]}
+    a = _reading([0.2, 0.2, 0.2], 0.0, 0.30)
+    b = _reading([0.2, 0.5, 0.6], 0.0, 0.25)  # moved by exactly the predicted shift
+    got = sampler_noise([{"metric": 0.5}, {"metric": 0.35}], [a, b], plan)
+    assert got["fin_metric_difference"] == pytest.approx(-0.15)
+    assert got["separation"] == [0.30, 0.25]
+    assert got["separation_difference"] == pytest.approx(-0.05)
+    value, se = got["phi_along_prediction"]
+    assert value == pytest.approx(0.5)  # |(0, 0.3, 0.4)| = 0.5
+    assert se == pytest.approx(np.sqrt(2) * 0.01)
+    # without a further mode only the fin metric is read
+    assert set(sampler_noise([{"metric": 0.5}, {"metric": 0.4}], [], None)) == {
+        "fin_metric",
+        "fin_metric_difference",
+    }

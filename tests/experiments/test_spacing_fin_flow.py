@@ -92,6 +92,13 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     }
     assert -1 <= seed0["loop"]["cosine"] <= 1
     assert "## A further mode, amplified" in Path(first["report"]).read_text()
+    # the sampler noise: the reference's χ again with SGLD seed 1, read the same way
+    assert (tmp_path / "out" / "chi_replica.zarr").is_dir()
+    noise = results["sampler_noise"]
+    assert noise["fin_metric"][0] == results["fin_metric_reference"]
+    assert noise["separation"][0] == further["runs"][0]["further"]["separation"]["separation"]
+    assert noise["fin_metric"][1] != noise["fin_metric"][0]  # another SGLD seed
+    assert "## Sampler noise" in Path(first["report"]).read_text()
     shares = results["weights"]["whitespace_share"]
     assert shares["control_dose"] == pytest.approx(shares["chi_suppress"], rel=1e-5)
     assert "## Targets" in Path(first["report"]).read_text()
@@ -174,29 +181,3 @@ def test_the_fin_deep_replica_samples_the_same_initialization_with_another_sgld_
     assert replica["checkpoints"] == main["checkpoints"][:1]
     assert replica["sampler"] == {**main["sampler"], "seed": 1} != main["sampler"]
     assert replica["store"] != main["store"] and replica["workload"] == main["workload"]
-
-
-def test_the_long_context_replica_samples_the_reference_with_another_sgld_seed():
-    """``spacing_fin_long_chi_3000_sampler1.json`` (the SGLD noise of the readings of
-    ``spacing_fin_long.json``: χ of its reference at step 3,000 estimated again) is that
-    flow's workload and sampler with only the SGLD seed changed, on the reference run's
-    checkpoint (run folder named by ``train_model``'s key of the flow's preset, data and
-    training settings)."""
-    from flows.parameters import SpacingFinParameters
-    from tasks.training import run_key
-
-    root = Path(__file__).parents[2] / "docs/examples"
-    flow = SpacingFinParameters(**json.loads((root / "spacing_fin_long.json").read_text()))
-    replica = json.loads((root / "spacing_fin_long_chi_3000_sampler1.json").read_text())
-    (ckpt,) = replica["checkpoints"]
-    assert ckpt["step"] == flow.chi_checkpoints[-1]
-    key = run_key(flow.preset, flow.data, {**flow.train, "seed": flow.seeds[0]})
-    assert Path(ckpt["path"]).parent.name == f"{flow.preset}-{key}"
-    assert replica["sampler"] == {**flow.sampler, "seed": 1} != flow.sampler
-    assert replica["workload"] == {
-        "kind": "transformer",
-        "data": flow.data,
-        "sgld_seqs": flow.sgld_seqs,
-        "probe_seqs": flow.probe_seqs,
-    }
-    assert replica["store"] not in (flow.out_dir, f"{flow.out_dir}/chi.zarr")

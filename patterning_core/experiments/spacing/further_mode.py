@@ -69,6 +69,7 @@ __all__ = [
     "plan_further_mode",
     "prediction",
     "run_class_loss",
+    "sampler_noise",
     "separation_of",
 ]
 
@@ -335,3 +336,36 @@ def outcome(plan: dict, runs: Sequence[dict]) -> dict:
         key: bool(seeds and all(s["met"][key] for s in seeds)) for key in ("loss", "map", "loop")
     }
     return {"seeds": seeds, "met_every_seed": every}
+
+
+def sampler_noise(fins: Sequence[dict], readings: Sequence[dict], plan: dict | None) -> dict:
+    """What two SGLD estimates of one model's χ (same checkpoint and probe units, two
+    sampler seeds) disagree on, read as every retrained run is read: the fin metric
+    (``fins``: ``fin_store.fin_at`` of each), and with a further-mode ``plan`` the class
+    separation and the localized losses projected on the predicted shift (``readings``:
+    the further-mode readings of each, as :func:`outcome` takes them). A run's change read
+    off one χ estimate carries this on top of its baseline's.
+
+    Returns ``{"fin_metric": [a, b], "fin_metric_difference", and with a plan
+    "separation": [a, b], "separation_difference", "phi_along_prediction": [value, se]}``
+    (differences second − first; ``se`` from the chains, for comparison with the value).
+    """
+    first, second = fins
+    out = {
+        "fin_metric": [first["metric"], second["metric"]],
+        "fin_metric_difference": second["metric"] - first["metric"],
+    }
+    if plan is not None:
+        a, b = readings
+        value, se = along_direction(
+            np.asarray(b["phi"]) - np.asarray(a["phi"]),
+            np.hypot(np.asarray(a["phi_se"]), np.asarray(b["phi_se"])),
+            plan["predicted_shift"],
+        )
+        sa, sb = a["separation"]["separation"], b["separation"]["separation"]
+        out.update(
+            separation=[sa, sb],
+            separation_difference=sb - sa,
+            phi_along_prediction=[value, se],
+        )
+    return out

@@ -184,6 +184,34 @@ def test_targets_per_seed_against_that_seeds_baseline():
     assert numbers["targets_init_controlled"] == {}  # no initialization χ: no such targets
 
 
+def test_changes_over_seeds_are_against_each_seeds_own_baseline():
+    """Seed 0: baseline 0.6, χ-suppress 0.2 (Δ −0.4); seed 1: baseline 0.4, χ-suppress 0.3
+    (Δ −0.1); seed 2 has no baseline and is left out. Mean −0.25, sample sd
+    |−0.4 − (−0.1)| / √2."""
+    from patterning_core.experiments.spacing.fin_report import changes_over_seeds, summarize_fin
+
+    runs = [
+        _run(0, "baseline", 0.6, 0.5),
+        _run(0, "chi_suppress", 0.2, 0.5),
+        _run(1, "baseline", 0.4, 0.3),
+        _run(1, "chi_suppress", 0.3, 0.4),
+        _run(1, "control_dose", 0.5, 0.3),
+        _run(2, "chi_suppress", 0.0, 0.0),
+    ]
+    growth = [{"step": 40, "metric": 0.7, "probe_units": 100, "space_units": 50, "null": 0.1}]
+    rows = summarize_fin({"weights_step": 40}, growth, {}, runs, 1.0)["runs"]
+    changes = {c["condition"]: c for c in changes_over_seeds(rows)}
+    assert set(changes) == {"chi_suppress", "control_dose"}
+    suppress = changes["chi_suppress"]
+    assert suppress["n"] == 2
+    assert suppress["fin_metric"]["mean"] == pytest.approx(-0.25)
+    assert suppress["fin_metric"]["sd"] == pytest.approx(0.3 / np.sqrt(2))
+    assert suppress["fin_metric_loss_controlled"]["mean"] == pytest.approx(0.05)
+    assert suppress["fin_beyond_init"] is None  # read without an initialization's χ
+    control = changes["control_dose"]
+    assert control["fin_metric"] == {"mean": pytest.approx(0.1), "sd": None}  # one seed
+
+
 def test_init_controlled_targets_read_the_fin_beyond_the_initialization():
     """Targets on the run position beyond the initialization, per seed against its
     baseline; "learned" means above REMOVED_NULLS (2) null levels (here 2 × 0.08)."""

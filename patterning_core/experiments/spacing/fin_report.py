@@ -12,7 +12,14 @@ import numpy as np
 
 from patterning_core.experiments.spacing.further_mode import outcome
 
-__all__ = ["CONTROL_MAX_CUT", "REMOVED_NULLS", "SUPPRESS_MIN_CUT", "fin_report", "summarize_fin"]
+__all__ = [
+    "CONTROL_MAX_CUT",
+    "REMOVED_NULLS",
+    "SUPPRESS_MIN_CUT",
+    "changes_over_seeds",
+    "fin_report",
+    "summarize_fin",
+]
 
 SUPPRESS_MIN_CUT = 0.5  # χ-suppress must cut the fin metric by at least half, every seed
 CONTROL_MAX_CUT = 0.25  # the control must cut it by less than a quarter
@@ -156,6 +163,7 @@ def summarize_fin(
         "weights_step": settings["weights_step"],
         "weights": dict(weights),
         "runs": rows,
+        "changes_over_seeds": changes_over_seeds(rows),
         "targets": targets,
         "targets_loss_controlled": controlled,
         "targets_init_controlled": init_controlled,
@@ -165,6 +173,45 @@ def summarize_fin(
         "further_mode": further,
         "sampler_noise": dict(noise) if noise else None,
     }
+
+
+CHANGE_READINGS = ("fin_metric", "fin_metric_loss_controlled", "fin_beyond_loss", "fin_beyond_init")
+
+
+def changes_over_seeds(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = CHANGE_READINGS
+) -> list[dict[str, Any]]:
+    """Each condition's change against the same seed's baseline, over the seeds: for every
+    condition but the baseline and every reading in ``keys`` (a run row's field), ``mean``
+    and ``sd`` (sample standard deviation, ``ddof=1``; None for one seed) of
+    ``run[key] − baseline[key]`` over the seeds that have both, and ``n`` of them. The spread
+    over seeds holds the training seed's and the sampler's noise together, which is what a
+    condition's effect must stand out from.
+
+    Returns ``[{"condition", "n", "<key>": {"mean", "sd"} | None}, ...]`` in the rows' order
+    of first appearance."""
+    base = {r["seed"]: r for r in rows if r["condition"] == "baseline"}
+    conditions = list(dict.fromkeys(r["condition"] for r in rows if r["condition"] != "baseline"))
+    out = []
+    for condition in conditions:
+        runs = [r for r in rows if r["condition"] == condition and r["seed"] in base]
+        entry: dict[str, Any] = {"condition": condition, "n": len(runs)}
+        for key in keys:
+            diffs = [
+                r[key] - base[r["seed"]][key]
+                for r in runs
+                if r.get(key) is not None and base[r["seed"]].get(key) is not None
+            ]
+            entry[key] = (
+                {
+                    "mean": float(np.mean(diffs)),
+                    "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+                }
+                if diffs
+                else None
+            )
+        out.append(entry)
+    return out
 
 
 def _init_controlled_targets(rows: Sequence[dict]) -> dict[str, bool]:
@@ -318,6 +365,11 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
         ],
         align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     )
+    if numbers.get("changes_over_seeds"):
+        lines += [
+            "",
+            *_changes_section(numbers["changes_over_seeds"], numbers.get("sampler_noise")),
+        ]
     lines += ["", "## Targets", ""]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in numbers["targets"].items()]
     controlled = numbers.get("targets_loss_controlled") or {}
@@ -333,6 +385,46 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
     if numbers.get("further_mode"):
         lines += ["", *_further_mode_section(numbers["further_mode"])]
     return "\n".join(lines) + "\n"
+
+
+def _changes_section(
+    changes: Sequence[Mapping[str, Any]], noise: Mapping[str, Any] | None
+) -> list[str]:
+    """The table of :func:`changes_over_seeds`, with the sampler noise beside it."""
+    from patterning_core.report.markdown import markdown_table
+
+    def cell(value: Mapping[str, float | None] | None) -> str:
+        if value is None:
+            return "–"
+        sd = value["sd"]
+        return f"{value['mean']:+.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+    lines = [
+        "Change against the same seed's baseline, mean ± sd over the seeds (the sd holds the "
+        "training seed's and the sampler's noise together):",
+        "",
+        *markdown_table(
+            [
+                {
+                    "condition": c["condition"],
+                    "seeds": str(c["n"]),
+                    "Δ fin metric": cell(c.get("fin_metric")),
+                    "Δ loss-controlled": cell(c.get("fin_metric_loss_controlled")),
+                    "Δ beyond the loss": cell(c.get("fin_beyond_loss")),
+                    "Δ beyond the initialization": cell(c.get("fin_beyond_init")),
+                }
+                for c in changes
+            ],
+            align=["l", "r", "r", "r", "r", "r"],
+        ),
+    ]
+    if noise:
+        lines += [
+            "",
+            f"One model's fin metric from two SGLD seeds differs by "
+            f"{noise['fin_metric_difference']:+.3f} (Sampler noise, below).",
+        ]
+    return lines
 
 
 def _noise_section(noise: Mapping[str, Any], further: Mapping[str, Any] | None) -> list[str]:

@@ -16,7 +16,7 @@ from patterning_core.experiments.spacing.fin import fin_metric, position_decodin
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import chi_at
 
-__all__ = ["N_MODES", "fin_at", "fin_inputs", "probe_tokens"]
+__all__ = ["N_MODES", "fin_at", "fin_inputs", "probe_tokens", "read_fin"]
 
 N_MODES = 8  # leading modes searched for the fin
 
@@ -48,6 +48,25 @@ def fin_inputs(
     return chi.transpose("component", "unit"), positions, loss, ds
 
 
+def read_fin(
+    chi: xr.DataArray,
+    positions: np.ndarray,
+    loss: np.ndarray,
+    init_standardized: np.ndarray | None = None,
+) -> dict:
+    """The fin readings of one χ estimate ``(component, unit)``: :func:`fin.fin_metric` over
+    the leading ``N_MODES`` modes of its per-component standardized form, controlled for
+    ``loss`` ``[unit]``, with ``decoding`` (:func:`fin.position_decoding`, beyond the
+    initialization when ``init_standardized`` ``[component', unit]`` is given) and
+    ``explained_variance`` of the fin mode."""
+    modes = decompose(chi, "component", N_MODES)
+    fin = fin_metric(modes["unit_loading"], positions, control=loss)
+    standardized = standardize(chi, "component").values
+    fin["decoding"] = position_decoding(standardized, positions, loss, baseline=init_standardized)
+    fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
+    return fin
+
+
 def fin_at(
     store: str | Path,
     step: int,
@@ -61,9 +80,6 @@ def fin_at(
     position from the χ directions beyond the loss and, with ``init`` = ``(store, step)``
     of χ of the model's initialization on the same workload, beyond the initialization)."""
     chi, positions, loss, ds = fin_inputs(store, step, config)
-    modes = decompose(chi, "component", N_MODES)
-    fin = fin_metric(modes["unit_loading"], positions, control=loss)
-    standardized = standardize(chi, "component").values
     baseline = None
     if init is not None:
         init_chi, _, init_ds = chi_at(*init)
@@ -73,8 +89,7 @@ def fin_at(
                 f"{store}: estimate both on the same data and probes."
             )
         baseline = standardize(init_chi.transpose("component", "unit"), "component").values
-    fin["decoding"] = position_decoding(standardized, positions, loss, baseline=baseline)
-    fin["explained_variance"] = float(modes["explained_variance"].sel(mode=fin["mode"]))
+    fin = read_fin(chi, positions, loss, baseline)
     fin["n_beta"] = float(ds.attrs["n_beta"])
     fin["probe_units"] = int(positions.size)
     fin["step"] = int(step)

@@ -1,0 +1,154 @@
+"""How much of the fin readings is the sampler's? The fin read off disjoint chain sets of one
+χ store (sets of 1, 2, 4, … chains), with the initialization read the same way as the null
+for "beyond the initialization".
+
+    .venv/bin/python scripts/fin_chain_count.py --preset demo_long \\
+        --store .patterning/fin_chains/chi16.zarr --step 3000 --init-step 0 \\
+        --sizes 2 4 8 16 --same-as .patterning/spacing_fin/long_fin/chi.zarr \\
+        --out docs/results/spacing/fin_long/chain_count
+
+The store comes from ``patterning run susceptibilities --config
+docs/examples/spacing_fin_long_chains16_chi.json`` (16 chains at steps 0 and 3,000 of the
+long-context reference, seed 0; the same sampler as the ``spacing-fin`` flow otherwise).
+``--same-as`` names a store of the same model estimated with fewer chains of the same sampler
+seed: its chains must equal the first chains of this one (each chain's noise stream and
+minibatch order are keyed by the seed and the chain), which the script checks and prints.
+See ``patterning_core/experiments/spacing/fin_chains.py`` for the readings.
+
+Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from patterning_core.experiments.spacing import fin_chains
+from patterning_core.model.transformer import preset
+from patterning_core.store.chi_store import chi_at, read_stats
+
+READINGS = [
+    ("metric", "fin metric"),
+    ("partial_metric", "loss-controlled"),
+    ("from_chi", "position from χ"),
+    ("beyond_loss", "beyond the loss"),
+    ("beyond_init", "beyond the initialization"),
+    ("init_metric", "initialization: fin metric"),
+    ("init_from_chi", "initialization: position from χ"),
+    ("init_beyond_init", "null: initialization beyond another estimate of itself"),
+]
+
+
+def same_as(store: str, other: str, step: int) -> float:
+    """max |Δχ| / max |χ| between ``other``'s χ at ``step`` and this store's χ of as many
+    leading chains."""
+    theirs, _, _ = chi_at(other, step)
+    n = read_stats(other, step).sizes["chain"]
+    ours, _ = fin_chains.chi_of_chains(read_stats(store, step), range(n))
+    theirs = theirs.transpose("component", "unit")
+    return float(np.abs(ours.values - theirs.values).max() / np.abs(theirs.values).max())
+
+
+def cell(value: tuple[float, float] | None, sets: int) -> str:
+    if value is None:
+        return "—"
+    mean, sd = value
+    return f"{mean:+.3f} ± {sd:.3f}" if sets > 1 else f"{mean:+.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--step", type=int, required=True)
+    parser.add_argument("--init-step", type=int, help="the initialization's step in --store")
+    parser.add_argument("--sizes", type=int, nargs="+", required=True)
+    parser.add_argument("--same-as", help="a store of the same model with fewer chains")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    config = preset(args.preset)
+    init = (args.store, args.init_step) if args.init_step is not None else None
+    rows = fin_chains.fin_by_chain_count(args.store, args.step, config, args.sizes, init=init)
+    summary = fin_chains.summarize(rows)
+    reliability = {"trained": fin_chains.split_half(read_stats(args.store, args.step))}
+    if init is not None:
+        reliability["initialization"] = fin_chains.split_half(read_stats(*init))
+    check = same_as(args.store, args.same_as, args.step) if args.same_as else None
+
+    command = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    lines = [
+        f"# The fin against the number of SGLD chains: `{args.preset}`, step {args.step}",
+        "",
+        "Written by `scripts/fin_chain_count.py` (see its docstring and "
+        "`experiments/spacing/fin_chains.py`):",
+        "",
+        f"    .venv/bin/python scripts/fin_chain_count.py {command}",
+        "",
+        "Each column is one chain-set size: the store's chains cut into disjoint sets of that "
+        "many chains, each set read as its own χ estimate; mean ± sd over the sets. "
+        "Beyond the initialization: the trained χ of set i against the initialization's χ of "
+        "set i + 1; its null: the initialization's set i against its set i + 1.",
+        "",
+        "| reading | "
+        + " | ".join(f"{s['size']} chains ({s['sets']} sets)" for s in summary)
+        + " |",
+        "|---|" + "---:|" * len(summary),
+    ]
+    for key, label in READINGS:
+        if not any(key in s for s in summary):
+            continue
+        lines.append(
+            f"| {label} | " + " | ".join(cell(s.get(key), s["sets"]) for s in summary) + " |"
+        )
+    modes = {s: [r["mode"] for r in rows if r["size"] == s] for s in args.sizes}
+    lines += [
+        "",
+        "Fin mode per set: " + "; ".join(f"{s} chains: {m}" for s, m in modes.items()) + ".",
+        "",
+        "Split-half reliability of χ (per component, Pearson r over units between the two "
+        "halves of the chains; median over components, and its Spearman–Brown projection to "
+        "all chains): "
+        + "; ".join(
+            f"{k} {v['median']:.3f} (all chains {v['spearman_brown']:.3f})"
+            for k, v in reliability.items()
+        )
+        + ". The same less each half's leading mode (standardized χ; the small modes, where "
+        "the fin lives): "
+        + "; ".join(
+            f"{k} {v['residual_median']:.3f} (all chains {v['residual_spearman_brown']:.3f})"
+            for k, v in reliability.items()
+        )
+        + ".",
+    ]
+    if check is not None:
+        lines += [
+            "",
+            f"The first chains of this store against `{args.same_as}` (the same sampler seed): "
+            f"max |Δχ| / max |χ| = {check:.1e}.",
+        ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_name(args.out.name + ".md").write_text("\n".join(lines) + "\n")
+    payload = {
+        "command": command,
+        "rows": rows,
+        "summary": summary,
+        "reliability": reliability,
+        "same_as": check,
+    }
+    args.out.with_name(args.out.name + ".json").write_text(
+        json.dumps(payload, indent=1, default=float) + "\n"
+    )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

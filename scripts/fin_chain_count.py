@@ -39,6 +39,7 @@ READINGS = [
     ("partial_metric", "loss-controlled"),
     ("from_chi", "position from χ"),
     ("beyond_loss", "beyond the loss"),
+    ("agreement", "the fin mode found again: abs. cosine of its unit loadings, set i vs i + 1"),
     ("beyond_init", "beyond the initialization"),
     ("init_metric", "initialization: fin metric"),
     ("init_from_chi", "initialization: position from χ"),

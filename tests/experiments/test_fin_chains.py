@@ -86,6 +86,7 @@ def test_rows_per_set_with_beyond_init_only_where_a_disjoint_set_exists(monkeypa
     for r in rows[:-1]:
         assert {"beyond_init", "init_metric", "init_beyond_init"} <= set(r)
     assert "beyond_init" not in rows[-1] and "init_metric" not in rows[-1]
+    assert all(0 <= r["agreement"] <= 1 for r in rows[:-1]) and "agreement" not in rows[-1]
     # random statistics hold no fin: every metric stays near the null of 8 modes
     null = np.sqrt(2 * np.log(16) / (UNITS // 2))
     assert all(r["metric"] < 2 * null for r in rows)
@@ -94,6 +95,24 @@ def test_rows_per_set_with_beyond_init_only_where_a_disjoint_set_exists(monkeypa
     metrics = [r["metric"] for r in rows if r["size"] == 2]
     assert summary[1]["metric"] == pytest.approx((np.mean(metrics), np.std(metrics, ddof=1)))
     assert summary[2]["metric"] == (rows[-1]["metric"], 0.0)
+
+
+def test_agreement_is_one_for_identical_sets_and_small_for_independent_ones(monkeypatch):
+    twin = four_chains(5).isel(chain=[0, 1, 0, 1]).assign_coords(chain=[0, 1, 2, 3])
+    positions = np.full(UNITS, np.nan)
+    positions[: UNITS // 2] = np.arange(UNITS // 2) % 8 + 1
+    monkeypatch.setattr(
+        fin_chains,
+        "fin_inputs",
+        lambda store, step, config: (None, positions, None, xr.Dataset(attrs={"workload": "w"})),
+    )
+    stores = {"twin": twin, "independent": four_chains(6)}
+    monkeypatch.setattr(fin_chains, "read_stats", lambda store, step: stores[store])
+    same = fin_chains.fin_by_chain_count("twin", 3000, None, [2])
+    assert [r["agreement"] for r in same] == pytest.approx([1.0, 1.0], abs=1e-9)
+    other = fin_chains.fin_by_chain_count("independent", 3000, None, [2])
+    # unrelated unit vectors over UNITS units: |cos| ~ 1/√UNITS; 4.5 sd bounds it
+    assert all(r["agreement"] < 4.5 / np.sqrt(UNITS) for r in other)
 
 
 def test_an_initialization_with_fewer_chains_is_refused(monkeypatch, stats):

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from patterning_core.estimators.decomposition import standardize
+from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.susceptibility import chi_from_stats
-from patterning_core.experiments.spacing.fin_store import fin_inputs, read_fin
+from patterning_core.experiments.spacing.fin_store import N_MODES, fin_inputs, read_fin
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import read_stats
 
@@ -94,6 +94,11 @@ def split_half(stats: xr.Dataset) -> dict:
     }
 
 
+def _fin_loading(chi: xr.DataArray, mode: int) -> np.ndarray:
+    """Unit loadings ``[unit]`` of mode ``mode`` of ``chi``'s standardized decomposition."""
+    return decompose(chi, "component", N_MODES)["unit_loading"].sel(mode=mode).values
+
+
 def _reading(fin: dict) -> dict:
     d = fin["decoding"]
     row = {
@@ -117,7 +122,9 @@ def fin_by_chain_count(
 ) -> list[dict]:
     """One row per (chain-set size, set): the fin readings of χ of checkpoint ``step`` from
     that set alone, ``{"size", "set", "chains", "metric", "mode", "partial_metric",
-    "from_chi", "beyond_loss"}``; with ``init`` (the initialization's ``(store, step)``, the
+    "from_chi", "beyond_loss"}``, and where a size has several sets ``agreement``: |cos| of
+    the fin mode's unit loadings with those of the next set's fin mode (is the mode found
+    again by an independent estimate?); with ``init`` (the initialization's ``(store, step)``, the
     same probe units and at least as many chains) also ``beyond_init`` against the
     initialization's next set (``(i + 1) mod sets``) and the row's ``init`` readings: the
     initialization's own set ``i`` (``init_metric``, ``init_from_chi``) and the null
@@ -141,6 +148,7 @@ def fin_by_chain_count(
             )
     rows = []
     for size in sizes:
+        loadings = []
         sets = chain_sets(stats.sizes["chain"], size)
         init_chi = []
         if init_stats is not None and len(sets) > 1:
@@ -152,6 +160,7 @@ def fin_by_chain_count(
             other = init_chi[(i + 1) % len(sets)][2] if init_chi else None
             row = {"size": size, "set": i, "chains": chains}
             row.update(_reading(read_fin(chi, positions, loss, other)))
+            loadings.append(_fin_loading(chi, row["mode"]))
             if init_chi:
                 own_chi, own_loss, _ = init_chi[i]
                 own = read_fin(own_chi, positions, own_loss, other)
@@ -159,6 +168,10 @@ def fin_by_chain_count(
                 row["init_from_chi"] = own["decoding"]["from_chi"]
                 row["init_beyond_init"] = own["decoding"]["beyond_init"]
             rows.append(row)
+        if len(sets) > 1:  # the fin mode of set i against that of set i + 1
+            for i, row in enumerate(rows[-len(sets) :]):
+                a, b = loadings[i], loadings[(i + 1) % len(sets)]
+                row["agreement"] = float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
     return rows
 
 

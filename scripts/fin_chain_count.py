@@ -69,14 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--step", type=int, required=True)
-    parser.add_argument("--init-step", type=int, help="the initialization's step in --store")
+    parser.add_argument("--init-step", type=int, help="the initialization's step")
+    parser.add_argument("--init-store", help="the store holding it (default: --store)")
     parser.add_argument("--sizes", type=int, nargs="+", required=True)
     parser.add_argument("--same-as", help="a store of the same model with fewer chains")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     config = preset(args.preset)
-    init = (args.store, args.init_step) if args.init_step is not None else None
+    init_store = args.init_store or args.store
+    init = (init_store, args.init_step) if args.init_step is not None else None
     rows = fin_chains.fin_by_chain_count(args.store, args.step, config, args.sizes, init=init)
     summary = fin_chains.summarize(rows)
     reliability = {"trained": fin_chains.split_half(read_stats(args.store, args.step))}

@@ -125,3 +125,17 @@ def test_an_initialization_with_fewer_chains_is_refused(monkeypatch, stats):
     monkeypatch.setattr(fin_chains, "read_stats", lambda store, step: stores[store])
     with pytest.raises(ValueError, match="as many"):
         fin_chains.fin_by_chain_count("trained", 3000, None, [2], init=("init", 0))
+
+
+def test_found_again_compares_the_fin_modes_of_the_two_halves():
+    from patterning_core.experiments.spacing.fin_store import found_again
+
+    positions = np.full(UNITS, np.nan)
+    positions[: UNITS // 2] = np.arange(UNITS // 2) % 8 + 1
+    twin = four_chains(7).isel(chain=[0, 1, 0, 1]).assign_coords(chain=[0, 1, 2, 3])
+    same = found_again(twin, positions)
+    assert same["agreement"] == pytest.approx(1.0, abs=1e-9)
+    assert same["metrics"][0] == same["metrics"][1] and same["chains_per_half"] == 2
+    other = found_again(four_chains(8), positions)
+    assert other["agreement"] < 4.5 / np.sqrt(UNITS)
+    assert found_again(four_chains(8).isel(chain=[0, 1, 2]), positions) is None

@@ -59,6 +59,8 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
         # position from χ beyond the loss: a difference of two Spearman ρ
         assert -2 <= r["fin_beyond_loss"] <= 2
         assert -2 <= r["fin_beyond_init"] <= 2  # every condition read against seed 0's init
+        # the fin mode of one chain against that of the other (2 chains: halves of one)
+        assert 0 <= r["fin_found_again"] <= 1
     assert results["fin_beyond_loss_reference"] == results["runs"][0]["fin_beyond_loss"]
     assert results["runs"][0]["cut"] == 0.0  # the baseline against itself
     assert results["fin_beyond_init_reference"] == results["runs"][0]["fin_beyond_init"]
@@ -99,6 +101,8 @@ def test_spacing_fin_flow_end_to_end(tmp_path, prefect_server):
     assert noise["separation"][0] == further["runs"][0]["further"]["separation"]["separation"]
     assert noise["fin_metric"][1] != noise["fin_metric"][0]  # another SGLD seed
     assert "## Sampler noise" in Path(first["report"]).read_text()
+    assert results["growth"][-1]["found_again"]["chains_per_half"] == 1
+    assert "found again" in Path(first["report"]).read_text()
     shares = results["weights"]["whitespace_share"]
     assert shares["control_dose"] == pytest.approx(shares["chi_suppress"], rel=1e-5)
     assert "## Targets" in Path(first["report"]).read_text()

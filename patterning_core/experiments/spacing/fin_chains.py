@@ -27,9 +27,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from patterning_core.estimators.decomposition import decompose, standardize
-from patterning_core.estimators.susceptibility import chi_from_stats
-from patterning_core.experiments.spacing.fin_store import N_MODES, fin_inputs, read_fin
+from patterning_core.estimators.decomposition import standardize
+from patterning_core.experiments.spacing.fin_store import (
+    chi_of_chains,
+    fin_inputs,
+    fin_loading,
+    read_fin,
+)
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import read_stats
 
@@ -44,17 +48,6 @@ def chain_sets(num_chains: int, size: int) -> list[list[int]]:
             f"{num_chains}."
         )
     return [list(range(start, start + size)) for start in range(0, num_chains, size)]
-
-
-def chi_of_chains(stats: xr.Dataset, chains: Sequence[int]) -> tuple[xr.DataArray, np.ndarray]:
-    """χ ``(component, unit)`` of the chains at positions ``chains`` of ``stats`` (pooled as
-    :func:`chi_from_stats` pools all of them) and those chains' posterior mean probe loss
-    ``[unit]`` (the full run's ``full_probe_mean``, count-weighted)."""
-    subset = stats.isel(chain=list(chains))
-    chi = chi_from_stats(subset).transpose("component", "unit")
-    counts = subset["full_count"].values.astype(np.float64)
-    loss = (counts[:, None] * subset["full_probe_mean"].values).sum(axis=0) / counts.sum()
-    return chi, loss
 
 
 def _without_leading_mode(chi: xr.DataArray) -> np.ndarray:
@@ -92,11 +85,6 @@ def split_half(stats: xr.Dataset) -> dict:
         "residual_median": residual_median,
         "residual_spearman_brown": 2 * residual_median / (1 + residual_median),
     }
-
-
-def _fin_loading(chi: xr.DataArray, mode: int) -> np.ndarray:
-    """Unit loadings ``[unit]`` of mode ``mode`` of ``chi``'s standardized decomposition."""
-    return decompose(chi, "component", N_MODES)["unit_loading"].sel(mode=mode).values
 
 
 def _reading(fin: dict) -> dict:
@@ -160,7 +148,7 @@ def fin_by_chain_count(
             other = init_chi[(i + 1) % len(sets)][2] if init_chi else None
             row = {"size": size, "set": i, "chains": chains}
             row.update(_reading(read_fin(chi, positions, loss, other)))
-            loadings.append(_fin_loading(chi, row["mode"]))
+            loadings.append(fin_loading(chi, row["mode"]))
             if init_chi:
                 own_chi, own_loss, _ = init_chi[i]
                 own = read_fin(own_chi, positions, own_loss, other)

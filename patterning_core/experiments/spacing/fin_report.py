@@ -43,7 +43,18 @@ decoding from the trained model's χ directions, the initialization's (χ of the
 step-0 model on the same probe units) and the loss together, minus the initialization's
 with the loss: an untrained network already orders the spaces of a run (its attention
 averages over a context that holds more spaces the deeper the run is), so only this part
-of the fin is learned; the init-controlled targets use it."""
+of the fin is learned; the init-controlled targets use it. Found again: the store's chains
+cut in two halves, each half's χ read as its own estimate, |cos| between the unit loadings of
+the two halves' fin modes (1: the same direction; about 1/√units for unrelated ones); a fin
+mode an independent estimate does not find again is mostly sampler noise (see
+`experiments/spacing/fin_chains.py` for readings over more chains)."""
+
+
+def _found_again(fin: Mapping[str, Any]) -> float | None:
+    """|cos| between the fin modes of the two halves of the chains (``fin_store.found_again``),
+    None where the reading lacks it."""
+    again = fin.get("found_again")
+    return None if again is None else again["agreement"]
 
 
 def _decoding(fin: Mapping[str, Any], key: str) -> float | None:
@@ -105,6 +116,7 @@ def summarize_fin(
                 "position_from_chi": _decoding(r["fin"], "from_chi"),
                 "position_from_loss": _decoding(r["fin"], "from_loss"),
                 "fin_beyond_init": _decoding(r["fin"], "beyond_init"),
+                "fin_found_again": _found_again(r["fin"]),
                 "loss_whitespace": r["loss_whitespace"],
                 "loss_other": r["loss_other"],
                 "step": r["step"],
@@ -328,10 +340,11 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "position from χ": _fmt(_decoding(g, "from_chi")),
                 "beyond the loss": _fmt(_decoding(g, "beyond_loss"), signed=True),
                 "beyond the initialization": _fmt(_decoding(g, "beyond_init"), signed=True),
+                "found again": _fmt(_found_again(g)),
             }
             for g in numbers["growth"]
         ],
-        align=["r"] * 11,
+        align=["r"] * 12,
     )
     lines += [
         "",
@@ -358,12 +371,13 @@ def fin_report(out: Path, numbers: Mapping[str, Any]) -> str:
                 "position from χ": _fmt(r.get("position_from_chi")),
                 "beyond the loss": _fmt(r.get("fin_beyond_loss"), signed=True),
                 "beyond the initialization": _fmt(r.get("fin_beyond_init"), signed=True),
+                "found again": _fmt(r.get("fin_found_again")),
                 "loss, whitespace": f"{r['loss_whitespace']:.3f}",
                 "loss, other": f"{r['loss_other']:.3f}",
             }
             for r in numbers["runs"]
         ],
-        align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+        align=["r", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     )
     if numbers.get("changes_over_seeds"):
         lines += [

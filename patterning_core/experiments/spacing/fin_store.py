@@ -4,6 +4,7 @@ workload, the modes of a checkpoint's standardized χ, and the fin metric (``fin
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,20 @@ from torch import Tensor
 
 from patterning_core.data.lm_data import load_lm_tokens, workload_probes
 from patterning_core.estimators.decomposition import decompose, standardize
+from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.spacing.fin import fin_metric, position_decoding, run_positions
 from patterning_core.model.transformer import TransformerConfig
-from patterning_core.store.chi_store import chi_at
+from patterning_core.store.chi_store import chi_at, read_stats
 
-__all__ = ["N_MODES", "fin_at", "fin_inputs", "probe_tokens", "read_fin"]
+__all__ = [
+    "N_MODES",
+    "chi_of_chains",
+    "fin_at",
+    "fin_inputs",
+    "found_again",
+    "probe_tokens",
+    "read_fin",
+]
 
 N_MODES = 8  # leading modes searched for the fin
 
@@ -67,6 +77,44 @@ def read_fin(
     return fin
 
 
+def chi_of_chains(stats: xr.Dataset, chains: Sequence[int]) -> tuple[xr.DataArray, np.ndarray]:
+    """χ ``(component, unit)`` of the chains at positions ``chains`` of ``stats`` (pooled as
+    :func:`chi_from_stats` pools all of them) and those chains' posterior mean probe loss
+    ``[unit]`` (the full run's ``full_probe_mean``, count-weighted)."""
+    subset = stats.isel(chain=list(chains))
+    chi = chi_from_stats(subset).transpose("component", "unit")
+    counts = subset["full_count"].values.astype(np.float64)
+    loss = (counts[:, None] * subset["full_probe_mean"].values).sum(axis=0) / counts.sum()
+    return chi, loss
+
+
+def fin_loading(chi: xr.DataArray, mode: int) -> np.ndarray:
+    """Unit loadings ``[unit]`` of mode ``mode`` of ``chi``'s standardized decomposition."""
+    return decompose(chi, "component", N_MODES)["unit_loading"].sel(mode=mode).values
+
+
+def found_again(stats: xr.Dataset, positions: np.ndarray) -> dict | None:
+    """Is the fin mode found again by an independent estimate? The chains split into two
+    halves, each half's χ read as its own estimate: ``{"agreement"}`` is |cos| between the
+    unit loadings of the two halves' fin modes (1: the same direction; about 1/√units for
+    unrelated ones), with each half's ``metrics`` and ``modes``. None with fewer than 2 or
+    an odd number of chains."""
+    n = stats.sizes["chain"]
+    if n < 2 or n % 2:
+        return None
+    metrics, modes, loadings = [], [], []
+    for half in (range(n // 2), range(n // 2, n)):
+        chi, _ = chi_of_chains(stats, half)
+        modes_of = decompose(chi, "component", N_MODES)
+        fin = fin_metric(modes_of["unit_loading"], positions)
+        metrics.append(fin["metric"])
+        modes.append(fin["mode"])
+        loadings.append(modes_of["unit_loading"].sel(mode=fin["mode"]).values)
+    a, b = loadings
+    agreement = float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return {"agreement": agreement, "metrics": metrics, "modes": modes, "chains_per_half": n // 2}
+
+
 def fin_at(
     store: str | Path,
     step: int,
@@ -76,9 +124,11 @@ def fin_at(
     """The fin of checkpoint ``step`` of ``store``: :func:`fin.fin_metric` over the leading
     ``N_MODES`` modes, controlled for each unit's posterior mean loss (the full run's
     ``full_probe_mean``, averaged over chains), plus ``explained_variance`` of the fin mode,
-    ``n_beta``, ``probe_units`` and ``decoding`` (:func:`fin.position_decoding`: run
-    position from the χ directions beyond the loss and, with ``init`` = ``(store, step)``
-    of χ of the model's initialization on the same workload, beyond the initialization)."""
+    ``n_beta``, ``probe_units``, ``found_again`` (:func:`found_again`: the fin mode of one
+    half of the chains against that of the other) and ``decoding``
+    (:func:`fin.position_decoding`: run position from the χ directions beyond the loss and,
+    with ``init`` = ``(store, step)`` of χ of the model's initialization on the same
+    workload, beyond the initialization)."""
     chi, positions, loss, ds = fin_inputs(store, step, config)
     baseline = None
     if init is not None:
@@ -90,6 +140,7 @@ def fin_at(
             )
         baseline = standardize(init_chi.transpose("component", "unit"), "component").values
     fin = read_fin(chi, positions, loss, baseline)
+    fin["found_again"] = found_again(read_stats(store, step), positions)
     fin["n_beta"] = float(ds.attrs["n_beta"])
     fin["probe_units"] = int(positions.size)
     fin["step"] = int(step)

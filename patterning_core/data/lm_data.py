@@ -13,7 +13,10 @@ A data spec is one of
   whitespace character as a token of its own (default ``"merged"``: runs are merged, see
   ``corpus.train_tokenizer``). Optional ``"collapse_spaces": true`` is the spacing
   fin's data edit: in the *training* sequences every run of space tokens is cut to its
-  first space (:func:`collapse_space_runs`); validation keeps the text as it is.
+  first space (:func:`collapse_space_runs`); validation keeps the text as it is. Optional
+  ``"outline": f`` (``0 <= f < 1``, needs ``whitespace: split``) makes a fraction ``f`` of the
+  training sequences synthetic outline text whose indentation depth decides the next token
+  (``outline.py``), before any collapse; validation stays corpus text.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ DATA_SPEC_KEYS = {
         "in_context_bigrams",
         "whitespace",
         "collapse_spaces",
+        "outline",
     },
 }
 
@@ -129,6 +133,14 @@ def _check_corpus(spec: Mapping, config: TransformerConfig) -> None:
         raise ConfigError(
             f"data.in_context_bigrams must be a fraction in [0, 1), got {fraction!r}."
         )
+    outline = spec.get("outline", 0.0)
+    if isinstance(outline, bool) or not isinstance(outline, int | float) or not 0 <= outline < 1:
+        raise ConfigError(f"data.outline must be a fraction in [0, 1), got {outline!r}.")
+    if outline and spec.get("whitespace") != "split":
+        raise ConfigError(
+            "data.outline needs runs of spaces kept as runs of tokens: add "
+            "'whitespace': 'split' to the data spec."
+        )
     from patterning_core.data.corpus import WHITESPACE_MODES
 
     if spec.get("collapse_spaces", False) and spec.get("whitespace") != "split":
@@ -180,6 +192,12 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
         whitespace=spec.get("whitespace", "merged"),
     )
     train = data.train
+    outline = float(spec.get("outline", 0.0))
+    if outline:
+        from patterning_core.data.outline import outline_sequences
+
+        m = synthetic_count(train.shape[0], outline)
+        train = torch.cat([train, outline_sequences(data.tokenizer, m, config.n_ctx)])
     if spec.get("collapse_spaces", False):
         train = collapse_space_runs(train, data.token_strings)
     n_corpus = train.shape[0]

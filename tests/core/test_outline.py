@@ -1,0 +1,65 @@
+"""Synthetic outline text (``patterning_core/data/outline.py``): the marker after a run of
+spaces names the run's length, depths move by at most one level, and the mixed training set
+holds the stated share of outline sequences with each space a token of its own."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from patterning_core.data.lm_data import check_data_spec, load_lm_tokens, synthetic_count
+from patterning_core.data.outline import MARKERS, outline_text
+from patterning_core.model.transformer import preset
+from patterning_core.sampling.sgld import ConfigError
+
+
+def depths_and_markers(text: str) -> list[tuple[int, str]]:
+    out = []
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        out.append((len(line) - len(body), body[0]))
+    return out
+
+
+def test_the_marker_after_a_run_names_its_length_and_depth_moves_by_one_level():
+    lines = depths_and_markers(outline_text(2000, seed=0, restart=0.0))
+    assert all(MARKERS[d] == marker for d, marker in lines)
+    steps = {b - a for (a, _), (b, _) in itertools.pairwise(lines)}
+    assert steps <= {-1, 0, 1}
+    assert max(d for d, _ in lines) == len(MARKERS) - 1  # a random walk reaches every depth
+
+
+def test_outline_text_is_seeded_and_refuses_a_depth_without_a_marker():
+    assert outline_text(50, seed=3) == outline_text(50, seed=3) != outline_text(50, seed=4)
+    with pytest.raises(ValueError, match="max_depth"):
+        outline_text(10, seed=0, max_depth=len(MARKERS))
+
+
+def test_outline_needs_split_whitespace_and_a_fraction():
+    config = preset("demo")
+    with pytest.raises(ConfigError, match="'whitespace': 'split'"):
+        check_data_spec({"source": "corpus", "outline": 0.2}, config)
+    with pytest.raises(ConfigError, match=r"data.outline must be a fraction in \[0, 1\)"):
+        check_data_spec({"source": "corpus", "outline": 1.0, "whitespace": "split"}, config)
+
+
+def test_the_mixed_training_set_holds_the_stated_share_of_outlines(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATTERNING_HOME", str(tmp_path))
+    config = preset("demo")
+    base = {"source": "corpus", "paths": [str(Path(json.__file__).parent)], "whitespace": "split"}
+    plain = load_lm_tokens(base, config)
+    mixed = load_lm_tokens({**base, "outline": 0.2}, config)
+    n = plain.train.shape[0]
+    m = synthetic_count(n, 0.2)
+    assert mixed.train.shape == (n + m, config.n_ctx)
+    assert torch.equal(mixed.train[:n], plain.train) and torch.equal(mixed.val, plain.val)
+    strings = mixed.token_strings
+    outline = "".join(strings[i] for i in mixed.train[n:].reshape(-1).tolist())
+    # every character of the outlines survives tokenization; spaces stay one token each
+    assert set(outline) <= set(" \n" + "".join(MARKERS) + "abcdefghijklmnopqrstuvwxyz")
+    space = strings.index(" ")
+    assert (mixed.train[n:] == space).float().mean() > 0.15

@@ -45,6 +45,7 @@ class LMTokens:
     val: Tensor
     token_strings: list[str]
     n_synthetic: int = 0
+    tokenizer: object | None = None  # tokenizers.Tokenizer of corpus data (None: synthetic)
 
 
 DATA_SPEC_KEYS = {
@@ -202,7 +203,13 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
         train = collapse_space_runs(train, data.token_strings)
     n_corpus = train.shape[0]
     train = mix_in_context_bigrams(train, float(spec.get("in_context_bigrams", 0.0)), config)
-    return LMTokens(train, data.val, data.token_strings, n_synthetic=train.shape[0] - n_corpus)
+    return LMTokens(
+        train,
+        data.val,
+        data.token_strings,
+        n_synthetic=train.shape[0] - n_corpus,
+        tokenizer=data.tokenizer,
+    )
 
 
 def collapse_space_runs(train: Tensor, strings: list[str]) -> Tensor:
@@ -269,7 +276,12 @@ def select_sequences(tokens: Tensor, n: int, seed: int) -> Tensor:
 SYNTHETIC_PROBE_SEED = 10_000  # + probe_seed: the synthetic probes are not training sequences
 
 
-def workload_probes(val: Tensor, spec: Mapping, d_vocab: int | None = None) -> Tensor:
+OUTLINE_PROBE_SEED = 987_654  # + probe_seed: outline training text uses seed 0
+
+
+def workload_probes(
+    val: Tensor, spec: Mapping, d_vocab: int | None = None, tokenizer=None
+) -> Tensor:
     """The probe sequences of a transformer workload ``spec`` from the validation sequences
     ``val [N, T]``: ``probe_seqs`` of them (seed ``probe_seed``), and with ``probe_repeat``
     = f > 0 the second half of a seeded fraction f of them replaced by a copy of the first
@@ -279,10 +291,14 @@ def workload_probes(val: Tensor, spec: Mapping, d_vocab: int | None = None) -> T
     (``synthetic.synthetic_like``, the generator of the training mix, seed
     ``SYNTHETIC_PROBE_SEED + probe_seed``: not the training ones) follow the natural ones,
     so that χ is also measured on the kind of sequence that ``in_context_bigrams`` mixes into
-    training (``d_vocab``: the model's vocabulary, needed then)."""
+    training (``d_vocab``: the model's vocabulary, needed then). With ``probe_outline`` = k
+    > 0, k held-out outline sequences (``outline.outline_sequences``, seed
+    ``OUTLINE_PROBE_SEED + probe_seed``, encoded with ``tokenizer``, the corpus's) come
+    last, so that χ is also measured where counting a run predicts the next token."""
     seed = int(spec.get("probe_seed", 0))
     probes = select_sequences(val, int(spec.get("probe_seqs", 8)), seed=seed)
     probes = repeat_halves(probes, float(spec.get("probe_repeat", 0.0)), seed=seed)
+    probes = torch.cat([probes, _outline_probes(spec, probes.shape[1], tokenizer, seed)])
     k = int(spec.get("probe_synthetic", 0))
     if k < 0:
         raise ValueError(f"probe_synthetic must be a number of sequences >= 0, got {k}.")
@@ -294,6 +310,19 @@ def workload_probes(val: Tensor, spec: Mapping, d_vocab: int | None = None) -> T
 
     synthetic, _ = synthetic_like(d_vocab, probes.shape[1], k, seed=SYNTHETIC_PROBE_SEED + seed)
     return torch.cat([probes, synthetic.to(probes.dtype)])
+
+
+def _outline_probes(spec: Mapping, n_ctx: int, tokenizer, seed: int) -> Tensor:
+    """The ``probe_outline`` held-out outline sequences ``[k, n_ctx]`` (``[0, n_ctx]`` for
+    none)."""
+    k = int(spec.get("probe_outline", 0))
+    if k < 0:
+        raise ValueError(f"probe_outline must be a number of sequences >= 0, got {k}.")
+    if k and tokenizer is None:
+        raise ValueError("probe_outline needs corpus data (the corpus's tokenizer).")
+    from patterning_core.data.outline import outline_sequences
+
+    return outline_sequences(tokenizer, k, n_ctx, seed=OUTLINE_PROBE_SEED + seed)
 
 
 def repeat_halves(seqs: Tensor, share: float, seed: int = 0) -> Tensor:

@@ -140,10 +140,12 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
 
     Spec: ``{"kind": "transformer", "data": DATA_SPEC (see lm_data.py), "sgld_seqs": 2048,
     "probe_seqs": 8, "probe_seed": 0, "probe_repeat": 0.0, "probe_synthetic": 0,
+    "probe_outline": 0,
     "components": None or [names]}``. The SGLD data are ``sgld_seqs`` training sequences,
     the probes ``probe_seqs`` validation sequences (``lm_data.workload_probes``: with
     ``probe_repeat`` a share of them repeat their first half), followed by
-    ``probe_synthetic`` synthetic in-context-bigram sequences; units are probe tokens (see
+    ``probe_outline`` held-out outline sequences and ``probe_synthetic`` synthetic
+    in-context-bigram sequences; units are probe tokens (see
     ``lm_data.unit_labels``; with synthetic probes also ``synthetic``, True on their units).
     """
     from patterning_core.data.lm_data import select_sequences, unit_labels, workload_probes
@@ -156,7 +158,7 @@ def _transformer(spec: Mapping, checkpoint: Path | None) -> Workload:
     ckpt = load_checkpoint(checkpoint)
     tokens = _lm_tokens(json.dumps(spec["data"], sort_keys=True), json.dumps(ckpt.config.to_dict()))
     data = select_sequences(tokens.train, int(spec.get("sgld_seqs", 2048)), seed=0)
-    probes = workload_probes(tokens.val, spec, ckpt.config.d_vocab)
+    probes = workload_probes(tokens.val, spec, ckpt.config.d_vocab, tokens.tokenizer)
     labels = unit_labels(probes, tokens.token_strings)
     n_synthetic = int(spec.get("probe_synthetic", 0))
     if n_synthetic:

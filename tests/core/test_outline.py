@@ -63,3 +63,29 @@ def test_the_mixed_training_set_holds_the_stated_share_of_outlines(tmp_path, mon
     assert set(outline) <= set(" \n" + "".join(MARKERS) + "abcdefghijklmnopqrstuvwxyz")
     space = strings.index(" ")
     assert (mixed.train[n:] == space).float().mean() > 0.15
+
+
+def test_outline_probes_follow_the_corpus_probes_and_are_held_out(tmp_path, monkeypatch):
+    from patterning_core.data.lm_data import workload_probes
+
+    monkeypatch.setenv("PATTERNING_HOME", str(tmp_path))
+    config = preset("demo")
+    data = {
+        "source": "corpus",
+        "paths": [str(Path(json.__file__).parent)],
+        "whitespace": "split",
+        "outline": 0.2,
+    }
+    tokens = load_lm_tokens(data, config)
+    plain = workload_probes(tokens.val, {"probe_seqs": 4})
+    spec = {"probe_seqs": 4, "probe_outline": 2}
+    probes = workload_probes(tokens.val, spec, config.d_vocab, tokens.tokenizer)
+    assert probes.shape == (6, config.n_ctx) and torch.equal(probes[:4], plain)
+    text = "".join(tokens.token_strings[i] for i in probes[4:].reshape(-1).tolist())
+    assert set(text) <= set(" \n" + "".join(MARKERS) + "abcdefghijklmnopqrstuvwxyz")
+    corpus_only = {k: v for k, v in data.items() if k != "outline"}
+    n_corpus = load_lm_tokens(corpus_only, config).train.shape[0]
+    training_rows = {tuple(r) for r in tokens.train[n_corpus:].tolist()}
+    assert not any(tuple(r) in training_rows for r in probes[4:].tolist())
+    with pytest.raises(ValueError, match="corpus data"):
+        workload_probes(tokens.val, spec, config.d_vocab)

@@ -34,9 +34,10 @@ N_MODES = 8  # leading modes searched for the fin
 def probe_tokens(workload: dict, config: TransformerConfig) -> tuple[Tensor, list[str]]:
     """The probe sequences ``[P, T]`` of a transformer workload (as ``store.workloads``
     selects them: ``probe_seqs`` validation sequences, seed ``probe_seed``, then any
-    ``probe_synthetic`` sequences) and the token strings."""
+    ``probe_outline`` and ``probe_synthetic`` sequences) and the token strings."""
     tokens = load_lm_tokens(workload["data"], config)
-    return workload_probes(tokens.val, workload, config.d_vocab), tokens.token_strings
+    probes = workload_probes(tokens.val, workload, config.d_vocab, tokens.tokenizer)
+    return probes, tokens.token_strings
 
 
 def fin_inputs(

@@ -23,6 +23,7 @@ __all__ = [
     "chi_of_chains",
     "fin_at",
     "fin_inputs",
+    "fin_loading",
     "found_again",
     "probe_tokens",
     "read_fin",

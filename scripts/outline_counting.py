@@ -1,6 +1,6 @@
 """Has a model trained with outline text (``data.outline``) learned to count a run of spaces?
-Per-token loss on fresh outline text (a seed no training sequence used) at the two
-predictions that need the count, per checkpoint:
+Per-token loss on fresh outline text (the outline probes' seed, which no training sequence
+uses) at the two predictions that need the count, per checkpoint:
 
 - the marker after a run of d spaces (it names d exactly: ``outline.MARKERS[d]``), per d;
 - a space inside a run (does the run go on?), per position k in the run.
@@ -29,11 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from patterning_core.data.corpus import prepare_lm_data
+from patterning_core.data.lm_data import OUTLINE_PROBE_SEED
 from patterning_core.data.outline import MARKERS, outline_sequences
 from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 from patterning_core.model.transformer import loss_per_token
-
-HELD_OUT_SEED = 987_654  # outline_sequences seeds training text with 0
 
 
 def run_lengths(tokens: np.ndarray, space: int) -> np.ndarray:
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     strings = data.token_strings
     space = strings.index(" ")
     marker_ids = {strings.index(m): d for d, m in enumerate(MARKERS)}
-    tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=HELD_OUT_SEED)
+    tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=OUTLINE_PROBE_SEED)
     before = run_lengths(tokens.numpy(), space)[:, 1:]  # spaces before each target token
     targets = tokens[:, 1:].numpy()
     depth = np.array([[marker_ids.get(int(t), -1) for t in row] for row in targets])

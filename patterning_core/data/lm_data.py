@@ -129,15 +129,15 @@ def _check_corpus(spec: Mapping, config: TransformerConfig) -> None:
             f"has d_vocab={config.d_vocab}: use a model preset with a larger vocabulary, or "
             "synthetic data."
         )
-    fraction = spec.get("in_context_bigrams", 0.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
-        raise ConfigError(
-            f"data.in_context_bigrams must be a fraction in [0, 1), got {fraction!r}."
-        )
-    outline = spec.get("outline", 0.0)
-    if isinstance(outline, bool) or not isinstance(outline, int | float) or not 0 <= outline < 1:
-        raise ConfigError(f"data.outline must be a fraction in [0, 1), got {outline!r}.")
-    if outline and spec.get("whitespace") != "split":
+    for key in ("in_context_bigrams", "outline"):
+        fraction = spec.get(key, 0.0)
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 <= fraction < 1
+        ):
+            raise ConfigError(f"data.{key} must be a fraction in [0, 1), got {fraction!r}.")
+    if spec.get("outline", 0.0) and spec.get("whitespace") != "split":
         raise ConfigError(
             "data.outline needs runs of spaces kept as runs of tokens: add "
             "'whitespace': 'split' to the data spec."
@@ -298,7 +298,9 @@ def workload_probes(
     seed = int(spec.get("probe_seed", 0))
     probes = select_sequences(val, int(spec.get("probe_seqs", 8)), seed=seed)
     probes = repeat_halves(probes, float(spec.get("probe_repeat", 0.0)), seed=seed)
-    probes = torch.cat([probes, _outline_probes(spec, probes.shape[1], tokenizer, seed)])
+    outline = _outline_probes(spec, probes.shape[1], tokenizer, seed)
+    if outline is not None:
+        probes = torch.cat([probes, outline])
     k = int(spec.get("probe_synthetic", 0))
     if k < 0:
         raise ValueError(f"probe_synthetic must be a number of sequences >= 0, got {k}.")
@@ -312,13 +314,14 @@ def workload_probes(
     return torch.cat([probes, synthetic.to(probes.dtype)])
 
 
-def _outline_probes(spec: Mapping, n_ctx: int, tokenizer, seed: int) -> Tensor:
-    """The ``probe_outline`` held-out outline sequences ``[k, n_ctx]`` (``[0, n_ctx]`` for
-    none)."""
+def _outline_probes(spec: Mapping, n_ctx: int, tokenizer, seed: int) -> Tensor | None:
+    """The ``probe_outline`` held-out outline sequences ``[k, n_ctx]`` (None for none)."""
     k = int(spec.get("probe_outline", 0))
     if k < 0:
         raise ValueError(f"probe_outline must be a number of sequences >= 0, got {k}.")
-    if k and tokenizer is None:
+    if k == 0:
+        return None
+    if tokenizer is None:
         raise ValueError("probe_outline needs corpus data (the corpus's tokenizer).")
     from patterning_core.data.outline import outline_sequences
 

@@ -78,6 +78,7 @@ def test_rows_per_set_with_beyond_init_only_where_a_disjoint_set_exists(monkeypa
 
     monkeypatch.setattr(fin_chains, "fin_inputs", fake_inputs)
     monkeypatch.setattr(fin_chains, "read_stats", lambda store, step: stores[store])
+    monkeypatch.setattr(fin_chains, "check_same_workload", lambda store, init: None)
     rows = fin_chains.fin_by_chain_count("trained", 3000, None, [1, 2, 4], init=("init", 0))
     assert [(r["size"], r["set"]) for r in rows] == [
         (1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (4, 0)
@@ -123,6 +124,7 @@ def test_an_initialization_with_fewer_chains_is_refused(monkeypatch, stats):
         lambda store, step, config: (None, None, None, xr.Dataset(attrs={"workload": "w"})),
     )
     monkeypatch.setattr(fin_chains, "read_stats", lambda store, step: stores[store])
+    monkeypatch.setattr(fin_chains, "check_same_workload", lambda store, init: None)
     with pytest.raises(ValueError, match="as many"):
         fin_chains.fin_by_chain_count("trained", 3000, None, [2], init=("init", 0))
 
@@ -139,3 +141,15 @@ def test_found_again_compares_the_fin_modes_of_the_two_halves():
     other = found_again(four_chains(8), positions)
     assert other["agreement"] < 4.5 / np.sqrt(UNITS)
     assert found_again(four_chains(8).isel(chain=[0, 1, 2]), positions) is None
+
+
+def test_an_initialization_on_another_workload_is_refused(tmp_path):
+    from patterning_core.experiments.spacing.fin_store import check_same_workload
+    from tests.chi_stores import new_store
+
+    new_store(tmp_path / "a.zarr", attrs={"workload": '{"probe_seqs": 8}'})
+    new_store(tmp_path / "b.zarr", attrs={"workload": '{"probe_seqs": 4}'})
+    new_store(tmp_path / "c.zarr", attrs={"workload": '{"probe_seqs": 8}'})
+    check_same_workload(tmp_path / "a.zarr", (tmp_path / "c.zarr", 1000))
+    with pytest.raises(ValueError, match="another workload"):
+        check_same_workload(tmp_path / "a.zarr", (tmp_path / "b.zarr", 1000))

@@ -29,6 +29,8 @@ import xarray as xr
 
 from patterning_core.estimators.decomposition import standardize
 from patterning_core.experiments.spacing.fin_store import (
+    abs_cosine,
+    check_same_workload,
     chi_of_chains,
     fin_inputs,
     fin_loading,
@@ -118,16 +120,11 @@ def fin_by_chain_count(
     initialization's own set ``i`` (``init_metric``, ``init_from_chi``) and the null
     ``init_beyond_init`` (its set ``i`` against its set ``(i + 1) mod sets``). Sizes with one
     set get no beyond-initialization readings (no disjoint set to read against)."""
-    _, positions, _, ds = fin_inputs(store, step, config)
+    _, positions, _, _ = fin_inputs(store, step, config)
     stats = read_stats(store, step)
     init_stats = None
     if init is not None:
-        init_ds = fin_inputs(*init, config)[3]
-        if init_ds.attrs["workload"] != ds.attrs["workload"]:
-            raise ValueError(
-                f"χ of the initialization ({init[0]}) was estimated on another workload than "
-                f"{store}: estimate both on the same data and probes."
-            )
+        check_same_workload(store, init)
         init_stats = read_stats(*init)
         if init_stats.sizes["chain"] < stats.sizes["chain"]:
             raise ValueError(
@@ -158,8 +155,7 @@ def fin_by_chain_count(
             rows.append(row)
         if len(sets) > 1:  # the fin mode of set i against that of set i + 1
             for i, row in enumerate(rows[-len(sets) :]):
-                a, b = loadings[i], loadings[(i + 1) % len(sets)]
-                row["agreement"] = float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+                row["agreement"] = abs_cosine(loadings[i], loadings[(i + 1) % len(sets)])
     return rows
 
 

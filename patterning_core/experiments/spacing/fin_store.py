@@ -16,10 +16,12 @@ from patterning_core.estimators.decomposition import decompose, standardize
 from patterning_core.estimators.susceptibility import chi_from_stats
 from patterning_core.experiments.spacing.fin import fin_metric, position_decoding, run_positions
 from patterning_core.model.transformer import TransformerConfig
-from patterning_core.store.chi_store import chi_at, read_stats
+from patterning_core.store.chi_store import chi_at, open_chi, read_stats
 
 __all__ = [
     "N_MODES",
+    "abs_cosine",
+    "check_same_workload",
     "chi_of_chains",
     "fin_at",
     "fin_inputs",
@@ -90,6 +92,21 @@ def chi_of_chains(stats: xr.Dataset, chains: Sequence[int]) -> tuple[xr.DataArra
     return chi, loss
 
 
+def abs_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """|cos| between two loading vectors (their signs are arbitrary)."""
+    return float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def check_same_workload(store: str | Path, init: tuple[str | Path, int]) -> None:
+    """χ of the initialization ``init = (store, step)`` must come from ``store``'s data and
+    probes; otherwise a ``ValueError`` naming the fix."""
+    if open_chi(init[0]).attrs["workload"] != open_chi(store).attrs["workload"]:
+        raise ValueError(
+            f"χ of the initialization ({init[0]}) was estimated on another workload than "
+            f"{store}: estimate both on the same data and probes."
+        )
+
+
 def fin_loading(chi: xr.DataArray, mode: int) -> np.ndarray:
     """Unit loadings ``[unit]`` of mode ``mode`` of ``chi``'s standardized decomposition."""
     return decompose(chi, "component", N_MODES)["unit_loading"].sel(mode=mode).values
@@ -112,9 +129,12 @@ def found_again(stats: xr.Dataset, positions: np.ndarray) -> dict | None:
         metrics.append(fin["metric"])
         modes.append(fin["mode"])
         loadings.append(modes_of["unit_loading"].sel(mode=fin["mode"]).values)
-    a, b = loadings
-    agreement = float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
-    return {"agreement": agreement, "metrics": metrics, "modes": modes, "chains_per_half": n // 2}
+    return {
+        "agreement": abs_cosine(*loadings),
+        "metrics": metrics,
+        "modes": modes,
+        "chains_per_half": n // 2,
+    }
 
 
 def fin_at(
@@ -134,12 +154,8 @@ def fin_at(
     chi, positions, loss, ds = fin_inputs(store, step, config)
     baseline = None
     if init is not None:
-        init_chi, _, init_ds = chi_at(*init)
-        if init_ds.attrs["workload"] != ds.attrs["workload"]:
-            raise ValueError(
-                f"χ of the initialization ({init[0]}) was estimated on another workload than "
-                f"{store}: estimate both on the same data and probes."
-            )
+        check_same_workload(store, init)
+        init_chi, _, _ = chi_at(*init)
         baseline = standardize(init_chi.transpose("component", "unit"), "component").values
     fin = read_fin(chi, positions, loss, baseline)
     fin["found_again"] = found_again(read_stats(store, step), positions)

@@ -15,6 +15,11 @@ seed: its chains must equal the first chains of this one (each chain's noise str
 minibatch order are keyed by the seed and the chain), which the script checks and prints.
 See ``patterning_core/experiments/spacing/fin_chains.py`` for the readings.
 
+``--units outline`` reads only the units of the held-out outline probe sequences (a
+workload with ``probe_outline``; ``--units corpus`` only the corpus ones), ``--components
+L1H`` only the components whose names start with a given prefix; both restrict χ before
+its modes are taken.
+
 Writes ``<out>.md`` and ``<out>.json``.
 """
 
@@ -57,6 +62,28 @@ def same_as(store: str, other: str, step: int) -> float:
     return float(np.abs(ours.values - theirs.values).max() / np.abs(theirs.values).max())
 
 
+def select(
+    store: str, step: int, which: str, prefixes: list[str] | None
+) -> tuple[np.ndarray | None, list[str] | None]:
+    """The unit mask and component names that ``--units`` and ``--components`` ask for."""
+    chi, _, ds = chi_at(store, step)
+    units = None
+    if which != "all":
+        corpus = int(json.loads(ds.attrs["workload"]).get("probe_seqs", 8))
+        outline = np.unique(chi["sequence"].values)
+        outline = outline[outline >= corpus]
+        if which == "outline" and outline.size == 0:
+            raise SystemExit(f"{store} has no outline probe sequences (workload probe_outline).")
+        units = fin_chains.sequence_units(chi, outline)
+        units = units if which == "outline" else ~units
+    components = None
+    if prefixes:
+        components = [c for c in chi.component.values.tolist() if c.startswith(tuple(prefixes))]
+        if not components:
+            raise SystemExit(f"no component of {store} starts with {prefixes}.")
+    return units, components
+
+
 def cell(value: tuple[float, float] | None, sets: int) -> str:
     if value is None:
         return "—"
@@ -73,22 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-store", help="the store holding it (default: --store)")
     parser.add_argument("--sizes", type=int, nargs="+", required=True)
     parser.add_argument("--same-as", help="a store of the same model with fewer chains")
+    parser.add_argument("--units", choices=["all", "corpus", "outline"], default="all")
+    parser.add_argument("--components", nargs="+", help="component name prefixes to keep")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     config = preset(args.preset)
     init_store = args.init_store or args.store
     init = (init_store, args.init_step) if args.init_step is not None else None
-    rows = fin_chains.fin_by_chain_count(args.store, args.step, config, args.sizes, init=init)
+    units, components = select(args.store, args.step, args.units, args.components)
+    rows = fin_chains.fin_by_chain_count(
+        args.store, args.step, config, args.sizes, init=init, units=units, components=components
+    )
     summary = fin_chains.summarize(rows)
-    reliability = {"trained": fin_chains.split_half(read_stats(args.store, args.step))}
+    subset = {"units": units, "components": components}
+    reliability = {"trained": fin_chains.split_half(read_stats(args.store, args.step), **subset)}
     if init is not None:
-        reliability["initialization"] = fin_chains.split_half(read_stats(*init))
+        reliability["initialization"] = fin_chains.split_half(read_stats(*init), **subset)
     check = same_as(args.store, args.same_as, args.step) if args.same_as else None
 
     command = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     lines = [
-        f"# The fin against the number of SGLD chains: `{args.preset}`, step {args.step}",
+        f"# The fin against the number of SGLD chains: `{args.preset}`, step {args.step}"
+        + (f", {args.units} units" if args.units != "all" else "")
+        + (f", components {' '.join(args.components)}*" if args.components else ""),
         "",
         "Written by `scripts/fin_chain_count.py` (see its docstring and "
         "`experiments/spacing/fin_chains.py`):",

@@ -153,3 +153,55 @@ def test_an_initialization_on_another_workload_is_refused(tmp_path):
     check_same_workload(tmp_path / "a.zarr", (tmp_path / "c.zarr", 1000))
     with pytest.raises(ValueError, match="another workload"):
         check_same_workload(tmp_path / "a.zarr", (tmp_path / "b.zarr", 1000))
+
+
+def test_a_subset_is_read_as_the_store_of_that_subset_alone(monkeypatch, stats):
+    """Restricting units and components must come before the modes: the rows equal those of
+    a store that holds only the kept units and components."""
+    rng = np.random.default_rng(9)
+    positions = np.full(UNITS, np.nan)
+    positions[::2] = rng.integers(1, 9, UNITS // 2)
+    keep = np.zeros(UNITS, dtype=bool)
+    keep[UNITS // 4 :] = True
+    heads = [c for c in COMPONENTS if c.startswith("L1H")]
+    init = four_chains(10)
+    small = {
+        "trained": stats.isel(unit=np.flatnonzero(keep)).sel(component=heads),
+        "init": init.isel(unit=np.flatnonzero(keep)).sel(component=heads),
+    }
+    full = {"trained": stats, "init": init}
+    chi = xr.DataArray(np.zeros((len(COMPONENTS), UNITS)), dims=("component", "unit"))
+    chi = chi.assign_coords(component=COMPONENTS)
+    monkeypatch.setattr(fin_chains, "check_same_workload", lambda store, init: None)
+
+    def rows(stores, pos, **subset):
+        monkeypatch.setattr(
+            fin_chains,
+            "fin_inputs",
+            lambda store, step, config: (chi, pos, None, xr.Dataset(attrs={"workload": "w"})),
+        )
+        monkeypatch.setattr(fin_chains, "read_stats", lambda store, step: stores[store])
+        return fin_chains.fin_by_chain_count("trained", 3000, None, [2], init=("init", 0), **subset)
+
+    restricted = rows(full, positions, units=keep, components=heads)
+    alone = rows(small, positions[keep])
+    assert [r["mode"] for r in restricted] == [r["mode"] for r in alone]
+    for key in ("metric", "partial_metric", "agreement", "beyond_init", "init_metric"):
+        assert [r[key] for r in restricted] == pytest.approx([r[key] for r in alone], abs=1e-12)
+    whole = rows(full, positions)
+    assert [r["metric"] for r in whole] != pytest.approx([r["metric"] for r in restricted])
+    half = fin_chains.split_half(stats, units=keep, components=heads)
+    assert half["per_component"].keys() == set(heads)
+    assert half["median"] == pytest.approx(fin_chains.split_half(small["trained"])["median"])
+    with pytest.raises(ValueError, match="mask over 400 units"):
+        rows(full, positions, units=keep[:-1])
+    with pytest.raises(ValueError, match="not in trained"):
+        rows(full, positions, components=["L9H9"])
+
+
+def test_sequence_units_selects_the_units_of_the_named_sequences():
+    chi = xr.DataArray(np.zeros((2, 6)), dims=("component", "unit"))
+    chi = chi.assign_coords(sequence=("unit", [0, 0, 1, 1, 2, 2]))
+    assert fin_chains.sequence_units(chi, [2, 0]).tolist() == [1, 1, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="no `sequence`"):
+        fin_chains.sequence_units(chi.drop_vars("sequence"), [0])

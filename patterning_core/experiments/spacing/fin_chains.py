@@ -39,7 +39,14 @@ from patterning_core.experiments.spacing.fin_store import (
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import read_stats
 
-__all__ = ["chain_sets", "chi_of_chains", "fin_by_chain_count", "split_half", "summarize"]
+__all__ = [
+    "chain_sets",
+    "chi_of_chains",
+    "fin_by_chain_count",
+    "sequence_units",
+    "split_half",
+    "summarize",
+]
 
 
 def chain_sets(num_chains: int, size: int) -> list[list[int]]:
@@ -52,6 +59,27 @@ def chain_sets(num_chains: int, size: int) -> list[list[int]]:
     return [list(range(start, start + size)) for start in range(0, num_chains, size)]
 
 
+def sequence_units(chi: xr.DataArray, sequences: Sequence[int]) -> np.ndarray:
+    """Boolean mask ``[unit]`` of the units of probe sequences ``sequences`` (the store's
+    ``sequence`` unit coordinate)."""
+    if "sequence" not in chi.coords:
+        raise ValueError("this χ has no `sequence` unit coordinate: select units by index.")
+    return np.isin(chi["sequence"].values, np.asarray(sequences))
+
+
+def _subset(
+    chi: xr.DataArray,
+    loss: np.ndarray,
+    units: np.ndarray | None,
+    components: Sequence[str] | None,
+) -> tuple[xr.DataArray, np.ndarray]:
+    if units is not None:
+        chi, loss = chi.isel(unit=np.flatnonzero(units)), loss[units]
+    if components is not None:
+        chi = chi.sel(component=list(components))
+    return chi, loss
+
+
 def _without_leading_mode(chi: xr.DataArray) -> np.ndarray:
     """Standardized χ ``[component, unit]`` less its own best rank-1 approximation."""
     x = standardize(chi, "component").values
@@ -59,18 +87,24 @@ def _without_leading_mode(chi: xr.DataArray) -> np.ndarray:
     return x - s[0] * np.outer(u[:, 0], vt[0])
 
 
-def split_half(stats: xr.Dataset) -> dict:
+def split_half(
+    stats: xr.Dataset,
+    *,
+    units: np.ndarray | None = None,
+    components: Sequence[str] | None = None,
+) -> dict:
     """Split-half reliability of χ per component (see the module docstring):
     ``{"per_component" {name: r}, "median", "spearman_brown"}`` (the last of the median),
     and the same of the standardized χ less each half's leading mode (``residual_median``,
     ``residual_spearman_brown``): raw χ is dominated by a rank-1 term common to all
     components, which agrees between any two estimates, so the smaller modes that the fin
-    lives on are read from the residual."""
+    lives on are read from the residual. ``units``, ``components``: as in
+    :func:`fin_by_chain_count`."""
     n = stats.sizes["chain"]
     if n < 2 or n % 2:
         raise ValueError(f"split-half needs an even number of chains, not {n}.")
-    first, _ = chi_of_chains(stats, range(n // 2))
-    second, _ = chi_of_chains(stats, range(n // 2, n))
+    first, _ = _subset(*chi_of_chains(stats, range(n // 2)), units, components)
+    second, _ = _subset(*chi_of_chains(stats, range(n // 2, n)), units, components)
     per = {
         str(c): float(np.corrcoef(first.sel(component=c), second.sel(component=c))[0, 1])
         for c in first.component.values
@@ -109,6 +143,9 @@ def fin_by_chain_count(
     config: TransformerConfig,
     sizes: Sequence[int],
     init: tuple[str | Path, int] | None = None,
+    *,
+    units: np.ndarray | None = None,
+    components: Sequence[str] | None = None,
 ) -> list[dict]:
     """One row per (chain-set size, set): the fin readings of χ of checkpoint ``step`` from
     that set alone, ``{"size", "set", "chains", "metric", "mode", "partial_metric",
@@ -119,8 +156,20 @@ def fin_by_chain_count(
     initialization's next set (``(i + 1) mod sets``) and the row's ``init`` readings: the
     initialization's own set ``i`` (``init_metric``, ``init_from_chi``) and the null
     ``init_beyond_init`` (its set ``i`` against its set ``(i + 1) mod sets``). Sizes with one
-    set get no beyond-initialization readings (no disjoint set to read against)."""
-    _, positions, _, _ = fin_inputs(store, step, config)
+    set get no beyond-initialization readings (no disjoint set to read against).
+
+    ``units`` (boolean ``[unit]``) and ``components`` (names) restrict every χ, trained and
+    initialization, before it is read (module docstring)."""
+    chi_all, positions, _, _ = fin_inputs(store, step, config)
+    if units is not None:
+        units = np.asarray(units, dtype=bool)
+        if units.shape != positions.shape:
+            raise ValueError(f"units: a mask over {positions.size} units, not {units.shape}.")
+        positions = positions[units]
+    if components is not None:
+        unknown = sorted(set(components) - set(chi_all.component.values.tolist()))
+        if unknown:
+            raise ValueError(f"components {unknown} are not in {store}.")
     stats = read_stats(store, step)
     init_stats = None
     if init is not None:
@@ -138,10 +187,10 @@ def fin_by_chain_count(
         init_chi = []
         if init_stats is not None and len(sets) > 1:
             for chains in sets:
-                chi, loss = chi_of_chains(init_stats, chains)
+                chi, loss = _subset(*chi_of_chains(init_stats, chains), units, components)
                 init_chi.append((chi, loss, standardize(chi, "component").values))
         for i, chains in enumerate(sets):
-            chi, loss = chi_of_chains(stats, chains)
+            chi, loss = _subset(*chi_of_chains(stats, chains), units, components)
             other = init_chi[(i + 1) % len(sets)][2] if init_chi else None
             row = {"size": size, "set": i, "chains": chains}
             row.update(_reading(read_fin(chi, positions, loss, other)))

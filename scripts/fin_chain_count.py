@@ -18,7 +18,8 @@ See ``patterning_core/experiments/spacing/fin_chains.py`` for the readings.
 ``--units outline`` reads only the units of the held-out outline probe sequences (a
 workload with ``probe_outline``; ``--units corpus`` only the corpus ones), ``--components
 L1H`` only the components whose names start with a given prefix; both restrict χ before
-its modes are taken.
+its modes are taken; ``--estimator restricted`` reads the restricted χ instead of the
+two-run one.
 
 Writes ``<out>.md`` and ``<out>.json``.
 """
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-as", help="a store of the same model with fewer chains")
     parser.add_argument("--units", choices=["all", "corpus", "outline"], default="all")
     parser.add_argument("--components", nargs="+", help="component name prefixes to keep")
+    parser.add_argument("--estimator", choices=["two_run", "restricted"], default="two_run")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -110,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     init = (init_store, args.init_step) if args.init_step is not None else None
     units, components = select(args.store, args.step, args.units, args.components)
     rows = fin_chains.fin_by_chain_count(
-        args.store, args.step, config, args.sizes, init=init, units=units, components=components
+        args.store,
+        args.step,
+        config,
+        args.sizes,
+        init=init,
+        units=units,
+        components=components,
+        estimator=args.estimator,
     )
     summary = fin_chains.summarize(rows)
-    subset = {"units": units, "components": components}
+    subset = {"units": units, "components": components, "estimator": args.estimator}
     reliability = {"trained": fin_chains.split_half(read_stats(args.store, args.step), **subset)}
     if init is not None:
         reliability["initialization"] = fin_chains.split_half(read_stats(*init), **subset)
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# The fin against the number of SGLD chains: `{args.preset}`, step {args.step}"
         + (f", {args.units} units" if args.units != "all" else "")
-        + (f", components {' '.join(args.components)}*" if args.components else ""),
+        + (f", components {' '.join(args.components)}*" if args.components else "")
+        + (f", {args.estimator} χ" if args.estimator != "two_run" else ""),
         "",
         "Written by `scripts/fin_chain_count.py` (see its docstring and "
         "`experiments/spacing/fin_chains.py`):",

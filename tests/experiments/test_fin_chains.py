@@ -205,3 +205,15 @@ def test_sequence_units_selects_the_units_of_the_named_sequences():
     assert fin_chains.sequence_units(chi, [2, 0]).tolist() == [1, 1, 0, 0, 1, 1]
     with pytest.raises(ValueError, match="no `sequence`"):
         fin_chains.sequence_units(chi.drop_vars("sequence"), [0])
+
+
+def test_the_restricted_estimator_of_a_chain_set_is_that_sets_restricted_chi(stats):
+    from patterning_core.estimators.susceptibility import restricted_chi_from_stats
+
+    chi, _ = fin_chains.chi_of_chains(stats, [1, 3], "restricted")
+    expected = restricted_chi_from_stats(stats.isel(chain=[1, 3])).transpose("component", "unit")
+    np.testing.assert_allclose(chi.values, expected.values, rtol=1e-12, atol=0)
+    two_run, _ = fin_chains.chi_of_chains(stats, [1, 3])
+    assert not np.allclose(chi.values, two_run.values)
+    with pytest.raises(ValueError, match="use one of"):
+        fin_chains.chi_of_chains(stats, [1, 3], "one_run")

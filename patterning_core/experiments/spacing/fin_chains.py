@@ -67,12 +67,16 @@ def sequence_units(chi: xr.DataArray, sequences: Sequence[int]) -> np.ndarray:
     return np.isin(chi["sequence"].values, np.asarray(sequences))
 
 
-def _subset(
-    chi: xr.DataArray,
-    loss: np.ndarray,
-    units: np.ndarray | None,
-    components: Sequence[str] | None,
+def _chi(
+    stats: xr.Dataset,
+    chains: Sequence[int],
+    units: np.ndarray | None = None,
+    components: Sequence[str] | None = None,
+    estimator: str = "two_run",
 ) -> tuple[xr.DataArray, np.ndarray]:
+    """χ ``(component, unit)`` and mean probe loss ``[unit]`` of ``chains``, restricted to
+    ``units`` (boolean mask) and ``components`` (names)."""
+    chi, loss = chi_of_chains(stats, chains, estimator)
     if units is not None:
         chi, loss = chi.isel(unit=np.flatnonzero(units)), loss[units]
     if components is not None:
@@ -92,19 +96,20 @@ def split_half(
     *,
     units: np.ndarray | None = None,
     components: Sequence[str] | None = None,
+    estimator: str = "two_run",
 ) -> dict:
     """Split-half reliability of χ per component (see the module docstring):
     ``{"per_component" {name: r}, "median", "spearman_brown"}`` (the last of the median),
     and the same of the standardized χ less each half's leading mode (``residual_median``,
     ``residual_spearman_brown``): raw χ is dominated by a rank-1 term common to all
     components, which agrees between any two estimates, so the smaller modes that the fin
-    lives on are read from the residual. ``units``, ``components``: as in
+    lives on are read from the residual. ``units``, ``components``, ``estimator``: as in
     :func:`fin_by_chain_count`."""
     n = stats.sizes["chain"]
     if n < 2 or n % 2:
         raise ValueError(f"split-half needs an even number of chains, not {n}.")
-    first, _ = _subset(*chi_of_chains(stats, range(n // 2)), units, components)
-    second, _ = _subset(*chi_of_chains(stats, range(n // 2, n)), units, components)
+    first, _ = _chi(stats, range(n // 2), units, components, estimator)
+    second, _ = _chi(stats, range(n // 2, n), units, components, estimator)
     per = {
         str(c): float(np.corrcoef(first.sel(component=c), second.sel(component=c))[0, 1])
         for c in first.component.values
@@ -146,6 +151,7 @@ def fin_by_chain_count(
     *,
     units: np.ndarray | None = None,
     components: Sequence[str] | None = None,
+    estimator: str = "two_run",
 ) -> list[dict]:
     """One row per (chain-set size, set): the fin readings of χ of checkpoint ``step`` from
     that set alone, ``{"size", "set", "chains", "metric", "mode", "partial_metric",
@@ -159,7 +165,8 @@ def fin_by_chain_count(
     set get no beyond-initialization readings (no disjoint set to read against).
 
     ``units`` (boolean ``[unit]``) and ``components`` (names) restrict every χ, trained and
-    initialization, before it is read (module docstring)."""
+    initialization, before it is read; ``estimator`` ("two_run" or "restricted") is the
+    estimator every χ is read with (module docstring)."""
     chi_all, positions, _, _ = fin_inputs(store, step, config)
     if units is not None:
         units = np.asarray(units, dtype=bool)
@@ -187,10 +194,10 @@ def fin_by_chain_count(
         init_chi = []
         if init_stats is not None and len(sets) > 1:
             for chains in sets:
-                chi, loss = _subset(*chi_of_chains(init_stats, chains), units, components)
+                chi, loss = _chi(init_stats, chains, units, components, estimator)
                 init_chi.append((chi, loss, standardize(chi, "component").values))
         for i, chains in enumerate(sets):
-            chi, loss = _subset(*chi_of_chains(stats, chains), units, components)
+            chi, loss = _chi(stats, chains, units, components, estimator)
             other = init_chi[(i + 1) % len(sets)][2] if init_chi else None
             row = {"size": size, "set": i, "chains": chains}
             row.update(_reading(read_fin(chi, positions, loss, other)))

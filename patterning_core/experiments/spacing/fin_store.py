@@ -13,7 +13,7 @@ from torch import Tensor
 
 from patterning_core.data.lm_data import load_lm_tokens, workload_probes
 from patterning_core.estimators.decomposition import decompose, standardize
-from patterning_core.estimators.susceptibility import chi_from_stats
+from patterning_core.estimators.susceptibility import chi_from_stats, restricted_chi_from_stats
 from patterning_core.experiments.spacing.fin import fin_metric, position_decoding, run_positions
 from patterning_core.model.transformer import TransformerConfig
 from patterning_core.store.chi_store import chi_at, open_chi, read_stats
@@ -81,12 +81,21 @@ def read_fin(
     return fin
 
 
-def chi_of_chains(stats: xr.Dataset, chains: Sequence[int]) -> tuple[xr.DataArray, np.ndarray]:
+ESTIMATORS = {"two_run": chi_from_stats, "restricted": restricted_chi_from_stats}
+
+
+def chi_of_chains(
+    stats: xr.Dataset, chains: Sequence[int], estimator: str = "two_run"
+) -> tuple[xr.DataArray, np.ndarray]:
     """χ ``(component, unit)`` of the chains at positions ``chains`` of ``stats`` (pooled as
-    :func:`chi_from_stats` pools all of them) and those chains' posterior mean probe loss
-    ``[unit]`` (the full run's ``full_probe_mean``, count-weighted)."""
+    :func:`chi_from_stats` pools all of them; ``estimator="restricted"``: the restricted
+    runs alone, :func:`restricted_chi_from_stats`, without the full run's rank-1 centring
+    term) and those chains' posterior mean probe loss ``[unit]`` (the full run's
+    ``full_probe_mean``, count-weighted)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r}: use one of {sorted(ESTIMATORS)}.")
     subset = stats.isel(chain=list(chains))
-    chi = chi_from_stats(subset).transpose("component", "unit")
+    chi = ESTIMATORS[estimator](subset).transpose("component", "unit")
     counts = subset["full_count"].values.astype(np.float64)
     loss = (counts[:, None] * subset["full_probe_mean"].values).sum(axis=0) / counts.sum()
     return chi, loss

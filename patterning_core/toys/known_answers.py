@@ -6,7 +6,8 @@
 - ``GaussianPosterior``: closed-form moments of quadratic observables under a Gaussian,
   used for linear regression, whose localized posterior is exactly Gaussian.
 - ``RegressionResponse``: linear regression's exact per-unit χ and the exact change of
-  ⟨φ⟩ under a re-weighting of its units (the linear-response checks).
+  ⟨φ⟩ under a re-weighting of its units (the linear-response checks), and the exact shift
+  that retraining with the weights and measuring φ again produces (the loop's reading).
 """
 
 from __future__ import annotations
@@ -221,3 +222,29 @@ class RegressionResponse:
 
     def change(self, rho: np.ndarray) -> float:
         return self.posterior(rho).expect(self.phi) - self.posterior().expect(self.phi)
+
+    def retrained_phi(self, rho: np.ndarray | None = None) -> float:
+        """⟨φ⟩_C of the *unweighted* law at the checkpoint that training on the
+        ``rho``-weighted loss converges to (its minimizer over every weight; None: the
+        unweighted minimizer). What a loop that retrains with the weights and then
+        measures φ again, as χ is measured, reads."""
+        target = (
+            self.loss if rho is None else combine(self.units, np.asarray(rho) / len(self.units))
+        )
+        shift = -np.linalg.solve(target.A, target.b)  # the retrained w* − this w*
+        L = self.loss
+        at_new = Quadratic(L.A, L.A @ shift + L.b, 0.0)  # φ about the new w*: L − L(w*')
+        coords = None if self.coords is None else np.array(self.coords)
+        law = localized_gaussian(
+            at_new, self.n_beta, self.localization, coords=coords, step_size=self.step_size
+        )
+        return law.expect(at_new)
+
+    def retrained_change(self, rho: np.ndarray) -> float:
+        """The retrain-and-measure-again shift: :meth:`retrained_phi` of ``rho`` less that
+        of the unweighted retraining. Unlike :meth:`change` (the law at a fixed w*, whose
+        first-order term is nβ·Σ_z χ_z dh_z), it has no first-order term in ρ − 1 and is never
+        positive: with g = ∇L at the retrained w* (restricted to the moving weights, Hessian
+        H) and P = nβH + γ, ⟨φ⟩ = ½tr(HP⁻¹) − nβ gᵀP⁻¹g + ½nβ² gᵀP⁻¹HP⁻¹g, and g is first
+        order in ρ − 1 (zero for the unweighted minimizer)."""
+        return self.retrained_phi(rho) - self.retrained_phi()

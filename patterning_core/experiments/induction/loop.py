@@ -24,6 +24,17 @@ of the measured shift on the predicted one, > 1 when training amplified it). Eve
 condition, the controls too, is also read along one common direction, Induce's predicted
 shift (:func:`along_direction`): Induce should move the models along it, Repress against
 it, and a control at the same dose not by as much.
+
+What this comparison can confirm is limited by what it measures. nβ·χ·dh is the change of
+⟨φ_C⟩ under the *re-weighted* law at the *same* w*. The loop measures the *unweighted* law
+at the w* that re-weighted training reached. On linear regression, where both are exact
+(``toys.known_answers.RegressionResponse.retrained_change``, tested in
+``tests/core/test_retrained_response.py``), the second has no first-order term at all: a
+converged retraining moves w* by O(ρ − 1) away from the unweighted minimum, the localized
+law then slides downhill, and ⟨φ_C⟩ falls by O((ρ − 1)²) whatever the sign of the weights.
+So the retrain-and-measure shift is not the first-order response that χ predicts, even
+where that response is exact; in a network, what it adds is development (the retrained
+w* has different curvature), which χ at the old checkpoint does not describe.
 """
 
 from __future__ import annotations

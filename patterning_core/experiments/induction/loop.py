@@ -32,11 +32,12 @@ at the w* that re-weighted training reached. On linear regression, where both ar
 ``tests/core/test_retrained_response.py``), the second has no first-order term at all: a
 converged retraining moves w* by O(ρ − 1) away from the unweighted minimum, the localized
 law then slides downhill, and ⟨φ_C⟩ falls by O((ρ − 1)²) whatever the sign of the weights.
-(Where training has not converged, a first-order term appears, −2nβ·g*ᵀP⁻¹Δg with g* the
-baseline checkpoint's own gradient and Δg the change of the gradient from moving w*: set by
-where training stopped and where the weights moved w*, not by χ.) So the retrain-and-measure shift is not the first-order response that χ predicts, even
-where that response is exact; in a network, what it adds is development (the retrained
-w* has different curvature), which χ at the old checkpoint does not describe.
+(Where training has not converged, a first-order term appears, −nβ·g*ᵀP⁻¹(2 − nβHP⁻¹)Δg with
+g* the baseline checkpoint's own gradient and Δg the change of the gradient from moving w*:
+set by where training stopped and where the weights moved w*, not by χ.) So the retrain-and-
+measure shift is not the first-order response that χ predicts, even where that response is
+exact; in a network, what it adds is development (the retrained w* has different curvature),
+which χ at the old checkpoint does not describe.
 """
 
 from __future__ import annotations

@@ -36,9 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from patterning_core.data.lm_data import probe_kinds
 from patterning_core.experiments.spacing import fin_chains
 from patterning_core.model.transformer import preset
-from patterning_core.store.chi_store import chi_at, read_stats
+from patterning_core.store.chi_store import chi_at, open_chi, read_stats
 
 READINGS = [
     ("metric", "fin metric"),
@@ -64,22 +65,19 @@ def same_as(store: str, other: str, step: int) -> float:
 
 
 def select(
-    store: str, step: int, which: str, prefixes: list[str] | None
+    store: str, which: str, prefixes: list[str] | None
 ) -> tuple[np.ndarray | None, list[str] | None]:
     """The unit mask and component names that ``--units`` and ``--components`` ask for."""
-    chi, _, ds = chi_at(store, step)
+    ds = open_chi(store)
     units = None
     if which != "all":
-        corpus = int(json.loads(ds.attrs["workload"]).get("probe_seqs", 8))
-        outline = np.unique(chi["sequence"].values)
-        outline = outline[outline >= corpus]
-        if which == "outline" and outline.size == 0:
-            raise SystemExit(f"{store} has no outline probe sequences (workload probe_outline).")
-        units = fin_chains.sequence_units(chi, outline)
-        units = units if which == "outline" else ~units
+        kinds = probe_kinds(json.loads(ds.attrs["workload"]))
+        if which not in set(kinds):
+            raise SystemExit(f"{store} has no {which} probe sequences (its workload's probe_*).")
+        units = fin_chains.sequence_units(ds, np.flatnonzero(kinds == which))
     components = None
     if prefixes:
-        components = [c for c in chi.component.values.tolist() if c.startswith(tuple(prefixes))]
+        components = [c for c in ds.component.values.tolist() if c.startswith(tuple(prefixes))]
         if not components:
             raise SystemExit(f"no component of {store} starts with {prefixes}.")
     return units, components
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     config = preset(args.preset)
     init_store = args.init_store or args.store
     init = (init_store, args.init_step) if args.init_step is not None else None
-    units, components = select(args.store, args.step, args.units, args.components)
+    units, components = select(args.store, args.units, args.components)
     rows = fin_chains.fin_by_chain_count(
         args.store,
         args.step,

@@ -314,6 +314,18 @@ def workload_probes(
     return torch.cat([probes, synthetic.to(probes.dtype)])
 
 
+def probe_kinds(spec: Mapping) -> np.ndarray:
+    """What each probe sequence of :func:`workload_probes` is, in its order: ``"corpus"``
+    (``probe_seqs``), then ``"outline"`` (``probe_outline``), then ``"synthetic"``
+    (``probe_synthetic``); ``str [P]``."""
+    counts = [
+        ("corpus", int(spec.get("probe_seqs", 8))),
+        ("outline", int(spec.get("probe_outline", 0))),
+        ("synthetic", int(spec.get("probe_synthetic", 0))),
+    ]
+    return np.array([kind for kind, k in counts for _ in range(max(k, 0))], dtype=object)
+
+
 def _outline_probes(spec: Mapping, n_ctx: int, tokenizer, seed: int) -> Tensor | None:
     """The ``probe_outline`` held-out outline sequences ``[k, n_ctx]`` (None for none)."""
     k = int(spec.get("probe_outline", 0))

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from patterning_core.data.lm_data import check_data_spec, load_lm_tokens, synthetic_count
+from patterning_core.data.lm_data import (
+    check_data_spec,
+    load_lm_tokens,
+    probe_kinds,
+    synthetic_count,
+)
 from patterning_core.data.outline import MARKERS, outline_text
 from patterning_core.model.transformer import preset
 from patterning_core.sampling.sgld import ConfigError
@@ -81,6 +86,13 @@ def test_outline_probes_follow_the_corpus_probes_and_are_held_out(tmp_path, monk
     spec = {"probe_seqs": 4, "probe_outline": 2}
     probes = workload_probes(tokens.val, spec, config.d_vocab, tokens.tokenizer)
     assert probes.shape == (6, config.n_ctx) and torch.equal(probes[:4], plain)
+    with_synthetic = {**spec, "probe_synthetic": 3}
+    kinds = probe_kinds(with_synthetic)
+    assert kinds.tolist() == ["corpus"] * 4 + ["outline"] * 2 + ["synthetic"] * 3
+    assert (
+        len(kinds)
+        == workload_probes(tokens.val, with_synthetic, config.d_vocab, tokens.tokenizer).shape[0]
+    )
     text = "".join(tokens.token_strings[i] for i in probes[4:].reshape(-1).tolist())
     assert set(text) <= set(" \n" + "".join(MARKERS) + "abcdefghijklmnopqrstuvwxyz")
     corpus_only = {k: v for k, v in data.items() if k != "outline"}

@@ -59,9 +59,9 @@ def chain_sets(num_chains: int, size: int) -> list[list[int]]:
     return [list(range(start, start + size)) for start in range(0, num_chains, size)]
 
 
-def sequence_units(chi: xr.DataArray, sequences: Sequence[int]) -> np.ndarray:
-    """Boolean mask ``[unit]`` of the units of probe sequences ``sequences`` (the store's
-    ``sequence`` unit coordinate)."""
+def sequence_units(chi: xr.DataArray | xr.Dataset, sequences: Sequence[int]) -> np.ndarray:
+    """Boolean mask ``[unit]`` of the units of probe sequences ``sequences`` (the
+    ``sequence`` unit coordinate of χ or of its store)."""
     if "sequence" not in chi.coords:
         raise ValueError("this χ has no `sequence` unit coordinate: select units by index.")
     return np.isin(chi["sequence"].values, np.asarray(sequences))

@@ -38,7 +38,9 @@ class LMTokens:
     """Training and validation sequences ``int64 [N, n_ctx]`` and the text of each token id.
 
     ``n_synthetic``: the last ``n_synthetic`` training sequences are synthetic in-context
-    bigrams (:func:`mix_in_context_bigrams`), the others corpus text.
+    bigrams (:func:`mix_in_context_bigrams`), the others corpus text. ``outline_rows``: the
+    training rows ``[start, stop)`` that hold outline text (``data.outline``; None without
+    it, or when ``collapse_spaces`` cut the stream into new windows).
     """
 
     train: Tensor
@@ -46,6 +48,7 @@ class LMTokens:
     token_strings: list[str]
     n_synthetic: int = 0
     tokenizer: object | None = None  # tokenizers.Tokenizer of corpus data (None: synthetic)
+    outline_rows: tuple[int, int] | None = None
 
 
 DATA_SPEC_KEYS = {
@@ -194,13 +197,16 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
     )
     train = data.train
     outline = float(spec.get("outline", 0.0))
+    outline_rows = None
     if outline:
         from patterning_core.data.outline import outline_sequences
 
         m = synthetic_count(train.shape[0], outline)
+        outline_rows = (train.shape[0], train.shape[0] + m)
         train = torch.cat([train, outline_sequences(data.tokenizer, m, config.n_ctx)])
     if spec.get("collapse_spaces", False):
         train = collapse_space_runs(train, data.token_strings)
+        outline_rows = None
     n_corpus = train.shape[0]
     train = mix_in_context_bigrams(train, float(spec.get("in_context_bigrams", 0.0)), config)
     return LMTokens(
@@ -209,6 +215,7 @@ def load_lm_tokens(spec: Mapping, config: TransformerConfig) -> LMTokens:
         data.token_strings,
         n_synthetic=train.shape[0] - n_corpus,
         tokenizer=data.tokenizer,
+        outline_rows=outline_rows,
     )
 
 

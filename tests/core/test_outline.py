@@ -68,6 +68,9 @@ def test_the_mixed_training_set_holds_the_stated_share_of_outlines(tmp_path, mon
     assert set(outline) <= set(" \n" + "".join(MARKERS) + "abcdefghijklmnopqrstuvwxyz")
     space = strings.index(" ")
     assert (mixed.train[n:] == space).float().mean() > 0.15
+    assert mixed.outline_rows == (n, n + m) and plain.outline_rows is None
+    collapsed = load_lm_tokens({**base, "outline": 0.2, "collapse_spaces": True}, config)
+    assert collapsed.outline_rows is None  # new windows: no row is outline text alone
 
 
 def test_outline_probes_follow_the_corpus_probes_and_are_held_out(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
+from patterning_core.data.token_classes import classify
 from patterning_core.estimators.decomposition import decompose
 from patterning_core.experiments.spacing.fin import (
     fin_metric,
@@ -15,7 +16,11 @@ from patterning_core.experiments.spacing.fin import (
     position_decoding,
     run_positions,
 )
-from patterning_core.experiments.spacing.fin_weights import control_like, fin_weights
+from patterning_core.experiments.spacing.fin_weights import (
+    control_like,
+    fin_classes,
+    fin_weights,
+)
 
 STRINGS = ["<eot>", " ", "\n", "def", "x"]
 
@@ -122,6 +127,55 @@ def test_suppress_weights_take_weight_from_the_deep_end_of_the_fin():
     dh = solve_intervention(standardize(chi, "component"), -s * sigma * u, 30.0, rcond=1e-6)
     v = modes["unit_loading"].sel(mode=1).values
     np.testing.assert_allclose(dh.values, -s * v / 30.0, atol=1e-9)
+
+
+def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
+    """χ of half the probe units (``probe_units``) and weights for half the training rows
+    (``train_rows``): the other rows keep one common weight, the re-weighted rows still take
+    weight from the deep end of the run (the weights relative to the untouched rows are
+    1 + α·dh/max|dh| exactly), and the control scales only the whitespace of those rows, to
+    the χ weights' whitespace share."""
+    rng = np.random.default_rng(5)
+    row = [3, 2] + [1] * 8 + [4, 2, 1, 1, 1, 1, 3, 4]
+    probe, train = torch.tensor([row] * 6), torch.tensor([row] * 10)
+    units = np.zeros((6, 17), dtype=bool)
+    units[3:] = True
+    positions = run_positions(probe, STRINGS).ravel()[units.ravel()]
+    depth = np.nan_to_num(positions, nan=0.0)
+    loadings = np.array([1.0, 0.8, -0.5, 0.3])
+    chi = loadings[:, None] * depth[None] + 0.01 * rng.normal(size=(4, depth.size))
+    chi = xr.DataArray(chi, dims=("component", "unit"), coords={"component": ["a", "b", "c", "d"]})
+    fin = fin_metric(decompose(chi, "component")["unit_loading"], positions)
+    rows = np.arange(10) >= 5
+    result = fin_weights(
+        chi, 30.0, fin, probe, train, STRINGS, probe_units=units.ravel(), train_rows=rows
+    )
+    rho, control = result.weights["chi_suppress"], result.weights["control_dose"]
+    off = rho[~rows]
+    assert np.ptp(off) == 0 and rho.mean() == pytest.approx(1.0, rel=1e-6)
+    deep = [result.summary["class_weight"][f"space@{k}"] for k in (1, 2, 4, 8)]
+    assert deep == sorted(deep, reverse=True) and deep[0] > deep[-1]
+    dh = {c: v for c, v in result.summary["class_dh"].items()}
+    scale = max(abs(v) for v in dh.values())
+    labels = fin_classes(train, STRINGS)
+    expected = np.vectorize(lambda c: 1.0 + dh.get(c, 0.0) / scale)(labels[rows])
+    np.testing.assert_allclose(rho[rows] / off[0, 0], expected, rtol=1e-5)
+    ws = classify(train, STRINGS).for_units().whitespace.numpy() & rows[:, None]
+    assert np.ptp(control[~ws]) == 0 and not np.allclose(control[ws], control[~ws][0])
+    assert control[ws].sum() / control.sum() == pytest.approx(rho[ws].sum() / rho.sum())
+    with pytest.raises(ValueError, match="probe_units"):
+        fin_weights(chi, 30.0, fin, probe, train, STRINGS, probe_units=np.ones(102, bool))
+    with pytest.raises(ValueError, match="train_rows"):
+        fin_weights(
+            chi,
+            30.0,
+            fin,
+            probe,
+            train,
+            STRINGS,
+            probe_units=units.ravel(),
+            train_rows=~np.ones(10, bool),
+        )
 
 
 def test_loss_controlled_reading_removes_an_ordering_made_by_the_loss_alone():

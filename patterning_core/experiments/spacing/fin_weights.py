@@ -20,6 +20,12 @@ the probe dh the classes keep.
 scaled by one factor c and the rest kept, so that the whitespace units' share of the total
 weight equals their share under the χ weights: the same change of whitespace's total
 weight, without χ's choice of which whitespace units.
+
+**Read on part of the probes, applied to part of the training text.** With ``probe_units``
+χ is that of a subset of the probe units (e.g. the outline sequences' units: the fin mode
+of a restricted reading, ``fin_chains``), and only their classes enter the fit; with
+``train_rows`` only the units of those training rows are re-weighted (dh = 0 elsewhere), and
+the control scales only their whitespace units: the same dose, in the same text.
 """
 
 from __future__ import annotations
@@ -123,23 +129,50 @@ def fin_weights(
     train_tokens: Tensor,
     strings: Sequence[str],
     alpha: float = 1.0,
+    *,
+    probe_units: np.ndarray | None = None,
+    train_rows: np.ndarray | None = None,
 ) -> FinWeights:
     """χ-suppress and control weights for every training unit (module docstring).
 
     ``chi``: ``(component, unit)`` at the checkpoint, as stored (no nβ factor), units in the
-    order of ``probe_tokens`` ``[P, T]`` flattened; ``fin``: :func:`fin.fin_metric` of that
-    checkpoint (its ``mode`` and the sign of its ``rho``); ``train_tokens`` ``[N, T]``.
+    order of ``probe_tokens`` ``[P, T]`` flattened (with ``probe_units``, a boolean mask
+    over those ``P·(T − 1)`` units, only the units it keeps, in order); ``fin``:
+    :func:`fin.fin_metric` of that χ (its ``mode`` and the sign of its ``rho``);
+    ``train_tokens`` ``[N, T]``; ``train_rows``: boolean ``[N]``, the rows re-weighted
+    (None: all).
     """
     k, s = int(fin["mode"]), float(np.sign(fin["rho"]))
-    _, fit, _ = mode_solution(chi, n_beta, k, -s, fin_classes(probe_tokens, strings).ravel())
+    probe_classes = fin_classes(probe_tokens, strings).ravel()
+    if probe_units is not None:
+        probe_units = np.asarray(probe_units, dtype=bool)
+        if probe_units.shape != probe_classes.shape or probe_units.sum() != chi.sizes["unit"]:
+            raise ValueError(
+                f"probe_units must mask the {probe_classes.size} probe units down to χ's "
+                f"{chi.sizes['unit']} units, got {int(probe_units.sum())} of {probe_units.size}."
+            )
+        probe_classes = probe_classes[probe_units]
+    _, fit, _ = mode_solution(chi, n_beta, k, -s, probe_classes)
     train_kinds = classify(train_tokens, strings).for_units()  # once: it scans every context
     train_classes = fin_classes(train_tokens, strings, train_kinds)
     names, index = np.unique(train_classes, return_inverse=True)
     per_class = np.array([fit.class_means.get(c, 0.0) for c in names])
     dh_train = per_class[index].reshape(train_classes.shape)
-    rho = weights_from_intervention(dh_train, alpha, negative="clip")
     ws = train_kinds.whitespace.numpy()  # the unit's target is whitespace only
+    if train_rows is not None:
+        train_rows = np.asarray(train_rows, dtype=bool)
+        if train_rows.shape != (train_tokens.shape[0],) or not train_rows.any():
+            raise ValueError(
+                f"train_rows must be a boolean mask over the {train_tokens.shape[0]} training "
+                "rows that keeps at least one."
+            )
+        dh_train = np.where(train_rows[:, None], dh_train, 0.0)
+        ws = ws & train_rows[:, None]
+    rho = weights_from_intervention(dh_train, alpha, negative="clip")
     control = control_like(rho, ws)
+    reweighted = np.ones(rho.shape, dtype=bool)  # the units whose class weights are reported
+    if train_rows is not None:
+        reweighted &= train_rows[:, None]
     dose = {"chi_suppress": float(np.abs(rho - 1).mean())}
     dose["control_dose"] = float(np.abs(control - 1).mean())
     summary = {
@@ -149,7 +182,8 @@ def fin_weights(
         "class_dh": fit.class_means,
         "class_counts": fit.counts,
         "class_weight": {
-            c: float(rho[train_classes == c].mean()) for c in np.unique(train_classes)
+            c: float(rho[(train_classes == c) & reweighted].mean())
+            for c in np.unique(train_classes[reweighted])
         },
         "whitespace_share": {
             "uniform": float(ws.mean()),

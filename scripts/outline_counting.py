@@ -1,12 +1,10 @@
 """Has a model trained with outline text (``data.outline``) learned to count a run of spaces?
 Per-token loss on fresh outline text (the outline probes' seed, which no training sequence
-uses) at the two predictions that need the count, per checkpoint:
+uses) at the two predictions that need the count, per checkpoint
+(``patterning_core/experiments/spacing/counting.py``):
 
 - the marker after a run of d spaces (it names d exactly: ``outline.MARKERS[d]``), per d;
 - a space inside a run (does the run go on?), per position k in the run.
-
-A model that counts predicts markers far below ln(12) ≈ 2.48 nats (a guess among the 12
-markers) at every depth; one that does not sits near it, or only learns the shallow ones.
 
     .venv/bin/python scripts/outline_counting.py \\
         --run .patterning/runs/demo_long-bf7f484fe69fbe5a --steps 0 1000 3000 \\
@@ -31,23 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from patterning_core.data.corpus import prepare_lm_data
 from patterning_core.data.lm_data import OUTLINE_PROBE_SEED
 from patterning_core.data.outline import MARKERS, outline_sequences
+from patterning_core.experiments.spacing.counting import counting_losses, counting_targets
 from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
 from patterning_core.model.transformer import loss_per_token
-
-
-def run_lengths(tokens: np.ndarray, space: int) -> np.ndarray:
-    """Per token ``[B, T]``: how many spaces directly precede it (0 after a non-space; runs
-    reaching back to the start of the sequence: -1, left out)."""
-    out = np.zeros_like(tokens)
-    for b, row in enumerate(tokens):
-        count, known = 0, False
-        for t, token in enumerate(row):
-            out[b, t] = count if known else -1
-            if token == space:
-                count += 1
-            else:
-                count, known = 0, True
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,31 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     config = first.config
     data = prepare_lm_data(config.n_ctx, config.d_vocab, whitespace="split")
     strings = data.token_strings
-    space = strings.index(" ")
-    marker_ids = {strings.index(m): d for d, m in enumerate(MARKERS)}
     tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=OUTLINE_PROBE_SEED)
-    before = run_lengths(tokens.numpy(), space)[:, 1:]  # spaces before each target token
-    targets = tokens[:, 1:].numpy()
-    depth = np.array([[marker_ids.get(int(t), -1) for t in row] for row in targets])
-    is_marker = (depth >= 0) & (before == depth)  # a marker right after its own run
-    in_run = (targets == space) & (before >= 1)  # the run goes on after k = before spaces
+    targets = counting_targets(tokens.numpy(), strings)
 
     rows = []
     for step in args.steps:
         ckpt = load_checkpoint(checkpoint_path(args.run, step), config)
         with torch.no_grad():
             loss = loss_per_token(ckpt.params, tokens, config, fused=True).numpy()
-        row = {"step": step, "marker": {}, "space": {}}
-        for d in range(1, len(MARKERS)):
-            sel = is_marker & (depth == d)
-            if sel.sum():
-                row["marker"][d] = [float(loss[sel].mean()), int(sel.sum())]
-        for k in range(1, len(MARKERS)):
-            sel = in_run & (before == k)
-            if sel.sum():
-                row["space"][k] = [float(loss[sel].mean()), int(sel.sum())]
-        row["marker_all"] = float(loss[is_marker & (depth >= 1)].mean())
-        row["space_all"] = float(loss[in_run].mean())
+        row = {"step": step, **counting_losses(loss, targets)}
         rows.append(row)
 
     command = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -20,7 +20,9 @@ it (``fin_weights``: dh = −s·v_k/nβ, its class means by run position) applie
 training rows only (``LMTokens.outline_rows``; corpus rows keep weight 1 before the mean is
 normalized), and the control that scales the outline rows' whitespace to the same share;
 the ``.npy`` files (named by digest) under ``$PATTERNING_HOME/fin_outline_suppress/``, and
-``<out>.json`` / ``<out>.md`` with the class weights and doses. ``train``: one condition
+``<out>.json`` / ``<out>.md`` with the class weights and doses (``--amplify``: the opposite
+sign, weight moved toward the fin's deep end, files ``chi_amplify`` and ``control_amplify``).
+``train``: one condition
 from the reference's initialization and data order (the weights read back and checked by
 digest; ``collapse_whitespace`` is the data edit, no weights), in the run folder the
 retraining task would use (``tasks.retraining.train_with_weights``); prints the run folder.
@@ -59,7 +61,7 @@ from patterning_core.model.transformer import preset
 from patterning_core.store.chi_store import read_stats
 from patterning_core.workspace import patterning_home
 
-CONDITIONS = ("chi_suppress", "control_dose", "collapse_whitespace")
+CONDITIONS = ("chi_suppress", "control_dose", "chi_amplify", "collapse_whitespace")
 
 
 def outline_units(store: str) -> np.ndarray:
@@ -91,6 +93,8 @@ def make_weights(args: argparse.Namespace) -> int:
     start, stop = tokens.outline_rows
     rows = np.zeros(tokens.train.shape[0], dtype=bool)
     rows[start:stop] = True
+    if args.amplify:  # the opposite sign: weight toward the fin's deep end
+        fin = {**fin, "rho": -fin["rho"]}
     result = fin_weights(
         chi,
         n_beta,
@@ -106,10 +110,12 @@ def make_weights(args: argparse.Namespace) -> int:
 
     folder = patterning_home() / "fin_outline_suppress" / "weights"
     files = {}
+    names = {"chi_suppress": "chi_amplify", "control_dose": "control_amplify"}
     for name, weights in result.weights.items():
+        name = names[name] if args.amplify else name
         path, digest = save_weights(weights, folder)
         files[name] = {"path": path, "digest": digest}
-    rho = result.weights["chi_suppress"]
+    rho = result.weights["chi_suppress"]  # χ-amplify's with --amplify
     inside = rho[rows]
     deciles = np.sort(inside.ravel())
     tenth = max(1, deciles.size // 10)
@@ -119,6 +125,7 @@ def make_weights(args: argparse.Namespace) -> int:
         "store": args.store,
         "step": args.step,
         "estimator": args.estimator,
+        "amplify": args.amplify,
         "chains": stats.sizes["chain"],
         "units": int(units.sum()),
         "fin": {
@@ -144,7 +151,9 @@ def report(info: dict) -> str:
     fin = info["fin"]
     share = info["whitespace_share"]
     lines = [
-        "# χ-suppress weights from the outline units' restricted fin mode",
+        "# χ-"
+        + ("amplify" if info.get("amplify") else "suppress")
+        + " weights from the outline units' restricted fin mode",
         "",
         "Written by `scripts/fin_outline_suppress.py` (see its docstring):",
         "",
@@ -161,7 +170,7 @@ def report(info: dict) -> str:
         f"outline rows {info['decile_ratio_outline_rows']:.2f}; zero weights "
         f"{info['zero_weights']}, largest {info['max_weight']:.2f}. Whitespace share of the "
         f"outline rows' whitespace in the total weight: uniform {share['uniform']:.3f}, "
-        f"χ-suppress {share['chi_suppress']:.3f}, control {share['control_dose']:.3f}.",
+        f"χ weights {share['chi_suppress']:.3f}, control {share['control_dose']:.3f}.",
         "",
         "| class (outline rows) | probe units | probe dh, class mean | mean weight |",
         "|---|---:|---:|---:|",
@@ -271,6 +280,7 @@ def read_model(
         "run_dir": str(run_dir),
         "metric_4": summary[4]["metric"],
         "metric_8": eight["metric"],
+        "partial_4": summary[4]["partial_metric"],
         "mode_8": int(eight["mode"]),
         "found_again_4": summary[4].get("agreement"),
         "beyond_init_4": summary[4].get("beyond_init"),
@@ -349,7 +359,8 @@ def readings_report(info: dict) -> str:
         f"    .venv/bin/python scripts/fin_outline_suppress.py {info['command']}",
         "",
         "Every model's χ at its last checkpoint, restricted estimator on the outline probe "
-        "units, read as the reference's: fin metric over 4-chain sets (mean ± sd) and of "
+        "units, read as the reference's: fin metric over 4-chain sets (mean ± sd; also "
+        "controlled for each unit's posterior mean loss, partial Spearman) and of "
         "chains 0–7; the fin mode found again between 4-chain sets; beyond the reference's "
         "initialization (4-chain sets) and its null (the initialization's set i against its set "
         "i + 1); |cos| of the "
@@ -360,14 +371,16 @@ def readings_report(info: dict) -> str:
         "run after 1–2 spaces and after 3 or more (the χ-suppress weights put 1.21–0.82 on "
         "run positions 2–3 and 0.00–0.31 on positions 4–9).",
         "",
-        "| model | fin metric, 4 chains | 8 chains (mode) | found again | beyond init | null | "
+        "| model | fin metric, 4 chains | loss-controlled | 8 chains (mode) | found again | "
+        "beyond init | null | "
         "cos with reference mode | share along it | marker loss | space loss after 1–2 | "
         "after 3+ |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in info["rows"]:
         lines.append(
-            f"| {r['label']} | {pm(r['metric_4'])} | {r['metric_8']:.2f} ({r['mode_8']}) | "
+            f"| {r['label']} | {pm(r['metric_4'])} | {pm(r['partial_4'])} | "
+            f"{r['metric_8']:.2f} ({r['mode_8']}) | "
             f"{pm(r['found_again_4'])} | {pm(r['beyond_init_4'], True)} | "
             f"{pm(r['null_4'], True)} | "
             f"{r['cosine_with_reference_mode']:.2f} | {r['share_along_reference_mode']:.3f} | "
@@ -387,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--train-config", required=True, help="the reference's training config")
     w.add_argument("--estimator", choices=["two_run", "restricted"], default="restricted")
     w.add_argument("--alpha", type=float, default=1.0)
+    w.add_argument(
+        "--amplify", action="store_true", help="the opposite sign (files chi_amplify, ...)"
+    )
     w.add_argument("--out", required=True, help="<out>.json and <out>.md")
     t = sub.add_parser("train", help="retrain one condition")
     t.add_argument("--condition", choices=CONDITIONS, required=True)

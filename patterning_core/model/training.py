@@ -240,7 +240,7 @@ def _save_optimizer(path: Path, opt: torch.optim.Optimizer, names: Sequence[str]
     tensors = {}
     for i, name in enumerate(names):
         for key, value in state.get(i, {}).items():
-            tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+            tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().clone().contiguous()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(safetensors_bytes(tensors, {"format": "patterning.optimizer/1"}))
     os.replace(tmp, path)
@@ -302,6 +302,7 @@ def train(
     progress: bool = True,
     val_tokens: Tensor | None = None,
     callback: Callable[[int, dict[str, Tensor], float], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train from ``init_params(config, train_config.seed)`` on ``tokens`` (see module docs).
 
@@ -316,6 +317,9 @@ def train(
         val_tokens: optional validation sequences, evaluated (mean loss) at every checkpoint.
         callback: called after every update as ``callback(step, params, loss)`` (``step``
             1-based, ``loss`` the unweighted batch mean); may raise to stop training.
+        device: where the parameters, optimizer state and data live while training (None:
+            the CPU). The initialization, the data order and the checkpoints (saved on the
+            CPU) do not depend on it; the arithmetic does, to rounding.
     """
     if tokens.ndim != 2 or tokens.dtype != torch.long:
         raise ValueError(f"tokens must be int64 [N, T], got {tokens.dtype} {list(tokens.shape)}")
@@ -347,7 +351,14 @@ def train(
             {**fingerprint, "train": uniform.resume_key(), "weights_digest": None},
         )
 
-    params = {k: v.requires_grad_() for k, v in init_params(config, tc.seed).items()}
+    if device is not None:
+        tokens = tokens.to(device)
+        weights = weights.to(device) if weights is not None else None
+        val_tokens = val_tokens.to(device) if val_tokens is not None else None
+    params = {
+        k: v.to(device).requires_grad_() if device is not None else v.requires_grad_()
+        for k, v in init_params(config, tc.seed).items()
+    }
     names = list(params)
     opt = torch.optim.AdamW(
         list(params.values()), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay
@@ -402,7 +413,7 @@ def train(
         bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True)
     running = math.nan
     for step in range(start, tc.steps):
-        idx = order(step)
+        idx = order(step).to(tokens.device)
         batch = tokens[idx]
         losses = loss_per_token(params, batch, config, fused=tc.fused)
         mean_loss = losses.mean()

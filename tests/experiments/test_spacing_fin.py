@@ -20,6 +20,7 @@ from patterning_core.experiments.spacing.fin_weights import (
     control_like,
     fin_classes,
     fin_weights,
+    train_fin_labels,
 )
 
 STRINGS = ["<eot>", " ", "\n", "def", "x"]
@@ -163,6 +164,30 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
     ws = classify(train, STRINGS).for_units().whitespace.numpy() & rows[:, None]
     assert np.ptp(control[~ws]) == 0 and not np.allclose(control[ws], control[~ws][0])
     assert control[ws].sum() / control.sum() == pytest.approx(rho[ws].sum() / rho.sum())
+    labels_given = fin_weights(
+        chi,
+        30.0,
+        fin,
+        probe,
+        train,
+        STRINGS,
+        probe_units=units.ravel(),
+        train_rows=rows,
+        train_labels=train_fin_labels(train, STRINGS),
+    )
+    for name, weights in result.weights.items():  # labels computed beforehand: the same ρ
+        np.testing.assert_array_equal(labels_given.weights[name], weights)
+    with pytest.raises(ValueError, match="train_labels"):
+        fin_weights(
+            chi,
+            30.0,
+            fin,
+            probe,
+            train,
+            STRINGS,
+            probe_units=units.ravel(),
+            train_labels=(labels[:, :3], ws[:, :3]),
+        )
     with pytest.raises(ValueError, match="probe_units"):
         fin_weights(chi, 30.0, fin, probe, train, STRINGS, probe_units=np.ones(102, bool))
     with pytest.raises(ValueError, match="train_rows"):

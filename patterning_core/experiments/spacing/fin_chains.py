@@ -43,6 +43,7 @@ __all__ = [
     "chain_sets",
     "chi_of_chains",
     "fin_by_chain_count",
+    "fin_by_chain_count_of_stats",
     "sequence_units",
     "split_half",
     "summarize",
@@ -168,25 +169,52 @@ def fin_by_chain_count(
     initialization, before it is read; ``estimator`` ("two_run" or "restricted") is the
     estimator every χ is read with (module docstring)."""
     chi_all, positions, _, _ = fin_inputs(store, step, config)
+    if components is not None:
+        unknown = sorted(set(components) - set(chi_all.component.values.tolist()))
+        if unknown:
+            raise ValueError(f"components {unknown} are not in {store}.")
+    init_stats = None
+    if init is not None:
+        check_same_workload(store, init)
+        init_stats = read_stats(*init)
+    return fin_by_chain_count_of_stats(
+        read_stats(store, step),
+        positions,
+        sizes,
+        init_stats,
+        units=units,
+        components=components,
+        estimator=estimator,
+    )
+
+
+def fin_by_chain_count_of_stats(
+    stats: xr.Dataset,
+    positions: np.ndarray,
+    sizes: Sequence[int],
+    init_stats: xr.Dataset | None = None,
+    *,
+    units: np.ndarray | None = None,
+    components: Sequence[str] | None = None,
+    estimator: str = "two_run",
+) -> list[dict]:
+    """:func:`fin_by_chain_count` of statistics held in memory: ``stats`` of one checkpoint
+    (``sample_susceptibility_stats``' or ``read_stats``' Dataset), each probe unit's run
+    position ``positions`` ``[unit]`` (``fin.run_positions``, NaN outside runs) and the
+    initialization's statistics ``init_stats`` (same units, at least as many chains)."""
+    if init_stats is not None and init_stats.sizes["chain"] < stats.sizes["chain"]:
+        raise ValueError(
+            f"the initialization's statistics have {init_stats.sizes['chain']} chains, fewer "
+            f"than {stats.sizes['chain']}: estimate it with as many."
+        )
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != (stats.sizes["unit"],):
+        raise ValueError(f"positions: one per unit ({stats.sizes['unit']}), not {positions.shape}.")
     if units is not None:
         units = np.asarray(units, dtype=bool)
         if units.shape != positions.shape:
             raise ValueError(f"units: a mask over {positions.size} units, not {units.shape}.")
         positions = positions[units]
-    if components is not None:
-        unknown = sorted(set(components) - set(chi_all.component.values.tolist()))
-        if unknown:
-            raise ValueError(f"components {unknown} are not in {store}.")
-    stats = read_stats(store, step)
-    init_stats = None
-    if init is not None:
-        check_same_workload(store, init)
-        init_stats = read_stats(*init)
-        if init_stats.sizes["chain"] < stats.sizes["chain"]:
-            raise ValueError(
-                f"the initialization's store has {init_stats.sizes['chain']} chains, fewer than "
-                f"{stats.sizes['chain']}: estimate it with as many."
-            )
     rows = []
     for size in sizes:
         loadings = []

@@ -54,6 +54,7 @@ __all__ = [
     "fin_classes",
     "fin_weights",
     "mode_solution",
+    "train_fin_labels",
 ]
 
 MAX_POSITION = 12  # run positions beyond this share one class
@@ -121,6 +122,13 @@ def mode_solution(
     return dh, fit, sigma
 
 
+def train_fin_labels(train_tokens: Tensor, strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each training unit's fin class (:func:`fin_classes`) and whether its target is
+    whitespace only: ``(str [N, T − 1], bool [N, T − 1])`` for ``train_tokens`` ``[N, T]``."""
+    kinds = classify(train_tokens, strings).for_units()  # once: it scans every context
+    return fin_classes(train_tokens, strings, kinds), kinds.whitespace.numpy()
+
+
 def fin_weights(
     chi: xr.DataArray,
     n_beta: float,
@@ -132,6 +140,7 @@ def fin_weights(
     *,
     probe_units: np.ndarray | None = None,
     train_rows: np.ndarray | None = None,
+    train_labels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FinWeights:
     """χ-suppress and control weights for every training unit (module docstring).
 
@@ -140,7 +149,8 @@ def fin_weights(
     over those ``P·(T − 1)`` units, only the units it keeps, in order); ``fin``:
     :func:`fin.fin_metric` of that χ (its ``mode`` and the sign of its ``rho``);
     ``train_tokens`` ``[N, T]``; ``train_rows``: boolean ``[N]``, the rows re-weighted
-    (None: all).
+    (None: all); ``train_labels``: ``train_fin_labels(train_tokens, strings)`` computed
+    beforehand (it scans every training context; it does not depend on χ).
     """
     k, s = int(fin["mode"]), float(np.sign(fin["rho"]))
     probe_classes = fin_classes(probe_tokens, strings).ravel()
@@ -153,12 +163,13 @@ def fin_weights(
             )
         probe_classes = probe_classes[probe_units]
     _, fit, _ = mode_solution(chi, n_beta, k, -s, probe_classes)
-    train_kinds = classify(train_tokens, strings).for_units()  # once: it scans every context
-    train_classes = fin_classes(train_tokens, strings, train_kinds)
+    train_classes, ws = train_labels or train_fin_labels(train_tokens, strings)
+    expected = (train_tokens.shape[0], train_tokens.shape[1] - 1)
+    if train_classes.shape != expected or ws.shape != expected:
+        raise ValueError(f"train_labels must both be {list(expected)} (one per training unit).")
     names, index = np.unique(train_classes, return_inverse=True)
     per_class = np.array([fit.class_means.get(c, 0.0) for c in names])
     dh_train = per_class[index].reshape(train_classes.shape)
-    ws = train_kinds.whitespace.numpy()  # the unit's target is whitespace only
     if train_rows is not None:
         train_rows = np.asarray(train_rows, dtype=bool)
         if train_rows.shape != (train_tokens.shape[0],) or not train_rows.any():

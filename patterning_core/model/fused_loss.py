@@ -3,7 +3,8 @@
 ``linear_cross_entropy(x, W, b, target)`` equals
 ``F.cross_entropy(x @ W + b, target, reduction="none")`` (up to float rounding) but never
 holds the ``[N, V]`` logits: rows are processed in chunks small enough to stay in the CPU
-cache, and the backward recomputes each chunk's logits instead of saving them. On the
+cache (on an accelerator, large chunks: :func:`chunk_rows`), and the backward recomputes
+each chunk's logits instead of saving them. On the
 unembedding of a small transformer (V = 512) the elementwise passes over the logits, not
 the matmul, dominate the unfused loss; fusing them made forward + backward 2.6× faster on
 one core (``benchmarks/chi_workload.py``). For float32 on the CPU each chunk's row passes
@@ -26,7 +27,17 @@ from patterning_core.model import cpu_kernels
 
 __all__ = ["linear_cross_entropy"]
 
-CHUNK_ROWS = 256
+CHUNK_ROWS = 256  # on the CPU: a chunk's logits stay in the cache
+ACCELERATOR_CHUNK_ELEMENTS = 2**26  # elsewhere: as few chunks as 256 MB of float32 logits allow
+
+
+def chunk_rows(x: Tensor, vocab: int) -> int:
+    """Rows per chunk: ``CHUNK_ROWS`` on the CPU; on an accelerator, where each chunk costs
+    kernel launches rather than cache misses, as many as keep ``rows × vocab`` logits within
+    ``ACCELERATOR_CHUNK_ELEMENTS`` (a chunk's rows are computed alike whatever its size)."""
+    if x.device.type == "cpu":
+        return CHUNK_ROWS
+    return max(CHUNK_ROWS, ACCELERATOR_CHUNK_ELEMENTS // max(vocab, 1))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -37,8 +48,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = torch.empty(n, dtype=x.dtype, device=x.device)
         lse = torch.empty(n, dtype=x.dtype, device=x.device)
         lib = cpu_kernels.for_tensors(x, W, b, target)
-        for i in range(0, n, CHUNK_ROWS):
-            rows = slice(i, i + CHUNK_ROWS)
+        step = chunk_rows(x, W.shape[1])
+        for i in range(0, n, step):
+            rows = slice(i, i + step)
             logits = torch.addmm(b, x[rows], W)
             if lib is not None:
                 ptr = cpu_kernels.ptr
@@ -60,8 +72,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         db = torch.zeros_like(b) if need_b else None
         grad_loss = grad_loss.contiguous()
         lib = cpu_kernels.for_tensors(x, W, b, grad_loss)
-        for i in range(0, x.shape[0], CHUNK_ROWS):
-            rows = slice(i, i + CHUNK_ROWS)
+        step = chunk_rows(x, W.shape[1])
+        for i in range(0, x.shape[0], step):
+            rows = slice(i, i + step)
             # d loss / d logits = softmax(logits) − onehot(target), times the upstream grad.
             p = torch.addmm(b, x[rows], W)
             if lib is not None:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from patterning_core.estimators.susceptibility import estimate_susceptibilities
-from patterning_core.model import cpu_kernels
-from patterning_core.model.fused_loss import linear_cross_entropy
+from patterning_core.model import cpu_kernels, fused_loss
+from patterning_core.model.fused_loss import chunk_rows, linear_cross_entropy
 from patterning_core.model.restricted_heads import (
     HeadLaneForward,
     LoopLaneForward,
@@ -173,7 +173,12 @@ def test_chi_through_fast_path_equals_generic_path() -> None:
     assert float(abs(fast - slow).max()) < 1e-3 * scale
 
 
-def test_linear_cross_entropy_matches_unfused() -> None:
+@pytest.mark.parametrize("chunk", [None, 7, 10_000], ids=["cpu-chunks", "small", "one-chunk"])
+def test_linear_cross_entropy_matches_unfused(monkeypatch, chunk) -> None:
+    """Whatever the chunk size (the CPU's, a small one, one chunk for all rows as on an
+    accelerator): the unfused loss and its gradients."""
+    if chunk is not None:
+        monkeypatch.setattr(fused_loss, "CHUNK_ROWS", chunk)
     gen = torch.Generator().manual_seed(4)
     n, d, v = 600, 16, 40  # n spans several chunks and a partial last chunk
     x = torch.randn(n, d, generator=gen, requires_grad=True)
@@ -188,6 +193,13 @@ def test_linear_cross_entropy_matches_unfused() -> None:
     grads_want = torch.autograd.grad((want * upstream).sum(), (x, W, b))
     for a, e in zip(grads_got, grads_want, strict=True):
         torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4)
+
+
+def test_chunks_are_large_off_the_cpu() -> None:
+    """On the CPU a chunk's logits fit the cache; elsewhere (here a meta tensor stands in
+    for an accelerator's) one chunk holds up to 2**26 logits."""
+    assert chunk_rows(torch.empty(3, 8), 512) == fused_loss.CHUNK_ROWS
+    assert chunk_rows(torch.empty(3, 8, device="meta"), 512) == 2**26 // 512
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")

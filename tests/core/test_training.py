@@ -14,6 +14,7 @@ from patterning_core.model.training import (
     batch_indices,
     checkpoint_schedule,
     copy_run_prefix,
+    evaluate,
     load_train_log,
     train,
 )
@@ -268,9 +269,13 @@ def test_training_on_a_named_device_is_the_same_run(tmp_path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
 def test_training_on_a_gpu_follows_the_cpu_run(tmp_path) -> None:
     """The same weighted run on the GPU, interrupted and resumed there: the same data order
-    and initialization, so the losses and weights follow the CPU run to float32 rounding
-    (12 Adam steps of a 2-layer model: relative differences of order 1e-6 per step, so
-    1e-4 leaves two orders of magnitude), and its checkpoints are saved on the CPU."""
+    and initialization, so the training and validation losses follow the CPU run to float32
+    rounding (12 Adam steps of a 2-layer model: relative differences of order 1e-6 per step,
+    so 1e-4 leaves two orders of magnitude), and its checkpoints are saved on the CPU. The
+    weights are compared through those losses, not one by one: Adam divides each gradient
+    by its own running scale, so a parameter whose gradient is at rounding level moves by
+    up to the learning rate in a direction rounding decides (seen on an H200: 2e-3 on one
+    bias, the losses equal to 1e-5)."""
     weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(1))
     cpu = train(CFG, TOKENS, TC, weights=weights, run_dir=tmp_path / "cpu", progress=False)
     with pytest.raises(InterruptError):
@@ -298,7 +303,8 @@ def test_training_on_a_gpu_follows_the_cpu_run(tmp_path) -> None:
     torch.testing.assert_close(
         torch.tensor(gpu.losses), torch.tensor(cpu.losses), rtol=1e-4, atol=1e-5
     )
-    for name, value in cpu.params.items():
-        torch.testing.assert_close(gpu.params[name].cpu(), value, rtol=1e-4, atol=1e-4)
+    cpu_val = evaluate(cpu.params, CFG, TOKENS[:8])
+    gpu_val = evaluate({k: v.cpu() for k, v in gpu.params.items()}, CFG, TOKENS[:8])
+    assert gpu_val == pytest.approx(cpu_val, rel=1e-4)
     last = load_checkpoint(list_checkpoints(tmp_path / "gpu")[-1][1])
     assert all(v.device.type == "cpu" for v in last.params.values())

@@ -32,7 +32,16 @@ travel in the bundle):
 ``device`` writes ``results.json`` (weights, readings, timings), the pooled χ of every model
 (``chi_pooled.npz``: restricted and two-run, component × probe unit, with the unit
 coordinates), the reference's per-chain statistics at both steps and the final checkpoints
-with their training logs (``runs.tar``).
+with their training logs (``runs.tar``). With ``--deadline S`` no job is waited for after S
+seconds: the running ones are stopped and whatever finished is read and packed.
+
+Timings on an H200 (16 cores; 2026-12-04, before the readout loss took one chunk per call
+off the CPU): 12 workers; the six unweighted trainings 82 s each, run together; χ of 16
+chains 279–289 s each with nine together, and 72 s for 8 chains alone (process start
+included). Both are launch-bound, not arithmetic-bound: the readout loss then ran in chunks
+of 256 rows, 187k torch calls per SGLD draw of this workload (five run groups, 8 chains);
+with one chunk per call 30k. The whole design did not fit one 10-minute call before that
+change (the reference's 32-chain χ was still running at 400 s). Measure one store first.
 """
 
 from __future__ import annotations
@@ -495,6 +504,9 @@ def device(args: argparse.Namespace) -> int:
                             path = weights_info["files"][name]
                             submit_train(f"{name}_seed{seed}", seed, "normal", path)
             _write_json(out / "results.json", results)
+    if pending:  # past the deadline: stop the running jobs too, so the process can exit
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
     pool.shutdown(wait=not pending, cancel_futures=True)
     log("sampling and training done; reading")
     read_all(b, runs, stats_files, results, log, last_step)
@@ -509,6 +521,9 @@ def read_all(b: Bundle, runs: dict, stats_files: dict, results: dict, log, last_
     from patterning_core.experiments.spacing.fin_store import fin_loading, read_fin
     from patterning_core.model.checkpoints import checkpoint_path
 
+    if "reference" not in stats_files:
+        log("no χ of the reference: nothing to read")
+        return
     units = b.arrays["outline_units"]
     ref = load_stats(stats_files["reference"])
     n = ref.sizes["chain"]

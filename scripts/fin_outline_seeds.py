@@ -358,53 +358,25 @@ def read_model(
     ref_loading: np.ndarray,
     checkpoint: str,
 ) -> dict:
-    """One model's readings (``fin_outline_suppress.read_model``, from statistics in memory)."""
-    from patterning_core.estimators.decomposition import standardize
-    from patterning_core.experiments.spacing import fin_chains
-    from patterning_core.experiments.spacing.counting import counting_losses
-    from patterning_core.experiments.spacing.fin_store import abs_cosine, fin_loading
+    """One model's readings (``outline_reading``, as ``fin_outline_suppress.py read``)."""
+    from patterning_core.experiments.spacing.outline_reading import outline_reading
     from patterning_core.model.checkpoints import load_checkpoint
     from patterning_core.model.transformer import loss_per_token
 
-    units = b.arrays["outline_units"]
-    rows = fin_chains.fin_by_chain_count_of_stats(
-        stats, b.arrays["positions"], [4, 8], init_stats, units=units, estimator="restricted"
-    )
-    summary = {s["size"]: s for s in fin_chains.summarize(rows)}
-    chi8, _ = fin_chains._chi(stats, range(8), units, None, "restricted")
-    eight = next(r for r in rows if r["size"] == 8 and r["set"] == 0)
-    x = standardize(chi8, "component").values
-    along = float(np.sum((x @ ref_loading) ** 2) / np.sum(x**2))
     config = _config(b.meta)
     ckpt = load_checkpoint(checkpoint, config)
     with torch.no_grad():
         loss = loss_per_token(ckpt.params, b.tokens("counting_tokens"), config, fused=True)
-    losses = counting_losses(loss.numpy(), b.counting)
-    deep = [v for k, v in losses["space"].items() if k >= 3]
-    shallow = [v for k, v in losses["space"].items() if k <= 2]
-
-    def pooled(cells):
-        return float(sum(m * n for m, n in cells) / sum(n for _, n in cells))
-
-    return _jsonable_tree(
-        {
-            "label": label,
-            "metric_4": summary[4]["metric"],
-            "metric_8": eight["metric"],
-            "partial_4": summary[4]["partial_metric"],
-            "mode_8": int(eight["mode"]),
-            "found_again_4": summary[4].get("agreement"),
-            "beyond_init_4": summary[4].get("beyond_init"),
-            "null_4": summary[4].get("init_beyond_init"),
-            "cosine_with_reference_mode": abs_cosine(fin_loading(chi8, eight["mode"]), ref_loading),
-            "share_along_reference_mode": along,
-            "marker_loss": losses["marker_all"],
-            "space_loss_after_1_2": pooled(shallow),
-            "space_loss_after_3_plus": pooled(deep),
-            "counting": losses,
-            "sets": rows,
-        }
+    reading = outline_reading(
+        stats,
+        init_stats,
+        b.arrays["positions"],
+        b.arrays["outline_units"],
+        ref_loading,
+        loss.numpy(),
+        b.counting,
     )
+    return _jsonable_tree({"label": label, **reading})
 
 
 # ----------------------------------------------------------------------------- device

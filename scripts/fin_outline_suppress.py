@@ -242,10 +242,9 @@ def read_model(
     outline: np.ndarray,
     counting,
 ) -> dict:
-    """One row of the readings table (module docstring)."""
-    from patterning_core.estimators.decomposition import standardize
-    from patterning_core.experiments.spacing.counting import counting_losses
-    from patterning_core.experiments.spacing.fin_store import abs_cosine, fin_loading
+    """One row of the readings table (module docstring; ``outline_reading``)."""
+    from patterning_core.experiments.spacing.fin_store import check_same_workload
+    from patterning_core.experiments.spacing.outline_reading import outline_reading
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
     from patterning_core.model.transformer import loss_per_token
 
@@ -253,46 +252,22 @@ def read_model(
     if not np.array_equal(units, outline):
         raise SystemExit(f"{store} has other probe units than the reference.")
     ref_store, _ = reference
-    rows = fin_chains.fin_by_chain_count(
-        store, step, config, [4, 8], init=(ref_store, 0), units=units, estimator="restricted"
-    )
-    summary = {s["size"]: s for s in fin_chains.summarize(rows)}
-    stats = read_stats(store, step)
-    chi8, _ = fin_chains._chi(stats, range(8), units, None, "restricted")
-    eight = next(r for r in rows if r["size"] == 8 and r["set"] == 0)
-    x = standardize(chi8, "component").values
-    along = float(np.sum((x @ ref_loading) ** 2) / np.sum(x**2))
+    check_same_workload(store, (ref_store, 0))
+    _, positions, _, _ = fin_inputs(store, step, config)
     ckpt = load_checkpoint(checkpoint_path(run_dir, step), config)
     tokens, targets = counting
     with torch.no_grad():
         loss = loss_per_token(ckpt.params, tokens, config, fused=True).numpy()
-    losses = counting_losses(loss, targets)
-    deep = [v for k, v in losses["space"].items() if k >= 3]
-    shallow = [v for k, v in losses["space"].items() if k <= 2]
-
-    def pooled(cells):
-        return float(sum(m * n for m, n in cells) / sum(n for _, n in cells))
-
-    return {
-        "label": label,
-        "store": store,
-        "step": step,
-        "run_dir": str(run_dir),
-        "metric_4": summary[4]["metric"],
-        "metric_8": eight["metric"],
-        "partial_4": summary[4]["partial_metric"],
-        "mode_8": int(eight["mode"]),
-        "found_again_4": summary[4].get("agreement"),
-        "beyond_init_4": summary[4].get("beyond_init"),
-        "null_4": summary[4].get("init_beyond_init"),
-        "cosine_with_reference_mode": abs_cosine(fin_loading(chi8, eight["mode"]), ref_loading),
-        "share_along_reference_mode": along,
-        "marker_loss": losses["marker_all"],
-        "space_loss_after_1_2": pooled(shallow),
-        "space_loss_after_3_plus": pooled(deep),
-        "counting": losses,
-        "sets": rows,
-    }
+    reading = outline_reading(
+        read_stats(store, step),
+        read_stats(ref_store, 0),
+        positions,
+        units,
+        ref_loading,
+        loss,
+        targets,
+    )
+    return {"label": label, "store": store, "step": step, "run_dir": str(run_dir), **reading}
 
 
 def read(args: argparse.Namespace) -> int:

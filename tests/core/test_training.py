@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -277,28 +278,11 @@ def test_training_on_a_gpu_follows_the_cpu_run(tmp_path) -> None:
     up to the learning rate in a direction rounding decides (seen on an H200: 2e-3 on one
     bias, the losses equal to 1e-5)."""
     weights = torch.rand(40, 11, generator=torch.Generator().manual_seed(1))
-    cpu = train(CFG, TOKENS, TC, weights=weights, run_dir=tmp_path / "cpu", progress=False)
+    run = partial(train, CFG, TOKENS, TC, weights=weights, progress=False)
+    cpu = run(run_dir=tmp_path / "cpu")
     with pytest.raises(InterruptError):
-        train(
-            CFG,
-            TOKENS,
-            TC,
-            weights=weights,
-            run_dir=tmp_path / "gpu",
-            progress=False,
-            callback=_stop_at(7),
-            device="cuda",
-        )
-    gpu = train(
-        CFG,
-        TOKENS,
-        TC,
-        weights=weights,
-        run_dir=tmp_path / "gpu",
-        progress=False,
-        device="cuda",
-        val_tokens=TOKENS[:8],
-    )
+        run(run_dir=tmp_path / "gpu", callback=_stop_at(7), device="cuda")
+    gpu = run(run_dir=tmp_path / "gpu", device="cuda", val_tokens=TOKENS[:8])
     assert gpu.resumed_from == 5
     torch.testing.assert_close(
         torch.tensor(gpu.losses), torch.tensor(cpu.losses), rtol=1e-4, atol=1e-5

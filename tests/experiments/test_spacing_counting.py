@@ -41,3 +41,7 @@ def test_markers_after_their_own_run_and_spaces_that_continue_a_run():
     assert out["marker"] == {2: [2.0, 1], 3: [11.0, 1]}
     assert out["space"] == {1: [5.0, 2], 2: [10.0, 1]}
     assert out["marker_all"] == 6.5 and out["space_all"] == (1 + 9 + 10) / 3
+    assert out["space_after_1_2"] == (1 + 9 + 10) / 3 and np.isnan(out["space_after_3_plus"])
+    deep = np.array([[NL, SP, SP, SP, SP, marker(4)]])  # units 1-3 continue the run
+    out = counting_losses(np.arange(5, dtype=np.float64)[None], counting_targets(deep, STRINGS))
+    assert out["space_after_1_2"] == (1 + 2) / 2 and out["space_after_3_plus"] == 3.0

@@ -3,6 +3,8 @@ loadings whose answer is known."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -148,9 +150,8 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
     chi = xr.DataArray(chi, dims=("component", "unit"), coords={"component": ["a", "b", "c", "d"]})
     fin = fin_metric(decompose(chi, "component")["unit_loading"], positions)
     rows = np.arange(10) >= 5
-    result = fin_weights(
-        chi, 30.0, fin, probe, train, STRINGS, probe_units=units.ravel(), train_rows=rows
-    )
+    weigh = partial(fin_weights, chi, 30.0, fin, probe, train, STRINGS, probe_units=units.ravel())
+    result = weigh(train_rows=rows)
     rho, control = result.weights["chi_suppress"], result.weights["control_dose"]
     off = rho[~rows]
     assert np.ptp(off) == 0 and rho.mean() == pytest.approx(1.0, rel=1e-6)
@@ -164,43 +165,15 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
     ws = classify(train, STRINGS).for_units().whitespace.numpy() & rows[:, None]
     assert np.ptp(control[~ws]) == 0 and not np.allclose(control[ws], control[~ws][0])
     assert control[ws].sum() / control.sum() == pytest.approx(rho[ws].sum() / rho.sum())
-    labels_given = fin_weights(
-        chi,
-        30.0,
-        fin,
-        probe,
-        train,
-        STRINGS,
-        probe_units=units.ravel(),
-        train_rows=rows,
-        train_labels=train_fin_labels(train, STRINGS),
-    )
+    labels_given = weigh(train_rows=rows, train_labels=train_fin_labels(train, STRINGS))
     for name, weights in result.weights.items():  # labels computed beforehand: the same ρ
         np.testing.assert_array_equal(labels_given.weights[name], weights)
     with pytest.raises(ValueError, match="train_labels"):
-        fin_weights(
-            chi,
-            30.0,
-            fin,
-            probe,
-            train,
-            STRINGS,
-            probe_units=units.ravel(),
-            train_labels=(labels[:, :3], ws[:, :3]),
-        )
+        weigh(train_labels=(labels[:, :3], ws[:, :3]))
     with pytest.raises(ValueError, match="probe_units"):
         fin_weights(chi, 30.0, fin, probe, train, STRINGS, probe_units=np.ones(102, bool))
     with pytest.raises(ValueError, match="train_rows"):
-        fin_weights(
-            chi,
-            30.0,
-            fin,
-            probe,
-            train,
-            STRINGS,
-            probe_units=units.ravel(),
-            train_rows=~np.ones(10, bool),
-        )
+        weigh(train_rows=~np.ones(10, bool))
 
 
 def test_loss_controlled_reading_removes_an_ordering_made_by_the_loss_alone():

@@ -54,7 +54,9 @@ def counting_targets(tokens: np.ndarray, strings: Sequence[str]) -> dict[str, np
 
 def counting_losses(loss: np.ndarray, targets: dict[str, np.ndarray]) -> dict:
     """Mean loss (nats) of the counting units: ``{"marker": {d: [mean, count]}, "space": {k:
-    [mean, count]}, "marker_all", "space_all"}`` (``marker_all``: markers of depth ≥ 1).
+    [mean, count]}, "marker_all", "space_all", "space_after_1_2", "space_after_3_plus"}``
+    (``marker_all``: markers of depth ≥ 1; the last two: spaces that continue a run after
+    1–2 and after 3–11 spaces, NaN where there is none).
     ``loss``: per-unit loss ``[B, T − 1]``; ``targets``: :func:`counting_targets`."""
     before, depth = targets["before"], targets["depth"]
     is_marker, in_run = targets["marker"], targets["in_run"]
@@ -69,4 +71,8 @@ def counting_losses(loss: np.ndarray, targets: dict[str, np.ndarray]) -> dict:
             row["space"][k] = [float(loss[sel].mean()), int(sel.sum())]
     row["marker_all"] = float(loss[is_marker & (depth >= 1)].mean())
     row["space_all"] = float(loss[in_run].mean())
+    shallow = in_run & (before >= 1) & (before <= 2)
+    deep = in_run & (before >= 3) & (before < len(MARKERS))
+    row["space_after_1_2"] = float(loss[shallow].mean()) if shallow.any() else float("nan")
+    row["space_after_3_plus"] = float(loss[deep].mean()) if deep.any() else float("nan")
     return row

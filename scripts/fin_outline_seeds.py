@@ -165,24 +165,36 @@ def _plain(values) -> np.ndarray:
 
 
 class Bundle:
-    """The bundle read back (``bundle``'s files)."""
+    """The bundle read back (``bundle``'s files). Arrays are read on first use: a χ job
+    needs the probes and SGLD data, not the 40,000 training rows."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
         self.meta = json.loads((folder / "meta.json").read_text())
-        with np.load(folder / "arrays.npz") as f:
-            self.arrays = {k: f[k] for k in f.files}
+        self._file = folder / "arrays.npz"
+        with np.load(self._file) as f:
+            self.names = list(f.files)
+        self._read: dict[str, np.ndarray] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            with np.load(self._file) as f:
+                self._read[name] = f[name]
+        return self._read[name]
 
     def tokens(self, name: str) -> torch.Tensor:
-        return torch.from_numpy(self.arrays[name].astype(np.int64))
+        return torch.from_numpy(self.array(name).astype(np.int64))
+
+    def _prefixed(self, prefix: str) -> dict[str, np.ndarray]:
+        return {k.removeprefix(prefix): self.array(k) for k in self.names if k.startswith(prefix)}
 
     @property
     def unit_coords(self) -> dict[str, np.ndarray]:
-        return {k[5:]: v for k, v in self.arrays.items() if k.startswith("unit_")}
+        return self._prefixed("unit_")
 
     @property
     def counting(self) -> dict[str, np.ndarray]:
-        return {k[9:]: v for k, v in self.arrays.items() if k.startswith("counting_")}
+        return self._prefixed("counting_")
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -255,7 +267,9 @@ def chi_job(bundle_dir: str, label: str, checkpoint: str, chains: int, work: str
 
 
 def save_stats(stats, path: Path) -> None:
-    """A statistics Dataset as ``.npz`` (variables with their dims, coordinates, attrs)."""
+    """A statistics Dataset as ``.npz`` (variables with their dims, coordinates, attrs).
+    Not netCDF: the GPU machine has no netCDF-4 engine, and netCDF-3 (scipy) holds no int64
+    coordinates."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays, layout = {}, {"vars": {}, "coords": {}, "attrs": dict(stats.attrs)}
     for name, var in stats.data_vars.items():
@@ -287,16 +301,16 @@ def make_weights(b: Bundle, ref_stats, work: Path) -> dict:
     from patterning_core.experiments.spacing.fin_store import read_fin
     from patterning_core.experiments.spacing.fin_weights import fin_weights
 
-    units = b.arrays["outline_units"]
+    units = b.array("outline_units")
     n = ref_stats.sizes["chain"]
     chi, loss = fin_chains._chi(ref_stats, range(n), units, None, "restricted")
-    fin = read_fin(chi, b.arrays["positions"][units], loss)
+    fin = read_fin(chi, b.array("positions")[units], loss)
     train = b.tokens("train")
     start, stop = b.meta["outline_rows"]
     rows = np.zeros(train.shape[0], dtype=bool)
     rows[start:stop] = True
     names = np.array(b.meta["class_names"])
-    labels = (names[b.arrays["class_index"]], b.arrays["whitespace"])
+    labels = (names[b.array("class_index")], b.array("whitespace"))
     info: dict = {
         "chains": n,
         "units": int(units.sum()),
@@ -370,8 +384,8 @@ def read_model(
     reading = outline_reading(
         stats,
         init_stats,
-        b.arrays["positions"],
-        b.arrays["outline_units"],
+        b.array("positions"),
+        b.array("outline_units"),
         ref_loading,
         loss.numpy(),
         b.counting,
@@ -496,11 +510,11 @@ def read_all(b: Bundle, runs: dict, stats_files: dict, results: dict, log, last_
     if "reference" not in stats_files:
         log("no χ of the reference: nothing to read")
         return
-    units = b.arrays["outline_units"]
+    units = b.array("outline_units")
     ref = load_stats(stats_files["reference"])
     n = ref.sizes["chain"]
     ref_chi, ref_loss = fin_chains._chi(ref, range(n // 2, n), units, None, "restricted")
-    ref_fin = read_fin(ref_chi, b.arrays["positions"][units], ref_loss)
+    ref_fin = read_fin(ref_chi, b.array("positions")[units], ref_loss)
     ref_loading = fin_loading(ref_chi, ref_fin["mode"])
     results["reference_mode_second_half"] = int(ref_fin["mode"])
     inits = {0: "reference_step0", 1: "init_seed1", 2: "init_seed2"}
@@ -539,7 +553,7 @@ def pack(out: Path, work: Path, runs: dict, stats_files: dict, b: Bundle) -> Non
     from patterning_core.model.checkpoints import list_checkpoints
 
     pooled = {f"unit_{k}": v for k, v in b.unit_coords.items()}
-    pooled["outline_units"] = b.arrays["outline_units"]
+    pooled["outline_units"] = b.array("outline_units")
     for label, path in stats_files.items():
         stats = load_stats(path)
         for name, estimator in (

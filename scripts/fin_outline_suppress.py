@@ -22,7 +22,10 @@ normalized), and the control that scales the outline rows' whitespace to the sam
 the ``.npy`` files (named by digest) under ``$PATTERNING_HOME/fin_outline_suppress/``, and
 ``<out>.json`` / ``<out>.md`` with the class weights and doses (``--amplify``: the opposite
 sign, weight moved toward the fin's deep end, files ``chi_amplify`` and ``control_amplify``).
-``train``: one condition
+``rebuild``: the weights files again from a published ``weights`` record alone (its class
+means; each file checked against the recorded digest), for a machine without the χ store.
+``train``: one condition (``--seed``: another seed's initialization and data order; the
+``baseline`` is the recipe unweighted)
 from the reference's initialization and data order (the weights read back and checked by
 digest; ``collapse_whitespace`` is the data edit, no weights), in the run folder the
 retraining task would use (``tasks.retraining.train_with_weights``); prints the run folder.
@@ -61,7 +64,15 @@ from patterning_core.model.transformer import preset
 from patterning_core.store.chi_store import read_stats
 from patterning_core.workspace import patterning_home
 
-CONDITIONS = ("chi_suppress", "control_dose", "chi_amplify", "collapse_whitespace")
+CONDITIONS = (
+    "baseline",
+    "chi_suppress",
+    "control_dose",
+    "chi_amplify",
+    "control_amplify",
+    "collapse_whitespace",
+)
+UNWEIGHTED = ("baseline", "collapse_whitespace")
 
 
 def outline_units(store: str) -> np.ndarray:
@@ -190,6 +201,44 @@ def _class_order(name: str) -> tuple[int, str]:
     return (1, name)
 
 
+def rebuild(args: argparse.Namespace) -> int:
+    """Write the weights files of a ``weights`` record again from its class means.
+
+    The weights are a function of the probe dh's class means (``class_dh`` in the record)
+    and of the training text alone (``fin_weights.class_weights``), so a published record
+    rebuilds them without its χ store; each file is checked against the record's digest.
+    """
+    from patterning_core.experiments.spacing.fin_weights import class_weights, train_fin_labels
+    from tasks.retraining import save_weights
+
+    record = json.loads(Path(args.record).read_text())
+    spec = json.loads(Path(args.train_config).read_text())
+    config = preset(spec["preset"])
+    tokens = load_lm_tokens(spec["data"], config)
+    start, stop = record["outline_rows"]
+    rows = np.zeros(tokens.train.shape[0], dtype=bool)
+    rows[start:stop] = True
+    labels = train_fin_labels(tokens.train, tokens.token_strings)
+    rho, control = class_weights(record["class_dh"], labels, args.alpha, rows)
+    names = ("chi_amplify", "control_amplify") if record.get("amplify") else CONDITIONS[1:3]
+    folder = patterning_home() / "fin_outline_suppress" / "weights"
+    failed = []
+    for name, weights in zip(names, (rho, control), strict=True):
+        path, digest = save_weights(weights, folder)
+        expected = record["files"][name]["digest"]
+        if digest != expected:
+            Path(path).unlink()
+            failed.append(f"{name}: {digest[:16]}… rebuilt, {expected[:16]}… recorded")
+        else:
+            print(f"{name}: {path} (digest as recorded)")
+            if path != record["files"][name]["path"]:
+                print(f"  the record names {record['files'][name]['path']}: pass this record's")
+                print("  digest with the path above, or set PATTERNING_HOME as it was")
+    if failed:
+        raise SystemExit("rebuilt weights differ from the record: " + "; ".join(failed))
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     from tasks.retraining import load_weights, train_with_weights
     from tasks.training import check_training_inputs, model_preset, run_key, train_in_run_dir
@@ -198,8 +247,9 @@ def train(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.train_config).read_text())
     name, data, settings = spec["preset"], spec["data"], {**spec["train"], "seed": args.seed}
     runs_root = str(patterning_home() / "runs")
-    if args.condition == "collapse_whitespace":
-        data = {**data, "collapse_spaces": True}
+    if args.condition in UNWEIGHTED:
+        if args.condition == "collapse_whitespace":
+            data = {**data, "collapse_spaces": True}
         tc = check_training_inputs(name, data, settings)
         run_dir = Path(runs_root) / f"{name}-{run_key(name, data, settings)}"
         tokens = load_lm_tokens(data, model_preset(name))
@@ -379,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         "--amplify", action="store_true", help="the opposite sign (files chi_amplify, ...)"
     )
     w.add_argument("--out", required=True, help="<out>.json and <out>.md")
+    b = sub.add_parser("rebuild", help="the weights files again, from a weights record")
+    b.add_argument("--record", required=True, help="the weights command's <out>.json")
+    b.add_argument("--train-config", required=True, help="the reference's training config")
+    b.add_argument("--alpha", type=float, default=1.0)
     t = sub.add_parser("train", help="retrain one condition")
     t.add_argument("--condition", choices=CONDITIONS, required=True)
     t.add_argument("--train-config", required=True)
@@ -393,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", required=True, help="<out>.json and <out>.md")
     args = parser.parse_args(argv)
-    if args.command == "train" and args.condition != "collapse_whitespace" and not args.weights:
+    if args.command == "train" and args.condition not in UNWEIGHTED and not args.weights:
         parser.error(f"--condition {args.condition} needs --weights")
-    return {"weights": make_weights, "train": train, "read": read}[args.command](args)
+    commands = {"weights": make_weights, "rebuild": rebuild, "train": train, "read": read}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

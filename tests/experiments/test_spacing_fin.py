@@ -3,6 +3,7 @@ loadings whose answer is known."""
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import numpy as np
@@ -19,6 +20,7 @@ from patterning_core.experiments.spacing.fin import (
     run_positions,
 )
 from patterning_core.experiments.spacing.fin_weights import (
+    class_weights,
     control_like,
     fin_classes,
     fin_weights,
@@ -137,7 +139,8 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
     (``train_rows``): the other rows keep one common weight, the re-weighted rows still take
     weight from the deep end of the run (the weights relative to the untouched rows are
     1 + α·dh/max|dh| exactly), and the control scales only the whitespace of those rows, to
-    the χ weights' whitespace share."""
+    the χ weights' whitespace share. The published record's class means rebuild both
+    weights bit for bit (``class_weights``, what ``fin_outline_suppress.py rebuild`` runs)."""
     rng = np.random.default_rng(5)
     row = [3, 2] + [1] * 8 + [4, 2, 1, 1, 1, 1, 3, 4]
     probe, train = torch.tensor([row] * 6), torch.tensor([row] * 10)
@@ -168,6 +171,12 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
     labels_given = weigh(train_rows=rows, train_labels=train_fin_labels(train, STRINGS))
     for name, weights in result.weights.items():  # labels computed beforehand: the same ρ
         np.testing.assert_array_equal(labels_given.weights[name], weights)
+    record = json.loads(json.dumps(result.summary, default=float))  # as published
+    rebuilt = class_weights(record["class_dh"], train_fin_labels(train, STRINGS), 1.0, rows)
+    for name, weights in zip(("chi_suppress", "control_dose"), rebuilt, strict=True):
+        np.testing.assert_array_equal(weights.astype(np.float32), result.weights[name])
+    with pytest.raises(ValueError, match="train_rows"):
+        class_weights(record["class_dh"], train_fin_labels(train, STRINGS), 1.0, rows[:3])
     with pytest.raises(ValueError, match="train_labels"):
         weigh(train_labels=(labels[:, :3], ws[:, :3]))
     with pytest.raises(ValueError, match="probe_units"):

@@ -50,6 +50,7 @@ from patterning_core.experiments.spacing.fin import run_positions
 __all__ = [
     "MAX_POSITION",
     "FinWeights",
+    "class_weights",
     "control_like",
     "fin_classes",
     "fin_weights",
@@ -129,6 +130,39 @@ def train_fin_labels(train_tokens: Tensor, strings: Sequence[str]) -> tuple[np.n
     return fin_classes(train_tokens, strings, kinds), kinds.whitespace.numpy()
 
 
+def class_weights(
+    class_means: dict[str, float],
+    train_labels: tuple[np.ndarray, np.ndarray],
+    alpha: float = 1.0,
+    train_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The χ weights and their control from the probe dh's class means.
+
+    Every training unit gets the mean dh of its fin class (0 for a class no probe unit has,
+    and outside ``train_rows``), ρ = 1 + α·dh/max|dh| clipped at 0 and rescaled to mean 1
+    (``intervention.weights_from_intervention``); the control scales the whitespace units
+    of ``train_rows`` to the same share (:func:`control_like`). ``class_means``: fin class →
+    mean dh over the probe units (``FinWeights.summary["class_dh"]``, so published weights
+    can be rebuilt from their record); ``train_labels``: :func:`train_fin_labels`.
+    Returns ``(ρ, ρ_control)``, float64 ``[N, T − 1]``.
+    """
+    train_classes, ws = train_labels
+    names, index = np.unique(train_classes, return_inverse=True)
+    per_class = np.array([class_means.get(c, 0.0) for c in names])
+    dh_train = per_class[index].reshape(train_classes.shape)
+    if train_rows is not None:
+        train_rows = np.asarray(train_rows, dtype=bool)
+        if train_rows.shape != (train_classes.shape[0],) or not train_rows.any():
+            raise ValueError(
+                f"train_rows must be a boolean mask over the {train_classes.shape[0]} training "
+                "rows that keeps at least one."
+            )
+        dh_train = np.where(train_rows[:, None], dh_train, 0.0)
+        ws = ws & train_rows[:, None]
+    rho = weights_from_intervention(dh_train, alpha, negative="clip")
+    return rho, control_like(rho, ws)
+
+
 def fin_weights(
     chi: xr.DataArray,
     n_beta: float,
@@ -167,23 +201,11 @@ def fin_weights(
     expected = (train_tokens.shape[0], train_tokens.shape[1] - 1)
     if train_classes.shape != expected or ws.shape != expected:
         raise ValueError(f"train_labels must both be {list(expected)} (one per training unit).")
-    names, index = np.unique(train_classes, return_inverse=True)
-    per_class = np.array([fit.class_means.get(c, 0.0) for c in names])
-    dh_train = per_class[index].reshape(train_classes.shape)
-    if train_rows is not None:
-        train_rows = np.asarray(train_rows, dtype=bool)
-        if train_rows.shape != (train_tokens.shape[0],) or not train_rows.any():
-            raise ValueError(
-                f"train_rows must be a boolean mask over the {train_tokens.shape[0]} training "
-                "rows that keeps at least one."
-            )
-        dh_train = np.where(train_rows[:, None], dh_train, 0.0)
-        ws = ws & train_rows[:, None]
-    rho = weights_from_intervention(dh_train, alpha, negative="clip")
-    control = control_like(rho, ws)
+    rho, control = class_weights(fit.class_means, (train_classes, ws), alpha, train_rows)
     reweighted = np.ones(rho.shape, dtype=bool)  # the units whose class weights are reported
     if train_rows is not None:
-        reweighted &= train_rows[:, None]
+        reweighted &= np.asarray(train_rows, dtype=bool)[:, None]
+        ws = ws & reweighted
     dose = {"chi_suppress": float(np.abs(rho - 1).mean())}
     dose["control_dose"] = float(np.abs(control - 1).mean())
     summary = {

@@ -286,13 +286,16 @@ def read_model(
     store: str,
     step: int,
     run_dir: Path,
-    reference: tuple[str, int],
-    ref_loading: np.ndarray,
+    reference: tuple[str, int] | None,
+    ref_loading: np.ndarray | None,
     config,
     outline: np.ndarray,
     counting,
 ) -> dict:
-    """One row of the readings table (module docstring; ``outline_reading``)."""
+    """One row of the readings table (module docstring; ``outline_reading``). Without a
+    ``reference`` (its χ store not at hand) the model is read alone: no reading beyond the
+    initialization and none against the reference's mode; the workload is checked against
+    the first model's."""
     from patterning_core.experiments.spacing.fin_store import check_same_workload
     from patterning_core.experiments.spacing.outline_reading import outline_reading
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
@@ -301,8 +304,8 @@ def read_model(
     units = outline_units(store)
     if not np.array_equal(units, outline):
         raise SystemExit(f"{store} has other probe units than the reference.")
-    ref_store, _ = reference
-    check_same_workload(store, (ref_store, 0))
+    if reference is not None:
+        check_same_workload(store, (reference[0], 0))
     _, positions, _, _ = fin_inputs(store, step, config)
     ckpt = load_checkpoint(checkpoint_path(run_dir, step), config)
     tokens, targets = counting
@@ -310,7 +313,7 @@ def read_model(
         loss = loss_per_token(ckpt.params, tokens, config, fused=True).numpy()
     reading = outline_reading(
         read_stats(store, step),
-        read_stats(ref_store, 0),
+        None if reference is None else read_stats(reference[0], 0),
         positions,
         units,
         ref_loading,
@@ -329,31 +332,43 @@ def read(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     config = preset(args.preset)
-    ref_store, ref_step, ref_run = chi_config(args.reference)
-    outline = outline_units(ref_store)
-    ref_stats = read_stats(ref_store, ref_step)
-    n = ref_stats.sizes["chain"]
-    ref_chi, ref_loss = fin_chains._chi(ref_stats, range(n // 2, n), outline, None, "restricted")
-    _, positions, _, _ = fin_inputs(ref_store, ref_step, config)
-    ref_fin = read_fin(ref_chi, positions[outline], ref_loss)
-    ref_loading = fin_loading(ref_chi, ref_fin["mode"])
-    data = prepare_lm_data(config.n_ctx, config.d_vocab, whitespace="split")
-    tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=OUTLINE_PROBE_SEED)
-    counting = (tokens, counting_targets(tokens.numpy(), data.token_strings))
-    models = [("reference", ref_store, ref_step, ref_run)]
+    models = []
     for item in args.condition:
         label, _, path = item.partition("=")
         models.append((label, *chi_config(path)))
-    rows = [
-        read_model(
-            label, store, step, run, (ref_store, ref_step), ref_loading, config, outline, counting
+    reference = ref_loading = ref_fin = None
+    if args.reference:
+        ref_store, ref_step, ref_run = chi_config(args.reference)
+        reference = (ref_store, ref_step)
+        ref_stats = read_stats(ref_store, ref_step)
+        n = ref_stats.sizes["chain"]
+        outline = outline_units(ref_store)
+        ref_chi, ref_loss = fin_chains._chi(
+            ref_stats, range(n // 2, n), outline, None, "restricted"
         )
+        _, positions, _, _ = fin_inputs(ref_store, ref_step, config)
+        ref_fin = read_fin(ref_chi, positions[outline], ref_loss)
+        ref_loading = fin_loading(ref_chi, ref_fin["mode"])
+        models.insert(0, ("reference", ref_store, ref_step, ref_run))
+    elif not models:
+        raise SystemExit("read needs --reference or at least one --condition.")
+    else:
+        outline = outline_units(models[0][1])
+    data = prepare_lm_data(config.n_ctx, config.d_vocab, whitespace="split")
+    tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=OUTLINE_PROBE_SEED)
+    counting = (tokens, counting_targets(tokens.numpy(), data.token_strings))
+    rows = [
+        read_model(label, store, step, run, reference, ref_loading, config, outline, counting)
         for label, store, step, run in models
     ]
     command = " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = {"command": command, "reference_mode_chains_8_15": int(ref_fin["mode"]), "rows": rows}
+    info = {
+        "command": command,
+        "reference_mode_chains_8_15": None if ref_fin is None else int(ref_fin["mode"]),
+        "rows": rows,
+    }
     out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=_jsonable))
     text = readings_report(info)
     out.with_suffix(".md").write_text(text)
@@ -376,8 +391,13 @@ def readings_report(info: dict) -> str:
         mean, sd = value
         return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.2f} ± {sd:.2f}"
 
+    def num(value, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+
+    mode = info["reference_mode_chains_8_15"]
+    against = f"mode {mode}; disjoint chains" if mode is not None else "no reference read: none"
     lines = [
-        "# The outline fin after χ-suppress, its control and the data edit (seed 0)",
+        "# The outline fin after χ-suppress, its control and the data edit",
         "",
         "Written by `scripts/fin_outline_suppress.py read` (see its docstring):",
         "",
@@ -389,8 +409,8 @@ def readings_report(info: dict) -> str:
         "chains 0–7; the fin mode found again between 4-chain sets; beyond the reference's "
         "initialization (4-chain sets) and its null (the initialization's set i against its set "
         "i + 1); |cos| of the "
-        "fin mode of chains 0–7 with the reference's fin mode of chains 8–15 (mode "
-        f"{info['reference_mode_chains_8_15']}; disjoint chains); the share of the "
+        f"fin mode of chains 0–7 with the reference's fin mode of chains 8–15 ({against}); "
+        "the share of the "
         "standardized χ (chains 0–7) along that reference loading. Losses (nats) on 64 "
         "held-out outline sequences: markers after their run, and a space that continues a "
         "run after 1–2 spaces and after 3 or more (the χ-suppress weights put 1.21–0.82 on "
@@ -408,7 +428,8 @@ def readings_report(info: dict) -> str:
             f"{r['metric_8']:.2f} ({r['mode_8']}) | "
             f"{pm(r['found_again_4'])} | {pm(r['beyond_init_4'], True)} | "
             f"{pm(r['null_4'], True)} | "
-            f"{r['cosine_with_reference_mode']:.2f} | {r['share_along_reference_mode']:.3f} | "
+            f"{num(r['cosine_with_reference_mode'], '.2f')} | "
+            f"{num(r['share_along_reference_mode'], '.3f')} | "
             f"{r['marker_loss']:.3f} | {r['space_loss_after_1_2']:.3f} | "
             f"{r['space_loss_after_3_plus']:.3f} |"
         )
@@ -441,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     r = sub.add_parser("read", help="read every model's fin and counting losses")
     r.add_argument("--preset", required=True)
-    r.add_argument("--reference", required=True, help="the reference's χ config")
+    r.add_argument("--reference", help="the reference's χ config (none: each model read alone)")
     r.add_argument("--condition", nargs="*", default=[], help="LABEL=CHI_CONFIG")
     r.add_argument("--seqs", type=int, default=64)
     r.add_argument("--threads", type=int, default=2)

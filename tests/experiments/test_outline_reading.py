@@ -54,3 +54,26 @@ def test_outline_reading_is_the_fin_and_counting_readings_of_the_model():
     expected = counting_losses(loss, targets)
     assert got["counting"] == expected and got["marker_loss"] == expected["marker_all"]
     assert got["space_loss_after_3_plus"] == expected["space_after_3_plus"]
+
+
+def test_outline_reading_without_initialization_or_reference_leaves_those_readings_empty():
+    """A model whose initialization's χ and reference mode are not at hand: the readings of
+    the model alone are unchanged, the ones that compare are None."""
+    stats, init = eight_chains(1), eight_chains(2)
+    rng = np.random.default_rng(0)
+    positions = np.where(rng.random(UNITS) < 0.6, rng.integers(1, 9, UNITS), np.nan)
+    units = np.arange(UNITS) >= 100
+    text = np.array([[NL, SP, SP, SP, marker(3), NL, SP, marker(1)]])
+    targets = counting_targets(text, STRINGS)
+    loss = rng.random((1, text.shape[1] - 1))
+    own = np.ones(int(units.sum())) / np.sqrt(units.sum())
+
+    full = outline_reading(stats, init, positions, units, own, loss, targets)
+    alone = outline_reading(stats, None, positions, units, None, loss, targets)
+
+    for key in ("metric_4", "partial_4", "metric_8", "mode_8", "found_again_4", "marker_loss"):
+        assert alone[key] == full[key]
+    assert full["beyond_init_4"] is not None and full["null_4"] is not None
+    assert alone["beyond_init_4"] is None and alone["null_4"] is None
+    assert alone["cosine_with_reference_mode"] is None
+    assert alone["share_along_reference_mode"] is None

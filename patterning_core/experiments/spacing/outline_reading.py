@@ -26,10 +26,10 @@ SET_SIZES = (4, 8)
 
 def outline_reading(
     stats: xr.Dataset,
-    init_stats: xr.Dataset,
+    init_stats: xr.Dataset | None,
     positions: np.ndarray,
     units: np.ndarray,
-    reference_loading: np.ndarray,
+    reference_loading: np.ndarray | None,
     loss: np.ndarray,
     targets: dict[str, np.ndarray],
 ) -> dict:
@@ -39,8 +39,10 @@ def outline_reading(
     least 8 chains, as many or more in the initialization's); ``positions`` ``[unit]``: run
     position of every probe unit; ``units``: boolean ``[unit]``, the outline probe units;
     ``reference_loading`` ``[outline unit]``: the reference's fin mode (unit loading) on
-    chains disjoint from 0–7; ``loss`` ``[B, T − 1]``: the model's per-token loss on held-out
-    outline text with ``targets`` (``counting.counting_targets``) of it.
+    chains disjoint from 0–7 (None for either: the readings that need it are None, e.g. for
+    a model whose initialization's χ or reference was not estimated); ``loss``
+    ``[B, T − 1]``: the model's per-token loss on held-out outline text with ``targets``
+    (``counting.counting_targets``) of it.
 
     Returns ``metric_4``, ``partial_4``, ``found_again_4``, ``beyond_init_4``, ``null_4``
     (mean, sd over the 4-chain sets), ``metric_8`` and ``mode_8`` (chains 0–7),
@@ -56,6 +58,10 @@ def outline_reading(
     eight = next(r for r in rows if r["size"] == 8 and r["set"] == 0)
     x = standardize(chi8, "component").values
     losses = counting_losses(loss, targets)
+    cosine = share = None
+    if reference_loading is not None:
+        cosine = abs_cosine(fin_loading(chi8, eight["mode"]), reference_loading)
+        share = float(np.sum((x @ reference_loading) ** 2) / np.sum(x**2))
     return {
         "metric_4": summary[4]["metric"],
         "metric_8": eight["metric"],
@@ -64,10 +70,8 @@ def outline_reading(
         "found_again_4": summary[4].get("agreement"),
         "beyond_init_4": summary[4].get("beyond_init"),
         "null_4": summary[4].get("init_beyond_init"),
-        "cosine_with_reference_mode": abs_cosine(
-            fin_loading(chi8, eight["mode"]), reference_loading
-        ),
-        "share_along_reference_mode": float(np.sum((x @ reference_loading) ** 2) / np.sum(x**2)),
+        "cosine_with_reference_mode": cosine,
+        "share_along_reference_mode": share,
         "marker_loss": losses["marker_all"],
         "space_loss_after_1_2": losses["space_after_1_2"],
         "space_loss_after_3_plus": losses["space_after_3_plus"],

@@ -35,7 +35,9 @@ as the reference is (``fin_chains.fin_by_chain_count`` on the outline units with
 restricted estimator, 4- and 8-chain sets, beyond the reference's initialization), the
 abs. cosine of its fin mode (chains 0–7) with the reference's (chains 8–15, disjoint), the
 share of its standardized χ along the reference's fin loading, and the counting losses on
-held-out outline text (``experiments/spacing/counting.py``):
+held-out outline text (``experiments/spacing/counting.py``); without ``--reference`` each
+model is read alone (nothing against the reference's mode or initialization), and
+``--publish FILE.nc`` also writes every model's χ on the outline units (``publish_chi``):
 
     .venv/bin/python scripts/fin_outline_suppress.py read --preset demo_long \
         --reference docs/examples/spacing_fin_outline_units_chi16.json \
@@ -53,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -361,6 +364,8 @@ def read(args: argparse.Namespace) -> int:
         read_model(label, store, step, run, reference, ref_loading, config, outline, counting)
         for label, store, step, run in models
     ]
+    if args.publish:
+        publish_chi(models, config, outline, Path(args.publish))
     command = " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,6 +379,36 @@ def read(args: argparse.Namespace) -> int:
     out.with_suffix(".md").write_text(text)
     print(text)
     return 0
+
+
+def publish_chi(models: list[tuple], config, outline: np.ndarray, out: Path) -> None:
+    """Every model's restricted χ on the outline probe units, all chains pooled, as netCDF:
+    ``chi`` ``(model, component, unit)`` (as stored: no nβ factor; the readings standardize
+    each component's row), ``probe_loss`` ``(model, unit)`` (posterior mean loss of each
+    unit), with the units' coordinates and their run position (NaN outside runs), so that
+    the fin metric and the weights' class means can be recomputed without this code."""
+    from patterning_core.store.chi_store import plain_string_coords
+
+    chis, losses = [], []
+    for _, store, step, _ in models:
+        stats = read_stats(store, step)
+        chi, loss = fin_chains._chi(stats, range(stats.sizes["chain"]), outline, None, "restricted")
+        chis.append(chi.transpose("component", "unit").astype(np.float32))
+        losses.append(loss.astype(np.float32))
+    _, positions, _, ds = fin_inputs(models[0][1], models[0][2], config)
+    chi = xr.concat(chis, dim="model").assign_coords(model=[m[0] for m in models])
+    chi = chi.assign_coords(run_position=("unit", positions[outline]))
+    out_ds = xr.Dataset(
+        {"chi": chi, "probe_loss": (("model", "unit"), np.stack(losses))},
+        attrs={
+            "estimator": "restricted",
+            "n_beta": float(ds.attrs["n_beta"]),
+            "steps": json.dumps({m[0]: int(m[2]) for m in models}),
+            "workload": ds.attrs["workload"],
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plain_string_coords(out_ds).to_netcdf(out)
 
 
 def _jsonable(value):
@@ -467,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seqs", type=int, default=64)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", required=True, help="<out>.json and <out>.md")
+    r.add_argument("--publish", help="also write every model's χ on the outline units (.nc)")
     args = parser.parse_args(argv)
     if args.command == "train" and args.condition not in UNWEIGHTED and not args.weights:
         parser.error(f"--condition {args.condition} needs --weights")

@@ -631,15 +631,9 @@ def report(args: argparse.Namespace) -> int:
 
 
 def _order(label: str) -> tuple:
-    conditions = [
-        "reference",
-        "baseline",
-        "chi_suppress",
-        "control_dose",
-        "chi_amplify",
-        "control_amplify",
-        "collapse_whitespace",
-    ]
+    from patterning_core.experiments.spacing.outline_reading import CONDITIONS
+
+    conditions = ["reference", *CONDITIONS]
     stem = label.rsplit("_seed", 1)[0]
     seed = 0 if label == "reference" else int(label.rsplit("_seed", 1)[1])
     return (seed, conditions.index(stem) if stem in conditions else 99, label)

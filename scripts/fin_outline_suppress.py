@@ -63,18 +63,11 @@ from patterning_core.data.lm_data import load_lm_tokens, probe_kinds
 from patterning_core.experiments.spacing import fin_chains
 from patterning_core.experiments.spacing.fin_store import fin_inputs, probe_tokens, read_fin
 from patterning_core.experiments.spacing.fin_weights import fin_weights
+from patterning_core.experiments.spacing.outline_reading import CONDITIONS
 from patterning_core.model.transformer import preset
 from patterning_core.store.chi_store import read_stats
 from patterning_core.workspace import patterning_home
 
-CONDITIONS = (
-    "baseline",
-    "chi_suppress",
-    "control_dose",
-    "chi_amplify",
-    "control_amplify",
-    "collapse_whitespace",
-)
 UNWEIGHTED = ("baseline", "collapse_whitespace")
 
 
@@ -223,7 +216,8 @@ def rebuild(args: argparse.Namespace) -> int:
     rows[start:stop] = True
     labels = train_fin_labels(tokens.train, tokens.token_strings)
     rho, control = class_weights(record["class_dh"], labels, args.alpha, rows)
-    names = ("chi_amplify", "control_amplify") if record.get("amplify") else CONDITIONS[1:3]
+    amplify = record.get("amplify")
+    names = ("chi_amplify", "control_amplify") if amplify else ("chi_suppress", "control_dose")
     folder = patterning_home() / "fin_outline_suppress" / "weights"
     failed = []
     for name, weights in zip(names, (rho, control), strict=True):

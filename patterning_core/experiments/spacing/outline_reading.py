@@ -19,9 +19,20 @@ from patterning_core.experiments.spacing import fin_chains
 from patterning_core.experiments.spacing.counting import counting_losses
 from patterning_core.experiments.spacing.fin_store import abs_cosine, fin_loading
 
-__all__ = ["outline_reading"]
+__all__ = ["CONDITIONS", "outline_reading"]
 
 SET_SIZES = (4, 8)
+# The outline experiment's retrained conditions, in the order its reports list them: the
+# recipe unweighted, the weights from the reference's fin mode and their same-share control,
+# the same with the opposite sign, and the data edit that collapses runs of spaces.
+CONDITIONS = (
+    "baseline",
+    "chi_suppress",
+    "control_dose",
+    "chi_amplify",
+    "control_amplify",
+    "collapse_whitespace",
+)
 
 
 def outline_reading(

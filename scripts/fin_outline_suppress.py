@@ -291,8 +291,8 @@ def read_model(
 ) -> dict:
     """One row of the readings table (module docstring; ``outline_reading``). Without a
     ``reference`` (its χ store not at hand) the model is read alone: no reading beyond the
-    initialization and none against the reference's mode; the workload is checked against
-    the first model's."""
+    initialization and none against the reference's mode; only its outline probe units
+    are checked against the first model's (not the rest of the workload)."""
     from patterning_core.experiments.spacing.fin_store import check_same_workload
     from patterning_core.experiments.spacing.outline_reading import outline_reading
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint

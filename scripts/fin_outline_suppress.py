@@ -122,11 +122,6 @@ def make_weights(args: argparse.Namespace) -> int:
         name = names[name] if args.amplify else name
         path, digest = save_weights(weights, folder)
         files[name] = {"path": path, "digest": digest}
-    rho = result.weights["chi_suppress"]  # χ-amplify's with --amplify
-    inside = rho[rows]
-    deciles = np.sort(inside.ravel())
-    tenth = max(1, deciles.size // 10)
-    ratio = float(deciles[-tenth:].mean() / max(deciles[:tenth].mean(), 1e-12))
     info = {
         "command": " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "store": args.store,
@@ -143,7 +138,7 @@ def make_weights(args: argparse.Namespace) -> int:
         },
         "outline_rows": [start, stop],
         "files": files,
-        "decile_ratio_outline_rows": ratio,
+        "decile_ratio_outline_rows": result.summary["decile_ratio"],
         **result.summary,
     }
     out = Path(args.out)
@@ -203,11 +198,24 @@ def rebuild(args: argparse.Namespace) -> int:
     The weights are a function of the probe dh's class means (``class_dh`` in the record)
     and of the training text alone (``fin_weights.class_weights``), so a published record
     rebuilds them without its χ store; each file is checked against the record's digest.
+    With ``--out`` the weights are built at the dose ``--alpha`` (the record's class means,
+    another α) and written with a new record ``<out>.json`` / ``<out>.md`` that ``train
+    --weights`` takes; nothing is checked against the old digests then.
     """
-    from patterning_core.experiments.spacing.fin_weights import class_weights, train_fin_labels
+    from patterning_core.experiments.spacing.fin_weights import (
+        class_weights,
+        train_fin_labels,
+        weights_summary,
+    )
     from tasks.retraining import save_weights
 
     record = json.loads(Path(args.record).read_text())
+    alpha = record.get("alpha", 1.0) if args.alpha is None else args.alpha
+    if args.out is None and alpha != record.get("alpha", 1.0):
+        raise SystemExit(
+            f"--alpha {alpha} is not the record's α ({record.get('alpha', 1.0)}): its digests "
+            "cannot match; pass --out PATH to write the weights at this dose with a new record."
+        )
     spec = json.loads(Path(args.train_config).read_text())
     config = preset(spec["preset"])
     tokens = load_lm_tokens(spec["data"], config)
@@ -215,10 +223,37 @@ def rebuild(args: argparse.Namespace) -> int:
     rows = np.zeros(tokens.train.shape[0], dtype=bool)
     rows[start:stop] = True
     labels = train_fin_labels(tokens.train, tokens.token_strings)
-    rho, control = class_weights(record["class_dh"], labels, args.alpha, rows)
+    rho, control = class_weights(record["class_dh"], labels, alpha, rows)
     amplify = record.get("amplify")
     names = ("chi_amplify", "control_amplify") if amplify else ("chi_suppress", "control_dose")
     folder = patterning_home() / "fin_outline_suppress" / "weights"
+    if args.out is not None:
+        files = {}
+        for name, weights in zip(names, (rho, control), strict=True):
+            path, digest = save_weights(weights.astype(np.float32), folder)
+            files[name] = {"path": path, "digest": digest}
+        summary = weights_summary(rho, control, labels, rows)
+        kept = ("store", "step", "estimator", "amplify", "chains", "units", "fin", "mode")
+        info = {
+            "command": " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "rebuilt_from": args.record,
+            "alpha": alpha,
+            **{key: record[key] for key in kept if key in record},
+            "outline_rows": [start, stop],
+            "files": files,
+            "decile_ratio_outline_rows": summary["decile_ratio"],
+            "rho_sign": record["rho_sign"],
+            "fit_r2": record["fit_r2"],
+            "class_dh": record["class_dh"],
+            "class_counts": record["class_counts"],
+            **summary,
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
+        out.with_suffix(".md").write_text(report(info))
+        print(report(info))
+        return 0
     failed = []
     for name, weights in zip(names, (rho, control), strict=True):
         path, digest = save_weights(weights, folder)
@@ -283,16 +318,17 @@ def read_model(
     store: str,
     step: int,
     run_dir: Path,
-    reference: tuple[str, int] | None,
+    reference: tuple[str, int | None],
     ref_loading: np.ndarray | None,
     config,
     outline: np.ndarray,
     counting,
 ) -> dict:
-    """One row of the readings table (module docstring; ``outline_reading``). Without a
-    ``reference`` (its χ store not at hand) the model is read alone: no reading beyond the
-    initialization and none against the reference's mode; only its outline probe units
-    are checked against the first model's (not the rest of the workload)."""
+    """One row of the readings table (module docstring; ``outline_reading``).
+    ``reference``: ``(store, step)`` of the reference's χ, or ``(store, None)`` of the first
+    model's when the reference's χ store is not at hand: the model is then read alone (no
+    reading beyond the initialization, none against the reference's mode). Either way its
+    workload (data and probes) must be that store's."""
     from patterning_core.experiments.spacing.fin_store import check_same_workload
     from patterning_core.experiments.spacing.outline_reading import outline_reading
     from patterning_core.model.checkpoints import checkpoint_path, load_checkpoint
@@ -301,16 +337,16 @@ def read_model(
     units = outline_units(store)
     if not np.array_equal(units, outline):
         raise SystemExit(f"{store} has other probe units than the reference.")
-    if reference is not None:
-        check_same_workload(store, (reference[0], 0))
+    check_same_workload(store, (reference[0], 0))
     _, positions, _, _ = fin_inputs(store, step, config)
     ckpt = load_checkpoint(checkpoint_path(run_dir, step), config)
     tokens, targets = counting
     with torch.no_grad():
         loss = loss_per_token(ckpt.params, tokens, config, fused=True).numpy()
+    alone = reference[1] is None
     reading = outline_reading(
         read_stats(store, step),
-        None if reference is None else read_stats(reference[0], 0),
+        None if alone else read_stats(reference[0], 0),
         positions,
         units,
         ref_loading,
@@ -351,6 +387,7 @@ def read(args: argparse.Namespace) -> int:
         raise SystemExit("read needs --reference or at least one --condition.")
     else:
         outline = outline_units(models[0][1])
+        reference = (models[0][1], None)  # read alone; workloads checked against it
     data = prepare_lm_data(config.n_ctx, config.d_vocab, whitespace="split")
     tokens = outline_sequences(data.tokenizer, args.seqs, config.n_ctx, seed=OUTLINE_PROBE_SEED)
     counting = (tokens, counting_targets(tokens.numpy(), data.token_strings))
@@ -426,7 +463,7 @@ def readings_report(info: dict) -> str:
     mode = info["reference_mode_chains_8_15"]
     against = f"mode {mode}; disjoint chains" if mode is not None else "no reference read: none"
     lines = [
-        "# The outline fin after χ-suppress, its control and the data edit",
+        "# The outline fin of retrained models, read off their χ",
         "",
         "Written by `scripts/fin_outline_suppress.py read` (see its docstring):",
         "",
@@ -442,8 +479,7 @@ def readings_report(info: dict) -> str:
         "the share of the "
         "standardized χ (chains 0–7) along that reference loading. Losses (nats) on 64 "
         "held-out outline sequences: markers after their run, and a space that continues a "
-        "run after 1–2 spaces and after 3 or more (the χ-suppress weights put 1.21–0.82 on "
-        "run positions 2–3 and 0.00–0.31 on positions 4–9).",
+        "run after 1–2 spaces and after 3 or more (each model's weights: its weights record).",
         "",
         "| model | fin metric, 4 chains | loss-controlled | 8 chains (mode) | found again | "
         "beyond init | null | "
@@ -482,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("rebuild", help="the weights files again, from a weights record")
     b.add_argument("--record", required=True, help="the weights command's <out>.json")
     b.add_argument("--train-config", required=True, help="the reference's training config")
-    b.add_argument("--alpha", type=float, default=1.0)
+    b.add_argument("--alpha", type=float, help="the dose α (default: the record's)")
+    b.add_argument("--out", help="with another --alpha: <out>.json and <out>.md, a new record")
     t = sub.add_parser("train", help="retrain one condition")
     t.add_argument("--condition", choices=CONDITIONS, required=True)
     t.add_argument("--train-config", required=True)

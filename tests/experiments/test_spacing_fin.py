@@ -25,6 +25,7 @@ from patterning_core.experiments.spacing.fin_weights import (
     fin_classes,
     fin_weights,
     train_fin_labels,
+    weights_summary,
 )
 
 STRINGS = ["<eot>", " ", "\n", "def", "x"]
@@ -183,6 +184,32 @@ def test_suppress_weights_read_on_some_probes_and_applied_to_some_rows():
         fin_weights(chi, 30.0, fin, probe, train, STRINGS, probe_units=np.ones(102, bool))
     with pytest.raises(ValueError, match="train_rows"):
         weigh(train_rows=~np.ones(10, bool))
+
+
+def test_weights_summary_reads_the_doses_off_the_reweighted_rows_only():
+    """Worked by hand: row 0 untouched (weight 1, not re-weighted), row 1 weighted
+    0.2, 0.4, …, 1.8 with its first five units whitespace (class space@1, the rest word):
+    decile ratio 1.8/0.2 = 9, whitespace share 3.0/20 = 0.15 of the total (0.25 uniform),
+    mean |ρ − 1| = 4.0/20 = 0.2, class weights 0.6 and 1.4; row 0's whitespace is not
+    counted because row 0 is not re-weighted."""
+    rho = np.ones((2, 10))
+    rho[1] = [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.2, 1.4, 1.6, 1.8]
+    classes = np.array([["other"] * 10, ["space@1"] * 5 + ["word"] * 5], dtype=object)
+    ws = np.zeros((2, 10), dtype=bool)
+    ws[:, :5] = True
+    rows = np.array([False, True])
+    control = control_like(rho, ws & rows[:, None])
+    summary = weights_summary(rho, control, (classes, ws), rows)
+    assert summary["decile_ratio"] == pytest.approx(9.0)
+    assert summary["whitespace_share"] == pytest.approx(
+        {"uniform": 0.25, "chi_suppress": 0.15, "control_dose": 0.15}
+    )
+    assert summary["dose"]["chi_suppress"] == pytest.approx(0.2)
+    assert summary["class_weight"] == pytest.approx({"space@1": 0.6, "word": 1.4})
+    assert summary["zero_weights"] == 0 and summary["max_weight"] == pytest.approx(1.8)
+    everywhere = weights_summary(rho, control, (classes, ws), None)  # row 0 counted too
+    assert everywhere["whitespace_share"]["uniform"] == pytest.approx(0.5)
+    assert set(everywhere["class_weight"]) == {"other", "space@1", "word"}
 
 
 def test_loss_controlled_reading_removes_an_ordering_made_by_the_loss_alone():

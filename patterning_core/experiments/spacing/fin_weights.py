@@ -56,6 +56,7 @@ __all__ = [
     "fin_weights",
     "mode_solution",
     "train_fin_labels",
+    "weights_summary",
 ]
 
 MAX_POSITION = 12  # run positions beyond this share one class
@@ -202,18 +203,39 @@ def fin_weights(
     if train_classes.shape != expected or ws.shape != expected:
         raise ValueError(f"train_labels must both be {list(expected)} (one per training unit).")
     rho, control = class_weights(fit.class_means, (train_classes, ws), alpha, train_rows)
-    reweighted = np.ones(rho.shape, dtype=bool)  # the units whose class weights are reported
-    if train_rows is not None:
-        reweighted &= np.asarray(train_rows, dtype=bool)[:, None]
-        ws = ws & reweighted
-    dose = {"chi_suppress": float(np.abs(rho - 1).mean())}
-    dose["control_dose"] = float(np.abs(control - 1).mean())
     summary = {
         "mode": k,
         "rho_sign": s,
         "fit_r2": fit.r2,
         "class_dh": fit.class_means,
         "class_counts": fit.counts,
+        **weights_summary(rho, control, (train_classes, ws), train_rows),
+    }
+    weights = {"chi_suppress": rho.astype(np.float32), "control_dose": control.astype(np.float32)}
+    return FinWeights(weights, summary)
+
+
+def weights_summary(
+    rho: np.ndarray,
+    control: np.ndarray,
+    train_labels: tuple[np.ndarray, np.ndarray],
+    train_rows: np.ndarray | None = None,
+) -> dict:
+    """The doses of χ weights ``rho`` and their ``control`` (both ``[N, T − 1]``, mean 1), as
+    JSON-able numbers: each fin class's mean weight and the whitespace share of the total
+    weight over the re-weighted units (``train_rows``; None: all), mean |ρ − 1| over all
+    units, the number of zero weights, the largest weight, and ``decile_ratio``: the mean
+    weight of the most up-weighted tenth of the re-weighted units over that of the most
+    down-weighted tenth (the dose as a weight ratio). ``train_labels``: :func:`train_fin_labels`.
+    """
+    train_classes, ws = train_labels
+    reweighted = np.ones(rho.shape, dtype=bool)
+    if train_rows is not None:
+        reweighted &= np.asarray(train_rows, dtype=bool)[:, None]
+    ws = ws & reweighted
+    ordered = np.sort(rho[reweighted].ravel())
+    tenth = max(1, ordered.size // 10)
+    return {
         "class_weight": {
             c: float(rho[(train_classes == c) & reweighted].mean())
             for c in np.unique(train_classes[reweighted])
@@ -223,9 +245,11 @@ def fin_weights(
             "chi_suppress": float(rho[ws].sum() / rho.sum()),
             "control_dose": float(control[ws].sum() / control.sum()),
         },
-        "dose": dose,
+        "dose": {
+            "chi_suppress": float(np.abs(rho - 1).mean()),
+            "control_dose": float(np.abs(control - 1).mean()),
+        },
         "zero_weights": int((rho == 0).sum()),
         "max_weight": float(rho.max()),
+        "decile_ratio": float(ordered[-tenth:].mean() / max(ordered[:tenth].mean(), 1e-12)),
     }
-    weights = {"chi_suppress": rho.astype(np.float32), "control_dose": control.astype(np.float32)}
-    return FinWeights(weights, summary)

@@ -23,7 +23,8 @@ the ``.npy`` files (named by digest) under ``$PATTERNING_HOME/fin_outline_suppre
 ``<out>.json`` / ``<out>.md`` with the class weights and doses (``--amplify``: the opposite
 sign, weight moved toward the fin's deep end, files ``chi_amplify`` and ``control_amplify``).
 ``rebuild``: the weights files again from a published ``weights`` record alone (its class
-means; each file checked against the recorded digest), for a machine without the χ store.
+means; each file checked against the recorded digest), for a machine without the χ store. With
+``--alpha A --out PATH`` the same class means at another dose, with a new record.
 ``train``: one condition (``--seed``: another seed's initialization and data order; the
 ``baseline`` is the recipe unweighted)
 from the reference's initialization and data order (the weights read back and checked by
@@ -141,7 +142,11 @@ def make_weights(args: argparse.Namespace) -> int:
         "decile_ratio_outline_rows": result.summary["decile_ratio"],
         **result.summary,
     }
-    out = Path(args.out)
+    return write_record(info, Path(args.out))
+
+
+def write_record(info: dict, out: Path) -> int:
+    """A weights record as ``<out>.json`` and ``<out>.md`` (:func:`report`, also printed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
     out.with_suffix(".md").write_text(report(info))
@@ -248,12 +253,7 @@ def rebuild(args: argparse.Namespace) -> int:
             "class_counts": record["class_counts"],
             **summary,
         }
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
-        out.with_suffix(".md").write_text(report(info))
-        print(report(info))
-        return 0
+        return write_record(info, Path(args.out))
     failed = []
     for name, weights in zip(names, (rho, control), strict=True):
         path, digest = save_weights(weights, folder)

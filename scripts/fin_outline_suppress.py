@@ -128,6 +128,7 @@ def make_weights(args: argparse.Namespace) -> int:
         "store": args.store,
         "step": args.step,
         "estimator": args.estimator,
+        "alpha": args.alpha,
         "amplify": args.amplify,
         "chains": stats.sizes["chain"],
         "units": int(units.sum()),
@@ -215,10 +216,11 @@ def rebuild(args: argparse.Namespace) -> int:
     from tasks.retraining import save_weights
 
     record = json.loads(Path(args.record).read_text())
-    alpha = record.get("alpha", 1.0) if args.alpha is None else args.alpha
-    if args.out is None and alpha != record.get("alpha", 1.0):
+    recorded = record.get("alpha", 1.0)  # records written before α was kept used 1.0
+    alpha = recorded if args.alpha is None else args.alpha
+    if args.out is None and alpha != recorded:
         raise SystemExit(
-            f"--alpha {alpha} is not the record's α ({record.get('alpha', 1.0)}): its digests "
+            f"--alpha {alpha} is not the record's α ({recorded}): its digests "
             "cannot match; pass --out PATH to write the weights at this dose with a new record."
         )
     spec = json.loads(Path(args.train_config).read_text())

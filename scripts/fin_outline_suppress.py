@@ -503,6 +503,48 @@ def readings_report(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(args: argparse.Namespace) -> int:
+    """Every reading the manifest names, against its seed's baseline and its control
+    (``outline_summary``): ``<out>.json`` (the issue's ``results.json`` form, more keys) and
+    ``<out>.md``."""
+    from patterning_core.experiments.spacing.outline_summary import (
+        outline_summary,
+        summary_report,
+    )
+
+    manifest = json.loads(Path(args.manifest).read_text())
+    base = Path(args.manifest).parent
+    entries = []
+    for item in manifest["runs"]:
+        rows = json.loads((base / item["readings"]).read_text())["rows"]
+        match = [r for r in rows if r["label"] == item["label"]]
+        if len(match) != 1:
+            raise SystemExit(f"{item['readings']} has no single row labelled {item['label']!r}.")
+        entries.append({**item, "reading": match[0]})
+    result = outline_summary(entries, resolution=manifest.get("resolution", 0.15))
+    result = {
+        "command": " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "probe_tokens": manifest["probe_tokens"],
+        "checkpoints": manifest["checkpoints"],
+        **result,
+    }
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    text = (
+        "# The outline fin over seeds and doses\n\n"
+        "Written by `scripts/fin_outline_suppress.py summary` from the readings its manifest "
+        "names:\n\n"
+        f"    .venv/bin/python scripts/fin_outline_suppress.py {result['command']}\n\n"
+        "Fin metric: mean ± sd over a model's 4-chain χ sets at its last checkpoint; change "
+        "against the same seed's baseline; losses (nats) on 64 held-out outline sequences "
+        "(spaces that continue a run, markers after their run, spaces after 3 or more).\n\n"
+        + summary_report(result)
+    )
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -536,10 +578,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", required=True, help="<out>.json and <out>.md")
     r.add_argument("--publish", help="also write every model's χ on the outline units (.nc)")
+    m = sub.add_parser("summary", help="every seed's readings against baselines and controls")
+    m.add_argument("--manifest", required=True, help="JSON: the runs and their readings")
+    m.add_argument("--out", required=True, help="<out>.json and <out>.md")
     args = parser.parse_args(argv)
     if args.command == "train" and args.condition not in UNWEIGHTED and not args.weights:
         parser.error(f"--condition {args.condition} needs --weights")
-    commands = {"weights": make_weights, "rebuild": rebuild, "train": train, "read": read}
+    commands = {
+        "weights": make_weights,
+        "rebuild": rebuild,
+        "train": train,
+        "read": read,
+        "summary": summary,
+    }
     return commands[args.command](args)
 
 

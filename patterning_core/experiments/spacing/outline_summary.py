@@ -1,0 +1,178 @@
+"""Every seed's outline-fin readings in one table: each retrained model against its own
+seed's baseline, each χ-derived weighting against its same-share control at the same dose,
+and the issue's targets checked on every seed.
+
+Input: reading rows of ``scripts/fin_outline_suppress.py read`` (``outline_reading`` plus
+``label``), each tagged with the seed, the condition (``outline_reading.CONDITIONS``) and the
+dose α of its weights (``None`` for the unweighted baseline and the data edit). The fin
+metric is the mean over a model's 4-chain sets (``metric_4``); a lower metric is a smaller
+fin. A change or a gap counts only where it exceeds ``resolution`` (the spread of the metric
+between two 4-chain sets of one model and between two SGLD estimates of one model, about
+0.15 on this substrate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["CONTROL_OF", "outline_summary", "summary_report"]
+
+# Each χ-derived weighting and the control that moves whitespace's share by as much.
+CONTROL_OF = {"chi_suppress": "control_dose", "chi_amplify": "control_amplify"}
+
+
+def _run(entry: dict) -> dict:
+    row = entry["reading"]
+    return {
+        "seed": int(entry["seed"]),
+        "condition": entry["condition"],
+        "alpha": entry.get("alpha"),
+        "label": row["label"],
+        "fin_metric": row["metric_4"][0],
+        "fin_metric_sd": row["metric_4"][1],
+        "fin_metric_loss_controlled": row["partial_4"][0],
+        "found_again": row["found_again_4"][0],
+        "loss_whitespace": row["counting"]["space_all"],
+        "loss_marker": row["marker_loss"],
+        "loss_spaces_after_3_plus": row["space_loss_after_3_plus"],
+    }
+
+
+def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
+    """``entries``: ``{"seed", "condition", "alpha", "reading"}`` (one per model; one
+    ``baseline`` per seed at most). Returns ``{"resolution", "fin_metric_reference",
+    "runs", "pairs", "targets"}``:
+
+    - ``runs``: one per model (``_run`` keys), with ``change`` = its fin metric minus its
+      seed's baseline and ``relative_change`` = change / baseline (``None`` without one);
+    - ``pairs``: per (seed, α) with a χ weighting and its control, ``gap`` = control's metric
+      minus the χ weighting's (positive: χ lower) and ``resolved`` = gap > resolution;
+    - ``targets``: per (χ condition, α), over the seeds that have both models and a baseline:
+      ``chi_halves_every_seed`` (relative change ≤ −0.5 on each), ``control_within_quarter``
+      (|relative change| < 0.25 on each), ``chi_below_control_resolved`` (how many seeds),
+      ``seeds``.
+    ``fin_metric_reference``: seed 0's baseline metric (``None`` without one)."""
+    runs = [_run(e) for e in entries]
+    baselines: dict[int, float] = {}
+    for run in runs:
+        if run["condition"] == "baseline":
+            if run["seed"] in baselines:
+                raise ValueError(f"seed {run['seed']} has two baselines; keep one.")
+            baselines[run["seed"]] = run["fin_metric"]
+    for run in runs:
+        base = baselines.get(run["seed"])
+        if base is None or run["condition"] == "baseline":
+            run["change"] = run["relative_change"] = None
+        else:
+            run["change"] = run["fin_metric"] - base
+            run["relative_change"] = run["change"] / base
+    by_key = {(r["seed"], r["condition"], r["alpha"]): r for r in runs}
+    pairs, targets = [], []
+    for chi_condition, control in CONTROL_OF.items():
+        alphas = sorted({r["alpha"] for r in runs if r["condition"] == chi_condition})
+        for alpha in alphas:
+            seeds = sorted(
+                r["seed"]
+                for r in runs
+                if r["condition"] == chi_condition
+                and r["alpha"] == alpha
+                and (r["seed"], control, alpha) in by_key
+            )
+            for seed in seeds:
+                chi, ctl = by_key[(seed, chi_condition, alpha)], by_key[(seed, control, alpha)]
+                gap = ctl["fin_metric"] - chi["fin_metric"]
+                pairs.append(
+                    {
+                        "seed": seed,
+                        "condition": chi_condition,
+                        "control": control,
+                        "alpha": alpha,
+                        "gap": gap,
+                        "resolved": gap > resolution,
+                    }
+                )
+            judged = [s for s in seeds if s in baselines]
+            if not judged:
+                continue
+            chi_rel = [by_key[(s, chi_condition, alpha)]["relative_change"] for s in judged]
+            ctl_rel = [by_key[(s, control, alpha)]["relative_change"] for s in judged]
+            resolved = [
+                p["seed"]
+                for p in pairs
+                if p["condition"] == chi_condition
+                and p["alpha"] == alpha
+                and p["resolved"]
+                and p["seed"] in judged
+            ]
+            targets.append(
+                {
+                    "condition": chi_condition,
+                    "alpha": alpha,
+                    "seeds": judged,
+                    "chi_halves_every_seed": all(r <= -0.5 for r in chi_rel),
+                    "control_within_quarter": all(abs(r) < 0.25 for r in ctl_rel),
+                    "chi_below_control_resolved": len(resolved),
+                }
+            )
+    return {
+        "resolution": resolution,
+        "fin_metric_reference": baselines.get(0),
+        "runs": runs,
+        "pairs": pairs,
+        "targets": targets,
+    }
+
+
+def summary_report(summary: dict) -> str:
+    """Markdown: the runs table (seed, condition, α, fin metric ± sd over 4-chain sets, its
+    change against the seed's baseline, loss-controlled metric, found again, losses), the
+    χ-against-control gaps, and the targets."""
+
+    def signed(value, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+
+    lines = [
+        "| seed | condition | α | fin metric | change | loss-controlled | found again | "
+        "loss: spaces | markers | spaces after 3+ |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(summary["runs"], key=lambda r: (r["seed"], r["condition"], r["alpha"] or 0)):
+        change = (
+            "—"
+            if r["change"] is None
+            else f"{r['change']:+.2f} ({100 * r['relative_change']:+.0f} %)"
+        )
+        lines.append(
+            f"| {r['seed']} | {r['condition']} | {signed(r['alpha'], 'g')} | "
+            f"{r['fin_metric']:.2f} ± {r['fin_metric_sd']:.2f} | {change} | "
+            f"{r['fin_metric_loss_controlled']:.2f} | {r['found_again']:.2f} | "
+            f"{r['loss_whitespace']:.3f} | {r['loss_marker']:.3f} | "
+            f"{r['loss_spaces_after_3_plus']:.3f} |"
+        )
+    lines += [
+        "",
+        f"χ-derived weights against their same-share control (gap: control's metric minus "
+        f"the χ weighting's; resolved above {summary['resolution']:.2f}):",
+        "",
+        "| seed | condition | α | gap | resolved |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for p in summary["pairs"]:
+        lines.append(
+            f"| {p['seed']} | {p['condition']} | {p['alpha']:g} | {p['gap']:+.3f} | "
+            f"{'yes' if p['resolved'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "| condition | α | seeds | χ halves the metric on every seed | control within a "
+        "quarter on every seed | χ below control, resolved |",
+        "|---|---:|---|---|---|---:|",
+    ]
+    for t in summary["targets"]:
+        lines.append(
+            f"| {t['condition']} | {t['alpha']:g} | {', '.join(map(str, t['seeds']))} | "
+            f"{'yes' if t['chi_halves_every_seed'] else 'no'} | "
+            f"{'yes' if t['control_within_quarter'] else 'no'} | "
+            f"{t['chi_below_control_resolved']} of {len(t['seeds'])} |"
+        )
+    return "\n".join(lines) + "\n"

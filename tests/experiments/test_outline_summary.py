@@ -54,6 +54,11 @@ def test_changes_gaps_and_targets_as_worked_by_hand():
     assert target["chi_halves_every_seed"] is False  # seed 1: −37.5 %
     assert target["control_within_quarter"] is False  # seed 1: exactly −25 %
     assert target["chi_below_control_resolved"] == 1  # seed 0 only (seed 2 not judged)
+    # the gap needs no baseline: seeds 0, 1, 2 give 0.36, 0.10, 0.20, mean 0.22,
+    # deviations +0.14, −0.12, −0.02, sample sd sqrt(0.0344 / 2) = 0.13115
+    assert target["paired_seeds"] == [0, 1, 2] and target["chi_below_control"] == 3
+    assert target["gap_mean"] == pytest.approx(0.22)
+    assert target["gap_sd"] == pytest.approx(0.0344**0.5 / 2**0.5)
 
 
 def test_every_seed_halved_and_controls_within_a_quarter():
@@ -61,6 +66,7 @@ def test_every_seed_halved_and_controls_within_a_quarter():
     (target,) = outline_summary(entries)["targets"]
     assert target["chi_halves_every_seed"] and target["control_within_quarter"]
     assert target["chi_below_control_resolved"] == 1
+    assert target["gap_mean"] == pytest.approx(0.36) and target["gap_sd"] is None
 
 
 def test_two_baselines_for_one_seed_are_refused():
@@ -72,4 +78,4 @@ def test_report_lists_every_run_and_pair():
     text = summary_report(outline_summary(ENTRIES))
     assert text.count("| chi_amplify | 2 |") == 3 + 3 + 1  # three runs, three pairs, one target row
     assert "| 0 | chi_amplify | 2 | 0.30 ± 0.05 | -0.30 (-50 %) |" in text
-    assert "| chi_amplify | 2 | 0, 1 | no | no | 1 of 2 |" in text
+    assert "| chi_amplify | 2 | 0, 1 | no | no | 1 of 2 | 3 of 3 | +0.220 ± 0.131 |" in text

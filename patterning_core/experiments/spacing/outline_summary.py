@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 __all__ = ["CONTROL_OF", "outline_summary", "summary_report"]
 
 # Each χ-derived weighting and the control that moves whitespace's share by as much.
@@ -50,7 +52,9 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
     - ``targets``: per (χ condition, α), over the seeds that have both models and a baseline:
       ``chi_halves_every_seed`` (relative change ≤ −0.5 on each), ``control_within_quarter``
       (|relative change| < 0.25 on each), ``chi_below_control_resolved`` (how many seeds),
-      ``seeds``.
+      ``seeds``; and over every seed with both models (``paired_seeds``, a baseline not
+      needed): ``chi_below_control`` (how many seeds have a positive gap, resolved or not),
+      ``gap_mean`` and ``gap_sd`` (sample sd over seeds; ``None`` for one seed).
     ``fin_metric_reference``: seed 0's baseline metric (``None`` without one)."""
     runs = [_run(e) for e in entries]
     baselines: dict[int, float] = {}
@@ -78,9 +82,11 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
                 and r["alpha"] == alpha
                 and (r["seed"], control, alpha) in by_key
             )
+            gaps = []
             for seed in seeds:
                 chi, ctl = by_key[(seed, chi_condition, alpha)], by_key[(seed, control, alpha)]
                 gap = ctl["fin_metric"] - chi["fin_metric"]
+                gaps.append(gap)
                 pairs.append(
                     {
                         "seed": seed,
@@ -94,6 +100,7 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
             judged = [s for s in seeds if s in baselines]
             if not judged:
                 continue
+            gaps = np.array(gaps)
             chi_rel = [by_key[(s, chi_condition, alpha)]["relative_change"] for s in judged]
             ctl_rel = [by_key[(s, control, alpha)]["relative_change"] for s in judged]
             resolved = [
@@ -112,6 +119,10 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
                     "chi_halves_every_seed": all(r <= -0.5 for r in chi_rel),
                     "control_within_quarter": all(abs(r) < 0.25 for r in ctl_rel),
                     "chi_below_control_resolved": len(resolved),
+                    "paired_seeds": seeds,
+                    "chi_below_control": int((gaps > 0).sum()),
+                    "gap_mean": float(gaps.mean()),
+                    "gap_sd": float(gaps.std(ddof=1)) if len(gaps) > 1 else None,
                 }
             )
     return {
@@ -165,14 +176,18 @@ def summary_report(summary: dict) -> str:
     lines += [
         "",
         "| condition | α | seeds | χ halves the metric on every seed | control within a "
-        "quarter on every seed | χ below control, resolved |",
-        "|---|---:|---|---|---|---:|",
+        "quarter on every seed | χ below control, resolved | χ below control (any gap) | "
+        "gap over seeds |",
+        "|---|---:|---|---|---|---:|---:|---:|",
     ]
     for t in summary["targets"]:
+        sd = "" if t["gap_sd"] is None else f" ± {t['gap_sd']:.3f}"
         lines.append(
             f"| {t['condition']} | {t['alpha']:g} | {', '.join(map(str, t['seeds']))} | "
             f"{'yes' if t['chi_halves_every_seed'] else 'no'} | "
             f"{'yes' if t['control_within_quarter'] else 'no'} | "
-            f"{t['chi_below_control_resolved']} of {len(t['seeds'])} |"
+            f"{t['chi_below_control_resolved']} of {len(t['seeds'])} | "
+            f"{t['chi_below_control']} of {len(t['paired_seeds'])} | "
+            f"{t['gap_mean']:+.3f}{sd} |"
         )
     return "\n".join(lines) + "\n"

@@ -509,6 +509,7 @@ def summary(args: argparse.Namespace) -> int:
     ``<out>.md``."""
     from patterning_core.experiments.spacing.outline_summary import (
         outline_summary,
+        plot_outline_summary,
         summary_report,
     )
 
@@ -530,6 +531,7 @@ def summary(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot = plot_outline_summary(result, out.with_suffix(".png"))
     text = (
         "# The outline fin over seeds and doses\n\n"
         "Written by `scripts/fin_outline_suppress.py summary` from the readings its manifest "
@@ -539,6 +541,7 @@ def summary(args: argparse.Namespace) -> int:
         "against the same seed's baseline; losses (nats) on 64 held-out outline sequences "
         "(spaces that continue a run, markers after their run, spaces after 3 or more).\n\n"
         + summary_report(result)
+        + f"\n![fin metric per seed]({plot.name})\n"
     )
     out.with_suffix(".md").write_text(text)
     print(text)

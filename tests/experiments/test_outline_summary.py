@@ -2,7 +2,12 @@
 
 import pytest
 
-from patterning_core.experiments.spacing.outline_summary import outline_summary, summary_report
+from patterning_core.experiments.spacing.outline_summary import (
+    outline_summary,
+    plot_outline_summary,
+    summary_columns,
+    summary_report,
+)
 
 
 def reading(label: str, metric: float) -> dict:
@@ -79,3 +84,26 @@ def test_report_lists_every_run_and_pair():
     assert text.count("| chi_amplify | 2 |") == 3 + 3 + 1  # three runs, three pairs, one target row
     assert "| 0 | chi_amplify | 2 | 0.30 ± 0.05 | -0.30 (-50 %) |" in text
     assert "| chi_amplify | 2 | 0, 1 | no | no | 1 of 2 | 3 of 3 | +0.220 ± 0.131 |" in text
+
+
+def test_plot_has_a_column_per_condition_and_dose(tmp_path):
+    from PIL import Image
+
+    summary = outline_summary(ENTRIES)
+    columns = summary_columns(summary["runs"])
+    assert columns == ["baseline", "chi_amplify ×2", "control_amplify ×2"]
+    more = summary["runs"] + [
+        {"seed": 0, "condition": c, "alpha": a}
+        for c, a in [("control_dose", 1.0), ("collapse_whitespace", None), ("chi_suppress", 1.0)]
+    ]
+    assert summary_columns(more) == [
+        "baseline",
+        "collapse_whitespace",
+        "chi_suppress ×1",
+        "control_dose ×1",
+        "chi_amplify ×2",
+        "control_amplify ×2",
+    ]
+    path = plot_outline_summary(summary, tmp_path / "fin.png")
+    width, height = Image.open(path).size
+    assert width > 300 and height > 200

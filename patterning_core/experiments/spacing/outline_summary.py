@@ -13,11 +13,19 @@ between two 4-chain sets of one model and between two SGLD estimates of one mode
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTROL_OF", "outline_summary", "summary_report"]
+__all__ = [
+    "CONTROL_OF",
+    "outline_summary",
+    "plot_outline_summary",
+    "summary_columns",
+    "summary_report",
+]
 
 # Each χ-derived weighting and the control that moves whitespace's share by as much.
 CONTROL_OF = {"chi_suppress": "control_dose", "chi_amplify": "control_amplify"}
@@ -191,3 +199,63 @@ def summary_report(summary: dict) -> str:
             f"{t['gap_mean']:+.3f}{sd} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _column(run: dict) -> str:
+    return run["condition"] if run["alpha"] is None else f"{run['condition']} ×{run['alpha']:g}"
+
+
+def summary_columns(runs: Sequence[dict]) -> list[str]:
+    """The plot's columns (``"chi_amplify ×2"``): ``baseline`` first, then the unweighted
+    edits, then by dose, each χ weighting followed by its control."""
+    family = {control: chi for chi, control in CONTROL_OF.items()}
+
+    def order(run: dict) -> tuple:
+        condition = run["condition"]
+        return (
+            condition != "baseline",
+            run["alpha"] or 0.0,
+            family.get(condition, condition),
+            condition in family,
+        )
+
+    columns: list[str] = []
+    for run in sorted(runs, key=order):
+        if _column(run) not in columns:
+            columns.append(_column(run))
+    return columns
+
+
+def plot_outline_summary(summary: dict, path: str | os.PathLike[str]) -> Path:
+    """One column per condition and dose, one point per seed (fin metric ± sd over its
+    4-chain sets), each seed's baseline dashed in its colour and half of it (the issue's
+    target for a χ weighting) dotted."""
+    from patterning_core.report.pyplot import plt, save_figure
+
+    runs = summary["runs"]
+    columns = summary_columns(runs)
+    seeds = sorted({r["seed"] for r in runs})
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(columns), 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, seed in enumerate(seeds):
+        colour = colours[i % len(colours)]
+        mine = [r for r in runs if r["seed"] == seed]
+        xs = [columns.index(_column(r)) + 0.12 * (i - (len(seeds) - 1) / 2) for r in mine]
+        ax.errorbar(
+            xs,
+            [r["fin_metric"] for r in mine],
+            yerr=[r["fin_metric_sd"] for r in mine],
+            fmt="o",
+            color=colour,
+            capsize=2,
+            label=f"seed {seed}",
+        )
+        base = [r["fin_metric"] for r in mine if r["condition"] == "baseline"]
+        if base:
+            ax.axhline(base[0], color=colour, lw=0.8, ls="--")
+            ax.axhline(base[0] / 2, color=colour, lw=0.8, ls=":")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("fin metric (4-chain sets)")
+    ax.set_title("The outline fin per seed (dashed: baseline; dotted: half of it)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, path)

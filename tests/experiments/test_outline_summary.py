@@ -107,3 +107,16 @@ def test_plot_has_a_column_per_condition_and_dose(tmp_path):
     path = plot_outline_summary(summary, tmp_path / "fin.png")
     width, height = Image.open(path).size
     assert width > 300 and height > 200
+
+
+def test_a_chi_weighting_above_its_control_is_resolved_but_not_counted_below():
+    entries = [
+        entry(0, "baseline", None, 0.60),
+        entry(0, "chi_suppress", 1.0, 0.80),  # +33 %
+        entry(0, "control_dose", 1.0, 0.60),  # gap 0.60 − 0.80 = −0.20
+    ]
+    s = outline_summary(entries, resolution=0.15)
+    ((seed, gap, resolved),) = [(p["seed"], p["gap"], p["resolved"]) for p in s["pairs"]]
+    assert (seed, resolved) == (0, True) and gap == pytest.approx(-0.20)
+    (target,) = s["targets"]
+    assert target["chi_below_control_resolved"] == 0 and target["chi_below_control"] == 0

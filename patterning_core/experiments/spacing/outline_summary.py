@@ -56,10 +56,12 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
     - ``runs``: one per model (``_run`` keys), with ``change`` = its fin metric minus its
       seed's baseline and ``relative_change`` = change / baseline (``None`` without one);
     - ``pairs``: per (seed, α) with a χ weighting and its control, ``gap`` = control's metric
-      minus the χ weighting's (positive: χ lower) and ``resolved`` = gap > resolution;
+      minus the χ weighting's (positive: χ lower) and ``resolved`` = |gap| > resolution
+      (either sign);
     - ``targets``: per (χ condition, α), over the seeds that have both models and a baseline:
       ``chi_halves_every_seed`` (relative change ≤ −0.5 on each), ``control_within_quarter``
-      (|relative change| < 0.25 on each), ``chi_below_control_resolved`` (how many seeds),
+      (|relative change| < 0.25 on each), ``chi_below_control_resolved`` (how many seeds
+      have gap > resolution),
       ``seeds``; and over every seed with both models (``paired_seeds``, a baseline not
       needed): ``chi_below_control`` (how many seeds have a positive gap, resolved or not),
       ``gap_mean`` and ``gap_sd`` (sample sd over seeds; ``None`` for one seed).
@@ -102,7 +104,7 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
                         "control": control,
                         "alpha": alpha,
                         "gap": gap,
-                        "resolved": gap > resolution,
+                        "resolved": abs(gap) > resolution,
                     }
                 )
             judged = [s for s in seeds if s in baselines]
@@ -116,7 +118,7 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
                 for p in pairs
                 if p["condition"] == chi_condition
                 and p["alpha"] == alpha
-                and p["resolved"]
+                and p["gap"] > resolution
                 and p["seed"] in judged
             ]
             targets.append(
@@ -171,7 +173,7 @@ def summary_report(summary: dict) -> str:
     lines += [
         "",
         f"χ-derived weights against their same-share control (gap: control's metric minus "
-        f"the χ weighting's; resolved above {summary['resolution']:.2f}):",
+        f"the χ weighting's; resolved where its size exceeds {summary['resolution']:.2f}):",
         "",
         "| seed | condition | α | gap | resolved |",
         "|---:|---|---:|---:|---|",

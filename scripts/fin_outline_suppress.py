@@ -44,6 +44,14 @@ model is read alone (nothing against the reference's mode or initialization), an
         --reference docs/examples/spacing_fin_outline_units_chi16.json \
         --condition chi_suppress=docs/examples/spacing_fin_outline_chi_suppress_seed0_chi.json \
         --out docs/results/spacing/fin_outline/suppress/readings
+
+``summary``: every reading the manifest names (its seed, condition and dose), each against
+its seed's baseline and its same-share control (``experiments/spacing/outline_summary.py``),
+as ``<out>.json``, ``<out>.md`` and ``<out>.png``:
+
+    .venv/bin/python scripts/fin_outline_suppress.py summary \
+        --manifest docs/results/spacing/fin_outline/summary_manifest.json \
+        --out docs/results/spacing/fin_outline/results
 """
 
 from __future__ import annotations
@@ -505,8 +513,8 @@ def readings_report(info: dict) -> str:
 
 def summary(args: argparse.Namespace) -> int:
     """Every reading the manifest names, against its seed's baseline and its control
-    (``outline_summary``): ``<out>.json`` (the issue's ``results.json`` form, more keys) and
-    ``<out>.md``."""
+    (``outline_summary``): ``<out>.json`` (the issue's ``results.json`` form, more keys),
+    ``<out>.md`` and the plot ``<out>.png``."""
     from patterning_core.experiments.spacing.outline_summary import (
         outline_summary,
         plot_outline_summary,
@@ -583,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--publish", help="also write every model's χ on the outline units (.nc)")
     m = sub.add_parser("summary", help="every seed's readings against baselines and controls")
     m.add_argument("--manifest", required=True, help="JSON: the runs and their readings")
-    m.add_argument("--out", required=True, help="<out>.json and <out>.md")
+    m.add_argument("--out", required=True, help="<out>.json, <out>.md and <out>.png")
     args = parser.parse_args(argv)
     if args.command == "train" and args.condition not in UNWEIGHTED and not args.weights:
         parser.error(f"--condition {args.condition} needs --weights")

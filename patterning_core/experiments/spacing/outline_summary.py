@@ -113,14 +113,7 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
             gaps = np.array(gaps)
             chi_rel = [by_key[(s, chi_condition, alpha)]["relative_change"] for s in judged]
             ctl_rel = [by_key[(s, control, alpha)]["relative_change"] for s in judged]
-            resolved = [
-                p["seed"]
-                for p in pairs
-                if p["condition"] == chi_condition
-                and p["alpha"] == alpha
-                and p["gap"] > resolution
-                and p["seed"] in judged
-            ]
+            resolved = sum(g > resolution for s, g in zip(seeds, gaps, strict=True) if s in judged)
             targets.append(
                 {
                     "condition": chi_condition,
@@ -128,7 +121,7 @@ def outline_summary(entries: Sequence[dict], resolution: float = 0.15) -> dict:
                     "seeds": judged,
                     "chi_halves_every_seed": all(r <= -0.5 for r in chi_rel),
                     "control_within_quarter": all(abs(r) < 0.25 for r in ctl_rel),
-                    "chi_below_control_resolved": len(resolved),
+                    "chi_below_control_resolved": int(resolved),
                     "paired_seeds": seeds,
                     "chi_below_control": int((gaps > 0).sum()),
                     "gap_mean": float(gaps.mean()),
@@ -148,58 +141,66 @@ def summary_report(summary: dict) -> str:
     """Markdown: the runs table (seed, condition, α, fin metric ± sd over 4-chain sets, its
     change against the seed's baseline, loss-controlled metric, found again, losses), the
     χ-against-control gaps, and the targets."""
+    from patterning_core.report.markdown import markdown_table
 
-    def signed(value, spec: str) -> str:
+    def or_dash(value, spec: str) -> str:
         return "—" if value is None else format(value, spec)
 
-    lines = [
-        "| seed | condition | α | fin metric | change | loss-controlled | found again | "
-        "loss: spaces | markers | spaces after 3+ |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(summary["runs"], key=lambda r: (r["seed"], r["condition"], r["alpha"] or 0)):
-        change = (
-            "—"
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    runs = sorted(summary["runs"], key=lambda r: (r["seed"], r["condition"], r["alpha"] or 0))
+    run_rows = [
+        {
+            "seed": r["seed"],
+            "condition": r["condition"],
+            "α": or_dash(r["alpha"], "g"),
+            "fin metric": f"{r['fin_metric']:.2f} ± {r['fin_metric_sd']:.2f}",
+            "change": "—"
             if r["change"] is None
-            else f"{r['change']:+.2f} ({100 * r['relative_change']:+.0f} %)"
-        )
-        lines.append(
-            f"| {r['seed']} | {r['condition']} | {signed(r['alpha'], 'g')} | "
-            f"{r['fin_metric']:.2f} ± {r['fin_metric_sd']:.2f} | {change} | "
-            f"{r['fin_metric_loss_controlled']:.2f} | {r['found_again']:.2f} | "
-            f"{r['loss_whitespace']:.3f} | {r['loss_marker']:.3f} | "
-            f"{r['loss_spaces_after_3_plus']:.3f} |"
-        )
+            else f"{r['change']:+.2f} ({100 * r['relative_change']:+.0f} %)",
+            "loss-controlled": f"{r['fin_metric_loss_controlled']:.2f}",
+            "found again": f"{r['found_again']:.2f}",
+            "loss: spaces": f"{r['loss_whitespace']:.3f}",
+            "markers": f"{r['loss_marker']:.3f}",
+            "spaces after 3+": f"{r['loss_spaces_after_3_plus']:.3f}",
+        }
+        for r in runs
+    ]
+    pair_rows = [
+        {
+            "seed": p["seed"],
+            "condition": p["condition"],
+            "α": f"{p['alpha']:g}",
+            "gap": f"{p['gap']:+.3f}",
+            "resolved": yes(p["resolved"]),
+        }
+        for p in summary["pairs"]
+    ]
+    target_rows = [
+        {
+            "condition": t["condition"],
+            "α": f"{t['alpha']:g}",
+            "seeds": ", ".join(map(str, t["seeds"])),
+            "χ halves the metric on every seed": yes(t["chi_halves_every_seed"]),
+            "control within a quarter on every seed": yes(t["control_within_quarter"]),
+            "χ below control, resolved": f"{t['chi_below_control_resolved']} of {len(t['seeds'])}",
+            "χ below control (any gap)": f"{t['chi_below_control']} of {len(t['paired_seeds'])}",
+            "gap over seeds": f"{t['gap_mean']:+.3f}"
+            + ("" if t["gap_sd"] is None else f" ± {t['gap_sd']:.3f}"),
+        }
+        for t in summary["targets"]
+    ]
+    lines = markdown_table(run_rows, align="rlrrrrrrrr")
     lines += [
         "",
         f"χ-derived weights against their same-share control (gap: control's metric minus "
         f"the χ weighting's; resolved where its size exceeds {summary['resolution']:.2f}):",
         "",
-        "| seed | condition | α | gap | resolved |",
-        "|---:|---|---:|---:|---|",
-    ]
-    for p in summary["pairs"]:
-        lines.append(
-            f"| {p['seed']} | {p['condition']} | {p['alpha']:g} | {p['gap']:+.3f} | "
-            f"{'yes' if p['resolved'] else 'no'} |"
-        )
-    lines += [
+        *markdown_table(pair_rows, align="rlrrl"),
         "",
-        "| condition | α | seeds | χ halves the metric on every seed | control within a "
-        "quarter on every seed | χ below control, resolved | χ below control (any gap) | "
-        "gap over seeds |",
-        "|---|---:|---|---|---|---:|---:|---:|",
+        *markdown_table(target_rows, align="lrlllrrr"),
     ]
-    for t in summary["targets"]:
-        sd = "" if t["gap_sd"] is None else f" ± {t['gap_sd']:.3f}"
-        lines.append(
-            f"| {t['condition']} | {t['alpha']:g} | {', '.join(map(str, t['seeds']))} | "
-            f"{'yes' if t['chi_halves_every_seed'] else 'no'} | "
-            f"{'yes' if t['control_within_quarter'] else 'no'} | "
-            f"{t['chi_below_control_resolved']} of {len(t['seeds'])} | "
-            f"{t['chi_below_control']} of {len(t['paired_seeds'])} | "
-            f"{t['gap_mean']:+.3f}{sd} |"
-        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """Every seed's outline-fin readings in one table: each retrained model against its own
 seed's baseline, each χ-derived weighting against its same-share control at the same dose,
-and the issue's targets checked on every seed.
+and the experiment's targets (χ-suppress halves the metric, its control moves it by less than
+a quarter) checked on every seed.
 
 Input: reading rows of ``scripts/fin_outline_suppress.py read`` (``outline_reading`` plus
 ``label``), each tagged with the seed, the condition (``outline_reading.CONDITIONS``) and the
@@ -231,7 +232,7 @@ def summary_columns(runs: Sequence[dict]) -> list[str]:
 
 def plot_outline_summary(summary: dict, path: str | os.PathLike[str]) -> Path:
     """One column per condition and dose, one point per seed (fin metric ± sd over its
-    4-chain sets), each seed's baseline dashed in its colour and half of it (the issue's
+    4-chain sets), each seed's baseline dashed in its colour and half of it (the
     target for a χ weighting) dotted."""
     from patterning_core.report.pyplot import plt, save_figure
 

@@ -91,17 +91,18 @@ def rates(repeats: int, draws: int = 10, passes: int = 200) -> dict[str, float]:
     """GFLOP per CPU second (one thread, median over interleaved repeats) of the generic path
     (``draws`` draws, 16 heads and the full run) and of ``passes`` bare forward/backward
     passes of the plain ``loss_fn`` and of the built-in model, on batches of 16."""
+    from compute_floor import compute_floor
+
     from patterning_core.estimators.susceptibility import sample_susceptibility_stats
-    from patterning_core.model.transformer import AttnOnlyTransformer, make_loss_fn
+    from patterning_core.model.transformer import make_loss_fn
 
     work = short_workload(draws)
     loss_fn = make_loss_fn(work.cfg)
     size = work.sampler.batch_size
-    batches = [work.data[i * size : (i + 1) * size] for i in range(passes)]
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, work.data.shape[0], (passes, size), generator=gen)
+    batches = [work.data[r] for r in rows]  # random batches, as the compute floor draws them
     params = {k: v.clone().requires_grad_(True) for k, v in work.params.items()}
-    model = AttnOnlyTransformer(work.cfg)
-    model.load_params(work.params)
-    model.train()
 
     def generic() -> None:
         sample_susceptibility_stats(
@@ -114,20 +115,19 @@ def rates(repeats: int, draws: int = 10, passes: int = 200) -> dict[str, float]:
             for p in params.values():
                 p.grad = None
 
-    def builtin() -> None:
-        for tokens in batches:
-            model.loss(tokens).mean().backward()
-            model.zero_grad(set_to_none=True)
+    def builtin_cpu_seconds() -> float:  # the compute floor's own loop (it warms up itself)
+        return compute_floor(work.params, work.cfg, work.data, passes, size)["cpu_s"]
 
     # The built-in model does the same arithmetic as the plain one, partly in kernels the
     # counter does not see (the fused readout), so the plain count stands for both.
     plain_flops = _flops(plain)
     work_flops = {"generic": _flops(generic), "plain": plain_flops, "builtin": plain_flops}
-    plain(), builtin()  # warm-up
+    plain()  # warm-up
     seconds: dict[str, list[float]] = {k: [] for k in work_flops}
     for _ in range(repeats):
-        for name, fn in (("generic", generic), ("plain", plain), ("builtin", builtin)):
-            seconds[name].append(_cpu_seconds(fn))
+        seconds["generic"].append(_cpu_seconds(generic))
+        seconds["plain"].append(_cpu_seconds(plain))
+        seconds["builtin"].append(builtin_cpu_seconds())
     return {k: work_flops[k] / 1e9 / statistics.median(v) for k, v in seconds.items()}
 
 

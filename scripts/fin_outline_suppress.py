@@ -513,8 +513,8 @@ def readings_report(info: dict) -> str:
 
 def summary(args: argparse.Namespace) -> int:
     """Every reading the manifest names, against its seed's baseline and its control
-    (``outline_summary``): ``<out>.json`` (the spacing experiments' ``results.json`` form, more keys),
-    ``<out>.md`` and the plot ``<out>.png``."""
+    (``outline_summary``): ``<out>.json`` (the spacing experiments' ``results.json`` form,
+    more keys), ``<out>.md`` and the plot ``<out>.png``."""
     from patterning_core.experiments.spacing.outline_summary import (
         outline_summary,
         plot_outline_summary,
